@@ -1,0 +1,93 @@
+"""Checkpoints: config + bridges + trained parameters in safetensors, never the base weights.
+
+A folder holds `rcc_config.json`, `rcc_weights.safetensors` and, when the model has one, the tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from rcc_model.config import CONFIG_NAME, RCCConfig
+
+WEIGHTS_NAME = "rcc_weights.safetensors"
+PACKAGED = Path(__file__).parent / "pretrained"
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A packaged name (a folder under rcc_model/pretrained) or a checkpoint folder."""
+    packaged = PACKAGED / str(name_or_path)
+    if isinstance(name_or_path, str) and (packaged / CONFIG_NAME).is_file():
+        return packaged
+    path = Path(name_or_path).expanduser()
+    if (path / CONFIG_NAME).is_file():
+        return path
+    names = sorted(p.name for p in PACKAGED.iterdir() if (p / CONFIG_NAME).is_file())
+    raise FileNotFoundError(
+        f"{name_or_path!r} is neither a packaged RCC model ({', '.join(names)}) nor a folder with {CONFIG_NAME}"
+    )
+
+
+def save_checkpoint(model, directory: str | Path) -> Path:
+    """Write to a temporary sibling folder, then swap it in, so a crash never leaves half a checkpoint."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        model.config.save(tmp)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.trained_state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "rcc-checkpoint",
+                                                             "fingerprint": model.fingerprint})
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(tmp)
+        old = None
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}-old-{os.getpid()}")
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=None, cache_dir=None):
+    folder = resolve_checkpoint(name_or_path)
+    config = RCCConfig.load(folder)
+    model = cls._build(config, device=device, device_map=device_map, cache_dir=cache_dir, dtype=dtype)
+    weights = folder / WEIGHTS_NAME
+    if weights.is_file():
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{weights} is not a readable safetensors file (corrupted?): {e}") from e
+        load_trained_state(model, state, source=str(weights))
+    from rcc_model import bases
+
+    tokenizer = bases.load_tokenizer(folder)
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
+    return model
+
+
+def load_trained_state(model, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy bridges and trained parameters into `model`, refusing any key or shape it does not have."""
+    params = dict(model.named_parameters())
+    missing = sorted(k for k in params if k.startswith("bridges.") and k not in state)
+    unknown = sorted(k for k in state if k not in params)
+    wrong = sorted(k for k in state if k in params and tuple(state[k].shape) != tuple(params[k].shape))
+    if missing or unknown or wrong:
+        raise ValueError(
+            f"{source} does not fit this model (wrong checkpoint or base?): "
+            f"missing {missing[:5]}, unexpected {unknown[:5]}, wrong shapes {wrong[:5]}"
+        )
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor.to(params[name].dtype))

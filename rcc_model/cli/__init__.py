@@ -1,0 +1,52 @@
+"""`rcc`: compress text into memory files and read them back. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rcc_model.cli import ask, compress, demo, info, reconstruct
+
+EPILOG = """examples:
+  rcc compress report.txt -o report.rccmem          # compress a text file with the default model
+  rcc ask report.rccmem "Who signed the report?"    # answer from memory
+  rcc reconstruct report.rccmem                     # regenerate the text the memory holds
+  rcc info report.rccmem                            # what the memory holds and which model made it
+  rcc demo                                          # compress a sample document and ask about it
+"""
+
+COMMANDS = {"compress": compress, "ask": ask, "reconstruct": reconstruct, "info": info, "demo": demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rcc", description="Recurrent Context Compression: compress long text into memory once, "
+        "then answer questions from it with a KV cache r times smaller than the text.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, TypeError) as e:
+        print(f"rcc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default",
+                        help="packaged model name or checkpoint folder (default: %(default)s)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    parser.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                        help="compute dtype (default: the checkpoint's)")
+
+
+def load_model(args: argparse.Namespace):
+    from rcc_model import RCCModel
+
+    return RCCModel.from_pretrained(args.model, dtype=args.dtype, device=args.device)

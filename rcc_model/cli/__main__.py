@@ -1,0 +1,5 @@
+import sys
+
+from rcc_model.cli import main
+
+sys.exit(main())

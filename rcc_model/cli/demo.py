@@ -1,0 +1,58 @@
+"""`rcc demo`: compress a generated document several windows long and answer a question about it."""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+_TOPICS = ["the harbour", "the old mill", "the library", "the orchard", "the railway", "the market square"]
+_SENTENCES = [
+    "In {year} the council repaired {topic} after a long winter.",
+    "Visitors to {topic} often remarked on its quiet mornings.",
+    "A survey in {year} counted {n} people working near {topic}.",
+    "The records of {topic} were kept in a blue ledger until {year}.",
+]
+
+
+def sample_document(passkey: int, sentences: int = 120, seed: int = 0) -> tuple[str, str]:
+    """A town chronicle with one hidden fact; returns (document, question)."""
+    rng = random.Random(seed)
+    lines = [rng.choice(_SENTENCES).format(year=rng.randint(1850, 1990), topic=rng.choice(_TOPICS),
+                                           n=rng.randint(10, 900)) for _ in range(sentences)]
+    lines.insert(sentences // 2, f"The pass key is {passkey}. Remember it. {passkey} is the pass key.")
+    return " ".join(lines), "What is the pass key?"
+
+
+def add_parser(sub) -> None:
+    from rcc_model.cli import add_model_options
+
+    p = sub.add_parser("demo", help="compress a sample document and answer a question about it",
+                       description="Compress a generated document several windows long, then answer a "
+                       "question about a fact hidden in its middle.")
+    p.add_argument("--passkey", type=int, default=68231)
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from rcc_model.cli import load_model
+
+    start = time.perf_counter()
+    model = load_model(args)
+    print(f"model: {args.model} (base {model.config.base}, rate {model.config.rate}, "
+          f"window {model.config.window}) loaded in {time.perf_counter() - start:.1f}s")
+    status = model.config.extra.get("status")
+    if status:
+        print(f"note: {status}")
+    document, question = sample_document(args.passkey)
+    start = time.perf_counter()
+    memory = model.compress(document)
+    seconds = time.perf_counter() - start
+    print(f"compressed {memory.token_count} tokens into {memory.num_slots} slots in {seconds:.1f}s "
+          f"({memory.token_count / seconds:.0f} tokens/s, {memory.nbytes / 1e6:.1f} MB of memory)")
+    print(f"question: {question}")
+    answer = model.ask(memory, question, max_new_tokens=32)
+    print(f"answer from memory: {answer}")
+    print(f"expected: {args.passkey}")
+    return 0

@@ -1,0 +1,25 @@
+"""`rcc reconstruct FILE.rccmem`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    from rcc_model.cli import add_model_options
+
+    p = sub.add_parser("reconstruct", help="regenerate the text a memory file holds",
+                       description="Regenerate the text a memory file holds, window by window.")
+    p.add_argument("memory", type=Path, help="memory file written by `rcc compress`")
+    p.add_argument("--batch-size", type=int, default=8, help="windows decoded at once (default: 8)")
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rcc_model import CompressedMemory
+    from rcc_model.cli import load_model
+
+    memory = CompressedMemory.load(args.memory)
+    print(load_model(args).reconstruct(memory, batch_size=args.batch_size))
+    return 0

@@ -1,0 +1,116 @@
+"""`RCCConfig`: every setting that defines an RCC model, saved as JSON beside its weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+CONFIG_NAME = "rcc_config.json"
+
+Padding = Literal["masked", "tile"]
+DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
+BridgeInit = Literal["identity", "normal"]
+
+
+@dataclass
+class RCCConfig:
+    """Configuration of an RCC encoder-decoder pair built from one base causal LM.
+
+    Args:
+        base: a registered base name (see `rcc_model.bases.REGISTRY`) or a local Hugging Face model folder.
+        rate: compression rate r: one memory slot per r context tokens.
+        window: encoder window W in tokens; windows are encoded independently. `rate` must divide it.
+        layer_map: for each decoder layer i, the encoder hidden-state entries (indices into HF's
+            `output_hidden_states`, 0 = embeddings) whose mean, through bridge B_i, is added to the slot
+            states after that layer. An empty entry injects nothing there. `None` = identity: layer i <- i+1.
+        padding: how a window shorter than W is handled. "masked" (default) encodes the partial window
+            as is and keeps ceil(n/r) slots, so memory holds exactly the text; "tile" reproduces the
+            paper's release: short contexts are repeated to W tokens and long ones left-padded with their
+            own tail to a multiple of W, so that the true end of the text closes the last window.
+        dtype: compute dtype; "auto" = bfloat16 on CPU and bf16-capable CUDA, float16 elsewhere.
+        memory_dtype: dtype of stored slot states (`CompressedMemory.states`).
+        bridge_init: "identity" (B_embed = I, B_i = 0: the decoder starts as the plain base model reading
+            the sampled tokens) or "normal" (N(0, 0.02), as the release).
+        base_fingerprint: identity of the base weights this RCC was made from; filled in when built.
+    """
+
+    base: str = "smollm2-135m-instruct"
+    rate: int = 4
+    window: int = 256
+    layer_map: list[list[int]] | None = None
+    padding: Padding = "masked"
+    dtype: DTypeName = "auto"
+    memory_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    bridge_init: BridgeInit = "identity"
+    base_fingerprint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rate, int) or self.rate < 1:
+            raise ValueError(f"`rate` must be a positive integer, got rate={self.rate!r}")
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"`window` must be a positive integer, got window={self.window!r}")
+        if self.window % self.rate:
+            raise ValueError(f"`rate` must divide `window`, got rate={self.rate}, window={self.window}")
+        if self.padding not in ("masked", "tile"):
+            raise ValueError(f"`padding` must be 'masked' or 'tile', got padding={self.padding!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"unknown `dtype` {self.dtype!r}")
+        if self.memory_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"unknown `memory_dtype` {self.memory_dtype!r}")
+        if self.bridge_init not in ("identity", "normal"):
+            raise ValueError(f"`bridge_init` must be 'identity' or 'normal', got {self.bridge_init!r}")
+        if self.layer_map is not None:
+            self.layer_map = [[int(j) for j in entry] for entry in self.layer_map]
+
+    def resolved_layer_map(self, num_decoder_layers: int, num_encoder_entries: int) -> list[list[int]]:
+        """The layer map with the identity default filled in, checked against the two models."""
+        layer_map = self.layer_map
+        if layer_map is None:
+            if num_encoder_entries != num_decoder_layers + 1:
+                raise ValueError(
+                    "the identity layer map needs an encoder with as many layers as the decoder, got "
+                    f"{num_encoder_entries - 1} encoder and {num_decoder_layers} decoder layers: "
+                    "pass `layer_map`"
+                )
+            return [[i + 1] for i in range(num_decoder_layers)]
+        if len(layer_map) != num_decoder_layers:
+            raise ValueError(
+                f"`layer_map` needs one entry per decoder layer ({num_decoder_layers}), got {len(layer_map)}"
+            )
+        for i, entry in enumerate(layer_map):
+            bad = [j for j in entry if not 1 <= j < num_encoder_entries]
+            if bad:
+                raise ValueError(
+                    f"`layer_map[{i}]` names encoder entries {bad}; valid are 1..{num_encoder_entries - 1}"
+                )
+        return layer_map
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RCCConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RCCConfig fields {unknown}; is this checkpoint from a newer rcc?")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> RCCConfig:
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {directory} is not an RCC checkpoint folder")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        return cls.from_dict(data)

@@ -1,0 +1,185 @@
+"""Generation from memory: one prefill of `[slots + prompt]` with the bridges applied, then cached decoding.
+
+Shapes: B rows, P_max slot positions (left-padded), T_max prompt tokens (left-padded), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from rcc_model.memory import CompressedMemory
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Greedy when `temperature` is 0; otherwise temperature + nucleus (`top_p`) sampling."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"`max_new_tokens` must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"`temperature` must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class DecodeState:
+    """What cached decoding needs after a prefill: next-token logits (B, V), the KV cache, the attention
+    mask over everything cached so far (B, P + T + generated), and each row's next position (B,)."""
+
+    logits: torch.Tensor
+    cache: object
+    mask: torch.Tensor
+    positions: torch.Tensor
+    num_slots: int = 0
+    fingerprint: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def clone(self) -> DecodeState:
+        return DecodeState(self.logits, copy.deepcopy(self.cache), self.mask.clone(), self.positions.clone(),
+                           self.num_slots, self.fingerprint)
+
+
+def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Sequence[int]],
+            max_new_tokens: int = 0) -> DecodeState:
+    """Run `[slots + prompt]` for each (memory, prompt) pair once, left-padded into one batch."""
+    if len(memories) != len(prompts):
+        raise ValueError(f"{len(memories)} memories for {len(prompts)} prompts")
+    if not memories:
+        raise ValueError("nothing to generate: no memories given")
+    for memory in memories:
+        model.check_memory(memory)
+    limit = model.max_positions
+    for memory, prompt in zip(memories, prompts):
+        needed = memory.num_slots + len(prompt) + max_new_tokens
+        if needed > limit:
+            raise ValueError(
+                f"{memory.num_slots} memory slots + {len(prompt)} prompt tokens + {max_new_tokens} new tokens "
+                f"= {needed} positions, more than the decoder's {limit}: compress less text, shorten the "
+                "prompt, or select part of the memory"
+            )
+    device = model.device
+    rows, slots, tokens = len(memories), max(m.num_slots for m in memories), max(len(p) for p in prompts)
+    first = memories[0].states
+    states = torch.zeros(rows, slots, *first.shape[1:], dtype=first.dtype, device=device)  # (B, P, K, H)
+    slot_mask = torch.zeros(rows, slots, dtype=torch.long, device=device)
+    ids = torch.zeros(rows, tokens, dtype=torch.long, device=device)
+    mask = torch.zeros(rows, tokens, dtype=torch.long, device=device)
+    for row, (memory, prompt) in enumerate(zip(memories, prompts)):
+        if memory.num_slots:
+            states[row, slots - memory.num_slots:] = memory.states.to(device)
+            slot_mask[row, slots - memory.num_slots:] = 1
+        if prompt:
+            ids[row, tokens - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+            mask[row, tokens - len(prompt):] = 1
+    out = model.decode(states, slot_mask, ids, mask, use_cache=True, logits_to_keep=1)
+    full_mask = torch.cat([slot_mask, mask], dim=1)
+    return DecodeState(logits=out.logits[:, -1].float(), cache=out.cache, mask=full_mask,
+                       positions=full_mask.sum(-1), num_slots=slots, fingerprint=model.fingerprint)
+
+
+def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
+    """Feed more prompt tokens to a (cloned) single-row state, e.g. a question after a memory prefix."""
+    if not prompt:
+        return state
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=model.device)
+    mask = torch.cat([state.mask, torch.ones_like(ids)], dim=1)
+    positions = state.positions[:, None] + torch.arange(ids.shape[1], device=ids.device)
+    if int(positions.max()) >= model.max_positions:
+        raise ValueError(f"prompt of {len(prompt)} tokens does not fit after {state.num_slots} memory slots")
+    out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache,
+                        use_cache=True, logits_to_keep=1)
+    return DecodeState(out.logits[:, -1].float(), out.cache, mask, state.positions + ids.shape[1],
+                       state.num_slots, state.fingerprint)
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) logits -> (B,) next tokens."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > params.top_p  # keep the smallest nucleus
+        sorted_probs = sorted_probs.masked_fill(outside, 0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+@torch.no_grad()
+def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator[torch.Tensor]:
+    """Yield (B,) tokens, one step at a time, for up to `params.max_new_tokens` steps.
+
+    The caller decides when a row is finished and stops iterating when all are; the hooks are not
+    active here: only the prefill contains slot positions.
+    """
+    generator = None
+    if params.seed is not None:
+        generator = torch.Generator().manual_seed(params.seed)
+    logits, mask, positions, cache = state.logits, state.mask, state.positions, state.cache
+    for step in range(params.max_new_tokens):
+        tokens = sample(logits, params, generator)
+        yield tokens
+        if step + 1 == params.max_new_tokens:
+            return
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+                            cache=cache, use_cache=True)
+        logits, cache, positions = out.logits[:, -1].float(), out.cache, positions + 1
+
+
+def eos_token_ids(model) -> set[int]:
+    ids: set[int] = set()
+    for source in (model.decoder.generation_config, model.decoder.config, model.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+class TextStream:
+    """Turns one row's tokens into text pieces that are safe to show: no half-decoded characters, and
+    nothing that could still turn out to be the start of a stop string."""
+
+    def __init__(self, tokenizer, stop: Sequence[str] = (), skip_special_tokens: bool = True):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.skip_special_tokens = skip_special_tokens
+        self.ids: list[int] = []
+        self.emitted = 0
+        self.stopped = False
+        self.text = ""
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
+        for stop in self.stop:
+            cut = self.text.find(stop, max(0, self.emitted - len(stop)))
+            if cut != -1:
+                self.stopped, self.text = True, self.text[:cut]
+                return self._take(len(self.text))
+        if self.text.endswith("\ufffd"):
+            return ""
+        hold = max((len(s) - 1 for s in self.stop), default=0)
+        return self._take(len(self.text) - hold)
+
+    def finish(self) -> str:
+        return self._take(len(self.text))
+
+    def _take(self, end: int) -> str:
+        if end <= self.emitted:
+            return ""
+        piece, self.emitted = self.text[self.emitted:end], end
+        return piece

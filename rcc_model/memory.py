@@ -1,0 +1,191 @@
+"""`CompressedMemory`: the slot states of compressed text, with the metadata that says what made them.
+
+Layout: `states` is (S, K, H): S slots (one per r tokens of each window, windows in order), K encoder
+hidden-state entries (embeddings + every layer), H encoder hidden size.
+Files are safetensors with string metadata (no pickle), written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from rcc_model.windows import num_slots
+
+FORMAT = "rcc-memory"
+FORMAT_VERSION = 1
+_STORAGE_DTYPES = ("float32", "bfloat16", "float16", "int8")
+
+
+class MemoryMismatchError(ValueError):
+    """A memory was used with a model (or merged with a memory) it was not made by."""
+
+
+class MemoryFileError(ValueError):
+    """A memory file is missing, truncated, corrupted or not an RCC memory file."""
+
+
+@dataclass
+class CompressedMemory:
+    """Compressed text: `states` (S, K, H) plus what is needed to check and read it.
+
+    `window_tokens[i]` is how many tokens window i was encoded from; its slots are the next
+    ceil(window_tokens[i] / rate) rows of `states`.
+    """
+
+    states: torch.Tensor
+    fingerprint: str
+    base: str
+    rate: int
+    window: int
+    padding: str
+    window_tokens: list[int]
+    token_count: int
+    source_hash: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.states.dim() != 3:
+            raise ValueError(f"memory states must be (slots, entries, hidden), got shape {tuple(self.states.shape)}")
+        expected = sum(num_slots(n, self.rate) for n in self.window_tokens)
+        if expected != self.states.shape[0]:
+            raise ValueError(
+                f"memory holds {self.states.shape[0]} slots but its windows {self.window_tokens} need {expected}"
+            )
+
+    def __len__(self) -> int:
+        return self.num_slots
+
+    def __repr__(self) -> str:
+        return (f"CompressedMemory(tokens={self.token_count}, slots={self.num_slots}, rate={self.rate}, "
+                f"window={self.window}, dtype={self.dtype}, nbytes={self.nbytes}, model={self.fingerprint})")
+
+    @property
+    def num_slots(self) -> int:
+        return self.states.shape[0]
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.window_tokens)
+
+    @property
+    def nbytes(self) -> int:
+        return self.states.numel() * self.states.element_size()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.states.dtype
+
+    def windows(self) -> list[CompressedMemory]:
+        """One memory per encoder window, in order (each window's slots only depend on its own text)."""
+        sizes = [num_slots(n, self.rate) for n in self.window_tokens]
+        return [
+            replace(self, states=states, window_tokens=[n], token_count=n, extra={})
+            for states, n in zip(torch.split(self.states, sizes), self.window_tokens)
+        ]
+
+    def to(self, *args, **kwargs) -> CompressedMemory:
+        return replace(self, states=self.states.to(*args, **kwargs))
+
+    @classmethod
+    def concat(cls, memories: Sequence[CompressedMemory]) -> CompressedMemory:
+        """One memory reading several, in order; all must come from the same model and settings."""
+        if not memories:
+            raise ValueError("concat needs at least one memory")
+        first = memories[0]
+        for other in memories[1:]:
+            for name in ("fingerprint", "rate", "window", "padding"):
+                if getattr(other, name) != getattr(first, name):
+                    raise MemoryMismatchError(
+                        f"cannot concatenate memories with different {name}: "
+                        f"{getattr(first, name)!r} vs {getattr(other, name)!r}"
+                    )
+        digest = hashlib.sha256("".join(m.source_hash for m in memories).encode()).hexdigest()
+        return replace(
+            first,
+            states=torch.cat([m.states.to(first.dtype) for m in memories]),
+            window_tokens=[n for m in memories for n in m.window_tokens],
+            token_count=sum(m.token_count for m in memories),
+            source_hash=digest,
+            extra={},
+        )
+
+    def save(self, path: str | Path, dtype: str | None = None) -> Path:
+        """Write to a safetensors file. `dtype="int8"` stores per-vector absmax int8 with float32 scales
+        (half the bytes of bfloat16); the default keeps the states' own dtype."""
+        path = Path(path)
+        storage = dtype or str(self.dtype).removeprefix("torch.")
+        if storage not in _STORAGE_DTYPES:
+            raise ValueError(f"storage dtype must be one of {_STORAGE_DTYPES}, got {storage!r}")
+        states = self.states.detach().cpu()
+        if storage == "int8":
+            scales = states.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0
+            tensors = {"states": torch.round(states.float() / scales).to(torch.int8),
+                       "scales": scales.contiguous()}
+            compute_dtype = str(self.dtype).removeprefix("torch.")
+        else:
+            tensors = {"states": states.to(getattr(torch, storage)).contiguous()}
+            compute_dtype = storage
+        header = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
+            "base": self.base, "rate": self.rate, "window": self.window, "padding": self.padding,
+            "window_tokens": self.window_tokens, "token_count": self.token_count,
+            "source_hash": self.source_hash, "dtype": compute_dtype, "extra": self.extra,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"rcc": json.dumps(header)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CompressedMemory:
+        path = Path(path)
+        if not path.is_file():
+            raise MemoryFileError(f"memory file {path} does not exist")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                raw = (f.metadata() or {}).get("rcc")
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise MemoryFileError(f"{path} is not a readable memory file (truncated or corrupted?): {e}") from e
+        try:
+            header = json.loads(raw) if raw else {}
+        except json.JSONDecodeError as e:
+            raise MemoryFileError(f"{path}: memory metadata is corrupted: {e}") from e
+        if header.get("format") != FORMAT:
+            raise MemoryFileError(f"{path} is a safetensors file but not an RCC memory file")
+        if header.get("format_version", 0) > FORMAT_VERSION:
+            raise MemoryFileError(f"{path} was written by a newer rcc (format {header['format_version']})")
+        if "states" not in tensors:
+            raise MemoryFileError(f"{path} has no 'states' tensor")
+        states = tensors["states"]
+        dtype = getattr(torch, header["dtype"])
+        if states.dtype == torch.int8:
+            if "scales" not in tensors:
+                raise MemoryFileError(f"{path}: int8 states without their scales")
+            states = states.float() * tensors["scales"]
+        try:
+            return cls(
+                states=states.to(device=device, dtype=dtype), fingerprint=header["fingerprint"],
+                base=header["base"], rate=int(header["rate"]), window=int(header["window"]),
+                padding=header["padding"], window_tokens=[int(n) for n in header["window_tokens"]],
+                token_count=int(header["token_count"]), source_hash=header["source_hash"],
+                extra=dict(header.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise MemoryFileError(f"{path}: inconsistent memory file: {e}") from e

@@ -1,0 +1,56 @@
+"""Prompts for the decoder: raw text, chat messages through the base model's template, and the
+instruction-reconstruction header."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Prompt = str | Sequence[int] | Sequence[dict] | None
+
+_SENTINEL = "\x00RCC-INSTRUCTION\x00"
+
+
+@dataclass(frozen=True)
+class InstructionFrame:
+    """The chat template split around the user's instruction.
+
+    In instruction-reconstruction mode the decoder gets only `header` and first regenerates the
+    instruction it read from memory, then `turn_end` (end of the user turn + assistant header), then the
+    answer.
+    """
+
+    header: str
+    turn_end: str
+
+
+def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt: None/"" -> [], str -> raw text, list of ints -> as is, messages -> template."""
+    if prompt is None or prompt == "":
+        return []
+    if isinstance(prompt, str):
+        _need(tokenizer, "a text prompt")
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    items = list(prompt)
+    if all(isinstance(t, int) for t in items):
+        return items
+    if all(isinstance(m, dict) and "role" in m for m in items):
+        _need(tokenizer, "chat messages")
+        ids = tokenizer.apply_chat_template(items, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    raise TypeError("a prompt is a string, a list of token ids, or a list of {'role', 'content'} messages")
+
+
+def instruction_frame(tokenizer) -> InstructionFrame:
+    _need(tokenizer, "instruction reconstruction")
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("instruction reconstruction needs a tokenizer with a chat template")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
+                                         add_generation_prompt=True)
+    header, _, turn_end = text.partition(_SENTINEL)
+    return InstructionFrame(header=header, turn_end=turn_end)
+
+
+def _need(tokenizer, what: str) -> None:
+    if tokenizer is None:
+        raise ValueError(f"{what} needs a tokenizer, and this model has none: pass token ids")

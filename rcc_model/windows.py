@@ -1,0 +1,46 @@
+"""Cutting token sequences into encoder windows and choosing their slot positions.
+
+Glossary: N tokens in a document, W window, r rate, n tokens in one window (n <= W), S slots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def split_windows(ids: Sequence[int], window: int, padding: str) -> list[list[int]]:
+    """Cut one document into the windows the encoder reads.
+
+    "masked": consecutive windows of W tokens, the last one partial.
+    "tile" (the release's semantics, without its two bugs): a document shorter than W is repeated to W
+    tokens, ending on its own last token; a longer one gets a copy of its tail prepended until its length
+    is a multiple of W (nothing when it already is), so its true end closes the last window.
+    """
+    ids = list(ids)
+    if not ids:
+        raise ValueError("cannot compress an empty input: it has no tokens")
+    if padding == "tile":
+        if len(ids) < window:
+            ids = (ids * math.ceil(window / len(ids)))[-window:]
+        else:
+            pad = -len(ids) % window
+            ids = ids[len(ids) - pad:] + ids if pad else ids
+    elif padding != "masked":
+        raise ValueError(f"`padding` must be 'masked' or 'tile', got {padding!r}")
+    return [ids[start:start + window] for start in range(0, len(ids), window)]
+
+
+def slot_positions(num_tokens: int, rate: int) -> list[int]:
+    """0-based positions whose states become slots: the last token of every block of r tokens.
+
+    A final partial block (only in "masked" windows) is closed by its own last token, so no text is lost.
+    """
+    positions = list(range(rate - 1, num_tokens, rate))
+    if num_tokens % rate:
+        positions.append(num_tokens - 1)
+    return positions
+
+
+def num_slots(num_tokens: int, rate: int) -> int:
+    return math.ceil(num_tokens / rate)

@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny random models built from configs (no download) and the real SmolLM2 base."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from rcc_model import RCCConfig, RCCModel
+
+VOCAB = 99
+
+
+def tiny_llama(vocab_size: int = VOCAB, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=None, bos_token_id=None, pad_token_id=None)
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_neox(vocab_size: int = VOCAB, seed: int = 0) -> GPTNeoXForCausalLM:
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.25,
+                           eos_token_id=None, bos_token_id=None, pad_token_id=None)
+    return GPTNeoXForCausalLM(config).eval()
+
+
+BUILDERS = {"llama": tiny_llama, "neox": tiny_neox}
+
+
+def make_rcc(arch: str = "llama", rate: int = 4, window: int = 16, bridge_init: str = "identity",
+             seed: int = 0, **config_kwargs) -> RCCModel:
+    base = BUILDERS[arch](seed=seed)
+    config = RCCConfig(base=f"tiny-{arch}", rate=rate, window=window, dtype="float32",
+                       memory_dtype="float32", bridge_init=bridge_init, **config_kwargs)
+    torch.manual_seed(seed + 1)
+    return RCCModel(config, base, copy.deepcopy(base))
+
+
+def randomize_bridges(model: RCCModel, seed: int = 0, std: float = 0.05) -> RCCModel:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.bridges.parameters():
+            p.add_(torch.randn_like(p) * std)
+    return model
+
+
+@pytest.fixture(params=["llama", "neox"])
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The real SmolLM2-135M-Instruct base as an HF folder, converted once into the user cache."""
+    from rcc_model.bases import resolve_base
+
+    return resolve_base("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir):
+    from rcc_model.bases import load_tokenizer
+
+    return load_tokenizer(smollm2_dir)
+
+
+@pytest.fixture()
+def text_rcc(smollm2_tokenizer) -> RCCModel:
+    """A tiny random Llama with SmolLM2's real tokenizer: fast, and exercises every text path."""
+    base = tiny_llama(vocab_size=len(smollm2_tokenizer))
+    config = RCCConfig(base="tiny-llama-smollm2-vocab", rate=4, window=32, dtype="float32",
+                       memory_dtype="float32")
+    return RCCModel(config, base, copy.deepcopy(base), smollm2_tokenizer)

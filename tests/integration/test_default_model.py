@@ -1,0 +1,73 @@
+"""The packaged default RCC on the real SmolLM2-135M-Instruct base, and the `rcc` CLI end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rcc_model import CompressedMemory, RCCModel
+from rcc_model.cli.demo import sample_document
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return RCCModel.from_pretrained("default", dtype="float32", device="cpu")
+
+
+def test_default_loads_on_the_real_base_with_its_tokenizer(default_model):
+    assert default_model.config.base == "smollm2-135m-instruct"
+    assert len(default_model.tokenizer) == 49152
+    assert default_model.max_positions == 8192
+
+
+def test_a_document_several_windows_long_round_trips_through_a_memory_file(default_model, tmp_path):
+    document, question = sample_document(12345, sentences=80)
+    memory = default_model.compress(document)
+    assert memory.num_windows >= 4
+    assert memory.num_slots == sum(-(-n // 4) for n in memory.window_tokens)
+    path = memory.save(tmp_path / "doc.rccmem")
+    loaded = CompressedMemory.load(path, device="cpu").to(memory.dtype)
+    answer = default_model.ask(memory, question, max_new_tokens=12)
+    assert default_model.ask(loaded, question, max_new_tokens=12) == answer
+
+
+def test_the_fingerprint_is_the_same_in_every_process(default_model):
+    code = "from rcc_model import RCCModel; print(RCCModel.from_pretrained('default', device='cpu').fingerprint)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == default_model.fingerprint
+
+
+def rcc(*args):
+    return subprocess.run([sys.executable, "-m", "rcc_model.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_compress_info_ask_reconstruct(tmp_path):
+    text = tmp_path / "doc.txt"
+    text.write_text(sample_document(777, sentences=30)[0])
+    done = rcc("compress", str(text), "-o", str(tmp_path / "doc.rccmem"), "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(rcc("info", str(tmp_path / "doc.rccmem"), "--json").stdout)
+    assert info["rate"] == 4 and info["slots"] * 4 >= info["tokens"] > 0
+    answer = rcc("ask", str(tmp_path / "doc.rccmem"), "What is the pass key?", "--max-new-tokens", "8",
+                 "--device", "cpu")
+    assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
+    rebuilt = rcc("reconstruct", str(tmp_path / "doc.rccmem"), "--device", "cpu")
+    assert rebuilt.returncode == 0 and len(rebuilt.stdout) > 100, rebuilt.stderr
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.rccmem"
+    bad.write_bytes(b"nope")
+    done = rcc("info", str(bad))
+    assert done.returncode == 2 and "not a readable memory file" in done.stderr and "Traceback" not in done.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    done = rcc("compress", str(empty), "--device", "cpu")
+    assert done.returncode == 2 and "empty" in done.stderr
+
+
+def test_cli_help_explains_the_commands():
+    out = rcc("--help").stdout
+    for command in ("compress", "ask", "reconstruct", "info", "demo"):
+        assert command in out

@@ -1,0 +1,69 @@
+import pytest
+
+from rcc_model import RCCConfig
+from rcc_model.windows import slot_positions, split_windows
+
+
+def test_rate_must_divide_window_and_the_error_names_both():
+    with pytest.raises(ValueError, match="rate=6, window=256"):
+        RCCConfig(rate=6, window=256)
+
+
+@pytest.mark.parametrize("field,value", [("rate", 0), ("window", -4), ("padding", "left"), ("dtype", "int4")])
+def test_invalid_settings_are_rejected(field, value):
+    with pytest.raises(ValueError):
+        RCCConfig(**{field: value})
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = RCCConfig(rate=8, window=64, layer_map=[[1], [1, 2]], padding="tile")
+    config.save(tmp_path)
+    assert RCCConfig.load(tmp_path) == config
+
+
+def test_unknown_config_fields_are_an_error():
+    with pytest.raises(ValueError, match="unknown RCCConfig fields"):
+        RCCConfig.from_dict({"rate": 4, "window": 16, "compression": 9})
+
+
+def test_layer_map_is_checked_against_the_models():
+    assert RCCConfig().resolved_layer_map(2, 3) == [[1], [2]]
+    with pytest.raises(ValueError, match="one entry per decoder layer"):
+        RCCConfig(layer_map=[[1]]).resolved_layer_map(2, 3)
+    with pytest.raises(ValueError, match="encoder entries"):
+        RCCConfig(layer_map=[[1], [3]]).resolved_layer_map(2, 3)
+    with pytest.raises(ValueError, match="pass `layer_map`"):
+        RCCConfig().resolved_layer_map(2, 5)
+
+
+def test_masked_windows_keep_the_text_exactly():
+    ids = list(range(10))
+    assert split_windows(ids, 4, "masked") == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_slot_positions_close_every_block_and_a_partial_last_block():
+    assert slot_positions(8, 4) == [3, 7]
+    assert slot_positions(10, 4) == [3, 7, 9]
+
+
+def test_tile_repeats_a_short_text_to_one_window_ending_on_its_last_token():
+    assert split_windows([1, 2, 3], 8, "tile") == [[2, 3, 1, 2, 3, 1, 2, 3]]
+
+
+def test_tile_repeats_ids_when_the_length_divides_the_window_release_bug_1():
+    # The release multiplied token ids (ids * k) here instead of repeating the sequence.
+    assert split_windows([5, 6], 8, "tile") == [[5, 6, 5, 6, 5, 6, 5, 6]]
+
+
+def test_tile_adds_no_window_when_the_length_is_a_multiple_release_bug_2():
+    # The release prepended a whole duplicate window when the length was a multiple of W.
+    assert split_windows(list(range(8)), 4, "tile") == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_tile_left_pads_a_long_text_with_its_own_tail():
+    assert split_windows(list(range(6)), 4, "tile") == [[4, 5, 0, 1], [2, 3, 4, 5]]
+
+
+def test_empty_input_is_a_value_error():
+    with pytest.raises(ValueError, match="empty"):
+        split_windows([], 4, "masked")

@@ -1,0 +1,103 @@
+"""Memory files: safetensors round trips, corruption, and memories from other models."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError
+from tests.conftest import make_rcc, randomize_bridges
+from tests.unit.test_modeling import random_ids
+
+
+@pytest.fixture()
+def memory():
+    return make_rcc().compress(random_ids(40))
+
+
+@pytest.mark.parametrize("dtype", [None, "bfloat16", "float16"])
+def test_save_load_round_trip_keeps_states_and_metadata(tmp_path, memory, dtype):
+    path = memory.save(tmp_path / "doc.rccmem", dtype=dtype)
+    loaded = CompressedMemory.load(path)
+    for name in ("fingerprint", "base", "rate", "window", "padding", "window_tokens", "token_count",
+                 "source_hash"):
+        assert getattr(loaded, name) == getattr(memory, name)
+    tolerance = 0 if dtype is None else 1e-2
+    assert str(loaded.dtype) == f"torch.{dtype or 'float32'}"
+    torch.testing.assert_close(loaded.states.float(), memory.states, atol=tolerance, rtol=tolerance)
+
+
+def test_int8_storage_halves_bfloat16_bytes_and_stays_within_one_percent(tmp_path, memory):
+    int8 = memory.save(tmp_path / "q.rccmem", dtype="int8")
+    bf16 = memory.save(tmp_path / "b.rccmem", dtype="bfloat16")
+    assert int8.stat().st_size < 0.6 * bf16.stat().st_size + 2048
+    loaded = CompressedMemory.load(int8)
+    error = (loaded.states - memory.states).norm() / memory.states.norm()
+    assert error < 0.01
+
+
+def test_a_truncated_file_is_a_clear_error(tmp_path, memory):
+    path = memory.save(tmp_path / "doc.rccmem")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(MemoryFileError, match="truncated or corrupted"):
+        CompressedMemory.load(path)
+
+
+def test_garbage_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.rccmem"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(MemoryFileError):
+        CompressedMemory.load(path)
+
+
+def test_a_safetensors_file_that_is_not_memory_is_rejected(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file({"states": torch.zeros(2, 2, 2)}, str(path))
+    with pytest.raises(MemoryFileError, match="not an RCC memory file"):
+        CompressedMemory.load(path)
+
+
+def test_inconsistent_metadata_is_rejected(tmp_path, memory):
+    header = {"format": "rcc-memory", "format_version": 1, "fingerprint": "x", "base": "b", "rate": 4,
+              "window": 16, "padding": "masked", "window_tokens": [16, 16], "token_count": 32,
+              "source_hash": "h", "dtype": "float32"}
+    path = tmp_path / "bad.rccmem"
+    save_file({"states": torch.zeros(3, 3, 32)}, str(path), metadata={"rcc": json.dumps(header)})
+    with pytest.raises(MemoryFileError, match="inconsistent"):
+        CompressedMemory.load(path)
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(MemoryFileError, match="does not exist"):
+        CompressedMemory.load(tmp_path / "nothing.rccmem")
+
+
+def test_a_failed_save_keeps_the_previous_file(tmp_path, memory, monkeypatch):
+    path = memory.save(tmp_path / "doc.rccmem")
+    before = path.read_bytes()
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("rcc_model.memory.save_file", explode)
+    with pytest.raises(OSError):
+        memory.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.rccmem"]
+
+
+def test_concat_reads_documents_in_order(memory):
+    model = make_rcc()
+    other = model.compress(random_ids(9, seed=5))
+    both = CompressedMemory.concat([memory, other])
+    assert both.num_slots == memory.num_slots + other.num_slots
+    assert both.token_count == 49 and both.window_tokens == memory.window_tokens + other.window_tokens
+    assert len(both) == both.num_slots
+    assert [w.token_count for w in both.windows()] == [16, 16, 8, 9]
+
+
+def test_concat_refuses_memories_of_different_models(memory):
+    other = randomize_bridges(make_rcc()).compress(random_ids(9))
+    with pytest.raises(MemoryMismatchError, match="fingerprint"):
+        CompressedMemory.concat([memory, other])
