@@ -28,7 +28,7 @@ from rcc_model.generation import (
     extend,
     prefill,
 )
-from rcc_model.injection import inject_slots
+from rcc_model.injection import SlotInjector
 from rcc_model.memory import CompressedMemory, MemoryMismatchError
 from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
 from rcc_model.windows import num_slots, slot_positions, split_windows
@@ -68,6 +68,7 @@ class RCCModel(nn.Module):
         self._base_versions = {name: p._version for name, p in self._base_parameters()}
         self._fingerprint_key: tuple | None = None
         self._fingerprint = ""
+        self._injector = SlotInjector(bases.decoder_layers(decoder))
 
     # ------------------------------------------------------------------ construction and checkpoints
     @classmethod
@@ -254,7 +255,7 @@ class RCCModel(nn.Module):
             ids = torch.zeros(len(chunk), max(lengths), dtype=torch.long)
             for row, (_, w) in enumerate(chunk):
                 ids[row, : len(w)] = torch.tensor(w)
-            states = self.encode_windows(ids.to(self.device), lengths)
+            states = self.encode_windows(ids.to(self.encoder.get_input_embeddings().weight.device), lengths)
             for row, ((doc, _), n) in enumerate(zip(chunk, lengths)):
                 count = num_slots(n, cfg.rate)
                 outputs[doc][cursor[doc]:cursor[doc] + count] = states[row, :count]
@@ -283,7 +284,7 @@ class RCCModel(nn.Module):
         inputs_embeds = torch.cat([self.bridges.embeddings(states).to(prompt_embeds.dtype), prompt_embeds], 1)
         mask = torch.cat([slot_mask, attention_mask], dim=1).to(self.device)
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        with inject_slots(bases.decoder_layers(self.decoder), self.bridges.layer_additions(states)):
+        with self._injector.inject(self.bridges.layer_additions(states)):
             return self.decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
                                 cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep)
 

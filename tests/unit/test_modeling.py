@@ -143,3 +143,14 @@ def test_over_long_prompts_are_a_clear_error():
     memory = model.compress(random_ids(16 * 12))  # 48 slots
     with pytest.raises(ValueError, match="more than the decoder's 256"):
         model.generate_ids(memory, [1] * 200, max_new_tokens=10)
+
+
+def test_concurrent_generation_from_threads_equals_sequential():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = randomize_bridges(make_rcc())
+    memories = [model.compress(random_ids(30 + i, seed=i)) for i in range(6)]
+    expected = [model.generate_ids(m, [i], max_new_tokens=6) for i, m in enumerate(memories)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda i: model.generate_ids(memories[i], [i], max_new_tokens=6), range(6)))
+    assert results == expected

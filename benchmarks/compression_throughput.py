@@ -1,0 +1,162 @@
+"""Compression throughput and peak memory vs input length, on the SmolLM2 base, against a naive baseline.
+
+Each measurement runs in a fresh subprocess so that its peak RSS is its own. Writes a Markdown table and a
+JSON file next to this script.
+
+    python benchmarks/compression_throughput.py                      # 10K .. 1M tokens (about 20 min on 2 cores)
+    python benchmarks/compression_throughput.py --lengths 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def tokens_of_length(model, n: int) -> list[int]:
+    from rcc_model.cli.demo import sample_document
+
+    ids = model.encode_text(sample_document(4242, sentences=400)[0])
+    return (ids * (n // len(ids) + 1))[:n]
+
+
+def measure_rcc(n: int, batch_size: int) -> dict:
+    import torch
+
+    from rcc_model import RCCModel
+
+    model = RCCModel.from_pretrained("default", device="cpu")
+    ids = tokens_of_length(model, n)
+    model.compress(ids[:2048], batch_size=batch_size, progress=False)  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    start = time.perf_counter()
+    memory = model.compress(ids, batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"method": f"rcc (bf16, batch {batch_size}, slot states only)", "tokens": n, "seconds": seconds,
+            "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
+            "memory_gib": memory.nbytes / 2**30, "threads": torch.get_num_threads()}
+
+
+def measure_naive(n: int) -> dict:
+    """What a straightforward loop does: fp32, one window at a time, full causal-LM forward (with LM head
+    logits over every position), all hidden states, then slicing the slots."""
+    import torch
+
+    from rcc_model import RCCModel
+
+    model = RCCModel.from_pretrained("default", device="cpu", dtype="float32")
+    ids = tokens_of_length(model, n)
+    window, rate = model.config.window, model.config.rate
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    start = time.perf_counter()
+    slots = []
+    with torch.no_grad():
+        for i in range(0, n, window):
+            out = model.encoder(input_ids=torch.tensor([ids[i:i + window]]), output_hidden_states=True)
+            slots.append(torch.stack([h[0, rate - 1::rate] for h in out.hidden_states], 1))
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    memory = torch.cat(slots)
+    return {"method": "naive (fp32, batch 1, LM head on)", "tokens": n, "seconds": seconds,
+            "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
+            "memory_gib": memory.numel() * memory.element_size() / 2**30, "threads": torch.get_num_threads()}
+
+
+def roofline() -> dict:
+    """Measured bf16 and fp32 matmul FLOP/s, and the encoder's tokens/s bound: FLOP/s / (2 x params)."""
+    import torch
+
+    from rcc_model import bases
+
+    path = bases.resolve_base("smollm2-135m-instruct")
+    model = bases.load_causal_lm(path, torch.float32)
+    params = sum(p.numel() for p in model.base_model.parameters()) - model.get_input_embeddings().weight.numel()
+    result = {"encoder_params_without_embeddings": params}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        start, reps = time.perf_counter(), 20
+        for _ in range(reps):
+            a @ b
+        flops = 2 * 2048**3 * reps / (time.perf_counter() - start)
+        name = str(dtype).removeprefix("torch.")
+        result[f"{name}_matmul_gflops"] = flops / 1e9
+        result[f"{name}_roofline_tokens_per_s"] = flops / (2 * params)
+    return result
+
+
+def child(args: argparse.Namespace) -> None:
+    if args.child == "rcc":
+        result = measure_rcc(args.n, args.batch_size)
+    elif args.child == "naive":
+        result = measure_naive(args.n)
+    else:
+        result = roofline()
+    print("RESULT " + json.dumps(result))
+
+
+def run_child(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000, 1_000_000])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--naive-length", type=int, default=10_000)
+    parser.add_argument("--child", choices=["rcc", "naive", "roofline"], help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    bound = run_child("--child", "roofline")
+    print(json.dumps(bound, indent=2))
+    rows = [run_child("--child", "naive", "--n", str(args.naive_length))]
+    print(rows[-1])
+    for n in args.lengths:
+        rows.append(run_child("--child", "rcc", "--n", str(n), "--batch-size", str(args.batch_size)))
+        print(rows[-1])
+
+    machine = f"{platform.processor() or platform.machine()}, {rows[0]['threads']} threads, {platform.system()}"
+    lines = [
+        "# Compression throughput and peak memory (SmolLM2-135M base, r = 4, W = 256)", "",
+        f"Machine: {machine}. Command: `python benchmarks/compression_throughput.py "
+        f"--lengths {' '.join(map(str, args.lengths))}`.", "",
+        f"Roofline: bf16 matmul {bound['bfloat16_matmul_gflops']:.0f} GFLOP/s, fp32 "
+        f"{bound['float32_matmul_gflops']:.0f} GFLOP/s; {bound['encoder_params_without_embeddings'] / 1e6:.1f}M "
+        f"non-embedding encoder parameters -> at most {bound['bfloat16_roofline_tokens_per_s']:.0f} tokens/s "
+        f"in bf16 ({bound['float32_roofline_tokens_per_s']:.0f} in fp32), ignoring attention.", "",
+        "| method | tokens | seconds | tokens/s | % of bf16 roofline | peak RSS GiB | RSS after load GiB | "
+        "memory output GiB | peak - load - output GiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        working = r["peak_rss_gib"] - r["rss_after_load_gib"] - r["memory_gib"]
+        lines.append(
+            f"| {r['method']} | {r['tokens']:,} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | "
+            f"{100 * r['tokens_per_s'] / bound['bfloat16_roofline_tokens_per_s']:.0f}% | {r['peak_rss_gib']:.2f} | "
+            f"{r['rss_after_load_gib']:.2f} | {r['memory_gib']:.3f} | {working:.2f} |")
+    lines += ["", "The memory output (slot states, bfloat16) grows with the input by design: "
+              "(L+1) x H x 2 bytes per r tokens. The working memory beyond it stays bounded by one batch."]
+    (HERE / "compression_throughput.md").write_text("\n".join(lines) + "\n")
+    (HERE / "compression_throughput.json").write_text(json.dumps({"roofline": bound, "rows": rows}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
