@@ -6,30 +6,49 @@ import copy
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from rcc_model import RCCConfig, RCCModel
 
 VOCAB = 99
 
 
-def tiny_llama(vocab_size: int = VOCAB, seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         eos_token_id=None, bos_token_id=None, pad_token_id=None)
-    return LlamaForCausalLM(config).eval()
+_TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=256, eos_token_id=None, bos_token_id=None, pad_token_id=None)
 
 
-def tiny_neox(vocab_size: int = VOCAB, seed: int = 0) -> GPTNeoXForCausalLM:
-    torch.manual_seed(seed)
-    config = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.25,
-                           eos_token_id=None, bos_token_id=None, pad_token_id=None)
-    return GPTNeoXForCausalLM(config).eval()
+def _tiny(config_class, model_class, **overrides):
+    """A builder of tiny random models of one architecture (transformers' model-tester sizes)."""
+
+    def build(vocab_size: int = VOCAB, seed: int = 0):
+        torch.manual_seed(seed)
+        config = config_class(**{**_TINY, "vocab_size": vocab_size, **overrides})
+        return model_class(config).eval()
+
+    return build
 
 
-BUILDERS = {"llama": tiny_llama, "neox": tiny_neox}
+tiny_llama = _tiny(LlamaConfig, LlamaForCausalLM)
+tiny_neox = _tiny(GPTNeoXConfig, GPTNeoXForCausalLM, rotary_pct=0.25)
+
+BUILDERS = {
+    "llama": tiny_llama,
+    "neox": tiny_neox,
+    "qwen2": _tiny(Qwen2Config, Qwen2ForCausalLM),
+    "mistral": _tiny(MistralConfig, MistralForCausalLM, sliding_window=None),
+    "gpt2": _tiny(GPT2Config, GPT2LMHeadModel, n_embd=32, n_layer=2, n_head=4, n_positions=256),
+}
 
 
 def make_rcc(arch: str = "llama", rate: int = 4, window: int = 16, bridge_init: str = "identity",
@@ -51,6 +70,13 @@ def randomize_bridges(model: RCCModel, seed: int = 0, std: float = 0.05) -> RCCM
 
 @pytest.fixture(params=["llama", "neox"])
 def arch(request) -> str:
+    """The two architecture families every invariant is checked on."""
+    return request.param
+
+
+@pytest.fixture(params=["llama", "mistral", "neox", "qwen2"])
+def rotary_arch(request) -> str:
+    """Architectures whose embedding-level state carries no position (rotary positions)."""
     return request.param
 
 

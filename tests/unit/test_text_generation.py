@@ -1,6 +1,7 @@
 """Text paths (tokenizer, chat template, stop strings, streaming) on a tiny model with SmolLM2's tokenizer."""
 
 import pytest
+import torch
 
 from rcc_model.generation import TextStream
 from rcc_model.prompts import instruction_frame, prompt_ids
@@ -67,3 +68,27 @@ def test_ask_in_both_prompt_modes_returns_text(text_rcc):
 def test_bad_prompts_are_type_errors(text_rcc, bad):
     with pytest.raises(TypeError):
         text_rcc.generate(text_rcc.compress(DOC), bad, max_new_tokens=2)
+
+
+def scripted(tokens):
+    """A stand-in for the decoder's choices: yields a fixed token sequence, to test our own text handling."""
+
+    def decode_tokens(model, state, params):
+        for token in tokens[: params.max_new_tokens]:
+            yield torch.tensor([token])
+
+    return decode_tokens
+
+
+def test_instruction_reconstruction_returns_only_the_answer(text_rcc, smollm2_tokenizer, monkeypatch):
+    script = "What did the keeper write?<|im_end|>\n<|im_start|>assistant\nThe date.<|im_end|>ignored"
+    tokens = smollm2_tokenizer(script, add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr("rcc_model.modeling.decode_tokens", scripted(tokens))
+    assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == "The date."
+
+
+def test_instruction_reconstruction_that_never_closes_the_question_returns_nothing(text_rcc, smollm2_tokenizer,
+                                                                                  monkeypatch):
+    tokens = smollm2_tokenizer("What did the keeper", add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr("rcc_model.modeling.decode_tokens", scripted(tokens))
+    assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == ""
