@@ -33,6 +33,8 @@ class RCCConfig:
         memory_dtype: dtype of stored slot states (`CompressedMemory.states`).
         bridge_init: "identity" (B_embed = I, B_i = 0: the decoder starts as the plain base model reading
             the sampled tokens) or "normal" (N(0, 0.02), as the release).
+        lora: low-rank adapters on the encoder and/or decoder, e.g. {"r": 16, "alpha": 32, "encoder": True,
+            "decoder": True, "targets": ["q_proj", "v_proj"]}; None = no adapters.
         base_fingerprint: identity of the base weights this RCC was made from; filled in when built.
     """
 
@@ -44,6 +46,7 @@ class RCCConfig:
     dtype: DTypeName = "auto"
     memory_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     bridge_init: BridgeInit = "identity"
+    lora: dict[str, Any] | None = None
     base_fingerprint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,6 +65,10 @@ class RCCConfig:
             raise ValueError(f"unknown `memory_dtype` {self.memory_dtype!r}")
         if self.bridge_init not in ("identity", "normal"):
             raise ValueError(f"`bridge_init` must be 'identity' or 'normal', got {self.bridge_init!r}")
+        if self.lora is not None:
+            unknown = set(self.lora) - {"r", "alpha", "encoder", "decoder", "targets"}
+            if unknown or int(self.lora.get("r", 0)) < 1:
+                raise ValueError(f"`lora` takes r >= 1, alpha, encoder, decoder, targets; got {self.lora}")
         if self.layer_map is not None:
             self.layer_map = [[int(j) for j in entry] for entry in self.layer_map]
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rcc_model.memory import CompressedMemory
+from rcc_model.memory import CompressedMemory, MemoryMismatchError
+from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
 
 
 @dataclass(frozen=True)
@@ -183,3 +184,161 @@ class TextStream:
             return ""
         piece, self.emitted = self.text[self.emitted:end], end
         return piece
+
+
+MemoryInput = CompressedMemory | DecodeState
+
+
+class GenerationMixin:
+    """Text and token generation from memory for `RCCModel` (which provides `decode`, `check_memory`,
+    `tokenizer`, `fingerprint`, `max_positions`)."""
+
+    def prefill_memory(self, memory: CompressedMemory) -> DecodeState:
+        """Run a memory's slots through the decoder once; pass the result instead of the memory to answer
+        many prompts without recomputing it."""
+        with torch.no_grad():
+            return prefill(self, [memory], [[]])
+
+    def _start(self, memory: MemoryInput, prompt: Sequence[int], params: SamplingParams) -> DecodeState:
+        if isinstance(memory, DecodeState):
+            if memory.fingerprint != self.fingerprint:
+                raise MemoryMismatchError("this prefilled memory was made by another model")
+            return extend(self, memory.clone(), prompt)
+        return prefill(self, [memory], [prompt], params.max_new_tokens)
+
+    @torch.no_grad()
+    def generate_ids(self, memory: MemoryInput | Sequence[CompressedMemory],
+                     prompt_ids: Sequence[int] | Sequence[Sequence[int]] | None = None, *,
+                     max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                     seed: int | None = None) -> list[int] | list[list[int]]:
+        """Token ids generated from memory (+ prompt ids) until EOS or `max_new_tokens`; greedy by default.
+
+        Pass lists of memories and prompts to generate for all of them in one padded batch.
+        """
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        if isinstance(memory, (CompressedMemory, DecodeState)):
+            state = self._start(memory, list(prompt_ids or []), params)
+            batch = False
+        else:
+            memories = list(memory)
+            prompts = [list(p) for p in prompt_ids] if prompt_ids is not None else [[] for _ in memories]
+            state = prefill(self, memories, prompts, params.max_new_tokens)
+            batch = True
+        eos = eos_token_ids(self)
+        outputs: list[list[int]] = [[] for _ in range(state.logits.shape[0])]
+        done = [False] * len(outputs)
+        for tokens in decode_tokens(self, state, params):
+            for row, token in enumerate(tokens.tolist()):
+                if not done[row]:
+                    done[row] = token in eos
+                    if not done[row]:
+                        outputs[row].append(token)
+            if all(done):
+                break
+        return outputs if batch else outputs[0]
+
+    def _text_rows(self, state: DecodeState, params: SamplingParams, stop: Sequence[str]
+                   ) -> Iterator[tuple[int, str]]:
+        """Yield (row, text piece) as tokens arrive; a row ends at EOS, at a stop string, or at the limit."""
+        eos = eos_token_ids(self)
+        streams = [TextStream(self._require_tokenizer(), stop) for _ in range(state.logits.shape[0])]
+        done = [False] * len(streams)
+        for tokens in decode_tokens(self, state, params):
+            for row, token in enumerate(tokens.tolist()):
+                if done[row]:
+                    continue
+                if token in eos:
+                    done[row] = True
+                    piece = streams[row].finish()
+                else:
+                    piece = streams[row].push(token)
+                    done[row] = streams[row].stopped
+                if piece:
+                    yield row, piece
+            if all(done):
+                break
+        for row, stream in enumerate(streams):
+            if not stream.stopped and (piece := stream.finish()):
+                yield row, piece
+
+    def stream(self, memory: MemoryInput, prompt: Prompt = None, *, max_new_tokens: int = 256,
+               temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+               stop: Sequence[str] = ()) -> Iterator[str]:
+        """Yield the answer's text piece by piece as it is generated."""
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        with torch.no_grad():
+            state = self._start(memory, prompt_ids(self.tokenizer, prompt), params)
+            for _, piece in self._text_rows(state, params, stop):
+                yield piece
+
+    @torch.no_grad()
+    def generate(self, memory: MemoryInput | Sequence[CompressedMemory], prompt: Prompt | list[Prompt] = None,
+                 *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None, stop: Sequence[str] = ()) -> str | list[str]:
+        """Text generated from memory and a prompt (a string, token ids, or chat messages).
+
+        A list of memories with a list of as many prompts (or None) generates for all pairs in one batch.
+        """
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        if isinstance(memory, (CompressedMemory, DecodeState)):
+            state, rows = self._start(memory, prompt_ids(self.tokenizer, prompt), params), 1
+        else:
+            memories = list(memory)
+            prompts = [None] * len(memories) if prompt is None else list(prompt)
+            if len(prompts) != len(memories):
+                raise ValueError(f"pass one prompt per memory: {len(memories)} memories, {len(prompts)} prompts")
+            state = prefill(self, memories, [prompt_ids(self.tokenizer, p) for p in prompts],
+                            params.max_new_tokens)
+            rows = len(memories)
+        texts = [""] * rows
+        for row, piece in self._text_rows(state, params, stop):
+            texts[row] += piece
+        return texts[0] if isinstance(memory, (CompressedMemory, DecodeState)) else texts
+
+    @torch.no_grad()
+    def ask(self, memory: MemoryInput, question: str | None = None, *, max_new_tokens: int = 256,
+            stop: Sequence[str] = (), **sampling) -> str:
+        """Answer a question about the memory through the base model's chat template.
+
+        `question=None` is the paper's instruction-reconstruction mode: the question was compressed with
+        the context (`compress(context + "\n\n" + question)`); the decoder first regenerates it from
+        memory, then answers. Only the answer is returned.
+        """
+        if question is not None:
+            return self.generate(memory, [{"role": "user", "content": question}],
+                                 max_new_tokens=max_new_tokens, stop=stop, **sampling)
+        tokenizer = self._require_tokenizer()
+        frame = instruction_frame(tokenizer)
+        params = SamplingParams(max_new_tokens, **sampling)
+        state = self._start(memory, prompt_ids(tokenizer, frame.header), params)
+        text = TextStream(tokenizer, skip_special_tokens=False)
+        end = tokenizer.eos_token or ""
+        for tokens in decode_tokens(self, state, params):
+            text.push(int(tokens[0]))
+            _, found, answer = text.text.partition(frame.turn_end)
+            if found and end and end in answer:
+                break
+        _, found, answer = text.text.partition(frame.turn_end)
+        answer = answer.split(end)[0] if end else answer
+        for s in stop:
+            answer = answer.split(s)[0] if s else answer
+        return answer.strip()
+
+    @torch.no_grad()
+    def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8) -> str | list[int]:
+        """The text the memory holds, regenerated window by window (batched); token ids without a tokenizer.
+
+        Each window is decoded from its own slots, as in training, so length is not limited by the
+        decoder's position range.
+        """
+        self.check_memory(memory)
+        ids: list[int] = []
+        windows = memory.windows()
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start:start + batch_size]
+            rows = self.generate_ids(chunk, max_new_tokens=max(m.token_count for m in chunk))
+            for window, row in zip(chunk, rows):
+                ids.extend(row[: window.token_count])
+        if self.tokenizer is None:
+            return ids
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

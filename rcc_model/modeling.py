@@ -19,25 +19,15 @@ from tqdm.auto import tqdm
 from rcc_model import bases
 from rcc_model.bridges import Bridges
 from rcc_model.config import RCCConfig
-from rcc_model.generation import (
-    DecodeState,
-    SamplingParams,
-    TextStream,
-    decode_tokens,
-    eos_token_ids,
-    extend,
-    prefill,
-)
+from rcc_model.generation import GenerationMixin
 from rcc_model.injection import SlotInjector
 from rcc_model.memory import CompressedMemory, MemoryMismatchError
-from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
 from rcc_model.windows import num_slots, slot_positions, split_windows
 
 TokenInput = str | Sequence[int] | torch.Tensor
-MemoryInput = CompressedMemory | DecodeState
 
 
-class RCCModel(nn.Module):
+class RCCModel(nn.Module, GenerationMixin):
     """Recurrent Context Compression over any HF decoder-only model.
 
     The encoder reads windows of `config.window` tokens independently and keeps, from every hidden-state
@@ -64,8 +54,9 @@ class RCCModel(nn.Module):
         self.bridges.to(device=self.device, dtype=self.decoder.get_input_embeddings().weight.dtype)
         if config.base_fingerprint is None:
             config.base_fingerprint = bases.base_fingerprint(decoder)
-        # Parameters whose version counter moves (optimizer steps, load_state_dict) count as trained.
-        self._base_versions = {name: p._version for name, p in self._base_parameters()}
+        # Base parameters by identity (adapters may rename them), with their version counters: one whose
+        # counter moves (optimizer step, load_state_dict) or that is new (an adapter) counts as trained.
+        self._base_versions = {id(p): (p, p._version) for _, p in self._base_parameters()}
         self._fingerprint_key: tuple | None = None
         self._fingerprint = ""
         self._injector = SlotInjector(bases.decoder_layers(decoder))
@@ -93,6 +84,10 @@ class RCCModel(nn.Module):
         expected = config.base_fingerprint
         config = RCCConfig.from_dict({**config.to_dict(), "base_fingerprint": None})
         model = cls(config, encoder, decoder, bases.load_tokenizer(path))
+        if config.lora:
+            from rcc_model.adapters import add_lora
+
+            add_lora(model, config.lora)
         if expected is not None and expected != config.base_fingerprint:
             raise ValueError(
                 f"base model {config.base!r} (identity {config.base_fingerprint}) is not the one this "
@@ -138,7 +133,8 @@ class RCCModel(nn.Module):
         """Bridges plus every encoder/decoder parameter changed since the base was loaded."""
         state = {f"bridges.{k}": v for k, v in self.bridges.state_dict().items()}
         for name, param in self._base_parameters():
-            if self._base_versions.get(name) != param._version:
+            known = self._base_versions.get(id(param))
+            if known is None or known[1] != param._version:
                 state[name] = param.detach()
         return state
 
@@ -260,9 +256,10 @@ class RCCModel(nn.Module):
                 count = num_slots(n, cfg.rate)
                 outputs[doc][cursor[doc]:cursor[doc] + count] = states[row, :count]
                 cursor[doc] += count
+        fingerprint = self.fingerprint
         memories = [
             CompressedMemory(
-                states=out, fingerprint=self.fingerprint, base=cfg.base, rate=cfg.rate, window=cfg.window,
+                states=out, fingerprint=fingerprint, base=cfg.base, rate=cfg.rate, window=cfg.window,
                 padding=cfg.padding, window_tokens=[len(w) for w in wins], token_count=len(doc),
                 source_hash=hashlib.sha256(array("q", doc).tobytes()).hexdigest(),
             )
@@ -288,158 +285,29 @@ class RCCModel(nn.Module):
             return self.decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
                                 cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep)
 
+    def forward(self, window_ids: torch.Tensor, window_lengths: Sequence[int], window_owner: Sequence[int],
+                input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                train_encoder: bool = True) -> torch.Tensor:
+        """Training loss: compress each example's windows, decode `[slots + input_ids]`, cross-entropy on
+        `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in order."""
+        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+            window_states = self.encode_windows(window_ids, window_lengths)  # (N_w, S_w, K, H)
+        per_example: list[list[torch.Tensor]] = [[] for _ in range(input_ids.shape[0])]
+        for row, (owner, length) in enumerate(zip(window_owner, window_lengths)):
+            per_example[owner].append(window_states[row, : num_slots(length, self.config.rate)])
+        states = [torch.cat(parts) for parts in per_example]
+        slots = max(s.shape[0] for s in states)
+        padded = window_states.new_zeros(len(states), slots, *window_states.shape[2:])  # (B, P, K, H)
+        slot_mask = torch.zeros(len(states), slots, dtype=torch.long, device=input_ids.device)
+        for row, s in enumerate(states):
+            padded[row, slots - s.shape[0]:] = s
+            slot_mask[row, slots - s.shape[0]:] = 1
+        out = self.decode(padded, slot_mask, input_ids, attention_mask, logits_to_keep=input_ids.shape[1] + 1)
+        logits = out.logits[:, :-1].float()  # position P-1+j predicts input_ids[:, j]
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                           ignore_index=-100)
+
     @property
     def max_positions(self) -> int:
         """How many positions (slots + prompt + answer) the decoder can attend to."""
         return int(getattr(self.decoder.config, "max_position_embeddings", 2**31))
-
-    # ------------------------------------------------------------------ generation
-    def prefill_memory(self, memory: CompressedMemory) -> DecodeState:
-        """Run a memory's slots through the decoder once; pass the result instead of the memory to answer
-        many prompts without recomputing it."""
-        with torch.no_grad():
-            return prefill(self, [memory], [[]])
-
-    def _start(self, memory: MemoryInput, prompt: Sequence[int], params: SamplingParams) -> DecodeState:
-        if isinstance(memory, DecodeState):
-            if memory.fingerprint != self.fingerprint:
-                raise MemoryMismatchError("this prefilled memory was made by another model")
-            return extend(self, memory.clone(), prompt)
-        return prefill(self, [memory], [prompt], params.max_new_tokens)
-
-    @torch.no_grad()
-    def generate_ids(self, memory: MemoryInput | Sequence[CompressedMemory],
-                     prompt_ids: Sequence[int] | Sequence[Sequence[int]] | None = None, *,
-                     max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                     seed: int | None = None) -> list[int] | list[list[int]]:
-        """Token ids generated from memory (+ prompt ids) until EOS or `max_new_tokens`; greedy by default.
-
-        Pass lists of memories and prompts to generate for all of them in one padded batch.
-        """
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
-        if isinstance(memory, (CompressedMemory, DecodeState)):
-            state = self._start(memory, list(prompt_ids or []), params)
-            batch = False
-        else:
-            memories = list(memory)
-            prompts = [list(p) for p in prompt_ids] if prompt_ids is not None else [[] for _ in memories]
-            state = prefill(self, memories, prompts, params.max_new_tokens)
-            batch = True
-        eos = eos_token_ids(self)
-        outputs: list[list[int]] = [[] for _ in range(state.logits.shape[0])]
-        done = [False] * len(outputs)
-        for tokens in decode_tokens(self, state, params):
-            for row, token in enumerate(tokens.tolist()):
-                if not done[row]:
-                    done[row] = token in eos
-                    if not done[row]:
-                        outputs[row].append(token)
-            if all(done):
-                break
-        return outputs if batch else outputs[0]
-
-    def _text_rows(self, state: DecodeState, params: SamplingParams, stop: Sequence[str]
-                   ) -> Iterator[tuple[int, str]]:
-        """Yield (row, text piece) as tokens arrive; a row ends at EOS, at a stop string, or at the limit."""
-        eos = eos_token_ids(self)
-        streams = [TextStream(self._require_tokenizer(), stop) for _ in range(state.logits.shape[0])]
-        done = [False] * len(streams)
-        for tokens in decode_tokens(self, state, params):
-            for row, token in enumerate(tokens.tolist()):
-                if done[row]:
-                    continue
-                if token in eos:
-                    done[row] = True
-                    piece = streams[row].finish()
-                else:
-                    piece = streams[row].push(token)
-                    done[row] = streams[row].stopped
-                if piece:
-                    yield row, piece
-            if all(done):
-                break
-        for row, stream in enumerate(streams):
-            if not stream.stopped and (piece := stream.finish()):
-                yield row, piece
-
-    def stream(self, memory: MemoryInput, prompt: Prompt = None, *, max_new_tokens: int = 256,
-               temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-               stop: Sequence[str] = ()) -> Iterator[str]:
-        """Yield the answer's text piece by piece as it is generated."""
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
-        with torch.no_grad():
-            state = self._start(memory, prompt_ids(self.tokenizer, prompt), params)
-            for _, piece in self._text_rows(state, params, stop):
-                yield piece
-
-    @torch.no_grad()
-    def generate(self, memory: MemoryInput | Sequence[CompressedMemory], prompt: Prompt | list[Prompt] = None,
-                 *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, stop: Sequence[str] = ()) -> str | list[str]:
-        """Text generated from memory and a prompt (a string, token ids, or chat messages).
-
-        A list of memories with a list of as many prompts (or None) generates for all pairs in one batch.
-        """
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
-        if isinstance(memory, (CompressedMemory, DecodeState)):
-            state, rows = self._start(memory, prompt_ids(self.tokenizer, prompt), params), 1
-        else:
-            memories = list(memory)
-            prompts = [None] * len(memories) if prompt is None else list(prompt)
-            if len(prompts) != len(memories):
-                raise ValueError(f"pass one prompt per memory: {len(memories)} memories, {len(prompts)} prompts")
-            state = prefill(self, memories, [prompt_ids(self.tokenizer, p) for p in prompts],
-                            params.max_new_tokens)
-            rows = len(memories)
-        texts = [""] * rows
-        for row, piece in self._text_rows(state, params, stop):
-            texts[row] += piece
-        return texts[0] if isinstance(memory, (CompressedMemory, DecodeState)) else texts
-
-    @torch.no_grad()
-    def ask(self, memory: MemoryInput, question: str | None = None, *, max_new_tokens: int = 256,
-            stop: Sequence[str] = (), **sampling) -> str:
-        """Answer a question about the memory through the base model's chat template.
-
-        `question=None` is the paper's instruction-reconstruction mode: the question was compressed with
-        the context (`compress(context + "\n\n" + question)`); the decoder first regenerates it from
-        memory, then answers. Only the answer is returned.
-        """
-        if question is not None:
-            return self.generate(memory, [{"role": "user", "content": question}],
-                                 max_new_tokens=max_new_tokens, stop=stop, **sampling)
-        tokenizer = self._require_tokenizer()
-        frame = instruction_frame(tokenizer)
-        params = SamplingParams(max_new_tokens, **sampling)
-        state = self._start(memory, prompt_ids(tokenizer, frame.header), params)
-        text = TextStream(tokenizer, skip_special_tokens=False)
-        end = tokenizer.eos_token or ""
-        for tokens in decode_tokens(self, state, params):
-            text.push(int(tokens[0]))
-            _, found, answer = text.text.partition(frame.turn_end)
-            if found and end and end in answer:
-                break
-        _, found, answer = text.text.partition(frame.turn_end)
-        answer = answer.split(end)[0] if end else answer
-        for s in stop:
-            answer = answer.split(s)[0] if s else answer
-        return answer.strip()
-
-    @torch.no_grad()
-    def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8) -> str | list[int]:
-        """The text the memory holds, regenerated window by window (batched); token ids without a tokenizer.
-
-        Each window is decoded from its own slots, as in training, so length is not limited by the
-        decoder's position range.
-        """
-        self.check_memory(memory)
-        ids: list[int] = []
-        windows = memory.windows()
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start:start + batch_size]
-            rows = self.generate_ids(chunk, max_new_tokens=max(m.token_count for m in chunk))
-            for window, row in zip(chunk, rows):
-                ids.extend(row[: window.token_count])
-        if self.tokenizer is None:
-            return ids
-        return self.tokenizer.decode(ids, skip_special_tokens=True)

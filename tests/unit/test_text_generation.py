@@ -83,12 +83,12 @@ def scripted(tokens):
 def test_instruction_reconstruction_returns_only_the_answer(text_rcc, smollm2_tokenizer, monkeypatch):
     script = "What did the keeper write?<|im_end|>\n<|im_start|>assistant\nThe date.<|im_end|>ignored"
     tokens = smollm2_tokenizer(script, add_special_tokens=False)["input_ids"]
-    monkeypatch.setattr("rcc_model.modeling.decode_tokens", scripted(tokens))
+    monkeypatch.setattr("rcc_model.generation.decode_tokens", scripted(tokens))
     assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == "The date."
 
 
 def test_instruction_reconstruction_that_never_closes_the_question_returns_nothing(text_rcc, smollm2_tokenizer,
                                                                                   monkeypatch):
     tokens = smollm2_tokenizer("What did the keeper", add_special_tokens=False)["input_ids"]
-    monkeypatch.setattr("rcc_model.modeling.decode_tokens", scripted(tokens))
+    monkeypatch.setattr("rcc_model.generation.decode_tokens", scripted(tokens))
     assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == ""

@@ -1,0 +1,34 @@
+"""`rcc data build --out DIR`: training and held-out data from registry packages (see rcc_model.data.build)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("data", help="build the training and evaluation data",
+                       description="Download the Debian text packages, split them into training and held-out "
+                       "documents, tokenise them and generate question-answer data. Deterministic.")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", default="default", help="model whose tokenizer to use (default: %(default)s)")
+    p.add_argument("--heldout-share", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--qa-train", type=int, default=20000)
+    p.add_argument("--qa-heldout", type=int, default=300)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from rcc_model import RCCConfig, bases
+    from rcc_model.checkpoint import resolve_checkpoint
+    from rcc_model.data.build import build
+
+    base = RCCConfig.load(resolve_checkpoint(args.model)).base
+    tokenizer = bases.load_tokenizer(bases.resolve_base(base))
+    manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
+                     qa_train=args.qa_train, qa_heldout=args.qa_heldout)
+    print(json.dumps(manifest, indent=2))
+    return 0

@@ -1,0 +1,117 @@
+"""`rcc eval PROTOCOL`: reconstruction, passkey, needle, qa; writes JSON + Markdown (+ PNG for grids)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+PROTOCOLS = ("reconstruction", "passkey", "needle", "qa")
+
+
+def add_parser(sub) -> None:
+    from rcc_model.cli import add_model_options
+
+    p = sub.add_parser("eval", help="evaluate a model (reconstruction, passkey, needle, qa)",
+                       description="Evaluate an RCC model on held-out data and write PROTOCOL.json, "
+                       "PROTOCOL.md (and PROTOCOL.png for length x depth grids) into --out.")
+    p.add_argument("protocol", choices=PROTOCOLS)
+    p.add_argument("--data", type=Path, help="folder from `rcc data build` (held-out split)")
+    p.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default: %(default)s)")
+    p.add_argument("--windows", type=int, default=32, help="reconstruction: held-out windows")
+    p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
+    p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
+    p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
+    p.add_argument("--pwc", type=Path, help="qa: a PwC jsonl file (input, prompt, answer) instead of --data")
+    p.add_argument("--limit", type=int, default=50, help="qa: at most this many examples")
+    p.add_argument("--no-baseline", action="store_true", help="qa: skip the full-text baseline")
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rcc_model.cli import load_model
+    from rcc_model.evaluation import protocols
+
+    model = load_model(args)
+    if args.protocol == "reconstruction":
+        from rcc_model.data.build import load_tokens
+
+        result = protocols.reconstruction(model, load_tokens(_need(args.data), "heldout"), windows=args.windows)
+    elif args.protocol == "passkey":
+        result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials)
+    elif args.protocol == "needle":
+        from rcc_model.data.build import load_tokens
+
+        result = protocols.needle(model, load_tokens(_need(args.data), "heldout"), args.lengths, args.depths,
+                                  trials=args.trials)
+    else:
+        result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
+                                              else _base_of(model))
+    result["model"] = args.model
+    write(args.out, args.protocol, result)
+    print((args.out / f"{args.protocol}.md").read_text())
+    return 0
+
+
+def _need(data: Path | None) -> Path:
+    if data is None:
+        raise ValueError("this protocol needs --data (a folder from `rcc data build`)")
+    return data
+
+
+def _qa_examples(args):
+    from rcc_model.data.build import load_qa
+    from rcc_model.data.qa import QAExample
+
+    if args.pwc:
+        rows = [json.loads(line) for line in args.pwc.read_text().splitlines() if line.strip()]
+        examples = [QAExample(r["input"], r["prompt"], r["answer"], "pwc") for r in rows]
+    else:
+        examples = load_qa(_need(args.data), "heldout")
+    return examples[: args.limit]
+
+
+def _base_of(model):
+    from rcc_model import bases
+
+    path = bases.resolve_base(model.config.base)
+    return bases.load_causal_lm(path, model.decoder.dtype).to(model.device)
+
+
+def write(out: Path, name: str, result: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
+    lines = [f"# {name}", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scalars.items()]
+    if "cells" in result:
+        lengths = sorted({c["length"] for c in result["cells"]})
+        depths = sorted({c["depth"] for c in result["cells"]})
+        table = {(c["length"], c["depth"]): c["accuracy"] for c in result["cells"]}
+        lines += ["", "| length \\ depth | " + " | ".join(f"{d:.0%}" for d in depths) + " |",
+                  "|---|" + "---|" * len(depths)]
+        lines += [f"| {n} | " + " | ".join(f"{table[n, d]:.0%}" for d in depths) + " |" for n in lengths]
+        _plot_grid(out / f"{name}.png", name, lengths, depths, table)
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot_grid(path: Path, title: str, lengths, depths, table) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        return
+    grid = [[table[n, d] for d in depths] for n in lengths]
+    fig, ax = plt.subplots(figsize=(1.2 * len(depths) + 2, 0.6 * len(lengths) + 1.5))
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    ax.set_yticks(range(len(lengths)), [str(n) for n in lengths])
+    ax.set_xlabel("depth")
+    ax.set_ylabel("context tokens")
+    ax.set_title(f"{title} accuracy")
+    fig.colorbar(image)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,29 @@
+"""`rcc train CONFIG.json`: train (or resume) an RCC model; see `rcc_model.training.config.TrainConfig`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train or resume an RCC model from a JSON config",
+                       description="Train an RCC model. Running the same command again resumes from the run "
+                       "folder's last checkpoint. Multi-GPU: accelerate launch -m rcc_model.cli train CONFIG.")
+    p.add_argument("config", type=Path, help="JSON file with TrainConfig fields (data, out, objectives, ...)")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rcc_model.training.config import TrainConfig
+    from rcc_model.training.loop import train
+
+    config = TrainConfig.load(args.config)
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.max_minutes is not None:
+        config.max_minutes = args.max_minutes
+    out = train(config)
+    print(f"run folder: {out}")
+    return 0

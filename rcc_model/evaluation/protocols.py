@@ -1,0 +1,133 @@
+"""Evaluation protocols: reconstruction, passkey, needle in real text, question answering.
+
+Each returns a dict of figures (and per-item rows) that `rcc eval` writes as JSON, Markdown and PNG.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from rcc_model.data.qa import QAExample
+from rcc_model.evaluation import metrics
+from rcc_model.modeling import RCCModel
+
+PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+                 "I will quiz you about the important information there.\n")
+PASSKEY_FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
+PASSKEY_QUESTION = "What is the pass key? The pass key is"
+
+
+def first_integer(text: str) -> str | None:
+    found = re.search(r"\d+", text)
+    return found.group(0) if found else None
+
+
+def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed: int = 0,
+                   batch_size: int = 8) -> dict:
+    """Compress held-out windows of W tokens one by one and regenerate them greedily."""
+    rng = random.Random(seed)
+    width = model.config.window
+    starts = sorted(rng.randrange(0, len(tokens) - width) for _ in range(windows))
+    references = [tokens[s:s + width].tolist() for s in starts]
+    generated: list[list[int]] = []
+    for i in range(0, len(references), batch_size):
+        chunk = references[i:i + batch_size]
+        memories = model.compress(chunk)
+        generated += [row[:width] for row in model.generate_ids(memories, max_new_tokens=width)]
+    decode = model.tokenizer.decode
+    hyp_text = [decode(g, skip_special_tokens=True) for g in generated]
+    ref_text = [decode(r, skip_special_tokens=True) for r in references]
+    return {
+        "rate": model.config.rate, "window": width, "windows": windows,
+        "bleu4": metrics.corpus_bleu4([h.split() for h in hyp_text], [r.split() for r in ref_text]),
+        "sacrebleu": metrics.sacrebleu_score(hyp_text, ref_text),
+        "exact_match": float(np.mean([h == r for h, r in zip(generated, references)])),
+        "token_accuracy": float(np.mean([metrics.token_accuracy(h, r) for h, r in zip(generated, references)])),
+        "examples": [{"reference": r, "generated": h} for r, h in zip(ref_text[:3], hyp_text[:3])],
+    }
+
+
+def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
+          seed: int) -> dict:
+    """Run `build(rng, length, depth) -> (context ids, prompt, answer)` over a grid; accuracy per cell."""
+    rng = random.Random(seed)
+    cells = []
+    for length in lengths:
+        for depth in depths:
+            correct = 0
+            for _ in range(trials):
+                context, prompt, answer = build(rng, length, depth)
+                memory = model.compress(context)
+                output = model.generate(memory, prompt, max_new_tokens=12)
+                correct += first_integer(output) == answer
+            cells.append({"length": length, "depth": depth, "accuracy": correct / trials})
+    return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])), "trials": trials}
+
+
+def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,
+            seed: int = 0) -> dict:
+    """Mohtashami & Jaggi's passkey template (repeated filler), compressed; the question in plain text."""
+    filler = model.encode_text(PASSKEY_FILLER)
+    intro = model.encode_text(PASSKEY_INTRO)
+
+    def build(rng: random.Random, length: int, depth: float):
+        key = str(rng.randint(10000, 99999))
+        needle = model.encode_text(f" The pass key is {key}. Remember it. {key} is the pass key. ")
+        body = (filler * (length // len(filler) + 1))[: max(0, length - len(intro) - len(needle))]
+        cut = int(len(body) * depth)
+        return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key
+
+    return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed)}
+
+
+def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], depths: Sequence[float],
+           trials: int = 2, seed: int = 0) -> dict:
+    """A code hidden in real, non-repeating held-out text; the question through the chat template."""
+
+    def build(rng: random.Random, length: int, depth: float):
+        code = str(rng.randint(10000, 99999))
+        start = rng.randrange(0, max(1, len(haystack) - length))
+        body = list(haystack[start:start + length])
+        sentence = model.encode_text(f" The secret code of the archive is {code}. ")
+        cut = int(len(body) * depth)
+        prompt = [{"role": "user", "content": "What is the secret code of the archive? Answer with the number."}]
+        return body[:cut] + sentence + body[cut:], prompt, code
+
+    return {"protocol": "needle", **_grid(model, build, lengths, depths, trials, seed)}
+
+
+@torch.no_grad()
+def _full_text_answer(base, tokenizer, context: str, question: str, max_new_tokens: int) -> str:
+    """The same base model with the whole text in its context window (greedy)."""
+    messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"].to(base.device)
+    if ids.shape[1] + max_new_tokens > base.config.max_position_embeddings:
+        return ""
+    out = base.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None,
+                       max_new_tokens: int = 48) -> dict:
+    """Token F1 and ROUGE-L from memory (question in plain text), and, with `base`, the same base model
+    reading the full text."""
+    rows = []
+    for example in examples:
+        memory = model.compress(example.context)
+        answer = model.ask(memory, example.question, max_new_tokens=max_new_tokens)
+        row = {"question": example.question, "reference": example.answer, "rcc": answer,
+               "rcc_f1": metrics.token_f1(answer, example.answer),
+               "rcc_rouge_l": metrics.rouge_l(answer, example.answer)}
+        if base is not None:
+            full = _full_text_answer(base, model.tokenizer, example.context, example.question, max_new_tokens)
+            row.update(full_text=full, full_f1=metrics.token_f1(full, example.answer),
+                       full_rouge_l=metrics.rouge_l(full, example.answer))
+        rows.append(row)
+    summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.endswith(("_f1", "_rouge_l"))}
+    return {"protocol": "qa", "examples": len(rows), **summary, "rows": rows}

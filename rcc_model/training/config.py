@@ -1,0 +1,84 @@
+"""`TrainConfig`: every knob of a training run, read from a JSON file (`rcc train CONFIG.json`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+TRAINABLE = ("bridges", "bridges+lora", "bridges+decoder", "all")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Paths are resolved relative to the config file.
+
+    Args:
+        data: folder written by `rcc data build`.
+        out: run folder: `state/` (exact-resume checkpoint), `log.jsonl`, `final/` (RCC checkpoint).
+        base / init: a new RCC from `base`, or continue from the RCC checkpoint `init`.
+        trainable: "bridges", "bridges+lora" (LoRA on encoder and decoder), "bridges+decoder" (full decoder),
+            or "all".
+        train_encoder: backpropagate into the encoder (False = frozen, detached slot states: cheaper).
+        objectives: weights of reconstruction, continuation, long_context, qa.
+        bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
+            adapters under Adam).
+    """
+
+    data: str
+    out: str
+    base: str = "smollm2-135m-instruct"
+    init: str | None = None
+    rate: int = 4
+    window: int = 256
+    padding: str = "masked"
+    trainable: str = "bridges+lora"
+    lora: dict[str, Any] = field(default_factory=lambda: {"r": 16, "alpha": 32, "encoder": True, "decoder": True})
+    train_encoder: bool = True
+    objectives: dict[str, float] = field(default_factory=lambda: {"reconstruction": 1.0})
+    span: int = 128
+    cue: int = 8
+    long_context_windows: int = 4
+    qa_reconstruct_instruction: float = 0.5
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    bridge_lr_scale: float = 1.0
+    warmup: int = 50
+    weight_decay: float = 0.0
+    steps: int = 1000
+    precision: str = "bf16"
+    eval_every: int = 100
+    eval_batches: int = 4
+    save_every: int = 50
+    log_every: int = 10
+    max_minutes: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"`trainable` must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.precision not in ("bf16", "fp16", "no"):
+            raise ValueError(f"`precision` must be bf16, fp16 or no, got {self.precision!r}")
+        for name in ("batch_size", "grad_accum", "steps", "eval_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        data = json.loads(path.read_text())
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {unknown}")
+        config = cls(**data)
+        for name in ("data", "out", "init"):  # `init` may also be a packaged model name
+            value = getattr(config, name)
+            if value and not Path(value).is_absolute() and (name != "init" or (path.parent / value).exists()):
+                setattr(config, name, str((path.parent / value).resolve()))
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

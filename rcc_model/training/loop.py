@@ -1,0 +1,155 @@
+"""`rcc train CONFIG.json`: one training loop for this CPU, one GPU, or `accelerate launch` on many.
+
+Order of every step: evaluate -> checkpoint -> train -> log. A batch is a pure function of (seed, step,
+micro-batch, process), so a run stopped anywhere resumes exactly from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from rcc_model.data.build import load_qa, load_tokens
+from rcc_model.modeling import RCCModel
+from rcc_model.training import objectives
+from rcc_model.training.batch import collate
+from rcc_model.training.config import TrainConfig
+from rcc_model.training.state import load_training_state, save_training_state
+
+
+def build_model(config: TrainConfig, dtype: str) -> RCCModel:
+    if config.init:
+        return RCCModel.from_pretrained(config.init, dtype=dtype, device="cpu")
+    lora = None
+    if config.trainable == "bridges+lora":
+        lora = {**config.lora, "encoder": config.lora.get("encoder", True) and config.train_encoder}
+    return RCCModel.from_base(config.base, rate=config.rate, window=config.window, dtype=dtype, device="cpu",
+                              padding=config.padding, lora=lora)
+
+
+def mark_trainable(model: RCCModel, trainable: str) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze what `trainable` names; trainable parameters are kept in float32."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    groups = {"bridges": [model.bridges], "bridges+decoder": [model.bridges, model.decoder],
+              "all": [model.bridges, model.decoder, model.encoder], "bridges+lora": [model.bridges]}[trainable]
+    params = [p for module in groups for p in module.parameters()]
+    if trainable == "bridges+lora":
+        params += [p for name, p in model.named_parameters() if "lora_" in name]
+    for param in params:
+        param.data = param.data.float()
+        param.requires_grad_(True)
+    return params
+
+
+def build_objective(config: TrainConfig, model: RCCModel, split: str) -> objectives.Builder:
+    data = Path(config.data)
+    tokens = load_tokens(data, split)
+    builders = {
+        "reconstruction": objectives.reconstruction(tokens, config.window, config.span, config.cue),
+        "continuation": objectives.continuation(tokens, config.window, config.span),
+        "long_context": objectives.long_context(tokens, config.window, config.long_context_windows, config.span,
+                                                config.cue),
+    }
+    if config.objectives.get("qa", 0) > 0:
+        builders["qa"] = objectives.question_answering(load_qa(data, split), model.tokenizer, config.window,
+                                                       config.long_context_windows, config.qa_reconstruct_instruction)
+    return objectives.mixture(builders, config.objectives)
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to `min_lr`."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def train(config: TrainConfig) -> Path:
+    from accelerate import Accelerator
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.precision, gradient_accumulation_steps=config.grad_accum)
+    torch.manual_seed(config.seed)
+    frozen_dtype = "bfloat16" if config.precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
+        else "float32"
+    model = build_model(config, frozen_dtype)
+    params = mark_trainable(model, config.trainable)
+    bridge_ids = {id(p) for p in model.bridges.parameters()}
+    groups = [{"params": [p for p in params if id(p) in bridge_ids], "scale": config.bridge_lr_scale},
+              {"params": [p for p in params if id(p) not in bridge_ids], "scale": 1.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95),
+                                  weight_decay=config.weight_decay)
+    start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core: RCCModel = accelerator.unwrap_model(model)
+    train_examples, heldout_examples = build_objective(config, core, "train"), build_objective(config, core, "heldout")
+
+    def batch_for(builder, *key):
+        rng = random.Random(json.dumps([config.seed, *key, accelerator.process_index]))
+        return collate([builder(rng) for _ in range(config.batch_size)], config.window, config.padding)
+
+    def run(batch, train_encoder):
+        batch = batch.to(accelerator.device)
+        return model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
+                     batch.attention_mask, batch.labels, train_encoder=train_encoder)
+
+    def evaluate() -> float:
+        model.eval()
+        with torch.no_grad(), accelerator.autocast():
+            losses = [run(batch_for(heldout_examples, "eval", i), False).item() for i in range(config.eval_batches)]
+        model.train()
+        return sum(losses) / len(losses)
+
+    def log(record: dict) -> None:
+        if accelerator.is_main_process:
+            with (out / "log.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+
+    trainable = sum(p.numel() for p in params)
+    log({"event": "start", "step": start, "trainable_params": trainable, "config": config.to_dict(),
+         "processes": accelerator.num_processes, "device": str(accelerator.device)})
+    began, context_tokens, losses = time.perf_counter(), 0, []
+    model.train()
+    step = start
+    while step < config.steps:
+        if step % config.eval_every == 0:
+            log({"event": "eval", "step": step, "heldout_loss": evaluate()})
+        if step > start and step % config.save_every == 0:
+            save_training_state(out / "state", core, optimizer, step, accelerator)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(config, step) * group["scale"]
+        for micro in range(config.grad_accum):
+            batch = batch_for(train_examples, step, micro)
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = run(batch, config.train_encoder)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            context_tokens += batch.context_tokens
+            losses.append(loss.item())
+        step += 1
+        elapsed = time.perf_counter() - began
+        if step % config.log_every == 0:
+            log({"event": "train", "step": step, "loss": sum(losses) / len(losses), "lr": lr_at(config, step - 1),
+                 "context_tokens_per_s": context_tokens * accelerator.num_processes / elapsed,
+                 "elapsed_s": elapsed})
+            losses = []
+        if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
+            log({"event": "time budget reached", "step": step})
+            break
+    save_training_state(out / "state", core, optimizer, step, accelerator)
+    if step >= config.steps:
+        log({"event": "eval", "step": step, "heldout_loss": evaluate()})
+        if accelerator.is_main_process:
+            core.save_pretrained(out / "final")
+    return out

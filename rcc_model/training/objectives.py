@@ -1,0 +1,110 @@
+"""Training objectives as example builders: each turns a random draw into `Example`s.
+
+An example is what the decoder should learn to produce from memory: `context` is compressed (one window, or
+several for long-context training), the decoder reads `[slots + prompt + target]`, and the loss is on
+`target`. Builders are deterministic functions of their `random.Random`, so a run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rcc_model.data.qa import QAExample
+from rcc_model.prompts import instruction_frame, prompt_ids
+
+
+@dataclass(frozen=True)
+class Example:
+    context: list[int]
+    prompt: list[int]
+    target: list[int]
+
+
+Builder = Callable[[random.Random], Example]
+
+
+def _window(tokens: np.ndarray, rng: random.Random, length: int) -> list[int]:
+    start = rng.randrange(0, len(tokens) - length)
+    return tokens[start:start + length].tolist()
+
+
+def reconstruction(tokens: np.ndarray, window: int, span: int, cue: int) -> Builder:
+    """Compress one window; regenerate a span of it. Half the spans start at the window's first token with
+    no cue (what `RCCModel.reconstruct` asks for); the others start anywhere, after `cue` unsupervised
+    tokens that tell the decoder where to start (the paper's random-span cue)."""
+
+    def build(rng: random.Random) -> Example:
+        context = _window(tokens, rng, window)
+        length = min(span, window)
+        if rng.random() < 0.5:
+            return Example(context, [], context[:length])
+        start = rng.randrange(0, window - length + 1)
+        piece = context[start:start + length]
+        return Example(context, piece[:cue], piece[cue:])
+
+    return build
+
+
+def continuation(tokens: np.ndarray, window: int, span: int) -> Builder:
+    """Compress one window; continue the text after it."""
+
+    def build(rng: random.Random) -> Example:
+        text = _window(tokens, rng, window + span)
+        return Example(text[:window], [], text[window:])
+
+    return build
+
+
+def long_context(tokens: np.ndarray, window: int, windows: int, span: int, cue: int) -> Builder:
+    """Compress several windows; regenerate a span of one of them (the decoder must find it)."""
+
+    def build(rng: random.Random) -> Example:
+        context = _window(tokens, rng, window * windows)
+        start = rng.randrange(0, len(context) - span + 1)
+        piece = context[start:start + span]
+        return Example(context, piece[:cue], piece[cue:])
+
+    return build
+
+
+def question_answering(examples: Sequence[QAExample], tokenizer, window: int, windows: int,
+                       reconstruct_instruction: float) -> Builder:
+    """Answer generated questions from memory, in both prompt modes of the paper: the question in plain text
+    through the chat template, or (with probability `reconstruct_instruction`) compressed after the context,
+    with the decoder regenerating it before answering."""
+    frame = instruction_frame(tokenizer)
+    header = prompt_ids(tokenizer, frame.header)
+    eos = [tokenizer.eos_token_id]
+    budget = window * windows
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def build(rng: random.Random) -> Example:
+        qa = examples[rng.randrange(len(examples))]
+        answer = encode(qa.answer) + eos
+        if rng.random() < reconstruct_instruction:
+            question = encode("\n\n" + qa.question)
+            context = encode(qa.context)[: budget - len(question)] + question
+            return Example(context, header, encode(qa.question + frame.turn_end) + answer)
+        context = encode(qa.context)[:budget]
+        return Example(context, prompt_ids(tokenizer, [{"role": "user", "content": qa.question}]), answer)
+
+    return build
+
+
+def mixture(builders: dict[str, Builder], weights: dict[str, float]) -> Builder:
+    names = sorted(n for n in weights if weights[n] > 0)
+    missing = [n for n in names if n not in builders]
+    if missing:
+        raise ValueError(f"unknown objectives {missing}; known: {sorted(builders)}")
+    cumulative = np.cumsum([weights[n] for n in names]) / sum(weights[n] for n in names)
+
+    def build(rng: random.Random) -> Example:
+        return builders[names[int(np.searchsorted(cumulative, rng.random(), side="right"))]](rng)
+
+    return build

@@ -1,0 +1,80 @@
+"""Data preparation (Info parsing, splits, generated QA) and evaluation metrics."""
+
+import math
+import random
+
+import pytest
+
+from rcc_model.data import qa
+from rcc_model.data.build import split_documents
+from rcc_model.data.sources import Document, Synset, info_documents
+from rcc_model.evaluation.metrics import corpus_bleu4, exact_match, rouge_l, token_accuracy, token_f1
+
+INFO = (
+    "preamble\n\x1f\nFile: python3.11.info,  Node: Lists,  Next: Tuples,  Up: Data\n\n"
+    "5.1 Lists\n*********\n\nA list is ordered; see *note list.append(): 1f2. for more. " + "Lists grow. " * 20 +
+    "\n\n   ---------- Footnotes ----------\n\n   (1) https://example.invalid\n"
+    "\x1f\nFile: python3.11.info,  Node: Tuples,  Up: Data\n\nshort\n"
+)
+
+
+def test_info_nodes_become_documents_without_markup_or_footnotes():
+    docs = list(info_documents(INFO, "python-docs"))
+    assert [d.title for d in docs] == ["Lists"]  # "Tuples" is too short to keep
+    assert "see list.append() for more" in docs[0].text
+    assert "*****" not in docs[0].text and "Footnotes" not in docs[0].text and "example.invalid" not in docs[0].text
+
+
+def test_the_split_is_deterministic_disjoint_and_by_runs_of_documents():
+    docs = [Document("s", f"title {i}", "text") for i in range(4000)]
+    first, again = split_documents(docs, 0.1), split_documents(docs, 0.1)
+    assert first == again
+    assert len(first.train) + len(first.heldout) == 4000 and 0 < len(first.heldout) < 1000
+    assert not {d.title for d in first.train} & {d.title for d in first.heldout}
+
+
+TEXT = "The first sentence is here. " * 40
+
+
+def test_a_hidden_fact_is_in_the_context_and_answers_the_question():
+    for seed in range(20):
+        example = qa.fact_example(TEXT, random.Random(seed))
+        assert example.answer in example.context and example.kind == "fact"
+        assert len(example.context) > len(TEXT)
+
+
+def test_an_unanswerable_question_has_no_fact_about_its_subject():
+    for seed in range(20):
+        example = qa.fact_example(TEXT, random.Random(seed), facts=2, answerable=False)
+        subject = example.question.rstrip("?").split(" the ", 1)[1]
+        assert example.answer == qa.NOT_IN_DOCUMENT and subject not in example.context
+
+
+def test_definition_questions_ask_about_a_word_on_the_page():
+    synsets = [Synset(f"word{i}", "noun", f"meaning number {i}", ()) for i in range(50)]
+    example = qa.definition_example(synsets, random.Random(0))
+    assert example.answer in example.context and example.question.split('"')[1] in example.context
+
+
+def test_generation_is_deterministic():
+    synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
+    assert qa.generate([TEXT], synsets, 50, seed=3) == qa.generate([TEXT], synsets, 50, seed=3)
+
+
+def test_bleu4_is_one_for_identical_text_and_zero_without_shared_4grams():
+    ref = ["the", "cat", "sat", "on", "the", "mat", "today"]
+    assert corpus_bleu4([ref], [ref]) == pytest.approx(1.0)
+    assert corpus_bleu4([["a", "b", "c", "d"]], [["e", "f", "g", "h"]]) == 0.0
+
+
+def test_bleu4_brevity_penalty_punishes_short_output():
+    ref = ["one", "two", "three", "four", "five", "six", "seven", "eight"]
+    assert corpus_bleu4([ref[:5]], [ref]) == pytest.approx(math.exp(1 - 8 / 5))
+
+
+def test_answer_metrics():
+    assert exact_match("The Date.", "date") == 1.0
+    assert token_f1("the red door", "red door of the hall") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert rouge_l("x b c d", "x c d e") == pytest.approx(0.75)  # LCS "x c d"
+    assert rouge_l("a b c d", "a c d e") == pytest.approx(2 / 3)  # articles are dropped first
+    assert token_accuracy([1, 2, 9], [1, 2, 3, 4]) == 0.5

@@ -1,0 +1,47 @@
+"""Evaluation protocols and `rcc eval` outputs, on a tiny model with SmolLM2's tokenizer."""
+
+import json
+
+import numpy as np
+
+from rcc_model.cli.evaluate import write
+from rcc_model.data.qa import QAExample
+from rcc_model.evaluation import protocols
+
+
+def test_reconstruction_reports_every_measure(text_rcc, smollm2_tokenizer):
+    tokens = np.asarray(smollm2_tokenizer("The keeper wrote the date in the log. " * 60)["input_ids"])
+    result = protocols.reconstruction(text_rcc, tokens, windows=3, batch_size=2)
+    assert result["windows"] == 3 and result["rate"] == 4
+    for key in ("bleu4", "sacrebleu", "exact_match", "token_accuracy"):
+        assert 0 <= result[key] <= 100
+    assert len(result["examples"]) == 3
+
+
+def test_passkey_and_needle_fill_their_grids(text_rcc, smollm2_tokenizer):
+    result = protocols.passkey(text_rcc, lengths=[100, 200], depths=[0.2, 0.8], trials=1)
+    assert [(c["length"], c["depth"]) for c in result["cells"]] == [(100, .2), (100, .8), (200, .2), (200, .8)]
+    haystack = smollm2_tokenizer("Real text does not repeat itself like filler does. " * 40)["input_ids"]
+    assert 0 <= protocols.needle(text_rcc, haystack, [150], [0.5], trials=1)["accuracy"] <= 1
+
+
+def test_qa_compares_memory_with_the_full_text_baseline(text_rcc):
+    examples = [QAExample("The door is painted teal. " * 10, "What colour is the door?", "teal", "fact")]
+    result = protocols.question_answering(text_rcc, examples, base=text_rcc.decoder, max_new_tokens=4)
+    assert {"rcc_f1", "rcc_rouge_l", "full_f1", "full_rouge_l"} <= result.keys()
+    assert result["rows"][0]["reference"] == "teal"
+
+
+def test_eval_writes_json_markdown_and_a_grid_plot(tmp_path):
+    result = {"protocol": "needle", "accuracy": 0.5, "cells": [
+        {"length": 1000, "depth": 0.1, "accuracy": 1.0}, {"length": 1000, "depth": 0.9, "accuracy": 0.0}]}
+    write(tmp_path, "needle", result)
+    assert json.loads((tmp_path / "needle.json").read_text())["accuracy"] == 0.5
+    markdown = (tmp_path / "needle.md").read_text()
+    assert "| 1000 | 100% | 0% |" in markdown
+    assert (tmp_path / "needle.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_first_integer_is_what_passkey_scoring_reads():
+    assert protocols.first_integer(" 12345. Remember") == "12345"
+    assert protocols.first_integer("no digits") is None

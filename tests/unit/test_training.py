@@ -1,0 +1,116 @@
+"""Objectives, collation, the training forward, and the training loop with exact resume, on tiny models."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rcc_model.training import objectives
+from rcc_model.training.batch import IGNORE, collate
+from rcc_model.training.config import TrainConfig
+from rcc_model.training.loop import lr_at, train
+from tests.conftest import VOCAB, make_rcc, tiny_llama
+
+TOKENS = np.random.default_rng(0).integers(0, VOCAB, 5000).astype(np.uint32)
+
+
+def test_reconstruction_targets_are_spans_of_the_compressed_window():
+    build = objectives.reconstruction(TOKENS, window=32, span=16, cue=4)
+    for seed in range(30):
+        e = build(random.Random(seed))
+        assert len(e.context) == 32
+        piece = e.prompt + e.target
+        assert any(e.context[i:i + len(piece)] == piece for i in range(33 - len(piece)))
+        assert len(e.prompt) in (0, 4)
+
+
+def test_continuation_targets_follow_the_window():
+    e = objectives.continuation(TOKENS, window=32, span=8)(random.Random(1))
+    start = next(i for i in range(len(TOKENS)) if TOKENS[i:i + 32].tolist() == e.context)
+    assert TOKENS[start + 32:start + 40].tolist() == e.target
+
+
+def test_collate_masks_prompt_and_padding_out_of_the_loss():
+    batch = collate([objectives.Example([1] * 40, [5, 6], [7, 8, 9]), objectives.Example([2] * 10, [], [3])],
+                    window=16, padding="masked")
+    assert batch.window_owner == [0, 0, 0, 1] and batch.window_lengths == [16, 16, 8, 10]
+    assert batch.labels.tolist() == [[IGNORE, IGNORE, 7, 8, 9], [3, IGNORE, IGNORE, IGNORE, IGNORE]]
+    assert batch.attention_mask.tolist() == [[1] * 5, [1, 0, 0, 0, 0]]
+
+
+def test_the_training_loss_is_the_decoders_cross_entropy_on_targets():
+    model = make_rcc()
+    example = objectives.Example(list(range(20)), [5], [6, 7])
+    batch = collate([example], window=16, padding="masked")
+    loss = model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
+                 batch.attention_mask, batch.labels)
+    memory = model.compress(example.context)
+    ids = torch.tensor([[5, 6, 7]])
+    logits = model.decode(memory.states[None], torch.ones(1, memory.num_slots, dtype=torch.long), ids,
+                          torch.ones_like(ids)).logits[0]
+    expected = torch.nn.functional.cross_entropy(logits[-3:-1], torch.tensor([6, 7]))  # positions of 5 and 6
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_bridges_and_encoder():
+    model = make_rcc(bridge_init="normal")
+    batch = collate([objectives.Example(list(range(20)), [], [6, 7, 8])], window=16, padding="masked")
+    model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids, batch.attention_mask,
+          batch.labels).backward()
+    assert model.bridges.layers[1].weight.grad.abs().sum() > 0
+    assert model.encoder.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+
+
+def test_warmup_then_cosine_schedule():
+    config = TrainConfig(data="d", out="o", lr=1.0, min_lr=0.1, warmup=10, steps=110)
+    assert lr_at(config, 0) == pytest.approx(0.1) and lr_at(config, 9) == pytest.approx(1.0)
+    assert lr_at(config, 60) == pytest.approx(0.55) and lr_at(config, 110) == pytest.approx(0.1)
+
+
+def test_bad_training_settings_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="trainable"):
+        TrainConfig(data="d", out="o", trainable="encoder-only")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"data": "d", "out": "o", "learning_rate": 1}))
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.load(path)
+
+
+@pytest.fixture()
+def run_config(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    TOKENS.tofile(data / "train.tokens")
+    TOKENS[::-1].copy().tofile(data / "heldout.tokens")
+    tiny_llama().save_pretrained(tmp_path / "base")
+    config = {"data": "data", "out": "run", "base": str(tmp_path / "base"), "rate": 4, "window": 16, "span": 8,
+              "cue": 2, "batch_size": 2, "steps": 4, "warmup": 2, "eval_every": 2, "eval_batches": 1,
+              "save_every": 2, "log_every": 1, "trainable": "bridges+lora", "lora": {"r": 2, "alpha": 4},
+              "precision": "no", "lr": 0.01,
+              "objectives": {"reconstruction": 1, "continuation": 1, "long_context": 1}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    return tmp_path / "run.json"
+
+
+def test_a_run_interrupted_and_resumed_ends_where_an_uninterrupted_run_ends(run_config, tmp_path):
+    straight = TrainConfig.load(run_config)
+    straight.out = str(tmp_path / "straight")
+    train(straight)
+
+    interrupted = TrainConfig.load(run_config)
+    interrupted.max_minutes = 0.0  # stops (with a checkpoint) after its first step
+    train(interrupted)
+    assert json.loads((tmp_path / "run" / "state" / "state.json").read_text())["step"] == 1
+    train(TrainConfig.load(run_config))
+
+    a = load_file(str(tmp_path / "straight" / "state" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "run" / "state" / "weights.safetensors"))
+    assert a.keys() == b.keys() and any("lora_" in k for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["event"] == "start"] == [0, 1]
+    assert (tmp_path / "run" / "final" / "rcc_config.json").is_file()
