@@ -17,6 +17,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 _EXPORTS = {
     "CompressedMemory": "rcc_model.memory",
     "DecodeState": "rcc_model.generation",
+    "GenerationInfo": "rcc_model.generation",
     "MemoryFileError": "rcc_model.memory",
     "MemoryMismatchError": "rcc_model.memory",
     "RCCConfig": "rcc_model.config",
@@ -29,6 +30,7 @@ __all__ = [*sorted(_EXPORTS), "__version__"]
 if TYPE_CHECKING:
     from rcc_model.config import RCCConfig as RCCConfig
     from rcc_model.generation import DecodeState as DecodeState
+    from rcc_model.generation import GenerationInfo as GenerationInfo
     from rcc_model.generation import SamplingParams as SamplingParams
     from rcc_model.memory import CompressedMemory as CompressedMemory
     from rcc_model.memory import MemoryFileError as MemoryFileError

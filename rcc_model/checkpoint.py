@@ -34,14 +34,15 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     )
 
 
-def save_checkpoint(model, directory: str | Path) -> Path:
+def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write to a temporary sibling folder, then swap it in, so a crash never leaves half a checkpoint."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
         model.config.save(tmp)
-        state = {k: v.detach().cpu().contiguous() for k, v in model.trained_state_dict().items()}
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in model.trained_state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "rcc-checkpoint",
                                                              "fingerprint": model.fingerprint})
         if model.tokenizer is not None:
@@ -91,3 +92,14 @@ def load_trained_state(model, state: dict[str, torch.Tensor], source: str) -> No
     with torch.no_grad():
         for name, tensor in state.items():
             params[name].copy_(tensor.to(params[name].dtype))
+
+
+def load_tokenizer_only(name_or_path: str | Path):
+    """The tokenizer of a packaged model or checkpoint folder (its own, else its base's), without weights."""
+    from rcc_model import bases
+
+    folder = resolve_checkpoint(name_or_path)
+    tokenizer = bases.load_tokenizer(folder)
+    if tokenizer is None:
+        tokenizer = bases.load_tokenizer(bases.resolve_base(RCCConfig.load(folder).base))
+    return tokenizer

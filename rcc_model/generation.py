@@ -189,6 +189,17 @@ class TextStream:
 MemoryInput = CompressedMemory | DecodeState
 
 
+@dataclass
+class GenerationInfo:
+    """Filled in by `stream(..., info=...)`: why generation ended ("stop": EOS or a stop string;
+    "length": the token limit) and how many tokens it read and wrote."""
+
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    memory_slots: int = 0
+    output_tokens: int = 0
+
+
 class GenerationMixin:
     """Text and token generation from memory for `RCCModel` (which provides `decode`, `check_memory`,
     `tokenizer`, `fingerprint`, `max_positions`)."""
@@ -237,16 +248,18 @@ class GenerationMixin:
                 break
         return outputs if batch else outputs[0]
 
-    def _text_rows(self, state: DecodeState, params: SamplingParams, stop: Sequence[str]
-                   ) -> Iterator[tuple[int, str]]:
+    def _text_rows(self, state: DecodeState, params: SamplingParams, stop: Sequence[str],
+                   infos: Sequence[GenerationInfo] = ()) -> Iterator[tuple[int, str]]:
         """Yield (row, text piece) as tokens arrive; a row ends at EOS, at a stop string, or at the limit."""
         eos = eos_token_ids(self)
         streams = [TextStream(self._require_tokenizer(), stop) for _ in range(state.logits.shape[0])]
         done = [False] * len(streams)
+        counts = [0] * len(streams)
         for tokens in decode_tokens(self, state, params):
             for row, token in enumerate(tokens.tolist()):
                 if done[row]:
                     continue
+                counts[row] += 1
                 if token in eos:
                     done[row] = True
                     piece = streams[row].finish()
@@ -260,15 +273,20 @@ class GenerationMixin:
         for row, stream in enumerate(streams):
             if not stream.stopped and (piece := stream.finish()):
                 yield row, piece
+        for info, finished, count in zip(infos, done, counts):
+            info.finish_reason, info.output_tokens = ("stop" if finished else "length"), count
 
     def stream(self, memory: MemoryInput, prompt: Prompt = None, *, max_new_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-               stop: Sequence[str] = ()) -> Iterator[str]:
-        """Yield the answer's text piece by piece as it is generated."""
+               stop: Sequence[str] = (), info: GenerationInfo | None = None) -> Iterator[str]:
+        """Yield the answer's text piece by piece as it is generated; `info`, if given, is filled in."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        ids = prompt_ids(self.tokenizer, prompt)
         with torch.no_grad():
-            state = self._start(memory, prompt_ids(self.tokenizer, prompt), params)
-            for _, piece in self._text_rows(state, params, stop):
+            state = self._start(memory, ids, params)
+            if info is not None:
+                info.prompt_tokens, info.memory_slots = len(ids), state.num_slots
+            for _, piece in self._text_rows(state, params, stop, [info] if info is not None else []):
                 yield piece
 
     @torch.no_grad()

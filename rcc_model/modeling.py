@@ -113,11 +113,12 @@ class RCCModel(nn.Module, GenerationMixin):
 
         return load_official(cls, path, rate=rate, window=window, dtype=dtype, device=device)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Save config, bridges and the trained parameters (not the base weights), atomically."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Save config, bridges and the trained parameters (not the base weights), atomically; `dtype`
+        (e.g. torch.bfloat16) stores floating-point weights in that precision."""
         from rcc_model.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, directory)
+        return save_checkpoint(self, directory, dtype)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -266,6 +267,15 @@ class RCCModel(nn.Module, GenerationMixin):
             for out, wins, doc in zip(outputs, per_doc, documents)
         ]
         return memories if is_batch else memories[0]
+
+    def empty_memory(self) -> CompressedMemory:
+        """A memory of nothing: generation from it is the plain decoder on the prompt."""
+        cfg = self.config
+        states = torch.zeros(0, len(bases.decoder_layers(self.encoder)) + 1, bases.hidden_size(self.encoder),
+                             dtype=getattr(torch, cfg.memory_dtype), device=self.device)
+        return CompressedMemory(states=states, fingerprint=self.fingerprint, base=cfg.base, rate=cfg.rate,
+                                window=cfg.window, padding=cfg.padding, window_tokens=[], token_count=0,
+                                source_hash=hashlib.sha256(b"").hexdigest())
 
     # ------------------------------------------------------------------ decoder
     def decode(self, slot_states: torch.Tensor, slot_mask: torch.Tensor, input_ids: torch.Tensor,

@@ -13,17 +13,22 @@ def add_parser(sub) -> None:
     p.add_argument("config", type=Path, help="JSON file with TrainConfig fields (data, out, objectives, ...)")
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="do not train: write the run's latest state as an RCC checkpoint folder (bf16 weights)")
 
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model.training.config import TrainConfig
-    from rcc_model.training.loop import train
+    from rcc_model.training.loop import export, train
 
     config = TrainConfig.load(args.config)
     if args.steps is not None:
         config.steps = args.steps
     if args.max_minutes is not None:
         config.max_minutes = args.max_minutes
+    if args.export is not None:
+        print(f"checkpoint: {export(config, args.export)}")
+        return 0
     out = train(config)
     print(f"run folder: {out}")
     return 0

@@ -15,6 +15,8 @@ import torch
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
 from rcc_model.modeling import RCCModel
+from rcc_model.training.batch import collate
+from rcc_model.training.objectives import Example
 
 PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
                  "I will quiz you about the important information there.\n")
@@ -39,17 +41,34 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
         chunk = references[i:i + batch_size]
         memories = model.compress(chunk)
         generated += [row[:width] for row in model.generate_ids(memories, max_new_tokens=width)]
+    own = _teacher_forced_loss(model, references, references, batch_size)
+    other = _teacher_forced_loss(model, references[1:] + references[:1], references, batch_size)
     decode = model.tokenizer.decode
     hyp_text = [decode(g, skip_special_tokens=True) for g in generated]
     ref_text = [decode(r, skip_special_tokens=True) for r in references]
     return {
         "rate": model.config.rate, "window": width, "windows": windows,
+        "teacher_forced_loss": own, "loss_with_another_windows_memory": other,
         "bleu4": metrics.corpus_bleu4([h.split() for h in hyp_text], [r.split() for r in ref_text]),
         "sacrebleu": metrics.sacrebleu_score(hyp_text, ref_text),
         "exact_match": float(np.mean([h == r for h, r in zip(generated, references)])),
         "token_accuracy": float(np.mean([metrics.token_accuracy(h, r) for h, r in zip(generated, references)])),
         "examples": [{"reference": r, "generated": h} for r, h in zip(ref_text[:3], hyp_text[:3])],
     }
+
+
+@torch.no_grad()
+def _teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: list[list[int]],
+                         batch_size: int) -> float:
+    """Mean cross-entropy of regenerating `targets` from the memory of `contexts`: with another window's
+    memory it measures what the decoder guesses without the right memory, so the gap is what it reads."""
+    losses = []
+    for i in range(0, len(targets), batch_size):
+        examples = [Example(c, [], t) for c, t in zip(contexts[i:i + batch_size], targets[i:i + batch_size])]
+        batch = collate(examples, model.config.window, model.config.padding).to(model.device)
+        losses.append(model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
+                            batch.attention_mask, batch.labels, train_encoder=False).item())
+    return float(np.mean(losses))
 
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,

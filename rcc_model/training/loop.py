@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
+from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
 from rcc_model.modeling import RCCModel
 from rcc_model.training import objectives
@@ -60,6 +62,16 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str) -> objecti
         builders["qa"] = objectives.question_answering(load_qa(data, split), model.tokenizer, config.window,
                                                        config.long_context_windows, config.qa_reconstruct_instruction)
     return objectives.mixture(builders, config.objectives)
+
+
+def export(config: TrainConfig, directory: Path) -> Path:
+    """Write the run's latest state as an RCC checkpoint (`from_pretrained`-ready), weights in bfloat16."""
+    state = Path(config.out) / "state"
+    if not (state / "state.json").is_file():
+        raise FileNotFoundError(f"{state} holds no training state to export")
+    model = build_model(config, "auto")
+    load_trained_state(model, load_file(str(state / "weights.safetensors")), source=str(state))
+    return model.save_pretrained(directory, dtype=torch.bfloat16)
 
 
 def lr_at(config: TrainConfig, step: int) -> float:

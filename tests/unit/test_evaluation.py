@@ -16,6 +16,7 @@ def test_reconstruction_reports_every_measure(text_rcc, smollm2_tokenizer):
     for key in ("bleu4", "sacrebleu", "exact_match", "token_accuracy"):
         assert 0 <= result[key] <= 100
     assert len(result["examples"]) == 3
+    assert result["teacher_forced_loss"] > 0 and result["loss_with_another_windows_memory"] > 0
 
 
 def test_passkey_and_needle_fill_their_grids(text_rcc, smollm2_tokenizer):

@@ -1,0 +1,109 @@
+"""What the LangChain and LlamaIndex classes share: one loaded model per name, a lock around generation, a
+memory cache by content, and async offload of the synchronous core.
+
+Integrations depend on `rcc_model`'s public API only; `rcc_model` never imports this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rcc_model import CompressedMemory, RCCModel
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+class Engine:
+    """An `RCCModel` shared by every integration object that names it.
+
+    Generation holds `lock` (one model, one decoding at a time, so concurrent calls never interleave);
+    compressed memory is cached by (model fingerprint, text hash), so a document reused across calls is
+    compressed once. `compressions` counts the texts actually compressed.
+    """
+
+    def __init__(self, model: RCCModel, cache_size: int = 64):
+        self.model = model
+        self.lock = threading.RLock()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], CompressedMemory] = OrderedDict()
+        self.compressions = 0
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.encode_text(text)) if text else 0
+
+    def memory_for(self, text: str) -> tuple[CompressedMemory, bool]:
+        """(memory of `text`, whether it came from the cache)."""
+        if not text.strip():
+            raise ValueError("cannot compress an empty document")
+        key = (self.model.fingerprint, hashlib.sha256(text.encode()).hexdigest())
+        with self.lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key], True
+            memory = self.model.compress(text)
+            self.compressions += 1
+            self._cache[key] = memory
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return memory, False
+
+    def stream(self, memory: CompressedMemory, prompt: Any, **kwargs) -> Iterator[str]:
+        with self.lock:
+            yield from self.model.stream(memory, prompt, **kwargs)
+
+
+def engine_for(model: str | Path | RCCModel) -> Engine:
+    """The shared engine of a packaged name, a checkpoint folder, or an `RCCModel` instance (loaded once)."""
+    if isinstance(model, RCCModel):
+        key = f"instance:{id(model)}"
+        with _ENGINES_LOCK:
+            if key not in _ENGINES:
+                _ENGINES[key] = Engine(model)
+            return _ENGINES[key]
+    key = str(model)
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = Engine(RCCModel.from_pretrained(key))
+        return _ENGINES[key]
+
+
+async def iterate_in_thread(make_iterator: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Run a blocking iterator in a worker thread and yield its items on the event loop as they come.
+
+    If the consumer stops early, the worker stops at its next item (releasing the model's lock).
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    done, cancelled = object(), threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in make_iterator():
+                if cancelled.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as error:
+            loop.call_soon_threadsafe(queue.put_nowait, error)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, done)
+
+    worker = loop.run_in_executor(None, produce)
+    try:
+        while (item := await queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancelled.set()
+        await worker

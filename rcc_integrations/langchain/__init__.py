@@ -1,0 +1,5 @@
+"""LangChain integration: `RCCChatModel`, also exported as `ChatRCC`."""
+
+from rcc_integrations.langchain.chat_models import ChatRCC, RCCChatModel
+
+__all__ = ["ChatRCC", "RCCChatModel"]

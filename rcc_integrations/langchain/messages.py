@@ -1,0 +1,90 @@
+"""LangChain messages -> what the RCC decoder reads: compressed texts and chat-template messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from rcc_model import CompressedMemory
+
+IN_MEMORY = "[The full text of this message is in your memory.]"
+_ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant", ToolMessage: "tool"}
+
+
+@dataclass
+class DecoderInput:
+    """What becomes memory, in order (texts to compress, or ready memories), and the chat left in plain text."""
+
+    pieces: list[str | CompressedMemory] = field(default_factory=list)
+    chat: list[dict[str, str]] = field(default_factory=list)
+    question: str | None = None  # set in instruction-reconstruction mode: compressed, not in `chat`
+
+
+def message_text(message: BaseMessage) -> str:
+    """The text of a message; non-text content blocks are an error, never silently dropped."""
+    if isinstance(message.content, str):
+        return message.content
+    parts = []
+    for block in message.content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        else:
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise ValueError(f"RCCChatModel reads text only; got a {kind!r} content block")
+    return "".join(parts)
+
+
+def role_of(message: BaseMessage) -> str:
+    for cls, role in _ROLES.items():
+        if isinstance(message, cls):
+            return role
+    raise ValueError(f"unsupported message type {type(message).__name__}")
+
+
+def split_messages(messages: Sequence[BaseMessage], count_tokens, threshold: int,
+                   instruction_reconstruction: bool, attached: Any = None) -> DecoderInput:
+    """Messages longer than `threshold` tokens become memory (their place in the chat says so); the last
+    message stays plain text, unless `instruction_reconstruction` compresses the question too."""
+    if not messages:
+        raise ValueError("RCCChatModel needs at least one message")
+    result = DecoderInput(pieces=attached_pieces(attached))
+    last = len(messages) - 1
+    for index, message in enumerate(messages):
+        role, text = role_of(message), message_text(message)
+        if index == last and instruction_reconstruction:
+            if role != "user":
+                raise ValueError("instruction reconstruction needs the last message to be the user's question")
+            result.question = text
+        elif index != last and count_tokens(text) > threshold:
+            result.pieces.append(text)
+            result.chat.append({"role": role, "content": IN_MEMORY})
+        else:
+            result.chat.append({"role": role, "content": text})
+    return result
+
+
+def attached_pieces(memory: Any) -> list[str | CompressedMemory]:
+    """Explicitly attached memory: CompressedMemory objects, .rccmem files, Documents or strings."""
+    if memory is None:
+        return []
+    pieces: list[str | CompressedMemory] = []
+    for item in memory if isinstance(memory, (list, tuple)) else [memory]:
+        if isinstance(item, CompressedMemory):
+            pieces.append(item)
+        elif isinstance(item, Path) or (isinstance(item, str) and item.endswith(".rccmem")):
+            pieces.append(CompressedMemory.load(item))
+        elif isinstance(item, Document):
+            pieces.append(item.page_content)
+        elif isinstance(item, str):
+            pieces.append(item)
+        else:
+            raise TypeError(f"cannot use {type(item).__name__} as memory: pass CompressedMemory, a .rccmem path, "
+                            "a Document or a string")
+    return pieces

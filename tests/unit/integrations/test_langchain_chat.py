@@ -1,0 +1,114 @@
+"""RCCChatModel on a tiny RCC with SmolLM2's tokenizer: real LangChain objects, our own logic under test."""
+
+import asyncio
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from rcc_integrations.langchain import ChatRCC, RCCChatModel
+from rcc_model import MemoryMismatchError
+from tests.conftest import make_rcc
+
+LONG = "The lighthouse keeper wrote the date in the log every evening before supper. " * 20
+
+
+@pytest.fixture()
+def llm(text_rcc):
+    return RCCChatModel(model=text_rcc, max_tokens=8, compress_threshold=64)
+
+
+def test_invoke_returns_text_usage_and_metadata(llm):
+    message = llm.invoke([SystemMessage(LONG), HumanMessage("When did he write?")])
+    assert isinstance(message, AIMessage) and isinstance(message.content, str)
+    usage = message.usage_metadata
+    assert usage["output_tokens"] > 0 and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["input_tokens"] > llm.engine.count_tokens(LONG)  # counted as the original tokens
+    assert message.response_metadata["memory_slots"] > 0 and message.response_metadata["compression_rate"] == 4
+    assert message.response_metadata["finish_reason"] in ("stop", "length")
+
+
+def test_a_document_reused_across_calls_is_compressed_once(llm):
+    before = llm.engine.compressions
+    first = llm.invoke([SystemMessage(LONG), HumanMessage("Q1")])
+    second = llm.invoke([SystemMessage(LONG), HumanMessage("Q2")])
+    assert llm.engine.compressions == before + 1
+    assert first.usage_metadata["input_token_details"]["cache_creation"] > 0
+    assert second.usage_metadata["input_token_details"]["cache_read"] == first.usage_metadata[
+        "input_token_details"]["cache_creation"]
+
+
+def test_short_messages_stay_plain_text(llm):
+    before = llm.engine.compressions
+    message = llm.invoke("Hello there")
+    assert llm.engine.compressions == before and message.response_metadata["memory_slots"] == 0
+
+
+def test_stream_equals_invoke_and_carries_usage_once(llm):
+    messages = [SystemMessage(LONG), HumanMessage("When?")]
+    chunks = list(llm.stream(messages))
+    assert "".join(c.content for c in chunks) == llm.invoke(messages).content
+    assert sum(c.usage_metadata is not None for c in chunks) == 1
+    assert chunks[-1].chunk_position == "last"
+
+
+def test_concurrent_ainvoke_calls_are_all_correct(llm):
+    questions = [f"Question number {i}?" for i in range(4)]
+    expected = [llm.invoke([SystemMessage(LONG), HumanMessage(q)]).content for q in questions]
+
+    async def ask_all():
+        return await asyncio.gather(*[llm.ainvoke([SystemMessage(LONG), HumanMessage(q)]) for q in questions])
+
+    assert [m.content for m in asyncio.run(ask_all())] == expected
+
+
+def test_astream_equals_stream(llm):
+    async def collect():
+        return [c.content async for c in llm.astream("Tell me")]
+
+    assert "".join(asyncio.run(collect())) == "".join(c.content for c in llm.stream("Tell me"))
+
+
+def test_attached_documents_and_memories_are_read(llm, text_rcc):
+    doc = Document(page_content=LONG)
+    by_document = llm.invoke("When?", memory=[doc])
+    by_memory = llm.invoke("When?", memory=text_rcc.compress(LONG))
+    assert by_document.content == by_memory.content and by_document.response_metadata["memory_slots"] > 0
+
+
+def test_memory_from_another_model_is_refused(llm):
+    other = make_rcc(window=32)
+    with pytest.raises((MemoryMismatchError, ValueError)):
+        llm.invoke("When?", memory=other.compress(list(range(20))))
+
+
+def test_bad_input_is_a_clear_error(llm):
+    with pytest.raises(ValueError, match="at least one message"):
+        llm.invoke([])
+    image = HumanMessage(content=[{"type": "image", "url": "file://x.png"}])
+    with pytest.raises(ValueError, match="'image' content block"):
+        llm.invoke([image])
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        llm.invoke("hi", frequency_penalty=1.0)
+
+
+def test_identity_and_tokens(llm, text_rcc):
+    assert ChatRCC is RCCChatModel and llm._llm_type == "rcc"
+    assert llm._get_ls_params()["ls_provider"] == "rcc"
+    assert llm.get_token_ids("hello world") == text_rcc.encode_text("hello world")
+    assert RCCChatModel(temperature=0.5)._identifying_params != RCCChatModel()._identifying_params
+
+
+def test_construction_is_instant_and_loads_nothing():
+    llm = RCCChatModel()
+    assert llm._engine is None
+
+
+def test_instruction_reconstruction_mode_compresses_the_question(text_rcc):
+    llm = RCCChatModel(model=text_rcc, max_tokens=8, instruction_reconstruction=True)
+    before = llm.engine.compressions
+    message = llm.invoke([SystemMessage(LONG), HumanMessage("When?")])
+    assert llm.engine.compressions == before + 2  # the document and the question
+    assert isinstance(message.content, str) and message.usage_metadata["input_tokens"] > 0
+    with pytest.raises(ValueError, match="user's question"):
+        llm.invoke([HumanMessage("Q"), AIMessage("A")])
