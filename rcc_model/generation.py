@@ -314,6 +314,21 @@ class GenerationMixin:
         return texts[0] if isinstance(memory, (CompressedMemory, DecodeState)) else texts
 
     @torch.no_grad()
+    def generate_json(self, memory: MemoryInput, prompt: Prompt, schema: dict) -> object:
+        """A JSON value matching `schema` (valid by construction), generated from memory and a prompt.
+
+        See `rcc_model.structured` for the supported schema subset; anything else is a `ValueError`.
+        """
+        from rcc_model.structured import generate_json
+
+        return generate_json(self, self.prefill_prompt(memory, prompt), schema)
+
+    @torch.no_grad()
+    def prefill_prompt(self, memory: MemoryInput, prompt: Prompt) -> DecodeState:
+        """The decoder state after reading memory and a prompt: the start of any custom decoding."""
+        return self._start(memory, prompt_ids(self.tokenizer, prompt), SamplingParams(max_new_tokens=1))
+
+    @torch.no_grad()
     def ask(self, memory: MemoryInput, question: str | None = None, *, max_new_tokens: int = 256,
             stop: Sequence[str] = (), **sampling) -> str:
         """Answer a question about the memory through the base model's chat template.

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread
-from rcc_integrations.langchain.messages import split_messages
+from rcc_integrations.langchain.messages import split_messages, tools_prompt
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
+from rcc_model.structured import SchemaDecoder, generate_tool_call, prefers_tool_call
 
 
 class RCCChatModel(BaseChatModel):
@@ -87,11 +93,29 @@ class RCCChatModel(BaseChatModel):
             return load_tokenizer_only(self.model)(text, add_special_tokens=False)["input_ids"]
         return self.engine.model.encode_text(text)
 
+    # ------------------------------------------------------------------ tools
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable | BaseTool], *,
+                   tool_choice: str | dict | bool | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools; calls are written by schema-constrained decoding, so they always parse and match the
+        tool's argument schema. `tool_choice`: "auto" (default: the model decides), "none", "any" /
+        "required" (must call), or a tool name."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        names = [t["function"]["name"] for t in formatted]
+        forced = _tool_choice(tool_choice)
+        if forced not in (None, "none", "any") and forced not in names:
+            raise ValueError(f"tool_choice {forced!r} is not one of the bound tools {names}")
+        for tool in formatted:  # refuse a schema that constrained decoding cannot honour, now
+            SchemaDecoder.check_schema(tool["function"].get("parameters", {"type": "object"}))
+        return super().bind(tools=formatted, tool_choice=forced, **kwargs)
+
     # ------------------------------------------------------------------ one synchronous core
     def _chunks(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
                 ) -> Iterator[ChatGenerationChunk]:
         engine = self.engine
         model = engine.model
+        tools, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
+        kwargs.pop("ls_structured_output_format", None)
         decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
                                        self.instruction_reconstruction, kwargs.pop("memory", None))
         memories, read, created = [], 0, 0
@@ -111,20 +135,28 @@ class RCCChatModel(BaseChatModel):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         info = GenerationInfo()
+        chat = decoder_input.chat
         if decoder_input.question is not None:
             question_memory, _ = engine.memory_for("\n\n" + decoder_input.question)
             memory = CompressedMemory.concat([*memories, question_memory])
             with engine.lock:
                 text = model.ask(memory, None, max_new_tokens=sampling.pop("max_new_tokens"), **sampling)
             info.output_tokens, info.finish_reason = engine.count_tokens(text), "stop"
-            info.memory_slots = memory.num_slots
-            pieces: Iterator[str] = iter([text] if text else [])
+            pieces: Iterator[str | dict] = iter([text] if text else [])
         else:
             memory = CompressedMemory.concat(memories) if memories else model.empty_memory()
-            pieces = engine.stream(memory, decoder_input.chat, info=info, **sampling)
+            if tools and choice != "none":
+                chat = _with_system_text(chat, tools_prompt(tools))
+                pieces = self._tool_or_text(engine, memory, chat, tools, choice,
+                                            isinstance(messages[-1], ToolMessage), info, sampling)
+            else:
+                pieces = engine.stream(memory, chat, info=info, **sampling)
         for piece in pieces:
-            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        plain = sum(engine.count_tokens(m["content"]) for m in decoder_input.chat)
+            if isinstance(piece, dict):
+                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
+            else:
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        plain = sum(engine.count_tokens(m["content"]) for m in chat)
         input_tokens = plain + memory.token_count
         usage = {"input_tokens": input_tokens, "output_tokens": info.output_tokens,
                  "total_tokens": input_tokens + info.output_tokens,
@@ -134,6 +166,25 @@ class RCCChatModel(BaseChatModel):
                     "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))
+
+    def _tool_or_text(self, engine: Engine, memory: CompressedMemory, chat: list[dict], tools: list[dict],
+                      choice: str | None, after_tool_result: bool, info: GenerationInfo, sampling: dict
+                      ) -> Iterator[str | dict]:
+        """A tool call (as one tool-call chunk) or a text answer, from one prefill of memory + chat."""
+        model = engine.model
+        schemas = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in tools}
+        with engine.lock:
+            state = model.prefill_prompt(memory, chat)
+            call = choice not in (None, "auto") or (not after_tool_result
+                                                    and prefers_tool_call(state, model.tokenizer))
+            if call:
+                name, arguments = generate_tool_call(model, state, schemas, None if choice == "any" else choice)
+                text = json.dumps(arguments)
+                info.output_tokens, info.finish_reason = engine.count_tokens(text), "tool_calls"
+                yield {"name": name, "args": text, "id": f"call_{uuid.uuid4().hex[:24]}", "index": 0,
+                       "type": "tool_call_chunk"}
+                return
+        yield from engine.stream(state, None, info=info, **sampling)
 
     # ------------------------------------------------------------------ LangChain's entry points
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -167,8 +218,25 @@ def _aggregate(chunks: list[ChatGenerationChunk]) -> ChatResult:
         total += chunk
     message = total.message
     return ChatResult(generations=[ChatGeneration(message=AIMessage(
-        content=message.content, usage_metadata=message.usage_metadata,
+        content=message.content, tool_calls=message.tool_calls, usage_metadata=message.usage_metadata,
         response_metadata=message.response_metadata))])
+
+
+def _tool_choice(choice: str | dict | bool | None) -> str | None:
+    """Normalise LangChain's tool_choice spellings to None (auto), "none", "any" or a tool name."""
+    if choice in (None, "auto", False):
+        return None
+    if choice in ("any", "required", True):
+        return "any"
+    if isinstance(choice, dict):
+        return choice.get("function", {}).get("name") or choice.get("name")
+    return str(choice)
+
+
+def _with_system_text(chat: list[dict], text: str) -> list[dict]:
+    if chat and chat[0]["role"] == "system":
+        return [{"role": "system", "content": f"{chat[0]['content']}\n\n{text}"}, *chat[1:]]
+    return [{"role": "system", "content": text}, *chat]
 
 
 ChatRCC = RCCChatModel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,27 @@ def message_text(message: BaseMessage) -> str:
     return "".join(parts)
 
 
+def rendered_text(message: BaseMessage) -> str:
+    """The text the decoder sees for a message: an assistant's tool calls are written out as the JSON it
+    produces them in, so a conversation with tool results reads like the calls that led to them."""
+    text = message_text(message)
+    if isinstance(message, AIMessage) and message.tool_calls:
+        calls = [json.dumps({"name": c["name"], "arguments": c["args"]}) for c in message.tool_calls]
+        text = "\n".join([text, *calls]) if text else "\n".join(calls)
+    return text
+
+
+def tools_prompt(tools: Sequence[dict[str, Any]]) -> str:
+    """A system message describing the bound tools (OpenAI tool format) and the call format."""
+    lines = ["You can call these tools. To call one, reply with only a JSON object "
+             '{"name": <tool name>, "arguments": <arguments>}.']
+    for tool in tools:
+        function = tool["function"]
+        lines.append(f"- {function['name']}: {function.get('description', '')} "
+                     f"Arguments schema: {json.dumps(function.get('parameters', {}))}")
+    return "\n".join(lines)
+
+
 def role_of(message: BaseMessage) -> str:
     for cls, role in _ROLES.items():
         if isinstance(message, cls):
@@ -57,7 +79,7 @@ def split_messages(messages: Sequence[BaseMessage], count_tokens, threshold: int
     result = DecoderInput(pieces=attached_pieces(attached))
     last = len(messages) - 1
     for index, message in enumerate(messages):
-        role, text = role_of(message), message_text(message)
+        role, text = role_of(message), rendered_text(message)
         if index == last and instruction_reconstruction:
             if role != "user":
                 raise ValueError("instruction reconstruction needs the last message to be the user's question")

@@ -112,3 +112,61 @@ def test_instruction_reconstruction_mode_compresses_the_question(text_rcc):
     assert isinstance(message.content, str) and message.usage_metadata["input_tokens"] > 0
     with pytest.raises(ValueError, match="user's question"):
         llm.invoke([HumanMessage("Q"), AIMessage("A")])
+
+
+def get_weather(city: str, days: int) -> str:
+    """Weather forecast for a city."""
+    return f"sunny in {city} for {days} days"
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def test_forced_tool_calls_are_valid_by_construction(llm):
+    bound = llm.bind_tools([get_weather, add], tool_choice="any")
+    message = bound.invoke("What is the weather in Paris for 3 days?")
+    assert len(message.tool_calls) == 1
+    call = message.tool_calls[0]
+    assert call["name"] in ("get_weather", "add") and call["id"].startswith("call_")
+    expected = {"get_weather": {"city": str, "days": int}, "add": {"a": int, "b": int}}[call["name"]]
+    assert {k: type(v) for k, v in call["args"].items()} == expected
+    assert message.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_a_named_tool_choice_is_honoured(llm):
+    message = llm.bind_tools([get_weather, add], tool_choice="add").invoke("hello")
+    assert message.tool_calls[0]["name"] == "add"
+    with pytest.raises(ValueError, match="not one of the bound tools"):
+        llm.bind_tools([add], tool_choice="multiply")
+
+
+def test_after_a_tool_result_auto_answers_in_text(llm):
+    from langchain_core.messages import ToolMessage
+
+    history = [HumanMessage("Weather in Paris?"),
+               AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris", "days": 1}, "id": "c1"}]),
+               ToolMessage("sunny", tool_call_id="c1")]
+    message = llm.bind_tools([get_weather]).invoke(history)
+    assert message.tool_calls == [] and isinstance(message.content, str)
+
+
+def test_structured_output_returns_a_validated_object(llm):
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    person = llm.with_structured_output(Person).invoke("Alice is 30.")
+    assert isinstance(person, Person)
+    raw = llm.with_structured_output(Person, include_raw=True).invoke("Alice is 30.")
+    assert raw["parsing_error"] is None and isinstance(raw["parsed"], Person)
+
+
+def test_a_tool_schema_that_cannot_be_honoured_is_refused(llm):
+    tool = {"type": "function", "function": {"name": "f", "description": "d",
+                                             "parameters": {"type": "object", "properties": {"x": {"type": "set"}}}}}
+    with pytest.raises(ValueError, match="cannot constrain"):
+        llm.bind_tools([tool])
