@@ -58,6 +58,24 @@ class Engine:
                 self._cache.popitem(last=False)
             return memory, False
 
+    def resolve(self, pieces: list[str | CompressedMemory]) -> tuple[CompressedMemory, int, int]:
+        """One memory reading all pieces in order (texts compressed or taken from the cache), with how many
+        of its tokens were read from existing memory and how many were compressed now."""
+        memories, read, created = [], 0, 0
+        for piece in pieces:
+            if isinstance(piece, CompressedMemory):
+                self.model.check_memory(piece)
+                memory, cached = piece, True
+            else:
+                memory, cached = self.memory_for(piece)
+            memories.append(memory)
+            if cached:
+                read += memory.token_count
+            else:
+                created += memory.token_count
+        merged = CompressedMemory.concat(memories) if memories else self.model.empty_memory()
+        return merged, read, created
+
     def stream(self, memory: CompressedMemory, prompt: Any, **kwargs) -> Iterator[str]:
         with self.lock:
             yield from self.model.stream(memory, prompt, **kwargs)

@@ -103,3 +103,16 @@ def load_tokenizer_only(name_or_path: str | Path):
     if tokenizer is None:
         tokenizer = bases.load_tokenizer(bases.resolve_base(RCCConfig.load(folder).base))
     return tokenizer
+
+
+def describe(name_or_path: str | Path) -> dict:
+    """Rate, window and the decoder's position limit of a packaged model or checkpoint, from its configs
+    alone (no weights loaded)."""
+    import json
+
+    from rcc_model import bases
+
+    config = RCCConfig.load(resolve_checkpoint(name_or_path))
+    base = json.loads((bases.resolve_base(config.base) / "config.json").read_text())
+    return {"rate": config.rate, "window": config.window, "base": config.base,
+            "max_positions": int(base.get("max_position_embeddings", 2048))}

@@ -118,16 +118,6 @@ class RCCChatModel(BaseChatModel):
         kwargs.pop("ls_structured_output_format", None)
         decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
                                        self.instruction_reconstruction, kwargs.pop("memory", None))
-        memories, read, created = [], 0, 0
-        for piece in decoder_input.pieces:
-            if isinstance(piece, CompressedMemory):
-                model.check_memory(piece)
-                memories.append(piece)
-                read += piece.token_count
-                continue
-            memory, cached = engine.memory_for(piece)
-            memories.append(memory)
-            read, created = (read + memory.token_count, created) if cached else (read, created + memory.token_count)
         sampling = {"max_new_tokens": kwargs.pop("max_tokens", self.max_tokens),
                     "temperature": kwargs.pop("temperature", self.temperature),
                     "top_p": kwargs.pop("top_p", self.top_p), "seed": kwargs.pop("seed", self.seed),
@@ -137,14 +127,14 @@ class RCCChatModel(BaseChatModel):
         info = GenerationInfo()
         chat = decoder_input.chat
         if decoder_input.question is not None:
-            question_memory, _ = engine.memory_for("\n\n" + decoder_input.question)
-            memory = CompressedMemory.concat([*memories, question_memory])
+            decoder_input.pieces.append("\n\n" + decoder_input.question)
+        memory, read, created = engine.resolve(decoder_input.pieces)
+        if decoder_input.question is not None:
             with engine.lock:
                 text = model.ask(memory, None, max_new_tokens=sampling.pop("max_new_tokens"), **sampling)
             info.output_tokens, info.finish_reason = engine.count_tokens(text), "stop"
             pieces: Iterator[str | dict] = iter([text] if text else [])
         else:
-            memory = CompressedMemory.concat(memories) if memories else model.empty_memory()
             if tools and choice != "none":
                 chat = _with_system_text(chat, tools_prompt(tools))
                 pieces = self._tool_or_text(engine, memory, chat, tools, choice,

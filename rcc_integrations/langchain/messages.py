@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from rcc_integrations._conversation import DecoderInput, plan
 from rcc_model import CompressedMemory
 
-IN_MEMORY = "[The full text of this message is in your memory.]"
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant", ToolMessage: "tool"}
-
-
-@dataclass
-class DecoderInput:
-    """What becomes memory, in order (texts to compress, or ready memories), and the chat left in plain text."""
-
-    pieces: list[str | CompressedMemory] = field(default_factory=list)
-    chat: list[dict[str, str]] = field(default_factory=list)
-    question: str | None = None  # set in instruction-reconstruction mode: compressed, not in `chat`
 
 
 def message_text(message: BaseMessage) -> str:
@@ -72,24 +62,11 @@ def role_of(message: BaseMessage) -> str:
 
 def split_messages(messages: Sequence[BaseMessage], count_tokens, threshold: int,
                    instruction_reconstruction: bool, attached: Any = None) -> DecoderInput:
-    """Messages longer than `threshold` tokens become memory (their place in the chat says so); the last
-    message stays plain text, unless `instruction_reconstruction` compresses the question too."""
+    """LangChain messages (and attached memory) -> what the decoder reads; see `_conversation.plan`."""
     if not messages:
         raise ValueError("RCCChatModel needs at least one message")
-    result = DecoderInput(pieces=attached_pieces(attached))
-    last = len(messages) - 1
-    for index, message in enumerate(messages):
-        role, text = role_of(message), rendered_text(message)
-        if index == last and instruction_reconstruction:
-            if role != "user":
-                raise ValueError("instruction reconstruction needs the last message to be the user's question")
-            result.question = text
-        elif index != last and count_tokens(text) > threshold:
-            result.pieces.append(text)
-            result.chat.append({"role": role, "content": IN_MEMORY})
-        else:
-            result.chat.append({"role": role, "content": text})
-    return result
+    turns = [(role_of(m), rendered_text(m)) for m in messages]
+    return plan(turns, count_tokens, threshold, instruction_reconstruction, attached_pieces(attached))
 
 
 def attached_pieces(memory: Any) -> list[str | CompressedMemory]:

@@ -1,0 +1,42 @@
+"""A conversation as the RCC decoder reads it, whatever framework it came from: long turns become memory,
+the rest stays in the chat template."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rcc_model import CompressedMemory
+
+IN_MEMORY = "[The full text of this message is in your memory.]"
+
+
+@dataclass
+class DecoderInput:
+    """What becomes memory, in order (texts to compress, or ready memories), and the chat left in plain text."""
+
+    pieces: list[str | CompressedMemory] = field(default_factory=list)
+    chat: list[dict[str, str]] = field(default_factory=list)
+    question: str | None = None  # set in instruction-reconstruction mode: compressed, not in `chat`
+
+
+def plan(turns: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], threshold: int,
+         instruction_reconstruction: bool, pieces: Sequence[str | CompressedMemory] = ()) -> DecoderInput:
+    """(role, text) turns -> DecoderInput. Turns longer than `threshold` tokens become memory (their place in
+    the chat says so); the last turn stays plain text, unless `instruction_reconstruction` compresses the
+    question too. `pieces` (attached documents or memories) are read first."""
+    if not turns:
+        raise ValueError("the conversation needs at least one message")
+    result = DecoderInput(pieces=list(pieces))
+    last = len(turns) - 1
+    for index, (role, text) in enumerate(turns):
+        if index == last and instruction_reconstruction:
+            if role != "user":
+                raise ValueError("instruction reconstruction needs the last message to be the user's question")
+            result.question = text
+        elif index != last and count_tokens(text) > threshold:
+            result.pieces.append(text)
+            result.chat.append({"role": role, "content": IN_MEMORY})
+        else:
+            result.chat.append({"role": role, "content": text})
+    return result

@@ -1,0 +1,163 @@
+"""`RCCLLM`: a LlamaIndex LLM over an RCC model; long messages and prompts are compressed, not truncated."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.llm import LLM
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from rcc_integrations._conversation import plan
+from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread
+from rcc_model import CompressedMemory, GenerationInfo, RCCModel
+
+_ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
+          MessageRole.ASSISTANT: "assistant", MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant",
+          MessageRole.TOOL: "tool", MessageRole.FUNCTION: "tool"}
+
+
+class RCCLLM(LLM):
+    """LlamaIndex LLM over an RCC model: messages longer than `compress_threshold` tokens (and `memory=`
+    attached documents or memories) are read through compressed memory; `metadata.context_window` is the
+    number of original tokens the decoder can cover that way.
+
+    Example:
+        .. code-block:: python
+
+            from rcc_integrations.llama_index import RCCLLM
+
+            llm = RCCLLM(max_tokens=128)               # the packaged default model, loaded on first use
+            print(llm.complete(long_report + "\\n\\nWho signed it?"))
+            for r in llm.stream_complete("Summarise: " + long_report):
+                print(r.delta, end="")
+    """
+
+    model: Any = Field(default="default", description="packaged name, checkpoint folder, or an RCCModel")
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    compress_threshold: int = 256
+    instruction_reconstruction: bool = False
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RCCLLM"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engine_for(self.model)
+        return self._engine
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        if isinstance(self.model, RCCModel):
+            rate, positions, name = self.model.config.rate, self.model.max_positions, self.model.config.base
+        else:
+            from rcc_model.checkpoint import describe
+
+            facts = describe(self.model)
+            rate, positions, name = facts["rate"], facts["max_positions"], str(self.model)
+        return LLMMetadata(context_window=(positions - self.max_tokens) * rate, num_output=self.max_tokens,
+                           is_chat_model=True, is_function_calling_model=False, model_name=name)
+
+    # ------------------------------------------------------------------ one synchronous core
+    def _responses(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        engine = self.engine
+        turns = [(_ROLES.get(m.role, "user"), m.content or "") for m in messages]
+        attached = kwargs.pop("memory", None)
+        pieces = list(attached) if isinstance(attached, (list, tuple)) else ([attached] if attached else [])
+        if any(not isinstance(p, (str, CompressedMemory)) for p in pieces):
+            raise TypeError("memory= takes strings or CompressedMemory objects")
+        conversation = plan(turns, engine.count_tokens, self.compress_threshold, self.instruction_reconstruction,
+                            pieces)
+        if conversation.question is not None:
+            conversation.pieces.append("\n\n" + conversation.question)
+        sampling = {"max_new_tokens": kwargs.pop("max_tokens", self.max_tokens),
+                    "temperature": kwargs.pop("temperature", self.temperature),
+                    "top_p": kwargs.pop("top_p", self.top_p), "seed": kwargs.pop("seed", self.seed),
+                    "stop": kwargs.pop("stop", None) or ()}
+        kwargs.pop("formatted", None)
+        memory, read, created = engine.resolve(conversation.pieces)
+        info = GenerationInfo()
+        if conversation.question is not None:
+            with engine.lock:
+                answer = engine.model.ask(memory, None, max_new_tokens=sampling.pop("max_new_tokens"), **sampling)
+            info.output_tokens = engine.count_tokens(answer)
+            stream = iter([answer] if answer else [])
+        else:
+            stream = engine.stream(memory, conversation.chat, info=info, **sampling)
+        text = ""
+        for piece in stream:
+            text += piece
+            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece)
+        prompt_tokens = memory.token_count + sum(engine.count_tokens(m["content"]) for m in conversation.chat)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
+                 "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
+                 "memory_tokens_compressed": created, "memory_slots": memory.num_slots}
+        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
+                           raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
+
+    # ------------------------------------------------------------------ chat
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        *_, last = self._responses(messages, **kwargs)
+        return last
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        return self._responses(messages, **kwargs)
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        last = None
+        async for last in iterate_in_thread(lambda: self._responses(messages, **kwargs)):  # noqa: B007
+            pass
+        return last
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return iterate_in_thread(lambda: self._responses(messages, **kwargs))
+
+    # ------------------------------------------------------------------ completion (a one-message chat)
+    def _completions(self, prompt: str, **kwargs: Any) -> CompletionResponseGen:
+        for response in self._responses([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs):
+            yield CompletionResponse(text=response.message.content or "", delta=response.delta, raw=response.raw)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        *_, last = self._completions(prompt, **kwargs)
+        return last
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        return self._completions(prompt, **kwargs)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        last = None
+        async for last in iterate_in_thread(lambda: self._completions(prompt, **kwargs)):  # noqa: B007
+            pass
+        return last
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False,
+                               **kwargs: Any) -> CompletionResponseAsyncGen:
+        return iterate_in_thread(lambda: self._completions(prompt, **kwargs))
