@@ -1,0 +1,237 @@
+"""`RCCMemoryIndex`: each document compressed whole into RCC memory, instead of chunked and embedded.
+
+Memory tensors live in side files (safetensors) under the persist folder with a manifest; LlamaIndex's own
+docstore and index store hold the text and the structure, so a damaged memory file can always be rebuilt
+from the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.data_structs.data_structs import IndexDict
+from llama_index.core.data_structs.registry import INDEX_STRUCT_TYPE_TO_INDEX_STRUCT_CLASS
+from llama_index.core.indices.base import BaseIndex
+from llama_index.core.indices.registry import INDEX_STRUCT_TYPE_TO_INDEX_CLASS
+from llama_index.core.schema import BaseNode, Document, NodeRelationship, TextNode, TransformComponent
+from llama_index.core.storage.docstore.types import RefDocInfo
+from llama_index.core.storage.storage_context import StorageContext
+
+from rcc_integrations._runtime import Engine, engine_for
+from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError, RCCModel
+
+STRUCT_TYPE = "rcc_memory"
+MANIFEST = "rcc_manifest.json"
+MEMORY_FOLDER = "rcc_memory"
+
+
+class RCCMemoryStruct(IndexDict):
+    """Node ids of the documents held in memory (one node per document)."""
+
+    @classmethod
+    def get_type(cls) -> str:  # a plain string key: LlamaIndex's registries accept it like their enum
+        return STRUCT_TYPE
+
+
+class WholeDocuments(TransformComponent):
+    """The identity transform: one node per document, text and metadata unchanged (no chunking)."""
+
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
+        whole = []
+        for node in nodes:
+            if isinstance(node, Document):
+                whole.append(TextNode(id_=f"{node.id_}:memory", text=node.text, metadata=dict(node.metadata),
+                                      excluded_llm_metadata_keys=node.excluded_llm_metadata_keys,
+                                      relationships={NodeRelationship.SOURCE: node.as_related_node_info()}))
+            else:
+                whole.append(node)
+        return whole
+
+
+class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
+    """An index that compresses every document whole into RCC memory and answers from memory.
+
+    Example:
+        .. code-block:: python
+
+            from llama_index.core import SimpleDirectoryReader
+            from rcc_integrations.llama_index import RCCMemoryIndex
+
+            docs = SimpleDirectoryReader("reports/").load_data()
+            index = RCCMemoryIndex.from_documents(docs, show_progress=True)   # default model
+            print(index.as_query_engine().query("Who signed the March report?"))
+            index.persist("storage/")
+            index = RCCMemoryIndex.load_from_disk("storage/")
+    """
+
+    index_struct_cls = RCCMemoryStruct
+
+    def __init__(self, nodes: Sequence[BaseNode] | None = None, index_struct: RCCMemoryStruct | None = None,
+                 storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
+                 memory_budget: int | None = None, batch_size: int = 8, persist_dir: str | Path | None = None,
+                 show_progress: bool = False, **kwargs: Any):
+        self._engine: Engine = engine_for(model)
+        self._memories: dict[str, CompressedMemory] = {}
+        self.memory_budget = memory_budget
+        self.batch_size = batch_size
+        self.damaged: list[str] = []
+        kwargs.pop("transformations", None)
+        super().__init__(nodes=nodes, index_struct=index_struct, storage_context=storage_context,
+                         transformations=[WholeDocuments()], show_progress=show_progress, **kwargs)
+        if index_struct is not None:
+            self._load_memories(Path(persist_dir) if persist_dir else None)
+
+    @classmethod
+    def from_documents(cls, documents: Sequence[Document], storage_context: StorageContext | None = None,
+                       show_progress: bool = False, **kwargs: Any) -> RCCMemoryIndex:
+        """Compress each document whole (no global splitter: LlamaIndex's `transformations=[]` still chunks)."""
+        storage_context = storage_context or StorageContext.from_defaults()
+        for doc in documents:
+            storage_context.docstore.set_document_hash(doc.id_, doc.hash)
+        kwargs.pop("transformations", None)
+        return cls(nodes=WholeDocuments()(documents), storage_context=storage_context,
+                   show_progress=show_progress, **kwargs)
+
+    # ------------------------------------------------------------------ what BaseIndex asks for
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _compress(self, nodes: Sequence[BaseNode]) -> None:
+        texts = [node.get_content() for node in nodes]
+        empty = [node.node_id for node, text in zip(nodes, texts) if not text.strip()]
+        if empty:
+            raise ValueError(f"cannot index empty documents: {empty[:5]}")
+        with self._engine.lock:
+            memories = self._engine.model.compress(texts, batch_size=self.batch_size, progress=self._show_progress)
+        self._engine.compressions += len(texts)
+        for node, memory in zip(nodes, memories):
+            self._memories[node.node_id] = memory
+
+    def _build_index_from_nodes(self, nodes: Sequence[BaseNode], **kwargs: Any) -> RCCMemoryStruct:
+        struct = RCCMemoryStruct()
+        if nodes:
+            self._compress(nodes)
+        for node in nodes:
+            struct.add_node(node)
+        return struct
+
+    def _insert(self, nodes: Sequence[BaseNode], **kwargs: Any) -> None:
+        self._compress(nodes)
+        for node in nodes:
+            self._index_struct.add_node(node)
+
+    def _delete_node(self, node_id: str, **kwargs: Any) -> None:
+        self._index_struct.delete(node_id)
+        self._memories.pop(node_id, None)
+
+    @property
+    def ref_doc_info(self) -> dict[str, RefDocInfo]:
+        node_ids = list(self._index_struct.nodes_dict)
+        nodes = self.docstore.get_nodes(node_ids)
+        infos: dict[str, RefDocInfo] = {}
+        for node in nodes:
+            if node.ref_doc_id and (info := self.docstore.get_ref_doc_info(node.ref_doc_id)):
+                infos[node.ref_doc_id] = info
+        return infos
+
+    def as_retriever(self, **kwargs: Any):
+        from rcc_integrations.llama_index.query import RCCMemoryRetriever
+
+        return RCCMemoryRetriever(self, **kwargs)
+
+    def as_query_engine(self, llm: Any = None, **kwargs: Any):
+        """A query engine that hands the decoder MEMORY, not pasted node text."""
+        from rcc_integrations.llama_index.query import RCCQueryEngine
+
+        return RCCQueryEngine(self, **kwargs)
+
+    # ------------------------------------------------------------------ memory access
+    def memory_of(self, node_id: str) -> CompressedMemory:
+        """The memory of one document, recompressed from its stored text if its file was damaged."""
+        if node_id not in self._memories:
+            self._compress([self.docstore.get_node(node_id)])
+            if node_id in self.damaged:
+                self.damaged.remove(node_id)
+        return self._memories[node_id]
+
+    @property
+    def node_ids(self) -> list[str]:
+        return list(self._index_struct.nodes_dict)
+
+    # ------------------------------------------------------------------ persistence
+    def persist(self, persist_dir: str | Path) -> Path:
+        """Write docstore, index store, memory files and manifest to a temporary sibling folder, then swap
+        it in: a crash mid-persist leaves the previous state loadable."""
+        target = Path(persist_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            self._storage_context.persist(persist_dir=str(tmp))
+            (tmp / MEMORY_FOLDER).mkdir()
+            entries = {}
+            for node_id in self.node_ids:
+                memory = self.memory_of(node_id)
+                name = hashlib.sha256(node_id.encode()).hexdigest()[:32] + ".rccmem"
+                path = memory.save(tmp / MEMORY_FOLDER / name)
+                entries[node_id] = {"file": name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                    "source_hash": memory.source_hash, "tokens": memory.token_count,
+                                    "shape": list(memory.states.shape), "dtype": str(memory.dtype)}
+            model = self._engine.model
+            manifest = {"format": "rcc-memory-index", "version": 1, "fingerprint": model.fingerprint,
+                        "base": model.config.base, "rate": model.config.rate, "window": model.config.window,
+                        "index_id": self.index_id, "entries": entries}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            old = target.with_name(f".{target.name}-old-{os.getpid()}")
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load_from_disk(cls, persist_dir: str | Path, model: str | Path | RCCModel = "default",
+                       **kwargs: Any) -> RCCMemoryIndex:
+        from llama_index.core import load_index_from_storage
+
+        storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
+        return load_index_from_storage(storage_context, model=model, persist_dir=persist_dir, **kwargs)
+
+    def _load_memories(self, persist_dir: Path | None) -> None:
+        """Read the memory files named by the manifest; refuse another model's, report damaged ones (they
+        are rebuilt from the stored text on first use) and keep the rest."""
+        if persist_dir is None or not (persist_dir / MANIFEST).is_file():
+            warnings.warn("no RCC memory manifest given: documents will be compressed again on first use",
+                          stacklevel=3)
+            return
+        manifest = json.loads((persist_dir / MANIFEST).read_text())
+        model = self._engine.model
+        if manifest.get("fingerprint") != model.fingerprint:
+            raise MemoryMismatchError(
+                f"{persist_dir} was built by model {manifest.get('fingerprint')} (base {manifest.get('base')!r}); "
+                f"this is model {model.fingerprint}: load it with that model, or rebuild the index"
+            )
+        for node_id, entry in manifest["entries"].items():
+            path = persist_dir / MEMORY_FOLDER / entry["file"]
+            try:
+                if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                    raise MemoryFileError(f"{path} is missing or does not match its manifest checksum")
+                self._memories[node_id] = CompressedMemory.load(path, device=model.device)
+            except MemoryFileError as error:
+                self.damaged.append(node_id)
+                warnings.warn(f"memory of {node_id!r} is damaged ({error}); it will be recompressed from the "
+                              "stored text when first needed", stacklevel=3)
+
+
+INDEX_STRUCT_TYPE_TO_INDEX_STRUCT_CLASS[STRUCT_TYPE] = RCCMemoryStruct  # type: ignore[index]
+INDEX_STRUCT_TYPE_TO_INDEX_CLASS[STRUCT_TYPE] = RCCMemoryIndex  # type: ignore[index]

@@ -1,0 +1,105 @@
+"""RCCMemoryIndex contract tests on a tiny RCC with SmolLM2's tokenizer (LlamaIndex ships none)."""
+
+import asyncio
+
+import pytest
+from llama_index.core import Document, StorageContext, load_index_from_storage
+
+from rcc_integrations.llama_index import RCCMemoryIndex
+from rcc_model import MemoryMismatchError
+from tests.conftest import randomize_bridges
+
+TEXT = "The harbour office keeps a ledger of every ship that docks there. " * 12
+
+
+def docs():
+    return [Document(text=TEXT + f" Document {i}.", id_=f"doc-{i}", metadata={"n": i}) for i in range(3)]
+
+
+@pytest.fixture()
+def index(text_rcc):
+    return RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+
+
+def test_documents_are_compressed_whole_with_metadata(index, text_rcc):
+    assert len(index.node_ids) == 3 and sorted(index.ref_doc_info) == ["doc-0", "doc-1", "doc-2"]
+    node = index.docstore.get_node("doc-1:memory")
+    assert node.get_content() == TEXT + " Document 1." and node.metadata == {"n": 1}
+    assert index.memory_of("doc-1:memory").token_count == len(text_rcc.encode_text(TEXT + " Document 1."))
+
+
+def test_insert_delete_update_refresh(index):
+    compressions = index.engine.compressions
+    index.insert(Document(text="A new note about the lighthouse.", id_="doc-3"))
+    assert "doc-3" in index.ref_doc_info and index.engine.compressions == compressions + 1
+    index.delete_ref_doc("doc-0", delete_from_docstore=True)
+    assert "doc-0" not in index.ref_doc_info and "doc-0:memory" not in index.node_ids
+    index.update_ref_doc(Document(text="Rewritten text of document one.", id_="doc-1"))
+    assert index.docstore.get_node("doc-1:memory").get_content() == "Rewritten text of document one."
+    before = index.engine.compressions
+    changed = index.refresh_ref_docs([Document(text="Rewritten text of document one.", id_="doc-1"),
+                                      Document(text=TEXT + " Document 2.", id_="doc-2", metadata={"n": 2})])
+    assert changed == [False, False] and index.engine.compressions == before  # unchanged: not recompressed
+
+
+def test_persist_then_reload_gives_the_same_class_and_answers(index, text_rcc, tmp_path):
+    answer = index.as_query_engine(max_tokens=6).query("Which office keeps a ledger?")
+    index.persist(tmp_path / "store")
+    loaded = RCCMemoryIndex.load_from_disk(tmp_path / "store", model=text_rcc)
+    assert type(loaded) is RCCMemoryIndex and sorted(loaded.node_ids) == sorted(index.node_ids)
+    again = loaded.as_query_engine(max_tokens=6).query("Which office keeps a ledger?")
+    assert str(again) == str(answer)
+    context = StorageContext.from_defaults(persist_dir=str(tmp_path / "store"))
+    assert type(load_index_from_storage(context, model=text_rcc, persist_dir=tmp_path / "store")) is RCCMemoryIndex
+
+
+def test_another_models_index_is_refused(index, text_rcc, tmp_path):
+    index.persist(tmp_path / "store")
+    randomize_bridges(text_rcc)  # now computes something else
+    with pytest.raises(MemoryMismatchError, match="rebuild the index"):
+        RCCMemoryIndex.load_from_disk(tmp_path / "store", model=text_rcc)
+
+
+def test_a_corrupted_memory_file_is_reported_and_the_rest_loads(index, text_rcc, tmp_path):
+    store = index.persist(tmp_path / "store")
+    victim = sorted((store / "rcc_memory").iterdir())[0]
+    victim.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="damaged"):
+        loaded = RCCMemoryIndex.load_from_disk(store, model=text_rcc)
+    assert len(loaded.damaged) == 1 and len(loaded.node_ids) == 3
+    response = loaded.as_query_engine(max_tokens=4).query("Which office?")  # rebuilt from stored text
+    assert len(response.source_nodes) == 3 and loaded.damaged == []
+
+
+def test_a_crash_mid_persist_leaves_the_previous_state(index, text_rcc, tmp_path, monkeypatch):
+    store = index.persist(tmp_path / "store")
+    before = sorted(p.name for p in store.iterdir())
+    index.insert(Document(text="Another document.", id_="doc-9"))
+    monkeypatch.setattr(type(index.storage_context), "persist", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        index.persist(store)
+    assert sorted(p.name for p in store.iterdir()) == before
+    assert "doc-9" not in RCCMemoryIndex.load_from_disk(store, model=text_rcc).ref_doc_info
+
+
+def test_query_engine_reads_memory_sync_async_and_streaming(index):
+    engine = index.as_query_engine(max_tokens=6)
+    response = engine.query("Which office?")
+    assert response.metadata["memory_slots"] == sum(index.memory_of(i).num_slots for i in index.node_ids)
+    assert {s.node.ref_doc_id for s in response.source_nodes} == {"doc-0", "doc-1", "doc-2"}
+    streamed = "".join(index.as_query_engine(max_tokens=6, streaming=True).query("Which office?").response_gen)
+    assert streamed == str(response)
+    assert str(asyncio.run(engine.aquery("Which office?"))) == str(response)
+
+
+def test_over_budget_the_retriever_selects_documents_that_fit(index):
+    one = index.memory_of(index.node_ids[0]).num_slots
+    nodes = index.as_retriever(memory_budget=one + 1).retrieve("Which office?")
+    assert len(nodes) == 1 and nodes[0].score is not None
+    everything = index.as_retriever().retrieve("Which office?")
+    assert len(everything) == 3 and all(n.score == 1.0 for n in everything)
+
+
+def test_empty_documents_are_refused(text_rcc):
+    with pytest.raises(ValueError, match="empty documents"):
+        RCCMemoryIndex.from_documents([Document(text="  ", id_="e")], model=text_rcc)
