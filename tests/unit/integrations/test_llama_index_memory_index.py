@@ -75,7 +75,10 @@ def test_a_crash_mid_persist_leaves_the_previous_state(index, text_rcc, tmp_path
     store = index.persist(tmp_path / "store")
     before = sorted(p.name for p in store.iterdir())
     index.insert(Document(text="Another document.", id_="doc-9"))
-    monkeypatch.setattr(type(index.storage_context), "persist", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(index.storage_context), "persist", disk_full)
     with pytest.raises(OSError):
         index.persist(store)
     assert sorted(p.name for p in store.iterdir()) == before
