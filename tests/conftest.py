@@ -31,9 +31,9 @@ _TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atte
 def _tiny(config_class, model_class, **overrides):
     """A builder of tiny random models of one architecture (transformers' model-tester sizes)."""
 
-    def build(vocab_size: int = VOCAB, seed: int = 0):
+    def build(vocab_size: int = VOCAB, seed: int = 0, **more):
         torch.manual_seed(seed)
-        config = config_class(**{**_TINY, "vocab_size": vocab_size, **overrides})
+        config = config_class(**{**_TINY, "vocab_size": vocab_size, **overrides, **more})
         return model_class(config).eval()
 
     return build
@@ -98,7 +98,7 @@ def smollm2_tokenizer(smollm2_dir):
 @pytest.fixture()
 def text_rcc(smollm2_tokenizer) -> RCCModel:
     """A tiny random Llama with SmolLM2's real tokenizer: fast, and exercises every text path."""
-    base = tiny_llama(vocab_size=len(smollm2_tokenizer))
+    base = tiny_llama(vocab_size=len(smollm2_tokenizer), max_position_embeddings=1024)
     config = RCCConfig(base="tiny-llama-smollm2-vocab", rate=4, window=32, dtype="float32",
                        memory_dtype="float32")
     return RCCModel(config, base, copy.deepcopy(base), smollm2_tokenizer)

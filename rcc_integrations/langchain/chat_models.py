@@ -53,6 +53,10 @@ class RCCChatModel(BaseChatModel):
     compress_threshold: int = Field(default=256, description="messages longer than this (tokens) become memory")
     instruction_reconstruction: bool = Field(
         default=False, description="compress the question too; the decoder recalls it from memory (the paper)")
+    tool_call_margin: float = Field(
+        default=2.0, description='with tool_choice="auto", call a tool on a user turn when "{" scores within this '
+        "many nats of the decoder's favourite token; float('inf') = always call on user turns and answer in "
+        "text after a tool result (a dependable agent loop for small models)")
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _engine: Engine | None = PrivateAttr(default=None)
@@ -71,7 +75,8 @@ class RCCChatModel(BaseChatModel):
         return {"model": str(model), "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "seed": self.seed, "stop": self.stop,
                 "compress_threshold": self.compress_threshold,
-                "instruction_reconstruction": self.instruction_reconstruction}
+                "instruction_reconstruction": self.instruction_reconstruction,
+                "tool_call_margin": self.tool_call_margin}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
@@ -165,8 +170,8 @@ class RCCChatModel(BaseChatModel):
         schemas = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in tools}
         with engine.lock:
             state = model.prefill_prompt(memory, chat)
-            call = choice not in (None, "auto") or (not after_tool_result
-                                                    and prefers_tool_call(state, model.tokenizer))
+            call = choice not in (None, "auto") or (
+                not after_tool_result and prefers_tool_call(state, model.tokenizer, self.tool_call_margin))
             if call:
                 name, arguments = generate_tool_call(model, state, schemas, None if choice == "any" else choice)
                 text = json.dumps(arguments)

@@ -170,3 +170,23 @@ def test_a_tool_schema_that_cannot_be_honoured_is_refused(llm):
                                              "parameters": {"type": "object", "properties": {"x": {"type": "set"}}}}}
     with pytest.raises(ValueError, match="cannot constrain"):
         llm.bind_tools([tool])
+
+
+def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
+    from langchain.agents import create_agent
+    from langchain_core.messages import ToolMessage
+
+    calls = []
+
+    def lookup(city: str) -> str:
+        """Look up facts about a city."""
+        calls.append(city)
+        return f"{city} has a harbour."
+
+    llm = RCCChatModel(model=text_rcc, max_tokens=8, tool_call_margin=float("inf"))
+    agent = create_agent(llm, tools=[lookup])
+    result = agent.invoke({"messages": [HumanMessage("Tell me about Oslo.")]})
+    kinds = [type(m).__name__ for m in result["messages"]]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert len(calls) == 1 and isinstance(result["messages"][2], ToolMessage)
+    assert result["messages"][-1].tool_calls == []
