@@ -80,7 +80,7 @@ class RCCChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
-        params.update(ls_provider="rcc", ls_model_name=self.model_name, ls_model_type="chat",
+        params.update(ls_provider="rcc", ls_model_name=str(kwargs.get("model", self.model_name)), ls_model_type="chat",
                       ls_temperature=self.temperature, ls_max_tokens=self.max_tokens)
         return params
 
