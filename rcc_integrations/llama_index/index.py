@@ -154,6 +154,12 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
         return RCCQueryEngine(self, **kwargs)
 
+    def as_chat_engine(self, chat_mode: str | None = None, llm: Any = None, **kwargs: Any):
+        """A chat engine whose every turn reads the documents' memory (conversation kept in the template)."""
+        from rcc_integrations.llama_index.chat import RCCChatEngine
+
+        return RCCChatEngine(self, **kwargs)
+
     # ------------------------------------------------------------------ memory access
     def memory_of(self, node_id: str) -> CompressedMemory:
         """The memory of one document, recompressed from its stored text if its file was damaged."""

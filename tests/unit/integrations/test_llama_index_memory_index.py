@@ -106,3 +106,25 @@ def test_over_budget_the_retriever_selects_documents_that_fit(index):
 def test_empty_documents_are_refused(text_rcc):
     with pytest.raises(ValueError, match="empty documents"):
         RCCMemoryIndex.from_documents([Document(text="  ", id_="e")], model=text_rcc)
+
+
+def test_chat_engine_keeps_the_conversation_and_reads_memory(index):
+    engine = index.as_chat_engine(max_tokens=5)
+    first = engine.chat("Which office keeps a ledger?")
+    assert len(first.source_nodes) == 3 and first.metadata["usage"]["memory_slots"] > 0
+    engine.chat("And what does it record?")
+    assert [m.role.value for m in engine.chat_history] == ["user", "assistant", "user", "assistant"]
+    streamed = engine.stream_chat("Once more?")
+    text = "".join(streamed.response_gen)
+    assert engine.chat_history[-1].content == text.strip()  # LlamaIndex strips what it writes to history
+    engine.reset()
+    assert engine.chat_history == []
+
+    async def both():
+        answer = await engine.achat("Which office?")
+        stream = await engine.astream_chat("Which office?")
+        pieces = [p async for p in stream.async_response_gen()]
+        return answer, pieces
+
+    answer, pieces = asyncio.run(both())
+    assert isinstance(answer.response, str) and isinstance("".join(pieces), str)
