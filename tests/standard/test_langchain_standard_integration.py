@@ -1,10 +1,16 @@
-"""LangChain's standard integration suite, against the REAL packaged RCC model (SmolLM2 base, CPU)."""
+"""LangChain's standard integration suite, against the REAL packaged RCC model (SmolLM2 base, CPU).
 
+About 50 tests that each generate with the real model: too slow for every CI run on 2 cores, so opt-in:
+    python -m pytest -m standard_integration tests/standard
+"""
+
+import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from rcc_integrations.langchain import ChatRCC
 
 
+@pytest.mark.standard_integration
 class TestChatRCCIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[ChatRCC]:
@@ -14,7 +20,7 @@ class TestChatRCCIntegration(ChatModelIntegrationTests):
     def chat_model_params(self) -> dict:
         # A tool call on every user turn and a text answer after each tool result: the dependable agent
         # policy for a 135M model (see RCCChatModel.tool_call_margin).
-        return {"model": "default", "tool_call_margin": float("inf")}
+        return {"model": "default", "tool_call_margin": float("inf"), "max_tokens": 48}
 
     @property
     def has_tool_calling(self) -> bool:
