@@ -22,9 +22,9 @@ HERE = Path(__file__).parent
 
 
 def tokens_of_length(model, n: int) -> list[int]:
-    from rcc_model.cli.demo import sample_document
+    from rcc_model.samples import passkey_document
 
-    ids = model.encode_text(sample_document(4242, sentences=400)[0])
+    ids = model.encode_text(passkey_document(4242, sentences=400)[0])
     return (ids * (n // len(ids) + 1))[:n]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rcc_model import CompressedMemory, RCCModel
-from rcc_model.cli.demo import sample_document
+from rcc_model.samples import passkey_document
 
 HERE = Path(__file__).parent
 
@@ -37,7 +37,7 @@ def next_token_divergence(model: RCCModel, reference: CompressedMemory, other: C
 
 def main() -> None:
     model = RCCModel.from_pretrained("default", device="cpu", dtype="float32")
-    text = sample_document(31337, sentences=300)[0]
+    text = passkey_document(31337, sentences=300)[0]
     memory = model.compress(text)
     cfg = model.decoder.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads

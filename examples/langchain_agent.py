@@ -9,7 +9,7 @@ with arguments written by schema-constrained decoding, reads the result, and ans
 from langchain.agents import create_agent
 from langchain_core.documents import Document
 from langchain_core.messages import HumanMessage
-from long_document import chronicle
+from long_document import chronicle_text
 
 from rcc_integrations.langchain import ChatRCC
 
@@ -20,7 +20,7 @@ def calculator(a: int, b: int) -> int:
 
 
 def main() -> None:
-    llm = ChatRCC(max_tokens=48, tool_call_margin=float("inf")).bind(memory=[Document(page_content=chronicle())])
+    llm = ChatRCC(max_tokens=48, tool_call_margin=float("inf")).bind(memory=[Document(page_content=chronicle_text())])
     agent = create_agent(llm, tools=[calculator],
                          system_prompt="You answer questions about the chronicle in your memory.")
     result = agent.invoke({"messages": [HumanMessage("Add the number of the archive code to 7.")]})

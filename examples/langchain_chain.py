@@ -8,13 +8,13 @@ and read from the memory cache afterwards: watch `cache_read` in the usage.
 
 from langchain_core.documents import Document
 from langchain_core.prompts import ChatPromptTemplate
-from long_document import FACTS, chronicle
+from long_document import FACTS, chronicle_text
 
 from rcc_integrations.langchain import ChatRCC
 
 
 def main() -> None:
-    document = Document(page_content=chronicle(), metadata={"source": "chronicle.txt"})
+    document = Document(page_content=chronicle_text(), metadata={"source": "chronicle.txt"})
     llm = ChatRCC(max_tokens=48).bind(memory=[document])
     prompt = ChatPromptTemplate.from_messages([
         ("system", "Answer from the document in your memory, in one sentence."),

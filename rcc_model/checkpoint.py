@@ -5,15 +5,13 @@ A folder holds `rcc_config.json`, `rcc_weights.safetensors` and, when the model 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rcc_model.atomic import atomic_directory
 from rcc_model.config import CONFIG_NAME, RCCConfig
 
 WEIGHTS_NAME = "rcc_weights.safetensors"
@@ -37,9 +35,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
 def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write to a temporary sibling folder, then swap it in, so a crash never leaves half a checkpoint."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         model.config.save(tmp)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.trained_state_dict().items()}
@@ -47,15 +43,6 @@ def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = No
                                                              "fingerprint": model.fingerprint})
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(tmp)
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}-old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +24,7 @@ from llama_index.core.storage.storage_context import StorageContext
 
 from rcc_integrations._runtime import Engine, engine_for
 from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError, RCCModel
+from rcc_model.atomic import atomic_directory
 
 STRUCT_TYPE = "rcc_memory"
 MANIFEST = "rcc_manifest.json"
@@ -178,9 +176,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         """Write docstore, index store, memory files and manifest to a temporary sibling folder, then swap
         it in: a crash mid-persist leaves the previous state loadable."""
         target = Path(persist_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
+        with atomic_directory(target) as tmp:
             self._storage_context.persist(persist_dir=str(tmp))
             (tmp / MEMORY_FOLDER).mkdir()
             entries = {}
@@ -196,13 +192,6 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                         "base": model.config.base, "rate": model.config.rate, "window": model.config.window,
                         "index_id": self.index_id, "entries": entries}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            old = target.with_name(f".{target.name}-old-{os.getpid()}")
-            if target.exists():
-                os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return target
 
     @classmethod

@@ -3,24 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import random
-
-_TOPICS = ["the harbour", "the old mill", "the library", "the orchard", "the railway", "the market square"]
-_SENTENCES = [
-    "In {year} the council repaired {topic} after a long winter.",
-    "Visitors to {topic} often remarked on its quiet mornings.",
-    "A survey in {year} counted {n} people working near {topic}.",
-    "The records of {topic} were kept in a blue ledger until {year}.",
-]
-
-
-def sample_document(passkey: int, sentences: int = 120, seed: int = 0) -> tuple[str, str]:
-    """A town chronicle with one hidden fact; returns (document, question)."""
-    rng = random.Random(seed)
-    lines = [rng.choice(_SENTENCES).format(year=rng.randint(1850, 1990), topic=rng.choice(_TOPICS),
-                                           n=rng.randint(10, 900)) for _ in range(sentences)]
-    lines.insert(sentences // 2, f"The pass key is {passkey}. Remember it. {passkey} is the pass key.")
-    return " ".join(lines), "What is the pass key?"
 
 
 def add_parser(sub) -> None:
@@ -37,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rcc_model.cli import load_model
+    from rcc_model.samples import passkey_document
 
     start = time.perf_counter()
     model = load_model(args)
@@ -45,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     status = model.config.extra.get("status")
     if status:
         print(f"note: {status}")
-    document, question = sample_document(args.passkey)
+    document, question = passkey_document(args.passkey)
     start = time.perf_counter()
     memory = model.compress(document)
     seconds = time.perf_counter() - start

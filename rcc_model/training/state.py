@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from rcc_model.atomic import atomic_directory
 from rcc_model.checkpoint import load_trained_state
 
 
@@ -18,9 +16,7 @@ def save_training_state(folder: Path, model, optimizer: torch.optim.Optimizer, s
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_directory(folder) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.trained_state_dict().items()}
         save_file(weights, str(tmp / "weights.safetensors"))
         optim = optimizer.state_dict()
@@ -34,14 +30,6 @@ def save_training_state(folder: Path, model, optimizer: torch.optim.Optimizer, s
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         meta = {"step": step, "param_groups": optim["param_groups"], "scalars": scalars}
         (tmp / "state.json").write_text(json.dumps(meta))
-        old = folder.with_name(f".{folder.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_training_state(folder: Path, model, optimizer: torch.optim.Optimizer) -> int:

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from rcc_model import CompressedMemory, RCCModel
-from rcc_model.cli.demo import sample_document
+from rcc_model.samples import passkey_document
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_default_loads_on_the_real_base_with_its_tokenizer(default_model):
 
 
 def test_a_document_several_windows_long_round_trips_through_a_memory_file(default_model, tmp_path):
-    document, question = sample_document(12345, sentences=80)
+    document, question = passkey_document(12345, sentences=80)
     memory = default_model.compress(document)
     assert memory.num_windows >= 4
     assert memory.num_slots == sum(-(-n // 4) for n in memory.window_tokens)
@@ -44,7 +44,7 @@ def rcc(*args):
 
 def test_cli_compress_info_ask_reconstruct(tmp_path):
     text = tmp_path / "doc.txt"
-    text.write_text(sample_document(777, sentences=30)[0])
+    text.write_text(passkey_document(777, sentences=30)[0])
     done = rcc("compress", str(text), "-o", str(tmp_path / "doc.rccmem"), "--device", "cpu")
     assert done.returncode == 0, done.stderr
     info = json.loads(rcc("info", str(tmp_path / "doc.rccmem"), "--json").stdout)

@@ -1,0 +1,30 @@
+"""Synthetic long documents with facts hidden in them, for the demo, the examples and the benchmarks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+_TOPICS = ["the harbour", "the old mill", "the library", "the orchard", "the railway", "the market square"]
+_SENTENCES = [
+    "In {year} the council repaired {topic} after a long winter.",
+    "Visitors to {topic} often remarked on its quiet mornings.",
+    "A survey in {year} counted {n} people working near {topic}.",
+    "The records of {topic} were kept in a blue ledger until {year}.",
+]
+
+
+def chronicle(sentences: int = 120, seed: int = 0, facts: Sequence[str] = ()) -> str:
+    """A town chronicle of `sentences` generated sentences with `facts` spread evenly through it."""
+    rng = random.Random(seed)
+    lines = [rng.choice(_SENTENCES).format(year=rng.randint(1850, 1990), topic=rng.choice(_TOPICS),
+                                           n=rng.randint(10, 900)) for _ in range(sentences)]
+    for i, fact in enumerate(facts):
+        lines.insert((i + 1) * sentences // (len(facts) + 1) + i, fact)
+    return " ".join(lines)
+
+
+def passkey_document(passkey: int, sentences: int = 120, seed: int = 0) -> tuple[str, str]:
+    """A chronicle with a pass key in its middle; returns (document, question)."""
+    fact = f"The pass key is {passkey}. Remember it. {passkey} is the pass key."
+    return chronicle(sentences, seed, [fact]), "What is the pass key?"
