@@ -188,17 +188,18 @@ class SchemaDecoder:
 
     def write_string(self, cursor: _Cursor) -> str:
         cursor.force('"')
-        pieces: list[str] = []
+        ids: list[int] = []
         for _ in range(_MAX_STRING_TOKENS):
             logits = cursor.logits.masked_fill(~self.string_ok.to(cursor.logits.device), -math.inf)
             logits[self.quote] = cursor.logits[self.quote]
             token = int(logits.argmax())
             if token == self.quote:
                 break
-            pieces.append(self.texts[token])
+            ids.append(token)
             cursor.take(token)
         cursor.take(self.quote)
-        return "".join(pieces)
+        # Decoded together: byte-level tokens of one multi-byte character are not text one by one.
+        return self.model.tokenizer.decode(ids).replace("\ufffd", "")
 
     def write_number(self, cursor: _Cursor, kind: str) -> int | float:
         digits = self.digits.to(cursor.logits.device)

@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from rcc_integrations._conversation import DecoderInput, plan
 from rcc_model import CompressedMemory
 
+_TOOL_CALL_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk"}
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant", ToolMessage: "tool"}
 
 
@@ -26,6 +27,8 @@ def message_text(message: BaseMessage) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(block.get("text", ""))
+        elif isinstance(block, dict) and block.get("type") in _TOOL_CALL_BLOCKS:
+            continue  # the call itself is in `message.tool_calls`, rendered by `rendered_text`
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
             raise ValueError(f"RCCChatModel reads text only; got a {kind!r} content block")

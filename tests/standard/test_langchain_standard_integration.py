@@ -1,13 +1,27 @@
 """LangChain's standard integration suite, against the REAL packaged RCC model (SmolLM2 base, CPU).
 
-About 50 tests that each generate with the real model: too slow for every CI run on 2 cores, so opt-in:
+About 50 tests that each generate with the real model (about 3 minutes on 2 cores); run them alone with
     python -m pytest -m standard_integration tests/standard
 """
 
 import pytest
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
+from rcc_integrations.langchain import ChatRCC
+from rcc_model.samples import chronicle
 from tests.standard.capabilities import ChatRCCCapabilities
+
+
+def _invoke(llm: ChatRCC, document: Document, stream: bool) -> AIMessage:
+    if not stream:
+        return llm.invoke("What is the document about?", memory=[document])
+    chunks = list(llm.stream("What is the document about?", memory=[document]))
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total += chunk
+    return total
 
 
 @pytest.mark.standard_integration
@@ -17,3 +31,17 @@ class TestChatRCCIntegration(ChatRCCCapabilities, ChatModelIntegrationTests):
         # A tool call on every user turn and a text answer after each tool result: the dependable agent
         # policy for a 135M model (see RCCChatModel.tool_call_margin).
         return {"model": "default", "tool_call_margin": float("inf"), "max_tokens": 48}
+
+    def invoke_with_cache_creation_input(self, *, stream: bool = False) -> AIMessage:
+        """A document compressed for the first time: its tokens are reported as cache_creation."""
+        document = Document(page_content=chronicle(sentences=40, seed=100 + stream))
+        return _invoke(ChatRCC(**self.chat_model_params), document, stream)
+
+    def invoke_with_cache_read_input(self, *, stream: bool = False) -> AIMessage:
+        """The same document a second time: read from the memory cache, reported as cache_read."""
+        document = Document(page_content=chronicle(sentences=40, seed=200 + stream))
+        llm = ChatRCC(**self.chat_model_params)
+        _invoke(llm, document, stream=False)
+        message = _invoke(llm, document, stream)
+        assert message.usage_metadata["input_token_details"]["cache_read"] > 0
+        return message
