@@ -5,6 +5,7 @@ A folder holds `rcc_config.json`, `rcc_weights.safetensors` and, when the model 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -81,8 +82,10 @@ def load_trained_state(model, state: dict[str, torch.Tensor], source: str) -> No
             params[name].copy_(tensor.to(params[name].dtype))
 
 
+@lru_cache(maxsize=8)
 def load_tokenizer_only(name_or_path: str | Path):
-    """The tokenizer of a packaged model or checkpoint folder (its own, else its base's), without weights."""
+    """The tokenizer of a packaged model or checkpoint folder (its own, else its base's), without weights;
+    loaded once per name."""
     from rcc_model import bases
 
     folder = resolve_checkpoint(name_or_path)
