@@ -10,11 +10,12 @@ import asyncio
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rcc_model import CompressedMemory, RCCModel
+from rcc_integrations._conversation import DecoderInput
+from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -76,9 +77,37 @@ class Engine:
         merged = CompressedMemory.concat(memories) if memories else self.model.empty_memory()
         return merged, read, created
 
+    def prepare(self, conversation: DecoderInput) -> tuple[CompressedMemory, int, int]:
+        """`resolve` the conversation's memory; in instruction-reconstruction mode the question comes last."""
+        pieces = conversation.pieces
+        if conversation.question is not None:
+            pieces = [*pieces, "\n\n" + conversation.question]
+        return self.resolve(pieces)
+
+    def answer(self, memory: CompressedMemory, conversation: DecoderInput, info: GenerationInfo,
+               **sampling) -> Iterator[str]:
+        """Text pieces of the answer: streamed over the chat, or, in instruction-reconstruction mode, the
+        answer after the decoder has recalled the question from memory (one piece)."""
+        if conversation.question is None:
+            yield from self.stream(memory, conversation.chat, info=info, **sampling)
+            return
+        max_new_tokens = sampling.pop("max_new_tokens")
+        with self.lock:
+            text = self.model.ask(memory, None, max_new_tokens=max_new_tokens, **sampling)
+        info.output_tokens, info.finish_reason = self.count_tokens(text), "stop"
+        if text:
+            yield text
+
     def stream(self, memory: CompressedMemory, prompt: Any, **kwargs) -> Iterator[str]:
         with self.lock:
             yield from self.model.stream(memory, prompt, **kwargs)
+
+
+def pop_sampling(kwargs: dict[str, Any], owner: Any, stop: Sequence[str]) -> dict[str, Any]:
+    """Per-call sampling settings taken out of `kwargs`, defaulting to the integration object's fields."""
+    return {"max_new_tokens": kwargs.pop("max_tokens", owner.max_tokens),
+            "temperature": kwargs.pop("temperature", owner.temperature),
+            "top_p": kwargs.pop("top_p", owner.top_p), "seed": kwargs.pop("seed", owner.seed), "stop": stop}
 
 
 def engine_for(model: str | Path | RCCModel) -> Engine:

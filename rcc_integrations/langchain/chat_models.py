@@ -17,7 +17,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread
+from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread, pop_sampling
 from rcc_integrations.langchain.messages import split_messages, tools_prompt
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 from rcc_model.structured import SchemaDecoder, generate_tool_call, prefers_tool_call
@@ -123,29 +123,19 @@ class RCCChatModel(BaseChatModel):
         kwargs.pop("ls_structured_output_format", None)
         decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
                                        self.instruction_reconstruction, kwargs.pop("memory", None))
-        sampling = {"max_new_tokens": kwargs.pop("max_tokens", self.max_tokens),
-                    "temperature": kwargs.pop("temperature", self.temperature),
-                    "top_p": kwargs.pop("top_p", self.top_p), "seed": kwargs.pop("seed", self.seed),
-                    "stop": [*(self.stop or []), *(stop or [])]}
+        sampling = pop_sampling(kwargs, self, [*(self.stop or []), *(stop or [])])
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         info = GenerationInfo()
         chat = decoder_input.chat
-        if decoder_input.question is not None:
-            decoder_input.pieces.append("\n\n" + decoder_input.question)
-        memory, read, created = engine.resolve(decoder_input.pieces)
-        if decoder_input.question is not None:
-            with engine.lock:
-                text = model.ask(memory, None, max_new_tokens=sampling.pop("max_new_tokens"), **sampling)
-            info.output_tokens, info.finish_reason = engine.count_tokens(text), "stop"
-            pieces: Iterator[str | dict] = iter([text] if text else [])
+        memory, read, created = engine.prepare(decoder_input)
+        pieces: Iterator[str | dict]
+        if decoder_input.question is None and tools and choice != "none":
+            chat = _with_system_text(chat, tools_prompt(tools))
+            pieces = self._tool_or_text(engine, memory, chat, tools, choice,
+                                        isinstance(messages[-1], ToolMessage), info, sampling)
         else:
-            if tools and choice != "none":
-                chat = _with_system_text(chat, tools_prompt(tools))
-                pieces = self._tool_or_text(engine, memory, chat, tools, choice,
-                                            isinstance(messages[-1], ToolMessage), info, sampling)
-            else:
-                pieces = engine.stream(memory, chat, info=info, **sampling)
+            pieces = engine.answer(memory, decoder_input, info, **sampling)
         for piece in pieces:
             if isinstance(piece, dict):
                 yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))

@@ -21,7 +21,7 @@ from llama_index.core.llms.llm import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from rcc_integrations._conversation import plan
-from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread
+from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread, pop_sampling
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
@@ -88,22 +88,11 @@ class RCCLLM(LLM):
             raise TypeError("memory= takes strings or CompressedMemory objects")
         conversation = plan(turns, engine.count_tokens, self.compress_threshold, self.instruction_reconstruction,
                             pieces)
-        if conversation.question is not None:
-            conversation.pieces.append("\n\n" + conversation.question)
-        sampling = {"max_new_tokens": kwargs.pop("max_tokens", self.max_tokens),
-                    "temperature": kwargs.pop("temperature", self.temperature),
-                    "top_p": kwargs.pop("top_p", self.top_p), "seed": kwargs.pop("seed", self.seed),
-                    "stop": kwargs.pop("stop", None) or ()}
+        sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
-        memory, read, created = engine.resolve(conversation.pieces)
+        memory, read, created = engine.prepare(conversation)
         info = GenerationInfo()
-        if conversation.question is not None:
-            with engine.lock:
-                answer = engine.model.ask(memory, None, max_new_tokens=sampling.pop("max_new_tokens"), **sampling)
-            info.output_tokens = engine.count_tokens(answer)
-            stream = iter([answer] if answer else [])
-        else:
-            stream = engine.stream(memory, conversation.chat, info=info, **sampling)
+        stream = engine.answer(memory, conversation, info, **sampling)
         text = ""
         for piece in stream:
             text += piece
