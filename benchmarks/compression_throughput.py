@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _child import peak_rss_gib, report, run_child
 
 HERE = Path(__file__).parent
 
@@ -36,11 +35,11 @@ def measure_rcc(n: int, batch_size: int) -> dict:
     model = RCCModel.from_pretrained("default", device="cpu")
     ids = tokens_of_length(model, n)
     model.compress(ids[:2048], batch_size=batch_size, progress=False)  # warm-up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    before = peak_rss_gib()
     start = time.perf_counter()
     memory = model.compress(ids, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     return {"method": f"rcc (bf16, batch {batch_size}, slot states only)", "tokens": n, "seconds": seconds,
             "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
             "memory_gib": memory.nbytes / 2**30, "threads": torch.get_num_threads()}
@@ -56,7 +55,7 @@ def measure_naive(n: int) -> dict:
     model = RCCModel.from_pretrained("default", device="cpu", dtype="float32")
     ids = tokens_of_length(model, n)
     window, rate = model.config.window, model.config.rate
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    before = peak_rss_gib()
     start = time.perf_counter()
     slots = []
     with torch.no_grad():
@@ -64,7 +63,7 @@ def measure_naive(n: int) -> dict:
             out = model.encoder(input_ids=torch.tensor([ids[i:i + window]]), output_hidden_states=True)
             slots.append(torch.stack([h[0, rate - 1::rate] for h in out.hidden_states], 1))
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     memory = torch.cat(slots)
     return {"method": "naive (fp32, batch 1, LM head on)", "tokens": n, "seconds": seconds,
             "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
@@ -96,20 +95,11 @@ def roofline() -> dict:
 
 def child(args: argparse.Namespace) -> None:
     if args.child == "rcc":
-        result = measure_rcc(args.n, args.batch_size)
+        report(measure_rcc(args.n, args.batch_size))
     elif args.child == "naive":
-        result = measure_naive(args.n)
+        report(measure_naive(args.n))
     else:
-        result = roofline()
-    print("RESULT " + json.dumps(result))
-
-
-def run_child(*argv: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stderr[-2000:])
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+        report(roofline())
 
 
 def main() -> None:
@@ -124,12 +114,12 @@ def main() -> None:
         child(args)
         return
 
-    bound = run_child("--child", "roofline")
+    bound = run_child(__file__, "--child", "roofline")
     print(json.dumps(bound, indent=2))
-    rows = [run_child("--child", "naive", "--n", str(args.naive_length))]
+    rows = [run_child(__file__, "--child", "naive", "--n", str(args.naive_length))]
     print(rows[-1])
     for n in args.lengths:
-        rows.append(run_child("--child", "rcc", "--n", str(n), "--batch-size", str(args.batch_size)))
+        rows.append(run_child(__file__, "--child", "rcc", "--n", str(n), "--batch-size", str(args.batch_size)))
         print(rows[-1])
 
     machine = f"{platform.processor() or platform.machine()}, {rows[0]['threads']} threads, {platform.system()}"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rcc_integrations._conversation import DecoderInput
-from rcc_model import CompressedMemory, GenerationInfo, RCCModel
+from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, RCCModel
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -43,24 +44,45 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.model.encode_text(text)) if text else 0
 
-    def memory_for(self, text: str) -> tuple[CompressedMemory, bool]:
-        """(memory of `text`, whether it came from the cache)."""
+    def memory_for(self, text: str, store: Any = None) -> tuple[CompressedMemory, bool]:
+        """(memory of `text`, whether it came from a cache): the in-process cache, then `store` (any
+        LangChain-style `ByteStore`: `mget`/`mset` of bytes, e.g. a `LocalFileStore` that outlives the
+        process), then compression, whose result goes into both. A damaged or foreign store entry is
+        recompressed and overwritten."""
         if not text.strip():
             raise ValueError("cannot compress an empty document")
         key = (self.model.fingerprint, hashlib.sha256(text.encode()).hexdigest())
+        store_key = f"rcc-memory/{key[0]}/{key[1]}"
         with self.lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key], True
-            memory = self.model.compress(text)
-            self.compressions += 1
+            memory = self._from_store(store, store_key)
+            cached = memory is not None
+            if memory is None:
+                memory = self.model.compress(text)
+                self.compressions += 1
+                if store is not None:
+                    store.mset([(store_key, memory.to_bytes())])
             self._cache[key] = memory
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-            return memory, False
+            return memory, cached
 
-    def resolve(self, pieces: list[str | CompressedMemory]) -> tuple[CompressedMemory, int, int]:
-        """One memory reading all pieces in order (texts compressed or taken from the cache), with how many
+    def _from_store(self, store: Any, key: str) -> CompressedMemory | None:
+        data = store.mget([key])[0] if store is not None else None
+        if data is None:
+            return None
+        try:
+            memory = CompressedMemory.from_bytes(data, device=self.model.device)
+            self.model.check_memory(memory)
+        except (MemoryFileError, MemoryMismatchError) as error:
+            warnings.warn(f"memory store entry {key} is unusable ({error}); compressing again", stacklevel=3)
+            return None
+        return memory
+
+    def resolve(self, pieces: list[str | CompressedMemory], store: Any = None) -> tuple[CompressedMemory, int, int]:
+        """One memory reading all pieces in order (texts compressed or taken from a cache), with how many
         of its tokens were read from existing memory and how many were compressed now."""
         memories, read, created = [], 0, 0
         for piece in pieces:
@@ -68,7 +90,7 @@ class Engine:
                 self.model.check_memory(piece)
                 memory, cached = piece, True
             else:
-                memory, cached = self.memory_for(piece)
+                memory, cached = self.memory_for(piece, store)
             memories.append(memory)
             if cached:
                 read += memory.token_count
@@ -77,12 +99,12 @@ class Engine:
         merged = CompressedMemory.concat(memories) if memories else self.model.empty_memory()
         return merged, read, created
 
-    def prepare(self, conversation: DecoderInput) -> tuple[CompressedMemory, int, int]:
+    def prepare(self, conversation: DecoderInput, store: Any = None) -> tuple[CompressedMemory, int, int]:
         """`resolve` the conversation's memory; in instruction-reconstruction mode the question comes last."""
         pieces = conversation.pieces
         if conversation.question is not None:
             pieces = [*pieces, "\n\n" + conversation.question]
-        return self.resolve(pieces)
+        return self.resolve(pieces, store)
 
     def answer(self, memory: CompressedMemory, conversation: DecoderInput, info: GenerationInfo,
                **sampling) -> Iterator[str]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -119,10 +121,9 @@ class CompressedMemory:
             extra={},
         )
 
-    def save(self, path: str | Path, dtype: str | None = None) -> Path:
-        """Write to a safetensors file. `dtype="int8"` stores per-vector absmax int8 with float32 scales
-        (half the bytes of bfloat16); the default keeps the states' own dtype."""
-        path = Path(path)
+    def _serialisable(self, dtype: str | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(tensors, string metadata) of the safetensors form. `dtype="int8"` stores per-vector absmax
+        int8 with float32 scales (half the bytes of bfloat16); the default keeps the states' own dtype."""
         storage = dtype or str(self.dtype).removeprefix("torch.")
         if storage not in _STORAGE_DTYPES:
             raise ValueError(f"storage dtype must be one of {_STORAGE_DTYPES}, got {storage!r}")
@@ -141,16 +142,26 @@ class CompressedMemory:
             "window_tokens": self.window_tokens, "token_count": self.token_count,
             "source_hash": self.source_hash, "dtype": compute_dtype, "extra": self.extra,
         }
+        return tensors, {"rcc": json.dumps(header)}
+
+    def save(self, path: str | Path, dtype: str | None = None) -> Path:
+        """Write to a safetensors file, atomically (see `_serialisable` for `dtype`)."""
+        path = Path(path)
+        tensors, metadata = self._serialisable(dtype)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         try:
-            save_file(tensors, tmp, metadata={"rcc": json.dumps(header)})
+            save_file(tensors, tmp, metadata=metadata)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return path
+
+    def to_bytes(self, dtype: str | None = None) -> bytes:
+        """The file's bytes, for key-value stores (LangChain `ByteStore`s, caches)."""
+        return safetensors.torch.save(*self._serialisable(dtype))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CompressedMemory:
@@ -163,23 +174,39 @@ class CompressedMemory:
                 tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
         except (SafetensorError, OSError, RuntimeError) as e:
             raise MemoryFileError(f"{path} is not a readable memory file (truncated or corrupted?): {e}") from e
+        return cls._from_parts(tensors, raw, str(path), device)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: str | torch.device = "cpu") -> CompressedMemory:
+        """The inverse of `to_bytes`; damaged bytes raise `MemoryFileError`."""
+        try:
+            (length,) = struct.unpack("<Q", data[:8])
+            raw = json.loads(data[8:8 + length]).get("__metadata__", {}).get("rcc")
+            tensors = safetensors.torch.load(data)
+        except (SafetensorError, struct.error, ValueError, RuntimeError) as e:
+            raise MemoryFileError(f"not readable memory bytes (truncated or corrupted?): {e}") from e
+        return cls._from_parts(tensors, raw, "memory bytes", device)
+
+    @classmethod
+    def _from_parts(cls, tensors: dict[str, torch.Tensor], raw: str | None, source: str,
+                    device: str | torch.device) -> CompressedMemory:
         try:
             header = json.loads(raw) if raw else {}
         except json.JSONDecodeError as e:
-            raise MemoryFileError(f"{path}: memory metadata is corrupted: {e}") from e
+            raise MemoryFileError(f"{source}: memory metadata is corrupted: {e}") from e
         if header.get("format") != FORMAT:
-            raise MemoryFileError(f"{path} is a safetensors file but not an RCC memory file")
+            raise MemoryFileError(f"{source} is safetensors but not an RCC memory file")
         if header.get("format_version", 0) > FORMAT_VERSION:
-            raise MemoryFileError(f"{path} was written by a newer rcc (format {header['format_version']})")
+            raise MemoryFileError(f"{source} was written by a newer rcc (format {header['format_version']})")
         if "states" not in tensors:
-            raise MemoryFileError(f"{path} has no 'states' tensor")
+            raise MemoryFileError(f"{source} has no 'states' tensor")
         states = tensors["states"]
-        dtype = getattr(torch, header["dtype"])
-        if states.dtype == torch.int8:
-            if "scales" not in tensors:
-                raise MemoryFileError(f"{path}: int8 states without their scales")
-            states = states.float() * tensors["scales"]
+        if states.dtype == torch.int8 and "scales" not in tensors:
+            raise MemoryFileError(f"{source}: int8 states without their scales")
         try:
+            dtype = getattr(torch, header["dtype"])
+            if states.dtype == torch.int8:
+                states = states.float() * tensors["scales"]
             return cls(
                 states=states.to(device=device, dtype=dtype), fingerprint=header["fingerprint"],
                 base=header["base"], rate=int(header["rate"]), window=int(header["window"]),
@@ -187,5 +214,5 @@ class CompressedMemory:
                 token_count=int(header["token_count"]), source_hash=header["source_hash"],
                 extra=dict(header.get("extra", {})),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise MemoryFileError(f"{path}: inconsistent memory file: {e}") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e

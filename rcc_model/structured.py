@@ -41,8 +41,9 @@ def _vocabulary(tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 
 
 @dataclass
-class _Cursor:
-    """The decoder state while writing JSON: feed forced text, pick masked tokens."""
+class Cursor:
+    """A single-row decoder state under constrained writing: feed forced text, take chosen tokens, compare
+    the model's scores of alternatives (JSON here; other structured formats build on the same moves)."""
 
     model: Any
     state: DecodeState
@@ -71,7 +72,7 @@ class _Cursor:
 
 
 class SchemaDecoder:
-    """Writes one JSON value for a schema through a `_Cursor`."""
+    """Writes one JSON value for a schema through a `Cursor`."""
 
     def __init__(self, model, schema: dict[str, Any]):
         self.model = model
@@ -121,7 +122,7 @@ class SchemaDecoder:
             raise ValueError(f"cannot constrain generation to schema type {kind!r} ({json.dumps(schema)[:80]})")
 
     # -------------------------------------------------------------- writing
-    def write(self, cursor: _Cursor, schema: dict[str, Any]) -> Any:
+    def write(self, cursor: Cursor, schema: dict[str, Any]) -> Any:
         schema = self.resolve(schema)
         if "const" in schema:
             cursor.force(json.dumps(schema["const"]))
@@ -161,7 +162,7 @@ class SchemaDecoder:
         return {"object": "{", "array": "[", "string": '"', "integer": "1", "number": "1", "boolean": "t",
                 "null": "null"}.get(schema.get("type"), '"')
 
-    def write_object(self, cursor: _Cursor, schema: dict[str, Any]) -> dict[str, Any]:
+    def write_object(self, cursor: Cursor, schema: dict[str, Any]) -> dict[str, Any]:
         value: dict[str, Any] = {}
         cursor.force("{")
         for i, (key, sub) in enumerate(schema.get("properties", {}).items()):
@@ -170,7 +171,7 @@ class SchemaDecoder:
         cursor.force("}")
         return value
 
-    def write_array(self, cursor: _Cursor, schema: dict[str, Any]) -> list[Any]:
+    def write_array(self, cursor: Cursor, schema: dict[str, Any]) -> list[Any]:
         items = schema.get("items", {"type": "string"})
         low, high = schema.get("minItems", 0), min(schema.get("maxItems", _MAX_ARRAY_ITEMS), _MAX_ARRAY_ITEMS)
         values: list[Any] = []
@@ -186,7 +187,7 @@ class SchemaDecoder:
         cursor.force("]")
         return values
 
-    def write_string(self, cursor: _Cursor) -> str:
+    def write_string(self, cursor: Cursor) -> str:
         cursor.force('"')
         ids: list[int] = []
         for _ in range(_MAX_STRING_TOKENS):
@@ -201,7 +202,7 @@ class SchemaDecoder:
         # Decoded together: byte-level tokens of one multi-byte character are not text one by one.
         return self.model.tokenizer.decode(ids).replace("\ufffd", "")
 
-    def write_number(self, cursor: _Cursor, kind: str) -> int | float:
+    def write_number(self, cursor: Cursor, kind: str) -> int | float:
         digits = self.digits.to(cursor.logits.device)
         text = ""
         for _ in range(_MAX_NUMBER_TOKENS):
@@ -218,7 +219,7 @@ def generate_json(model, state: DecodeState, schema: dict[str, Any]) -> Any:
     """Write a JSON value matching `schema`, starting from a prefilled single-row `state`."""
     decoder = SchemaDecoder(model, schema)
     with torch.no_grad():
-        return decoder.write(_Cursor(model, state), schema)
+        return decoder.write(Cursor(model, state), schema)
 
 
 TOOL_CALL_PREFIX = '{"name": '
@@ -240,7 +241,7 @@ def generate_tool_call(model, state: DecodeState, tools: dict[str, dict[str, Any
     if name is not None and name not in tools:
         raise ValueError(f"tool_choice names {name!r}, which is not among the bound tools {sorted(tools)}")
     with torch.no_grad():
-        cursor = _Cursor(model, state)
+        cursor = Cursor(model, state)
         cursor.force(TOOL_CALL_PREFIX)
         names = list(tools)
         chosen = name or names[cursor.choose([json.dumps(n) for n in names])]

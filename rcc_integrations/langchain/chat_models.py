@@ -40,6 +40,7 @@ class RCCChatModel(BaseChatModel):
             llm.invoke("Hello!")
             report = Document(page_content=open("report.txt").read())
             llm.invoke("Who signed the report?", memory=[report])   # compressed once, cached
+            llm = ChatRCC(memory_store=store)  # any ByteStore (LocalFileStore, Redis...): memory outlives the process
             for chunk in llm.stream([("system", long_text), ("human", "Summarise it.")]):
                 print(chunk.content, end="")
     """
@@ -57,6 +58,10 @@ class RCCChatModel(BaseChatModel):
         default=2.0, description='with tool_choice="auto", call a tool on a user turn when "{" scores within this '
         "many nats of the decoder's favourite token; float('inf') = always call on user turns and answer in "
         "text after a tool result (a dependable agent loop for small models)")
+    memory_store: Any = Field(
+        default=None, description="a LangChain ByteStore (e.g. langchain-classic's LocalFileStore) keeping "
+        "compressed memory across processes, keyed by model fingerprint and text hash; the in-process cache is "
+        "always on")
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _engine: Engine | None = PrivateAttr(default=None)
@@ -128,7 +133,7 @@ class RCCChatModel(BaseChatModel):
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         info = GenerationInfo()
         chat = decoder_input.chat
-        memory, read, created = engine.prepare(decoder_input)
+        memory, read, created = engine.prepare(decoder_input, self.memory_store)
         pieces: Iterator[str | dict]
         if decoder_input.question is None and tools and choice != "none":
             chat = _with_system_text(chat, tools_prompt(tools))

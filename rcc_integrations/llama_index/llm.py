@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -22,6 +22,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from rcc_integrations._conversation import plan
 from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread, pop_sampling
+from rcc_integrations.llama_index.react import react_step, react_tools
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
@@ -52,6 +53,9 @@ class RCCLLM(LLM):
     seed: int | None = None
     compress_threshold: int = 256
     instruction_reconstruction: bool = False
+    react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
+    react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
+                                       "observation (and against, after one)")
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _engine: Engine | None = PrivateAttr(default=None)
@@ -86,13 +90,23 @@ class RCCLLM(LLM):
         pieces = list(attached) if isinstance(attached, (list, tuple)) else ([attached] if attached else [])
         if any(not isinstance(p, (str, CompressedMemory)) for p in pieces):
             raise TypeError("memory= takes strings or CompressedMemory objects")
-        conversation = plan(turns, engine.count_tokens, self.compress_threshold, self.instruction_reconstruction,
-                            pieces)
+        header = turns[0][1] if turns and turns[0][0] == "system" else ""
+        tools = react_tools(header) if self.react_guidance and not self.instruction_reconstruction else None
+        if tools:  # ReActAgent: its header holds the format and the tools; it stays plain text
+            conversation = plan(turns[1:], engine.count_tokens, self.compress_threshold, False, pieces)
+            conversation.chat.insert(0, {"role": "system", "content": header})
+        else:
+            conversation = plan(turns, engine.count_tokens, self.compress_threshold,
+                                self.instruction_reconstruction, pieces)
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
         memory, read, created = engine.prepare(conversation)
         info = GenerationInfo()
-        stream = engine.answer(memory, conversation, info, **sampling)
+        if tools:
+            observed = turns[-1][1].startswith("Observation:")
+            stream = self._react(engine, memory, conversation.chat, tools, observed, info, sampling)
+        else:
+            stream = engine.answer(memory, conversation, info, **sampling)
         text = ""
         for piece in stream:
             text += piece
@@ -103,6 +117,19 @@ class RCCLLM(LLM):
                  "memory_tokens_compressed": created, "memory_slots": memory.num_slots}
         yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
+
+    def _react(self, engine: Engine, memory: CompressedMemory, chat: list[dict[str, str]],
+               tools: dict[str, dict[str, Any]], observed: bool, info: GenerationInfo, sampling: dict[str, Any]
+               ) -> Iterator[str]:
+        """One ReActAgent step in its format (see `react.py`): a complete action, or a streamed answer."""
+        bias = -self.react_action_margin if observed else self.react_action_margin
+        with engine.lock:
+            text, rest = react_step(engine.model, engine.model.prefill_prompt(memory, chat), tools, bias)
+        yield text
+        if rest is not None:
+            yield from engine.stream(rest, None, info=info, **sampling)
+        info.output_tokens += engine.count_tokens(text)
+        info.finish_reason = info.finish_reason or "stop"
 
     # ------------------------------------------------------------------ chat
     @llm_chat_callback()

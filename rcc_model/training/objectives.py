@@ -33,15 +33,16 @@ def _window(tokens: np.ndarray, rng: random.Random, length: int) -> list[int]:
 
 
 def reconstruction(tokens: np.ndarray, window: int, span: int, cue: int) -> Builder:
-    """Compress one window; regenerate a span of it. Half the spans start at the window's first token with
-    no cue (what `RCCModel.reconstruct` asks for); the others start anywhere, after `cue` unsupervised
-    tokens that tell the decoder where to start (the paper's random-span cue)."""
+    """Compress one window; regenerate it. Half the examples regenerate the whole window with no cue (what
+    `RCCModel.reconstruct` and the reconstruction evaluation ask for); the others regenerate a `span` starting
+    anywhere, after `cue` unsupervised tokens that tell the decoder where to start (the paper's random-span
+    cue)."""
 
     def build(rng: random.Random) -> Example:
         context = _window(tokens, rng, window)
-        length = min(span, window)
         if rng.random() < 0.5:
-            return Example(context, [], context[:length])
+            return Example(context, [], context)
+        length = min(span, window)
         start = rng.randrange(0, window - length + 1)
         piece = context[start:start + length]
         return Example(context, piece[:cue], piece[cue:])

@@ -101,3 +101,17 @@ def test_concat_refuses_memories_of_different_models(memory):
     other = randomize_bridges(make_rcc()).compress(random_ids(9))
     with pytest.raises(MemoryMismatchError, match="fingerprint"):
         CompressedMemory.concat([memory, other])
+
+
+@pytest.mark.parametrize("dtype", [None, "int8"])
+def test_bytes_round_trip_like_files(memory, dtype):
+    loaded = CompressedMemory.from_bytes(memory.to_bytes(dtype=dtype))
+    assert (loaded.fingerprint, loaded.window_tokens, loaded.source_hash) == (
+        memory.fingerprint, memory.window_tokens, memory.source_hash)
+    torch.testing.assert_close(loaded.states, memory.states, atol=0 if dtype is None else 0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:-50], lambda b: b[:6], lambda b: b"\x00" * 64, lambda b: b""])
+def test_damaged_bytes_are_a_clear_error(memory, damage):
+    with pytest.raises(MemoryFileError):
+        CompressedMemory.from_bytes(damage(memory.to_bytes()))

@@ -25,6 +25,8 @@ def test_reconstruction_targets_are_spans_of_the_compressed_window():
         piece = e.prompt + e.target
         assert any(e.context[i:i + len(piece)] == piece for i in range(33 - len(piece)))
         assert len(e.prompt) in (0, 4)
+        if not e.prompt:
+            assert e.target == e.context  # uncued: the whole window, as `reconstruct` asks
 
 
 def test_continuation_targets_follow_the_window():

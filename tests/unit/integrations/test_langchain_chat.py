@@ -38,6 +38,28 @@ def test_a_document_reused_across_calls_is_compressed_once(llm):
         "input_token_details"]["cache_creation"]
 
 
+def test_a_memory_store_keeps_compressed_memory_beyond_the_process_cache(text_rcc):
+    from langchain_core.stores import InMemoryByteStore
+
+    store = InMemoryByteStore()
+    llm = RCCChatModel(model=text_rcc, max_tokens=8, compress_threshold=64, memory_store=store)
+    document = "The ferry leaves at dawn from the northern pier. " * 30
+    first = llm.invoke([SystemMessage(document), HumanMessage("When?")])
+    assert len(list(store.yield_keys(prefix="rcc-memory/"))) == 1
+    llm.engine._cache.clear()  # a new process: only the store remembers
+    before = llm.engine.compressions
+    second = llm.invoke([SystemMessage(document), HumanMessage("When?")])
+    assert llm.engine.compressions == before and second.content == first.content
+    assert second.usage_metadata["input_token_details"]["cache_read"] > 0
+    (key,) = store.yield_keys(prefix="rcc-memory/")
+    store.mset([(key, b"damaged")])
+    llm.engine._cache.clear()
+    with pytest.warns(UserWarning, match="unusable"):
+        third = llm.invoke([SystemMessage(document), HumanMessage("When?")])
+    assert llm.engine.compressions == before + 1 and third.content == first.content
+    assert store.mget([key])[0] != b"damaged"  # overwritten with a good entry
+
+
 def test_short_messages_stay_plain_text(llm):
     before = llm.engine.compressions
     message = llm.invoke("Hello there")

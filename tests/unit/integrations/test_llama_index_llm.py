@@ -62,3 +62,58 @@ def test_metadata_counts_original_tokens_the_memory_can_cover(llm, text_rcc):
     meta = llm.metadata
     assert meta.is_chat_model and meta.context_window == (text_rcc.max_positions - 8) * 4
     assert RCCLLM().metadata.context_window == (8192 - 256) * 4  # the packaged default, from configs only
+
+
+# ---------------------------------------------------------------------- ReActAgent steps
+def lookup(city: str, year: int) -> str:
+    """Population of a city in a year."""
+    return f"{city} had 1200 people in {year}."
+
+
+def react_messages(*turns: ChatMessage) -> list[ChatMessage]:
+    from llama_index.core.agent.react.formatter import ReActChatFormatter
+    from llama_index.core.tools import FunctionTool
+
+    return ReActChatFormatter.from_defaults().format([FunctionTool.from_defaults(lookup)], list(turns), [])
+
+
+def test_react_tools_are_read_from_the_react_header_only():
+    from rcc_integrations.llama_index.react import react_tools
+
+    tools = react_tools(react_messages()[0].content)
+    assert list(tools) == ["lookup"] and tools["lookup"]["required"] == ["city", "year"]
+    assert react_tools(LONG) is None
+
+
+def test_react_steps_parse_as_actions_with_schema_valid_input_then_as_answers(text_rcc):
+    from llama_index.core.agent.react.output_parser import ReActOutputParser
+    from llama_index.core.agent.react.types import ActionReasoningStep, ResponseReasoningStep
+
+    llm = RCCLLM(model=text_rcc, max_tokens=8, compress_threshold=64, react_action_margin=float("inf"))
+    question = ChatMessage(role=MessageRole.USER, content="How many people lived in Oslo in 1900?")
+    response = llm.chat(react_messages(question))
+    step = ReActOutputParser().parse(response.message.content)
+    assert isinstance(step, ActionReasoningStep) and step.action == "lookup"
+    assert isinstance(step.action_input["city"], str) and isinstance(step.action_input["year"], int)
+    assert response.raw["usage"]["memory_slots"] == 0  # the long header stayed plain text
+    observed = ChatMessage(role=MessageRole.USER, content="Observation: Oslo had 1200 people in 1900.")
+    answer = llm.chat(react_messages(question, response.message, observed)).message.content
+    assert isinstance(ReActOutputParser().parse(answer), ResponseReasoningStep)
+    plain = RCCLLM(model=text_rcc, max_tokens=8, compress_threshold=64, react_guidance=False)
+    assert plain.chat(react_messages(question)).message.content != response.message.content
+
+
+def test_react_agent_calls_the_tool_and_answers(text_rcc):
+    from llama_index.core.agent.workflow import ReActAgent, ToolCallResult
+
+    llm = RCCLLM(model=text_rcc, max_tokens=8, compress_threshold=64, react_action_margin=float("inf"))
+    agent = ReActAgent(tools=[lookup], llm=llm)
+
+    async def run():
+        handler = agent.run(user_msg="How many people lived in Oslo in 1900?")
+        calls = [e async for e in handler.stream_events() if isinstance(e, ToolCallResult)]
+        return calls, await handler
+
+    calls, result = asyncio.run(run())
+    assert [c.tool_name for c in calls] == ["lookup"] and "people in" in str(calls[0].tool_output)
+    assert isinstance(str(result), str)

@@ -1,0 +1,79 @@
+"""ReAct steps that parse by construction.
+
+LlamaIndex's `ReActAgent` puts its tools and the "Thought / Action / Action Input" format in a system
+header and parses the LLM's text; a small model rarely keeps that format, so the agent never calls a tool.
+When `RCCLLM` sees that header it writes the structure itself and lets the model fill it in: a one-line
+thought (free text), act or answer (the model's scores, biased towards acting until a tool has answered),
+which tool (scores) and its input (JSON-schema-constrained decoding), or the answer (streamed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import torch
+
+from rcc_model.generation import DecodeState
+from rcc_model.structured import Cursor, SchemaDecoder
+
+_TOOL = re.compile(r"^> Tool Name: (?P<name>\S+)\n.*?^Tool Args: (?P<args>\{[^\n]*\})$", re.MULTILINE | re.DOTALL)
+_FORMAT_MARKERS = ("## Output Format", "Action Input:")
+_STEP_WORDS = re.compile(r"\b(Thought|Action|Action Input|Answer|Observation):")
+THOUGHT_TOKENS = 48
+
+
+def react_tools(system: str) -> dict[str, dict[str, Any]] | None:
+    """The tools (name -> argument schema) of a LlamaIndex ReAct system header, or None if `system` is not one."""
+    if not all(marker in system for marker in _FORMAT_MARKERS):
+        return None
+    tools = {}
+    for match in _TOOL.finditer(system):
+        try:
+            tools[match["name"]] = json.loads(match["args"])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"ReAct tool {match['name']!r}: its Tool Args are not a JSON schema ({error})") from None
+    return tools or None
+
+
+def _thought(cursor: Cursor, limit: int) -> str:
+    """Greedy free text up to the end of the line (special tokens and step keywords excluded)."""
+    tokenizer = cursor.model.tokenizer
+    banned = torch.tensor(tokenizer.all_special_ids, dtype=torch.long)
+    text = ""
+    for _ in range(limit):
+        logits = cursor.logits.clone()
+        logits[banned] = float("-inf")
+        token = int(logits.argmax())
+        piece = tokenizer.decode([token])
+        if "\n" in piece or _STEP_WORDS.search(text + piece):
+            break
+        cursor.take(token)
+        text += piece
+    return text.strip() or "I need to think about the question."
+
+
+def react_step(model, state: DecodeState, tools: dict[str, dict[str, Any]], action_bias: float
+               ) -> tuple[str, DecodeState | None]:
+    """Write one ReAct step from a prefilled single-row `state`.
+
+    Returns the step's text and, when the step is an answer, the decoder state right after "Answer:" for
+    the caller to stream the answer from (None when the step is a tool action, which is complete). The
+    step acts when the model's score of "Action:" plus `action_bias` (nats) beats its score of "Answer:".
+    """
+    decoders = {name: SchemaDecoder(model, schema) for name, schema in tools.items()}  # unsupported: fail now
+    with torch.no_grad():
+        cursor = Cursor(model, state)
+        cursor.force("Thought: ")
+        text = "Thought: " + _thought(cursor, THOUGHT_TOKENS)
+        cursor.force("\n")
+        if cursor.score("Action:") + action_bias >= cursor.score("Answer:"):
+            names = list(tools)
+            cursor.force("Action:")
+            name = names[cursor.choose([f" {n}" for n in names])]
+            cursor.force(f" {name}\nAction Input: ")
+            arguments = decoders[name].write(cursor, tools[name])
+            return f"{text}\nAction: {name}\nAction Input: {json.dumps(arguments)}", None
+        cursor.force("Answer:")
+        return f"{text}\nAnswer:", cursor.state
