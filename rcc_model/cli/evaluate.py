@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
-    p.add_argument("--pwc", type=Path, help="qa: a PwC jsonl file (input, prompt, answer) instead of --data")
+    p.add_argument("--pwc", type=Path, help="qa, reconstruction: a PwC jsonl file (input, prompt, answer) "
+                   "instead of --data")
     p.add_argument("--limit", type=int, default=50, help="qa: at most this many examples")
     p.add_argument("--no-baseline", action="store_true", help="qa: skip the full-text baseline")
     add_model_options(p)
@@ -34,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     if args.protocol == "reconstruction":
-        from rcc_model.data.build import load_tokens
-
-        result = protocols.reconstruction(model, load_tokens(_need(args.data), "heldout"), windows=args.windows)
+        result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows)
     elif args.protocol == "passkey":
         result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials)
     elif args.protocol == "needle":
@@ -57,6 +56,18 @@ def _need(data: Path | None) -> Path:
     if data is None:
         raise ValueError("this protocol needs --data (a folder from `rcc data build`)")
     return data
+
+
+def _reconstruction_tokens(args, model):
+    """Held-out tokens, or the PwC inputs (`--pwc`) tokenized and joined: text no training run has seen."""
+    import numpy as np
+
+    from rcc_model.data.build import load_tokens
+
+    if args.pwc is None:
+        return load_tokens(_need(args.data), "heldout")
+    rows = [json.loads(line) for line in args.pwc.read_text().splitlines() if line.strip()]
+    return np.array([t for r in rows for t in model.encode_text(r["input"] + "\n\n")], dtype=np.uint32)
 
 
 def _qa_examples(args):

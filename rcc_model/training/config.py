@@ -22,6 +22,8 @@ class TrainConfig:
             or "all".
         train_encoder: backpropagate into the encoder (False = frozen, detached slot states: cheaper).
         objectives: weights of reconstruction, continuation, long_context, qa.
+        span / cue / whole_window_share: reconstruction regenerates the whole window (that share of the
+            examples) or a `span` after `cue` tokens of the text as a cue.
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
     """
@@ -39,6 +41,7 @@ class TrainConfig:
     objectives: dict[str, float] = field(default_factory=lambda: {"reconstruction": 1.0})
     span: int = 128
     cue: int = 8
+    whole_window_share: float = 0.5
     long_context_windows: int = 4
     qa_reconstruct_instruction: float = 0.5
     batch_size: int = 8

@@ -53,7 +53,8 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str) -> objecti
     data = Path(config.data)
     tokens = load_tokens(data, split)
     builders = {
-        "reconstruction": objectives.reconstruction(tokens, config.window, config.span, config.cue),
+        "reconstruction": objectives.reconstruction(tokens, config.window, config.span, config.cue,
+                                                      config.whole_window_share),
         "continuation": objectives.continuation(tokens, config.window, config.span),
         "long_context": objectives.long_context(tokens, config.window, config.long_context_windows, config.span,
                                                 config.cue),

@@ -32,15 +32,16 @@ def _window(tokens: np.ndarray, rng: random.Random, length: int) -> list[int]:
     return tokens[start:start + length].tolist()
 
 
-def reconstruction(tokens: np.ndarray, window: int, span: int, cue: int) -> Builder:
-    """Compress one window; regenerate it. Half the examples regenerate the whole window with no cue (what
-    `RCCModel.reconstruct` and the reconstruction evaluation ask for); the others regenerate a `span` starting
-    anywhere, after `cue` unsupervised tokens that tell the decoder where to start (the paper's random-span
-    cue)."""
+def reconstruction(tokens: np.ndarray, window: int, span: int, cue: int, whole_window_share: float = 0.5
+                   ) -> Builder:
+    """Compress one window; regenerate it. A `whole_window_share` of the examples regenerate the whole window
+    with no cue (what `RCCModel.reconstruct` and the reconstruction evaluation ask for); the others regenerate
+    a `span` starting anywhere, after `cue` unsupervised tokens that tell the decoder where to start (the
+    paper's random-span cue)."""
 
     def build(rng: random.Random) -> Example:
         context = _window(tokens, rng, window)
-        if rng.random() < 0.5:
+        if rng.random() < whole_window_share:
             return Example(context, [], context)
         length = min(span, window)
         start = rng.randrange(0, window - length + 1)

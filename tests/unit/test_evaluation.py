@@ -46,3 +46,17 @@ def test_eval_writes_json_markdown_and_a_grid_plot(tmp_path):
 def test_first_integer_is_what_passkey_scoring_reads():
     assert protocols.first_integer(" 12345. Remember") == "12345"
     assert protocols.first_integer("no digits") is None
+
+
+def test_reconstruction_can_read_pwc_inputs(text_rcc, tmp_path):
+    import argparse
+
+    from rcc_model.cli.evaluate import _reconstruction_tokens
+
+    rows = [{"input": "First paper abstract.", "prompt": "q", "answer": "a"},
+            {"input": "Second one.", "prompt": "q", "answer": "a"}]
+    pwc = tmp_path / "pwc.jsonl"
+    pwc.write_text("\n".join(json.dumps(r) for r in rows))
+    tokens = _reconstruction_tokens(argparse.Namespace(pwc=pwc, data=None), text_rcc)
+    expected = text_rcc.encode_text("First paper abstract.\n\n") + text_rcc.encode_text("Second one.\n\n")
+    assert tokens.tolist() == expected

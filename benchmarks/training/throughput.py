@@ -1,0 +1,78 @@
+"""Training throughput (compressed context tokens per second) of the recipe and its cheaper variants.
+
+    python benchmarks/training/throughput.py --data data     # writes throughput.{md,json} next to this file
+
+Each variant is the default recipe (configs/default.json) with a few settings changed, trained for a few
+steps by the real loop (`rcc_model.training.loop.train`) in a fresh process; the rate is measured between
+the second step and the last, so model loading, the first evaluation and warm-up are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+from _child import report, run_child  # noqa: E402
+
+VARIANTS = {
+    "naive fp32 loop (recipe, fp32)": {"precision": "no"},
+    "recipe: bridges + LoRA enc/dec, encoder trained, bf16": {},
+    "frozen encoder (no encoder gradients), bf16": {"train_encoder": False},
+    "frozen encoder, 64-token spans, reconstruction only": {"train_encoder": False, "span": 64,
+                                                            "objectives": {"reconstruction": 1.0},
+                                                            "whole_window_share": 0.0},
+}
+
+
+def measure(name: str, data: str, steps: int) -> dict:
+    from rcc_model.training.config import TrainConfig
+    from rcc_model.training.loop import train
+
+    settings = json.loads((HERE.parents[1] / "configs" / "default.json").read_text())
+    settings.update(VARIANTS[name])
+    with tempfile.TemporaryDirectory() as out:
+        settings.update({"data": str(Path(data).resolve()), "out": out, "steps": steps, "log_every": 1,
+                         "eval_batches": 1, "eval_every": 10**6, "save_every": 10**6})
+        config = TrainConfig(**settings)
+        train(config)
+        records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    rows = [r for r in records if r["event"] == "train"]
+    first, last = rows[1], rows[-1]
+    tokens = last["context_tokens_per_s"] * last["elapsed_s"] - first["context_tokens_per_s"] * first["elapsed_s"]
+    seconds = last["elapsed_s"] - first["elapsed_s"]
+    return {"variant": name, "settings": VARIANTS[name], "steps_timed": last["step"] - first["step"],
+            "context_tokens_per_s": tokens / seconds, "seconds_per_step": seconds / (last["step"] - first["step"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data", help="folder written by `rcc data build`")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        report(measure(args.child, args.data, args.steps))
+        return
+    rows = []
+    for name in VARIANTS:
+        rows.append(run_child(__file__, "--child", name, "--data", args.data, "--steps", str(args.steps)))
+        print(rows[-1], flush=True)
+    naive = rows[0]["context_tokens_per_s"]
+    command = f"python benchmarks/training/throughput.py --data {args.data} --steps {args.steps}"
+    lines = ["# Training throughput, SmolLM2-135M RCC (r = 4, W = 256, batch 8), this 2-core CPU", "",
+             f"Command: `{command}`", "",
+             "| variant | context tokens/s | s/step | vs naive fp32 |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['context_tokens_per_s']:.0f} | {r['seconds_per_step']:.1f} | "
+              f"{r['context_tokens_per_s'] / naive:.1f}x |" for r in rows]
+    (HERE / "throughput.md").write_text("\n".join(lines) + "\n")
+    (HERE / "throughput.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
