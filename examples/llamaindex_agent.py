@@ -62,7 +62,8 @@ def main() -> None:
         index = load_index(folder)
         library = QueryEngineTool.from_defaults(index.as_query_engine(max_tokens=48), name="library",
                                                 description="Answers a question from the text files in memory.")
-        agent = ReActAgent(tools=[library], llm=RCCLLM(max_tokens=64))
+        # inf: look something up before answering, answer once a tool has replied (dependable for small models)
+        agent = ReActAgent(tools=[library], llm=RCCLLM(max_tokens=64, react_action_margin=float("inf")))
         asyncio.run(ask(agent, args.question))
 
 

@@ -55,7 +55,8 @@ class RCCLLM(LLM):
     instruction_reconstruction: bool = False
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
     react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
-                                       "observation (and against, after one)")
+                                       "observation (and against, after one); float('inf') = always act first, "
+                                       "always answer after a tool has replied")
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _engine: Engine | None = PrivateAttr(default=None)
