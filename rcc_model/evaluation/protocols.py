@@ -111,7 +111,7 @@ def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], dep
     def build(rng: random.Random, length: int, depth: float):
         code = str(rng.randint(10000, 99999))
         start = rng.randrange(0, max(1, len(haystack) - length))
-        body = list(haystack[start:start + length])
+        body = [int(t) for t in haystack[start:start + length]]  # numpy memmap rows -> token ids
         sentence = model.encode_text(f" The secret code of the archive is {code}. ")
         cut = int(len(body) * depth)
         prompt = [{"role": "user", "content": "What is the secret code of the archive? Answer with the number."}]

@@ -22,7 +22,8 @@ def test_reconstruction_reports_every_measure(text_rcc, smollm2_tokenizer):
 def test_passkey_and_needle_fill_their_grids(text_rcc, smollm2_tokenizer):
     result = protocols.passkey(text_rcc, lengths=[100, 200], depths=[0.2, 0.8], trials=1)
     assert [(c["length"], c["depth"]) for c in result["cells"]] == [(100, .2), (100, .8), (200, .2), (200, .8)]
-    haystack = smollm2_tokenizer("Real text does not repeat itself like filler does. " * 40)["input_ids"]
+    haystack = np.asarray(smollm2_tokenizer("Real text does not repeat itself like filler does. " * 40)["input_ids"],
+                          dtype=np.uint32)  # as `rcc data build` stores tokens
     assert 0 <= protocols.needle(text_rcc, haystack, [150], [0.5], trials=1)["accuracy"] <= 1
 
 
