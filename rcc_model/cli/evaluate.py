@@ -58,6 +58,11 @@ def _need(data: Path | None) -> Path:
     return data
 
 
+def _pwc_rows(path: Path) -> list[dict]:
+    """Rows of a PwC jsonl file: {"input", "prompt", "answer"}."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _reconstruction_tokens(args, model):
     """Held-out tokens, or the PwC inputs (`--pwc`) tokenized and joined: text no training run has seen."""
     import numpy as np
@@ -66,8 +71,7 @@ def _reconstruction_tokens(args, model):
 
     if args.pwc is None:
         return load_tokens(_need(args.data), "heldout")
-    rows = [json.loads(line) for line in args.pwc.read_text().splitlines() if line.strip()]
-    return np.array([t for r in rows for t in model.encode_text(r["input"] + "\n\n")], dtype=np.uint32)
+    return np.array([t for r in _pwc_rows(args.pwc) for t in model.encode_text(r["input"] + "\n\n")], dtype=np.uint32)
 
 
 def _qa_examples(args):
@@ -75,8 +79,7 @@ def _qa_examples(args):
     from rcc_model.data.qa import QAExample
 
     if args.pwc:
-        rows = [json.loads(line) for line in args.pwc.read_text().splitlines() if line.strip()]
-        examples = [QAExample(r["input"], r["prompt"], r["answer"], "pwc") for r in rows]
+        examples = [QAExample(r["input"], r["prompt"], r["answer"], "pwc") for r in _pwc_rows(args.pwc)]
     else:
         examples = load_qa(_need(args.data), "heldout")
     return examples[: args.limit]
