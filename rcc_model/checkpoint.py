@@ -47,9 +47,12 @@ def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = No
     return directory
 
 
-def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=None, cache_dir=None):
+def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=None, cache_dir=None, rate=None):
     folder = resolve_checkpoint(name_or_path)
     config = RCCConfig.load(folder)
+    if rate is not None and rate != config.rate:
+        config = RCCConfig.from_dict({**config.to_dict(), "rate": rate, "extra": {**config.extra,
+                                                                                "trained_rate": config.rate}})
     model = cls._build(config, device=device, device_map=device_map, cache_dir=cache_dir, dtype=dtype)
     weights = folder / WEIGHTS_NAME
     if weights.is_file():

@@ -98,12 +98,16 @@ class RCCModel(nn.Module, GenerationMixin):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, dtype: str | None = None,
                         device: str | torch.device | None = None, device_map: str | dict | None = None,
-                        cache_dir: str | Path | None = None) -> RCCModel:
-        """Load a checkpoint folder or a packaged name ("default") onto its base model."""
+                        cache_dir: str | Path | None = None, rate: int | None = None) -> RCCModel:
+        """Load a checkpoint folder or a packaged name ("default") onto its base model.
+
+        `rate` reads the checkpoint at another compression rate than the one it was trained at: a
+        measurement tool (BLEU vs rate); quality at a rate comes from training at that rate.
+        """
         from rcc_model.checkpoint import load_checkpoint
 
         return load_checkpoint(cls, name_or_path, dtype=dtype, device=device, device_map=device_map,
-                               cache_dir=cache_dir)
+                               cache_dir=cache_dir, rate=rate)
 
     @classmethod
     def from_official(cls, path: str | Path, rate: int = 32, window: int = 2048, *,

@@ -50,7 +50,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="compute dtype (default: the checkpoint's)")
 
 
-def load_model(args: argparse.Namespace):
+def load_model(args: argparse.Namespace, rate: int | None = None):
     from rcc_model import RCCModel
 
-    return RCCModel.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    return RCCModel.from_pretrained(args.model, dtype=args.dtype, device=args.device, rate=rate)

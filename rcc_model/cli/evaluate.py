@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", type=Path, help="folder from `rcc data build` (held-out split)")
     p.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default: %(default)s)")
     p.add_argument("--windows", type=int, default=32, help="reconstruction: held-out windows")
+    p.add_argument("--rates", type=int, nargs="+", help="reconstruction: read the model at each of these "
+                   "compression rates (BLEU vs rate; default: the rate it was trained at)")
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
@@ -34,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model.evaluation import protocols
 
     model = load_model(args)
-    if args.protocol == "reconstruction":
+    if args.protocol == "reconstruction" and args.rates:
+        tokens = _reconstruction_tokens(args, model)
+        result = {"trained_rate": model.config.rate, "by_rate": [
+            protocols.reconstruction(load_model(args, rate=r), tokens, windows=args.windows) for r in args.rates]}
+    elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows)
     elif args.protocol == "passkey":
         result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials)
@@ -106,16 +112,52 @@ def write(out: Path, name: str, result: dict) -> None:
                   "|---|" + "---|" * len(depths)]
         lines += [f"| {n} | " + " | ".join(f"{table[n, d]:.0%}" for d in depths) + " |" for n in lengths]
         _plot_grid(out / f"{name}.png", name, lengths, depths, table)
+    if "by_rate" in result:
+        lines += ["", "| rate | BLEU-4 (0-1) | sacreBLEU | exact match | token accuracy | TF loss | "
+                  "TF loss, other memory |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['rate']} | {r['bleu4']:.3f} | {r['sacrebleu']:.1f} | {r['exact_match']:.3f} | "
+                  f"{r['token_accuracy']:.3f} | {r['teacher_forced_loss']:.3f} | "
+                  f"{r['loss_with_another_windows_memory']:.3f} |" for r in result["by_rate"]]
+        _plot_by_rate(out / f"{name}.png", result["by_rate"], result.get("trained_rate"))
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
-def _plot_grid(path: Path, title: str, lengths, depths, table) -> None:
+def _pyplot():
+    """matplotlib's pyplot on a file backend, or None where matplotlib is not installed (plots are optional)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ModuleNotFoundError:
+        return None
+    return plt
+
+
+def _plot_by_rate(path: Path, rows: list[dict], trained_rate: int | None) -> None:
+    plt = _pyplot()
+    if plt is None:
+        return
+    rates = [r["rate"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(rates, [r["bleu4"] for r in rows], "o-", label="corpus BLEU-4")
+    ax.plot(rates, [r["token_accuracy"] for r in rows], "s--", label="token accuracy")
+    if trained_rate is not None:
+        ax.axvline(trained_rate, color="grey", lw=0.8, ls=":", label=f"trained at r = {trained_rate}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(rates, [str(r) for r in rates])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("compression rate r")
+    ax.set_title("reconstruction vs compression rate")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_grid(path: Path, title: str, lengths, depths, table) -> None:
+    plt = _pyplot()
+    if plt is None:
         return
     grid = [[table[n, d] for d in depths] for n in lengths]
     fig, ax = plt.subplots(figsize=(1.2 * len(depths) + 2, 0.6 * len(lengths) + 1.5))

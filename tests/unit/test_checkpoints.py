@@ -30,6 +30,16 @@ def test_save_then_load_gives_the_same_model(tmp_path, base_dir):
                                                                                        max_new_tokens=6)
 
 
+def test_a_checkpoint_read_at_another_rate_compresses_at_that_rate(tmp_path, base_dir):
+    RCCModel.from_base(str(base_dir), rate=4, window=16, dtype="float32").save_pretrained(tmp_path / "c")
+    model = RCCModel.from_pretrained(tmp_path / "c", rate=8)
+    assert (model.config.rate, model.config.extra["trained_rate"]) == (8, 4)
+    memory = model.compress(random_ids(32))
+    assert (memory.rate, memory.num_slots) == (8, 4)
+    with pytest.raises(ValueError, match="divide"):
+        RCCModel.from_pretrained(tmp_path / "c", rate=5)
+
+
 def test_checkpoints_store_bridges_and_changed_parameters_only(tmp_path, base_dir):
     model = RCCModel.from_base(str(base_dir), rate=4, window=16, dtype="float32")
     with torch.no_grad():
