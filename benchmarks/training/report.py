@@ -1,13 +1,15 @@
-"""Learning curve of a training run: Markdown table + PNG from its log.jsonl.
+"""Learning curve of a training run: Markdown table + PNG from its log.jsonl files.
 
     python benchmarks/training/report.py benchmarks/training/default_r4_log.jsonl
+    python benchmarks/training/report.py STAGE1.jsonl STAGE2.jsonl --out benchmarks/training/default_r4_curve
 
-Every (re)start of the run is marked, with the settings it started with: a resumed run may continue
-under a changed config, and the curve should say so.
+Several logs are stages of one model (each stage's config starts from the previous stage's result through
+`init`); their steps are laid end to end. Every (re)start is marked with the settings it started with: a
+resumed run may continue under a changed config, and the curve should say so.
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -18,33 +20,50 @@ import matplotlib.pyplot as plt
 
 def describe(config: dict) -> str:
     objectives = ", ".join(f"{name} {weight:g}" for name, weight in config["objectives"].items())
-    return (f"{config['trainable']}, encoder {'trained' if config['train_encoder'] else 'frozen'}, "
-            f"{objectives}, lr {config['lr']:g}, {config['steps']} scheduled steps")
+    start = f"init {Path(config['init']).name}, " if config.get("init") else ""
+    return (f"{start}{config['trainable']}, encoder {'trained' if config['train_encoder'] else 'frozen'}, "
+            f"{objectives}, lr {config['lr']:g}, {config['steps']} scheduled steps, seed {config['seed']}")
 
 
-def main(path: Path) -> None:
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+def read_stages(paths: list[Path]) -> list[dict]:
+    """All records of all stages, with `step` shifted so that each stage continues where the last ended."""
+    records, offset = [], 0
+    for path in paths:
+        stage = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records += [{**r, "step": r["step"] + offset} for r in stage]
+        offset = max(r["step"] for r in records)
+    return records
+
+
+def main(paths: list[Path], out: Path) -> None:
+    records = read_stages(paths)
     starts = [(r["step"], describe(r["config"])) for r in records if r["event"] == "start"]
     train = [(r["step"], r["loss"], r["context_tokens_per_s"]) for r in records if r["event"] == "train"]
-    heldout = sorted({r["step"]: r["heldout_loss"] for r in records if r["event"] == "eval"}.items())
+    heldout = [(r["step"], r["heldout_loss"]) for r in records if r["event"] == "eval"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([s for s, _, _ in train], [loss for _, loss, _ in train], lw=0.8, label="train (5-step mean)")
     ax.plot([s for s, _ in heldout], [loss for _, loss in heldout], "o-", label="held-out")
     for step, _ in starts[1:]:
         ax.axvline(step, color="grey", ls=":", lw=1)
-    ax.set_xlabel("step (8 examples; dotted: resumed)")
+    ax.set_xlabel("step (8 examples; dotted: resumed or next stage)")
     ax.set_ylabel("cross-entropy of the objective mix (nats)")
-    ax.set_title(path.stem)
+    ax.set_title(out.name)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=100)
-    lines = [f"# {path.stem}", "", f"Command: `python benchmarks/training/report.py {path}`", "",
+    fig.savefig(out.with_suffix(".png"), dpi=100)
+    command = " ".join(["python benchmarks/training/report.py", *map(str, paths)]
+                       + ([f"--out {out}"] if len(paths) > 1 else []))
+    lines = [f"# {out.name}", "", f"Command: `{command}`", "",
              "| (re)started at step | settings |", "|---:|---|", *[f"| {s} | {d} |" for s, d in starts], "",
              "| step | held-out loss |", "|---:|---:|", *[f"| {s} | {loss:.3f} |" for s, loss in heldout], "",
              "| step | train loss | context tokens/s |", "|---:|---:|---:|",
              *[f"| {s} | {loss:.3f} | {tps:.0f} |" for s, loss, tps in train]]
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("logs", type=Path, nargs="+", help="log.jsonl of each stage, in training order")
+    parser.add_argument("--out", type=Path, help="output path without suffix (default: the first log's)")
+    args = parser.parse_args()
+    main(args.logs, args.out or args.logs[0].with_suffix(""))
