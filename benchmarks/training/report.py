@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 
 def describe(config: dict) -> str:
     objectives = ", ".join(f"{name} {weight:g}" for name, weight in config["objectives"].items())
-    start = f"init {Path(config['init']).name}, " if config.get("init") else ""
+    start = f"init {'/'.join(Path(config['init']).parts[-2:])}, " if config.get("init") else ""
     return (f"{start}{config['trainable']}, encoder {'trained' if config['train_encoder'] else 'frozen'}, "
             f"{objectives}, lr {config['lr']:g}, {config['steps']} scheduled steps, seed {config['seed']}")
 
