@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from torch import nn
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
                    "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
@@ -27,3 +31,16 @@ def add_lora(model, spec: dict[str, Any]) -> None:
                             target_modules=targets, lora_dropout=0.0)
         inject_adapter_in_model(config, module)
     model.to(model.device)
+
+
+@contextmanager
+def adapters_disabled(module: nn.Module) -> Iterator[None]:
+    """Run `module` as its base model: every LoRA layer in it bypassed for the duration (a no-op without LoRA)."""
+    layers = [m for m in module.modules() if hasattr(m, "lora_A")]
+    for layer in layers:
+        layer._disable_adapters = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._disable_adapters = False

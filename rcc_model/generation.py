@@ -83,7 +83,8 @@ def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Seque
         if prompt:
             ids[row, tokens - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
             mask[row, tokens - len(prompt):] = 1
-    out = model.decode(states, slot_mask, ids, mask, use_cache=True, logits_to_keep=1)
+    with model.without_memory_adapters(slots == 0):
+        out = model.decode(states, slot_mask, ids, mask, use_cache=True, logits_to_keep=1)
     full_mask = torch.cat([slot_mask, mask], dim=1)
     return DecodeState(logits=out.logits[:, -1].float(), cache=out.cache, mask=full_mask,
                        positions=full_mask.sum(-1), num_slots=slots, fingerprint=model.fingerprint)
@@ -98,8 +99,9 @@ def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
     positions = state.positions[:, None] + torch.arange(ids.shape[1], device=ids.device)
     if int(positions.max()) >= model.max_positions:
         raise ValueError(f"prompt of {len(prompt)} tokens does not fit after {state.num_slots} memory slots")
-    out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache,
-                        use_cache=True, logits_to_keep=1)
+    with model.without_memory_adapters(state.num_slots == 0):
+        out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache,
+                            use_cache=True, logits_to_keep=1)
     return DecodeState(out.logits[:, -1].float(), out.cache, mask, state.positions + ids.shape[1],
                        state.num_slots, state.fingerprint)
 
@@ -134,8 +136,9 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
         if step + 1 == params.max_new_tokens:
             return
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                            cache=cache, use_cache=True)
+        with model.without_memory_adapters(state.num_slots == 0):
+            out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+                                cache=cache, use_cache=True)
         logits, cache, positions = out.logits[:, -1].float(), out.cache, positions + 1
 
 

@@ -273,7 +273,7 @@ class RCCModel(nn.Module, GenerationMixin):
         return memories if is_batch else memories[0]
 
     def empty_memory(self) -> CompressedMemory:
-        """A memory of nothing: generation from it is the plain decoder on the prompt."""
+        """A memory of nothing: generation from it is the base decoder (adapters off) on the prompt."""
         cfg = self.config
         states = torch.zeros(0, len(bases.decoder_layers(self.encoder)) + 1, bases.hidden_size(self.encoder),
                              dtype=getattr(torch, cfg.memory_dtype), device=self.device)
@@ -282,6 +282,16 @@ class RCCModel(nn.Module, GenerationMixin):
                                 source_hash=hashlib.sha256(b"").hexdigest())
 
     # ------------------------------------------------------------------ decoder
+    def without_memory_adapters(self, no_memory: bool = True):
+        """The decoder's LoRA adapters are trained to read memory; a batch with no memory slots at all is
+        answered by the untouched base decoder, whose chat and tool-use skills the adapters may have drifted.
+        Returns a context manager (a no-op when `no_memory` is False)."""
+        from contextlib import nullcontext
+
+        from rcc_model.adapters import adapters_disabled
+
+        return adapters_disabled(self.decoder) if no_memory and self.config.lora else nullcontext()
+
     def decode(self, slot_states: torch.Tensor, slot_mask: torch.Tensor, input_ids: torch.Tensor,
                attention_mask: torch.Tensor, *, cache=None, use_cache: bool = False,
                logits_to_keep: int = 0):

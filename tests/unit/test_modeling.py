@@ -1,5 +1,7 @@
 """The RCC forward pass, compression and generation on tiny random Llama and GPT-NeoX models."""
 
+import copy
+
 import pytest
 import torch
 
@@ -162,3 +164,23 @@ def test_concurrent_generation_from_threads_equals_sequential():
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda i: model.generate_ids(memories[i], [i], max_new_tokens=6), range(6)))
     assert results == expected
+
+
+def test_without_memory_the_base_decoder_answers_and_with_memory_the_adapters_do():
+    from rcc_model.adapters import add_lora
+
+    model = make_rcc(lora={"r": 2, "alpha": 4})
+    base = copy.deepcopy(model.decoder)
+    add_lora(model, model.config.lora)
+    with torch.no_grad():
+        for name, param in model.decoder.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # trained adapters: the decoder now differs from its base
+    prompt = random_ids(6, seed=3)
+    expected = base.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False)[0, 6:].tolist()
+    assert model.generate_ids(model.empty_memory(), prompt, max_new_tokens=5) == expected
+    memory = model.compress(random_ids(16))
+    with_lora = model.generate_ids(memory, prompt, max_new_tokens=5)
+    with model.without_memory_adapters():
+        without = model.generate_ids(memory, prompt, max_new_tokens=5)
+    assert with_lora != without  # the adapters are back on after the no-memory call
