@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from torch import nn
+# Set inside `adapters_disabled()`: a context variable, not a flag on the shared modules, so a call without
+# adapters in one thread never switches them off for a call running in another (as with slot injection).
+_BASE_ONLY: ContextVar[bool] = ContextVar("rcc_lora_bypassed", default=False)
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
                    "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
@@ -30,17 +33,25 @@ def add_lora(model, spec: dict[str, Any]) -> None:
         config = LoraConfig(r=int(spec["r"]), lora_alpha=int(spec.get("alpha", 2 * spec["r"])),
                             target_modules=targets, lora_dropout=0.0)
         inject_adapter_in_model(config, module)
+        for layer in module.modules():
+            if hasattr(layer, "lora_A"):
+                layer.register_forward_pre_hook(_route_to_base, with_kwargs=True)
     model.to(model.device)
 
 
+def _route_to_base(module, args, kwargs):
+    """Inside `adapters_disabled()`, send every row through the base layer (peft's "__base__" adapter name)."""
+    if not _BASE_ONLY.get():
+        return None
+    return args, {**kwargs, "adapter_names": ["__base__"] * len(args[0])}
+
+
 @contextmanager
-def adapters_disabled(module: nn.Module) -> Iterator[None]:
-    """Run `module` as its base model: every LoRA layer in it bypassed for the duration (a no-op without LoRA)."""
-    layers = [m for m in module.modules() if hasattr(m, "lora_A")]
-    for layer in layers:
-        layer._disable_adapters = True
+def adapters_disabled() -> Iterator[None]:
+    """Run decoders and encoders as their base models, in this thread or task only: every LoRA layer that
+    `add_lora` made is bypassed for the duration (a no-op for a model without LoRA)."""
+    token = _BASE_ONLY.set(True)
     try:
         yield
     finally:
-        for layer in layers:
-            layer._disable_adapters = False
+        _BASE_ONLY.reset(token)

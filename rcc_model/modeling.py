@@ -290,7 +290,7 @@ class RCCModel(nn.Module, GenerationMixin):
 
         from rcc_model.adapters import adapters_disabled
 
-        return adapters_disabled(self.decoder) if no_memory and self.config.lora else nullcontext()
+        return adapters_disabled() if no_memory and self.config.lora else nullcontext()
 
     def decode(self, slot_states: torch.Tensor, slot_mask: torch.Tensor, input_ids: torch.Tensor,
                attention_mask: torch.Tensor, *, cache=None, use_cache: bool = False,

@@ -184,3 +184,9 @@ def test_without_memory_the_base_decoder_answers_and_with_memory_the_adapters_do
     with model.without_memory_adapters():
         without = model.generate_ids(memory, prompt, max_new_tokens=5)
     assert with_lora != without  # the adapters are back on after the no-memory call
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [(model.empty_memory(), expected), (memory, with_lora)] * 4  # mixed, at once, in 4 threads
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda call: model.generate_ids(call[0], prompt, max_new_tokens=5), calls))
+    assert results == [want for _, want in calls]
