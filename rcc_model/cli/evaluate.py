@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
-        result = {"trained_rate": model.config.rate, "by_rate": [
-            protocols.reconstruction(load_model(args, rate=r), tokens, windows=args.windows) for r in args.rates]}
+        result = {"trained_rate": model.config.rate, "by_rate": [  # one extra model alive at a time
+            protocols.reconstruction(model if r == model.config.rate else load_model(args, rate=r), tokens,
+                                     windows=args.windows) for r in args.rates]}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows)
     elif args.protocol == "passkey":
