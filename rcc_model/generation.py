@@ -17,12 +17,14 @@ from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Greedy when `temperature` is 0; otherwise temperature + nucleus (`top_p`) sampling."""
+    """Greedy when `temperature` is 0; otherwise temperature + nucleus (`top_p`) sampling. EOS is
+    suppressed for the first `min_new_tokens` steps (reconstruction knows each window's length)."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -31,6 +33,8 @@ class SamplingParams:
             raise ValueError(f"`temperature` must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"`min_new_tokens` must be in [0, max_new_tokens], got {self.min_new_tokens}")
 
 
 @dataclass
@@ -130,7 +134,10 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
     if params.seed is not None:
         generator = torch.Generator().manual_seed(params.seed)
     logits, mask, positions, cache = state.logits, state.mask, state.positions, state.cache
+    eos = torch.tensor(sorted(eos_token_ids(model)), dtype=torch.long, device=logits.device)
     for step in range(params.max_new_tokens):
+        if step < params.min_new_tokens:  # out of place: a forked DecodeState shares its logits
+            logits = logits.index_fill(1, eos, float("-inf"))
         tokens = sample(logits, params, generator)
         yield tokens
         if step + 1 == params.max_new_tokens:
@@ -224,12 +231,13 @@ class GenerationMixin:
     def generate_ids(self, memory: MemoryInput | Sequence[CompressedMemory],
                      prompt_ids: Sequence[int] | Sequence[Sequence[int]] | None = None, *,
                      max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                     seed: int | None = None) -> list[int] | list[list[int]]:
+                     seed: int | None = None, min_new_tokens: int = 0) -> list[int] | list[list[int]]:
         """Token ids generated from memory (+ prompt ids) until EOS or `max_new_tokens`; greedy by default.
+        EOS cannot end a row before `min_new_tokens`.
 
         Pass lists of memories and prompts to generate for all of them in one padded batch.
         """
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed, min_new_tokens)
         if isinstance(memory, (CompressedMemory, DecodeState)):
             state = self._start(memory, list(prompt_ids or []), params)
             batch = False
@@ -365,14 +373,16 @@ class GenerationMixin:
         """The text the memory holds, regenerated window by window (batched); token ids without a tokenizer.
 
         Each window is decoded from its own slots, as in training, so length is not limited by the
-        decoder's position range.
+        decoder's position range. The memory records each window's token count, so a window is decoded to
+        exactly that length: an early EOS would only cut the text short.
         """
         self.check_memory(memory)
         ids: list[int] = []
         windows = memory.windows()
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
-            rows = self.generate_ids(chunk, max_new_tokens=max(m.token_count for m in chunk))
+            length = max(m.token_count for m in chunk)
+            rows = self.generate_ids(chunk, max_new_tokens=length, min_new_tokens=length)
             for window, row in zip(chunk, rows):
                 ids.extend(row[: window.token_count])
         if self.tokenizer is None:

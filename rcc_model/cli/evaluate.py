@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--windows", type=int, default=32, help="reconstruction: held-out windows")
     p.add_argument("--rates", type=int, nargs="+", help="reconstruction: read the model at each of these "
                    "compression rates (BLEU vs rate; default: the rate it was trained at)")
+    p.add_argument("--stop-at-eos", action="store_true", help="reconstruction: end a window's text at the "
+                   "first EOS instead of decoding it to its known length")
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
@@ -38,11 +40,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
-        result = {"trained_rate": model.config.rate, "by_rate": [  # one extra model alive at a time
+        result = {"trained_rate": model.config.rate, "length": "until EOS" if args.stop_at_eos
+                  else "the window's token count", "by_rate": [  # one extra model alive at a time
             protocols.reconstruction(model if r == model.config.rate else load_model(args, rate=r), tokens,
-                                     windows=args.windows) for r in args.rates]}
+                                     windows=args.windows, stop_at_eos=args.stop_at_eos) for r in args.rates]}
     elif args.protocol == "reconstruction":
-        result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows)
+        result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
+                                          stop_at_eos=args.stop_at_eos)
     elif args.protocol == "passkey":
         result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials)
     elif args.protocol == "needle":

@@ -30,8 +30,9 @@ def first_integer(text: str) -> str | None:
 
 
 def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed: int = 0,
-                   batch_size: int = 8) -> dict:
-    """Compress held-out windows of W tokens one by one and regenerate them greedily."""
+                   batch_size: int = 8, stop_at_eos: bool = False) -> dict:
+    """Compress held-out windows of W tokens one by one and regenerate them greedily, each to its known
+    length as `RCCModel.reconstruct` does (or, with `stop_at_eos`, until the decoder emits EOS)."""
     rng = random.Random(seed)
     width = model.config.window
     starts = sorted(rng.randrange(0, len(tokens) - width) for _ in range(windows))
@@ -40,7 +41,8 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     for i in range(0, len(references), batch_size):
         chunk = references[i:i + batch_size]
         memories = model.compress(chunk)
-        generated += [row[:width] for row in model.generate_ids(memories, max_new_tokens=width)]
+        generated += [row[:width] for row in model.generate_ids(
+            memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width)]
     own = _teacher_forced_loss(model, references, references, batch_size)
     other = _teacher_forced_loss(model, references[1:] + references[:1], references, batch_size)
     decode = model.tokenizer.decode
@@ -48,6 +50,7 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     ref_text = [decode(r, skip_special_tokens=True) for r in references]
     return {
         "rate": model.config.rate, "window": width, "windows": windows,
+        "length": "until EOS" if stop_at_eos else "the window's token count",
         "teacher_forced_loss": own, "loss_with_another_windows_memory": other,
         "bleu4": metrics.corpus_bleu4([h.split() for h in hyp_text], [r.split() for r in ref_text]),
         "sacrebleu": metrics.sacrebleu_score(hyp_text, ref_text),

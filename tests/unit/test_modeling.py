@@ -130,6 +130,16 @@ def test_sampling_is_reproducible_with_a_seed():
     assert model.generate_ids(memory, [1], **kwargs) == model.generate_ids(memory, [1], **kwargs)
 
 
+def test_min_new_tokens_keeps_eos_from_ending_a_row_early():
+    model = randomize_bridges(make_rcc())
+    memory = model.compress(random_ids(40))
+    greedy = model.generate_ids(memory, [1], max_new_tokens=6)
+    model.decoder.generation_config.eos_token_id = greedy[0]  # greedy decoding now ends at once
+    assert model.generate_ids(memory, [1], max_new_tokens=6) == []
+    forced = model.generate_ids(memory, [1], max_new_tokens=6, min_new_tokens=4)
+    assert len(forced) >= 4 and greedy[0] not in forced[:4]
+
+
 def test_memory_from_another_model_is_rejected():
     a, b = make_rcc(), randomize_bridges(make_rcc())
     memory = a.compress(random_ids(20))

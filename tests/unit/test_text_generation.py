@@ -55,7 +55,7 @@ def test_text_stream_holds_back_a_possible_stop_string_prefix(smollm2_tokenizer)
 def test_reconstruct_decodes_each_window_to_its_own_length(text_rcc):
     memory = text_rcc.compress(DOC)
     ids = text_rcc.encode_text(text_rcc.reconstruct(memory))
-    assert abs(len(ids) - memory.token_count) <= memory.num_windows * 2  # EOS may end a window early
+    assert abs(len(ids) - memory.token_count) <= memory.num_windows * 2  # re-tokenising may merge at seams
 
 
 def test_ask_in_both_prompt_modes_returns_text(text_rcc):
