@@ -311,11 +311,13 @@ class RCCModel(nn.Module, GenerationMixin):
 
     def forward(self, window_ids: torch.Tensor, window_lengths: Sequence[int], window_owner: Sequence[int],
                 input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                train_encoder: bool = True) -> torch.Tensor:
+                train_encoder: bool = True, window_states: torch.Tensor | None = None) -> torch.Tensor:
         """Training loss: compress each example's windows, decode `[slots + input_ids]`, cross-entropy on
-        `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in order."""
-        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-            window_states = self.encode_windows(window_ids, window_lengths)  # (N_w, S_w, K, H)
+        `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in order.
+        `window_states` (N_w, S_w, K, H), e.g. from a slot cache, replace the encoder pass."""
+        if window_states is None:
+            with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+                window_states = self.encode_windows(window_ids, window_lengths)  # (N_w, S_w, K, H)
         per_example: list[list[torch.Tensor]] = [[] for _ in range(input_ids.shape[0])]
         for row, (owner, length) in enumerate(zip(window_owner, window_lengths)):
             per_example[owner].append(window_states[row, : num_slots(length, self.config.rate)])

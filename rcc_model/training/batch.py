@@ -25,6 +25,7 @@ class Batch:
     input_ids: torch.Tensor       # (B, T) prompt + target
     attention_mask: torch.Tensor  # (B, T)
     labels: torch.Tensor          # (B, T): target ids, IGNORE on prompt and padding
+    window_rows: list[int] | None = None  # slot-cache row of each window, when every context is aligned
 
     @property
     def context_tokens(self) -> int:
@@ -32,15 +33,18 @@ class Batch:
 
     def to(self, device) -> Batch:
         return Batch(self.window_ids.to(device), self.window_lengths, self.window_owner,
-                     self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+                     self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
+                     self.window_rows)
 
 
 def collate(examples: Sequence[Example], window: int, padding: str) -> Batch:
-    windows, owners = [], []
+    windows, owners, rows = [], [], []
     for index, example in enumerate(examples):
-        for w in split_windows(example.context, window, padding):
+        for offset, w in enumerate(split_windows(example.context, window, padding)):
             windows.append(w)
             owners.append(index)
+            if example.context_start is not None:
+                rows.append(example.context_start // window + offset)
     lengths = [len(w) for w in windows]
     window_ids = torch.zeros(len(windows), max(lengths), dtype=torch.long)
     for row, w in enumerate(windows):
@@ -54,4 +58,4 @@ def collate(examples: Sequence[Example], window: int, padding: str) -> Batch:
         input_ids[row, : len(sequence)] = torch.tensor(sequence)
         mask[row, : len(sequence)] = 1
         labels[row, len(e.prompt): len(sequence)] = torch.tensor(e.target)
-    return Batch(window_ids, lengths, owners, input_ids, mask, labels)
+    return Batch(window_ids, lengths, owners, input_ids, mask, labels, rows if len(rows) == len(windows) else None)

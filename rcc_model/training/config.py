@@ -21,6 +21,9 @@ class TrainConfig:
         trainable: "bridges", "bridges+lora" (LoRA on encoder and decoder), "bridges+decoder" (full decoder),
             or "all".
         train_encoder: backpropagate into the encoder (False = frozen, detached slot states: cheaper).
+        slot_cache: with a frozen encoder, encode this many aligned windows of the training stream once
+            (`out/slot-cache/`, 2.3 MB per window for the SmolLM2 default) and draw every training context
+            from them, so steps run no encoder at all; 0 = off. Stream objectives only (not qa).
         objectives: weights of reconstruction, continuation, long_context, qa.
         span / cue / whole_window_share: reconstruction regenerates the whole window (that share of the
             examples) or a `span` after `cue` tokens of the text as a cue.
@@ -38,6 +41,7 @@ class TrainConfig:
     trainable: str = "bridges+lora"
     lora: dict[str, Any] = field(default_factory=lambda: {"r": 16, "alpha": 32, "encoder": True, "decoder": True})
     train_encoder: bool = True
+    slot_cache: int = 0
     objectives: dict[str, float] = field(default_factory=lambda: {"reconstruction": 1.0})
     span: int = 128
     cue: int = 8
@@ -65,6 +69,11 @@ class TrainConfig:
             raise ValueError(f"`trainable` must be one of {TRAINABLE}, got {self.trainable!r}")
         if self.precision not in ("bf16", "fp16", "no"):
             raise ValueError(f"`precision` must be bf16, fp16 or no, got {self.precision!r}")
+        if self.slot_cache:
+            if self.train_encoder:
+                raise ValueError("`slot_cache` needs a frozen encoder: set `train_encoder` to false")
+            if self.objectives.get("qa", 0) > 0:
+                raise ValueError("`slot_cache` covers the token stream only; qa contexts are not cached")
         for name in ("batch_size", "grad_accum", "steps", "eval_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")

@@ -21,6 +21,7 @@ from rcc_model.modeling import RCCModel
 from rcc_model.training import objectives
 from rcc_model.training.batch import collate
 from rcc_model.training.config import TrainConfig
+from rcc_model.training.slot_cache import build_slot_cache
 from rcc_model.training.state import load_training_state, save_training_state
 
 
@@ -49,15 +50,16 @@ def mark_trainable(model: RCCModel, trainable: str) -> list[torch.nn.Parameter]:
     return params
 
 
-def build_objective(config: TrainConfig, model: RCCModel, split: str) -> objectives.Builder:
+def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: int | None = None
+                    ) -> objectives.Builder:
     data = Path(config.data)
     tokens = load_tokens(data, split)
     builders = {
         "reconstruction": objectives.reconstruction(tokens, config.window, config.span, config.cue,
-                                                      config.whole_window_share),
-        "continuation": objectives.continuation(tokens, config.window, config.span),
+                                                      config.whole_window_share, aligned),
+        "continuation": objectives.continuation(tokens, config.window, config.span, aligned),
         "long_context": objectives.long_context(tokens, config.window, config.long_context_windows, config.span,
-                                                config.cue),
+                                                config.cue, aligned),
     }
     if config.objectives.get("qa", 0) > 0:
         builders["qa"] = objectives.question_answering(load_qa(data, split), model.tokenizer, config.window,
@@ -102,7 +104,13 @@ def train(config: TrainConfig) -> Path:
     start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
     model, optimizer = accelerator.prepare(model, optimizer)
     core: RCCModel = accelerator.unwrap_model(model)
-    train_examples, heldout_examples = build_objective(config, core, "train"), build_objective(config, core, "heldout")
+    cache = None
+    if config.slot_cache:
+        with accelerator.main_process_first(), accelerator.autocast():
+            cache = build_slot_cache(core, load_tokens(Path(config.data), "train"), config.slot_cache,
+                                     out / "slot-cache")
+    train_examples = build_objective(config, core, "train", config.slot_cache or None)
+    heldout_examples = build_objective(config, core, "heldout")  # evaluated with the (frozen) encoder live
 
     def batch_for(builder, *key):
         rng = random.Random(json.dumps([config.seed, *key, accelerator.process_index]))
@@ -110,8 +118,11 @@ def train(config: TrainConfig) -> Path:
 
     def run(batch, train_encoder):
         batch = batch.to(accelerator.device)
+        states = None
+        if cache is not None and batch.window_rows is not None:
+            states = cache.rows(batch.window_rows).to(accelerator.device)
         return model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
-                     batch.attention_mask, batch.labels, train_encoder=train_encoder)
+                     batch.attention_mask, batch.labels, train_encoder=train_encoder, window_states=states)
 
     def evaluate() -> float:
         model.eval()

@@ -3,6 +3,10 @@
 An example is what the decoder should learn to produce from memory: `context` is compressed (one window, or
 several for long-context training), the decoder reads `[slots + prompt + target]`, and the loss is on
 `target`. Builders are deterministic functions of their `random.Random`, so a run resumes exactly.
+
+Builders over the token stream take `aligned`: draw contexts only from the first `aligned` windows of the
+stream, starting on window boundaries, and record where (`context_start`), so that their slot states can come
+from a `SlotCache` instead of the encoder.
 """
 
 from __future__ import annotations
@@ -22,53 +26,64 @@ class Example:
     context: list[int]
     prompt: list[int]
     target: list[int]
+    context_start: int | None = None  # offset of an aligned context in the token stream
 
 
 Builder = Callable[[random.Random], Example]
 
 
-def _window(tokens: np.ndarray, rng: random.Random, length: int) -> list[int]:
-    start = rng.randrange(0, len(tokens) - length)
-    return tokens[start:start + length].tolist()
+def _window(tokens: np.ndarray, rng: random.Random, length: int, window: int, aligned: int | None,
+            windows: int = 1) -> tuple[list[int], int | None]:
+    """`length` tokens from a random start, or (with `aligned`) from a window boundary such that the first
+    `windows` windows drawn (the context) are among the first `aligned` windows of the stream; and that start."""
+    if aligned is None:
+        start = rng.randrange(0, len(tokens) - length)
+        return tokens[start:start + length].tolist(), None
+    last = min(aligned - windows, (len(tokens) - length) // window)
+    if last < 0:
+        raise ValueError(f"{aligned} cached windows cannot hold a context of {windows} windows")
+    start = rng.randrange(0, last + 1) * window
+    return tokens[start:start + length].tolist(), start
 
 
-def reconstruction(tokens: np.ndarray, window: int, span: int, cue: int, whole_window_share: float = 0.5
-                   ) -> Builder:
+def reconstruction(tokens: np.ndarray, window: int, span: int, cue: int, whole_window_share: float = 0.5,
+                   aligned: int | None = None) -> Builder:
     """Compress one window; regenerate it. A `whole_window_share` of the examples regenerate the whole window
     with no cue (what `RCCModel.reconstruct` and the reconstruction evaluation ask for); the others regenerate
     a `span` starting anywhere, after `cue` unsupervised tokens that tell the decoder where to start (the
     paper's random-span cue)."""
 
     def build(rng: random.Random) -> Example:
-        context = _window(tokens, rng, window)
+        context, at = _window(tokens, rng, window, window, aligned)
         if rng.random() < whole_window_share:
-            return Example(context, [], context)
+            return Example(context, [], context, at)
         length = min(span, window)
         start = rng.randrange(0, window - length + 1)
         piece = context[start:start + length]
-        return Example(context, piece[:cue], piece[cue:])
+        return Example(context, piece[:cue], piece[cue:], at)
 
     return build
 
 
-def continuation(tokens: np.ndarray, window: int, span: int) -> Builder:
+def continuation(tokens: np.ndarray, window: int, span: int, aligned: int | None = None) -> Builder:
     """Compress one window; continue the text after it."""
 
     def build(rng: random.Random) -> Example:
-        text = _window(tokens, rng, window + span)
-        return Example(text[:window], [], text[window:])
+        text, at = _window(tokens, rng, window + span, window, aligned)
+        return Example(text[:window], [], text[window:], at)
 
     return build
 
 
-def long_context(tokens: np.ndarray, window: int, windows: int, span: int, cue: int) -> Builder:
+def long_context(tokens: np.ndarray, window: int, windows: int, span: int, cue: int,
+                 aligned: int | None = None) -> Builder:
     """Compress several windows; regenerate a span of one of them (the decoder must find it)."""
 
     def build(rng: random.Random) -> Example:
-        context = _window(tokens, rng, window * windows)
+        context, at = _window(tokens, rng, window * windows, window, aligned, windows)
         start = rng.randrange(0, len(context) - span + 1)
         piece = context[start:start + span]
-        return Example(context, piece[:cue], piece[cue:])
+        return Example(context, piece[:cue], piece[cue:], at)
 
     return build
 

@@ -116,3 +116,79 @@ def test_a_run_interrupted_and_resumed_ends_where_an_uninterrupted_run_ends(run_
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["event"] == "start"] == [0, 1]
     assert (tmp_path / "run" / "final" / "rcc_config.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["reconstruction", "continuation", "long_context"])
+def test_aligned_contexts_start_on_window_boundaries_inside_the_cache(kind):
+    window, aligned = 32, 10
+    build = {"reconstruction": objectives.reconstruction(TOKENS, window, 16, 4, aligned=aligned),
+             "continuation": objectives.continuation(TOKENS, window, 8, aligned=aligned),
+             "long_context": objectives.long_context(TOKENS, window, 3, 16, 4, aligned=aligned)}[kind]
+    for seed in range(40):
+        e = build(random.Random(seed))
+        assert e.context_start % window == 0
+        assert e.context_start + len(e.context) <= aligned * window
+        assert TOKENS[e.context_start:e.context_start + len(e.context)].tolist() == e.context
+    assert objectives.reconstruction(TOKENS, window, 16, 4)(random.Random(0)).context_start is None
+
+
+def test_collate_gives_cache_rows_only_when_every_context_is_aligned():
+    aligned = objectives.Example([1] * 40, [], [1], context_start=64)
+    batch = collate([aligned, objectives.Example([2] * 16, [], [2], context_start=0)], window=16, padding="masked")
+    assert batch.window_rows == [4, 5, 6, 0]
+    assert collate([aligned, objectives.Example([2] * 16, [], [2])], window=16, padding="masked").window_rows is None
+
+
+def test_cached_slot_states_are_the_frozen_encoders(tmp_path):
+    from rcc_model.training.slot_cache import build_slot_cache
+
+    model = make_rcc(bridge_init="normal")
+    cache = build_slot_cache(model, TOKENS, 20, tmp_path / "cache")
+    ids = torch.from_numpy(TOKENS[3 * 16:5 * 16].astype(np.int64)).view(2, 16)
+    live = model.encode_windows(ids, [16, 16])
+    assert torch.equal(cache.rows([3, 4]), live.to(torch.bfloat16))
+    batch = collate([objectives.Example(TOKENS[48:80].tolist(), [5], [6, 7], context_start=48)], 16, "masked")
+    args = (batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids, batch.attention_mask,
+            batch.labels)
+    torch.testing.assert_close(model(*args, window_states=live), model(*args), atol=0, rtol=0)
+    with pytest.raises(IndexError):
+        cache.rows([20])
+
+
+def test_the_slot_cache_is_reused_for_the_same_encoder_and_rebuilt_for_another(tmp_path):
+    from rcc_model.training.slot_cache import build_slot_cache
+
+    model = make_rcc()
+    first = build_slot_cache(model, TOKENS, 8, tmp_path).rows([2])
+    shard = next(tmp_path.glob("shard-*.safetensors"))
+    written = shard.stat().st_mtime_ns
+    build_slot_cache(model, TOKENS, 8, tmp_path)
+    assert shard.stat().st_mtime_ns == written
+    with torch.no_grad():
+        model.encoder.model.layers[0].mlp.up_proj.weight.mul_(1.5)
+    assert not torch.equal(build_slot_cache(model, TOKENS, 8, tmp_path).rows([2]), first)
+    with pytest.raises(ValueError, match="between 1 and"):
+        build_slot_cache(model, TOKENS, 10_000, tmp_path)
+
+
+def test_a_slot_cache_needs_a_frozen_encoder_and_stream_objectives():
+    with pytest.raises(ValueError, match="frozen encoder"):
+        TrainConfig(data="d", out="o", slot_cache=10)
+    with pytest.raises(ValueError, match="qa"):
+        TrainConfig(data="d", out="o", slot_cache=10, train_encoder=False, objectives={"qa": 1.0})
+
+
+def test_a_run_from_the_slot_cache_trains_without_the_encoder(run_config, tmp_path, monkeypatch):
+    from rcc_model.modeling import RCCModel
+
+    config = TrainConfig.load(run_config)
+    config.train_encoder, config.slot_cache, config.eval_every = False, 100, 100
+    encoded = []
+    original = RCCModel.encode_windows
+    monkeypatch.setattr(RCCModel, "encode_windows", lambda self, ids, lengths: encoded.append(len(lengths))
+                        or original(self, ids, lengths))
+    train(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["event"] == "train"] == [1, 2, 3, 4]
+    # one whole shard (256 of TOKENS' 312 windows) in batches of 8, then the first and last evaluations
+    assert encoded == [8] * 32 + encoded[-2:] and len(encoded) == 34
