@@ -4,7 +4,8 @@
 
 Each variant is the default recipe (configs/default.json) with a few settings changed, trained for a few
 steps by the real loop (`rcc_model.training.loop.train`) in a fresh process; the rate is measured between
-the second step and the last, so model loading, the first evaluation and warm-up are not counted.
+the second step and the last, so model loading, the first evaluation, building a slot cache (once per
+run) and warm-up are not counted.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ VARIANTS = {
     "naive fp32 loop (recipe, fp32)": {"precision": "no"},
     "recipe: bridges + LoRA enc/dec, encoder trained, bf16": {},
     "frozen encoder (no encoder gradients), bf16": {"train_encoder": False},
+    "frozen encoder, reconstruction only": {"train_encoder": False, "objectives": {"reconstruction": 1.0}},
+    "frozen encoder, reconstruction only, slot cache (no encoder pass)": {
+        "train_encoder": False, "objectives": {"reconstruction": 1.0}, "slot_cache": 256},
     "frozen encoder, 64-token spans, reconstruction only": {"train_encoder": False, "span": 64,
                                                             "objectives": {"reconstruction": 1.0},
                                                             "whole_window_share": 0.0},
+    "frozen encoder, 64-token spans, reconstruction only, slot cache": {
+        "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
+        "slot_cache": 256},
 }
 
 

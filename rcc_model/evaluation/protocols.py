@@ -76,19 +76,26 @@ def _teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: li
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
           seed: int) -> dict:
-    """Run `build(rng, length, depth) -> (context ids, prompt, answer)` over a grid; accuracy per cell."""
+    """Run `build(rng, length, depth) -> (context ids, prompt, answer)` over a grid: per cell, exact accuracy,
+    the share of the code's digits recalled in place (partial credit shows progress before exact recall
+    does), and every answer given."""
     rng = random.Random(seed)
     cells = []
     for length in lengths:
         for depth in depths:
-            correct = 0
+            answers = []
             for _ in range(trials):
                 context, prompt, answer = build(rng, length, depth)
                 memory = model.compress(context)
-                output = model.generate(memory, prompt, max_new_tokens=12)
-                correct += first_integer(output) == answer
-            cells.append({"length": length, "depth": depth, "accuracy": correct / trials})
-    return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])), "trials": trials}
+                answers.append({"expected": answer, "output": model.generate(memory, prompt, max_new_tokens=12)})
+            found = [first_integer(a["output"]) or "" for a in answers]
+            cells.append({"length": length, "depth": depth,
+                          "accuracy": float(np.mean([f == a["expected"] for f, a in zip(found, answers)])),
+                          "digit_accuracy": float(np.mean([metrics.digits_in_place(f, a["expected"])
+                                                           for f, a in zip(found, answers)])),
+                          "answers": answers})
+    return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
+            "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials}
 
 
 def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,

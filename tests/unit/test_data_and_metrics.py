@@ -8,7 +8,7 @@ import pytest
 from rcc_model.data import qa
 from rcc_model.data.build import split_documents
 from rcc_model.data.sources import Document, Synset, info_documents
-from rcc_model.evaluation.metrics import corpus_bleu4, exact_match, rouge_l, token_accuracy, token_f1
+from rcc_model.evaluation.metrics import corpus_bleu4, digits_in_place, exact_match, rouge_l, token_accuracy, token_f1
 
 INFO = (
     "preamble\n\x1f\nFile: python3.11.info,  Node: Lists,  Next: Tuples,  Up: Data\n\n"
@@ -78,3 +78,4 @@ def test_answer_metrics():
     assert rouge_l("x b c d", "x c d e") == pytest.approx(0.75)  # LCS "x c d"
     assert rouge_l("a b c d", "a c d e") == pytest.approx(2 / 3)  # articles are dropped first
     assert token_accuracy([1, 2, 9], [1, 2, 3, 4]) == 0.5
+    assert digits_in_place("12395", "12345") == 0.8 and digits_in_place("1234", "12345") == 0.0
