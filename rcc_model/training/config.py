@@ -18,6 +18,8 @@ class TrainConfig:
         data: folder written by `rcc data build`.
         out: run folder: `state/` (exact-resume checkpoint), `log.jsonl`, `final/` (RCC checkpoint).
         base / init: a new RCC from `base`, or continue from the RCC checkpoint `init`.
+        rate: compression rate; None = 4 for a new model, the checkpoint's own with `init`. Another rate with
+            `init` continues that model at the new rate (a curriculum over r: r = 8 from a trained r = 4).
         trainable: "bridges", "bridges+lora" (LoRA on encoder and decoder), "bridges+decoder" (full decoder),
             or "all".
         train_encoder: backpropagate into the encoder (False = frozen, detached slot states: cheaper).
@@ -35,7 +37,7 @@ class TrainConfig:
     out: str
     base: str = "smollm2-135m-instruct"
     init: str | None = None
-    rate: int = 4
+    rate: int | None = None
     window: int = 256
     padding: str = "masked"
     trainable: str = "bridges+lora"

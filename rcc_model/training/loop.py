@@ -27,12 +27,17 @@ from rcc_model.training.state import load_training_state, save_training_state
 
 def build_model(config: TrainConfig, dtype: str) -> RCCModel:
     if config.init:
-        return RCCModel.from_pretrained(config.init, dtype=dtype, device="cpu")
+        model = RCCModel.from_pretrained(config.init, dtype=dtype, device="cpu", rate=config.rate)
+        model.config.extra.pop("trained_rate", None)  # from here on it trains at this rate
+        if (model.config.window, model.config.padding) != (config.window, config.padding):
+            raise ValueError(f"{config.init} uses window={model.config.window}, padding={model.config.padding!r}; "
+                             f"the config says window={config.window}, padding={config.padding!r}")
+        return model
     lora = None
     if config.trainable == "bridges+lora":
         lora = {**config.lora, "encoder": config.lora.get("encoder", True) and config.train_encoder}
-    return RCCModel.from_base(config.base, rate=config.rate, window=config.window, dtype=dtype, device="cpu",
-                              padding=config.padding, lora=lora)
+    return RCCModel.from_base(config.base, rate=config.rate or 4, window=config.window, dtype=dtype,
+                              device="cpu", padding=config.padding, lora=lora)
 
 
 def mark_trainable(model: RCCModel, trainable: str) -> list[torch.nn.Parameter]:

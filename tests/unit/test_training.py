@@ -192,3 +192,17 @@ def test_a_run_from_the_slot_cache_trains_without_the_encoder(run_config, tmp_pa
     assert [r["step"] for r in log if r["event"] == "train"] == [1, 2, 3, 4]
     # one whole shard (256 of TOKENS' 312 windows) in batches of 8, then the first and last evaluations
     assert encoded == [8] * 32 + encoded[-2:] and len(encoded) == 34
+
+
+def test_a_run_from_init_continues_at_the_rate_the_config_asks(run_config, tmp_path):
+    first = TrainConfig.load(run_config)
+    first.steps = 1
+    train(first)
+    second = TrainConfig.load(run_config)
+    second.init, second.out, second.rate, second.steps = str(tmp_path / "run" / "final"), str(tmp_path / "r8"), 8, 1
+    train(second)
+    saved = json.loads((tmp_path / "r8" / "final" / "rcc_config.json").read_text())
+    assert saved["rate"] == 8 and "trained_rate" not in saved.get("extra", {})
+    second.window = 32
+    with pytest.raises(ValueError, match="window=16"):
+        train(second)
