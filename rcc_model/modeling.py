@@ -27,6 +27,15 @@ from rcc_model.windows import num_slots, slot_positions, split_windows
 TokenInput = str | Sequence[int] | torch.Tensor
 
 
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """Short hash of named tensors, as bfloat16 bytes (so a bf16 export hashes like its fp32 source)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(tensor.to(torch.bfloat16).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class RCCModel(nn.Module, GenerationMixin):
     """Recurrent Context Compression over any HF decoder-only model.
 
@@ -151,11 +160,7 @@ class RCCModel(nn.Module, GenerationMixin):
         """
         key = tuple(p._version for p in self.parameters())
         if key != self._fingerprint_key:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.trained_state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.to(torch.bfloat16).cpu().contiguous().view(torch.uint8).numpy().tobytes())
-            self._fingerprint = f"{self.config.base_fingerprint}-{digest.hexdigest()[:16]}"
+            self._fingerprint = f"{self.config.base_fingerprint}-{weights_digest(self.trained_state_dict())}"
             self._fingerprint_key = key
         return self._fingerprint
 

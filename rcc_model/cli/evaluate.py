@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
-        result = {"trained_rate": model.config.rate, "length": "until EOS" if args.stop_at_eos
-                  else "the window's token count", "by_rate": [  # one extra model alive at a time
+        by_rate = [  # one extra model alive at a time
             protocols.reconstruction(model if r == model.config.rate else load_model(args, rate=r), tokens,
-                                     windows=args.windows, stop_at_eos=args.stop_at_eos) for r in args.rates]}
+                                     windows=args.windows, stop_at_eos=args.stop_at_eos) for r in args.rates]
+        result = {"trained_rate": model.config.rate, "length": by_rate[0]["length"], "by_rate": by_rate}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
                                           stop_at_eos=args.stop_at_eos)

@@ -12,7 +12,6 @@ weights): a run whose encoder differs rebuilds it rather than training on anothe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,19 +22,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from rcc_model.modeling import RCCModel
+from rcc_model.modeling import RCCModel, weights_digest
 
 SHARD = 256
 
 
 def encoder_fingerprint(model: RCCModel) -> str:
     """Identity of what the encoder computes: the base plus a hash of its trained (changed) weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.trained_state_dict().items()):
-        if name.startswith("encoder."):
-            digest.update(name.encode())
-            digest.update(tensor.to(torch.bfloat16).cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return f"{model.config.base_fingerprint}-{digest.hexdigest()[:16]}"
+    encoder = {k: v for k, v in model.trained_state_dict().items() if k.startswith("encoder.")}
+    return f"{model.config.base_fingerprint}-{weights_digest(encoder)}"
 
 
 def _shard_path(folder: Path, first: int) -> Path:
