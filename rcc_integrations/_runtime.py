@@ -26,7 +26,7 @@ class Engine:
     """An `RCCModel` shared by every integration object that names it.
 
     Generation holds `lock` (one model, one decoding at a time, so concurrent calls never interleave);
-    compressed memory is cached by (model fingerprint, text hash), so a document reused across calls is
+    compressed memory is cached by (model fingerprint, rate, text hash), so a document reused across calls is
     compressed once. `compressions` counts the texts actually compressed.
     """
 
@@ -34,7 +34,7 @@ class Engine:
         self.model = model
         self.lock = threading.RLock()
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str], CompressedMemory] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, str], CompressedMemory] = OrderedDict()
         self.compressions = 0
 
     @property
@@ -51,8 +51,8 @@ class Engine:
         recompressed and overwritten."""
         if not text.strip():
             raise ValueError("cannot compress an empty document")
-        key = (self.model.fingerprint, hashlib.sha256(text.encode()).hexdigest())
-        store_key = f"rcc-memory/{key[0]}/{key[1]}"
+        key = (self.model.fingerprint, self.model.config.rate, hashlib.sha256(text.encode()).hexdigest())
+        store_key = "rcc-memory/{}/r{}/{}".format(*key)  # a multi-rate model keeps one memory per rate
         with self.lock:
             if key in self._cache:
                 self._cache.move_to_end(key)

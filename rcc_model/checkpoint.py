@@ -50,9 +50,11 @@ def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = No
 def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=None, cache_dir=None, rate=None):
     folder = resolve_checkpoint(name_or_path)
     config = RCCConfig.load(folder)
-    if rate is not None and rate != config.rate:
-        config = RCCConfig.from_dict({**config.to_dict(), "rate": rate, "extra": {**config.extra,
-                                                                                "trained_rate": config.rate}})
+    if rate in config.trained_rates:  # one of its own rates as the default
+        config = RCCConfig.from_dict({**config.to_dict(), "rate": rate})
+    elif rate is not None:  # a rate it was never trained at: marked, for the BLEU-vs-rate measurement
+        config = RCCConfig.from_dict({**config.to_dict(), "rate": rate, "rates": None,
+                                      "extra": {**config.extra, "trained_rate": config.rate}})
     model = cls._build(config, device=device, device_map=device_map, cache_dir=cache_dir, dtype=dtype)
     weights = folder / WEIGHTS_NAME
     if weights.is_file():

@@ -20,7 +20,9 @@ class RCCConfig:
 
     Args:
         base: a registered base name (see `rcc_model.bases.REGISTRY`) or a local Hugging Face model folder.
-        rate: compression rate r: one memory slot per r context tokens.
+        rate: compression rate r: one memory slot per r context tokens (the default of `compress`).
+        rates: every rate the model was trained to read, `rate` among them (a multi-rate model compresses
+            at any of them, chosen per call); None = `rate` only.
         window: encoder window W in tokens; windows are encoded independently. `rate` must divide it.
         layer_map: for each decoder layer i, the encoder hidden-state entries (indices into HF's
             `output_hidden_states`, 0 = embeddings) whose mean, through bridge B_i, is added to the slot
@@ -40,6 +42,7 @@ class RCCConfig:
 
     base: str = "smollm2-135m-instruct"
     rate: int = 4
+    rates: list[int] | None = None
     window: int = 256
     layer_map: list[list[int]] | None = None
     padding: Padding = "masked"
@@ -55,8 +58,13 @@ class RCCConfig:
             raise ValueError(f"`rate` must be a positive integer, got rate={self.rate!r}")
         if not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"`window` must be a positive integer, got window={self.window!r}")
-        if self.window % self.rate:
-            raise ValueError(f"`rate` must divide `window`, got rate={self.rate}, window={self.window}")
+        if self.rates is not None:
+            self.rates = sorted({int(r) for r in self.rates})
+            if self.rate not in self.rates:
+                raise ValueError(f"`rates` must include `rate`, got rate={self.rate}, rates={self.rates}")
+        for rate in self.trained_rates:
+            if rate < 1 or self.window % rate:
+                raise ValueError(f"`rate` must be positive and divide `window`, got rate={rate}, window={self.window}")
         if self.padding not in ("masked", "tile"):
             raise ValueError(f"`padding` must be 'masked' or 'tile', got padding={self.padding!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -71,6 +79,10 @@ class RCCConfig:
                 raise ValueError(f"`lora` takes r >= 1, alpha, encoder, decoder, targets; got {self.lora}")
         if self.layer_map is not None:
             self.layer_map = [[int(j) for j in entry] for entry in self.layer_map]
+
+    @property
+    def trained_rates(self) -> list[int]:
+        return self.rates if self.rates is not None else [self.rate]
 
     def resolved_layer_map(self, num_decoder_layers: int, num_encoder_entries: int) -> list[list[int]]:
         """The layer map with the identity default filled in, checked against the two models."""

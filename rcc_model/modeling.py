@@ -171,10 +171,10 @@ class RCCModel(nn.Module, GenerationMixin):
                 f"memory was made by model {memory.fingerprint} (base {memory.base!r}), not by this model "
                 f"{self.fingerprint} (base {self.config.base!r}); compress the text again with this model"
             )
-        if (memory.rate, memory.window) != (self.config.rate, self.config.window):
+        if memory.rate not in self.config.trained_rates or memory.window != self.config.window:
             raise MemoryMismatchError(
-                f"memory has rate={memory.rate}, window={memory.window}; this model uses "
-                f"rate={self.config.rate}, window={self.config.window}"
+                f"memory has rate={memory.rate}, window={memory.window}; this model reads "
+                f"rate={'/'.join(map(str, self.config.trained_rates))}, window={self.config.window}"
             )
 
     # ------------------------------------------------------------------ text <-> tokens
@@ -208,14 +208,25 @@ class RCCModel(nn.Module, GenerationMixin):
         raise TypeError("compress() takes a string, a list of token ids, or a list of either")
 
     # ------------------------------------------------------------------ compression
-    def encode_windows(self, window_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
-        """Encode right-padded windows (B, W') and gather slot states (B, S_max, K, H).
+    def _rate(self, rate: int | None) -> int:
+        """`rate`, or the default one; a multi-rate model reads any rate it was trained at."""
+        if rate is None:
+            return self.config.rate
+        if rate not in self.config.trained_rates:
+            raise ValueError(f"this model was trained at rate {'/'.join(map(str, self.config.trained_rates))}, "
+                             f"not {rate}; to measure it at another rate load it with from_pretrained(rate={rate})")
+        return rate
+
+    def encode_windows(self, window_ids: torch.Tensor, lengths: Sequence[int], rate: int | None = None
+                       ) -> torch.Tensor:
+        """Encode right-padded windows (B, W') and gather slot states (B, S_max, K, H), one per `rate` tokens.
 
         Right padding needs no mask: the encoder is causal, so real tokens never see the pads. Rows
         beyond a window's own slot count are zero. Differentiable (used by training).
         """
         out = self.encoder.base_model(input_ids=window_ids, output_hidden_states=True, use_cache=False)
-        positions = [slot_positions(n, self.config.rate) for n in lengths]
+        rate = self._rate(rate)
+        positions = [slot_positions(n, rate) for n in lengths]
         max_slots = max(len(p) for p in positions)
         index = torch.zeros(len(lengths), max_slots, dtype=torch.long)
         valid = torch.zeros(len(lengths), max_slots, dtype=torch.bool)
@@ -230,8 +241,9 @@ class RCCModel(nn.Module, GenerationMixin):
 
     @torch.no_grad()
     def compress(self, inputs: TokenInput | Sequence[TokenInput], *, batch_size: int = 8,
-                 progress: bool | None = None) -> CompressedMemory | list[CompressedMemory]:
-        """Compress a string, a list of token ids, or a batch of either, into memory.
+                 progress: bool | None = None, rate: int | None = None) -> CompressedMemory | list[CompressedMemory]:
+        """Compress a string, a list of token ids, or a batch of either, into memory, at `rate` (the model's
+        default, or another of its `trained_rates`).
 
         Windows of all documents go through the encoder `batch_size` at a time; only slot states are
         kept, written into one preallocated tensor per document, so peak memory is the output plus one
@@ -240,13 +252,13 @@ class RCCModel(nn.Module, GenerationMixin):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
-        cfg = self.config
+        cfg, rate = self.config, self._rate(rate)
         per_doc = [split_windows(doc, cfg.window, cfg.padding) for doc in documents]
         storage = getattr(torch, cfg.memory_dtype)
         entries = len(bases.decoder_layers(self.encoder)) + 1
         hidden = bases.hidden_size(self.encoder)
         outputs = [  # (S_doc, K, H) per document
-            torch.empty(sum(num_slots(len(w), cfg.rate) for w in wins), entries, hidden, dtype=storage,
+            torch.empty(sum(num_slots(len(w), rate) for w in wins), entries, hidden, dtype=storage,
                         device=self.device)
             for wins in per_doc
         ]
@@ -261,15 +273,15 @@ class RCCModel(nn.Module, GenerationMixin):
             ids = torch.zeros(len(chunk), max(lengths), dtype=torch.long)
             for row, (_, w) in enumerate(chunk):
                 ids[row, : len(w)] = torch.tensor(w)
-            states = self.encode_windows(ids.to(self.encoder.get_input_embeddings().weight.device), lengths)
+            states = self.encode_windows(ids.to(self.encoder.get_input_embeddings().weight.device), lengths, rate)
             for row, ((doc, _), n) in enumerate(zip(chunk, lengths)):
-                count = num_slots(n, cfg.rate)
+                count = num_slots(n, rate)
                 outputs[doc][cursor[doc]:cursor[doc] + count] = states[row, :count]
                 cursor[doc] += count
         fingerprint = self.fingerprint
         memories = [
             CompressedMemory(
-                states=out, fingerprint=fingerprint, base=cfg.base, rate=cfg.rate, window=cfg.window,
+                states=out, fingerprint=fingerprint, base=cfg.base, rate=rate, window=cfg.window,
                 padding=cfg.padding, window_tokens=[len(w) for w in wins], token_count=len(doc),
                 source_hash=hashlib.sha256(array("q", doc).tobytes()).hexdigest(),
             )
@@ -316,16 +328,18 @@ class RCCModel(nn.Module, GenerationMixin):
 
     def forward(self, window_ids: torch.Tensor, window_lengths: Sequence[int], window_owner: Sequence[int],
                 input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                train_encoder: bool = True, window_states: torch.Tensor | None = None) -> torch.Tensor:
-        """Training loss: compress each example's windows, decode `[slots + input_ids]`, cross-entropy on
-        `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in order.
-        `window_states` (N_w, S_w, K, H), e.g. from a slot cache, replace the encoder pass."""
+                train_encoder: bool = True, window_states: torch.Tensor | None = None,
+                rate: int | None = None) -> torch.Tensor:
+        """Training loss: compress each example's windows at `rate`, decode `[slots + input_ids]`,
+        cross-entropy on `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in
+        order. `window_states` (N_w, S_w, K, H), e.g. from a slot cache, replace the encoder pass."""
+        rate = self._rate(rate)
         if window_states is None:
             with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-                window_states = self.encode_windows(window_ids, window_lengths)  # (N_w, S_w, K, H)
+                window_states = self.encode_windows(window_ids, window_lengths, rate)  # (N_w, S_w, K, H)
         per_example: list[list[torch.Tensor]] = [[] for _ in range(input_ids.shape[0])]
         for row, (owner, length) in enumerate(zip(window_owner, window_lengths)):
-            per_example[owner].append(window_states[row, : num_slots(length, self.config.rate)])
+            per_example[owner].append(window_states[row, : num_slots(length, rate)])
         states = [torch.cat(parts) for parts in per_example]
         slots = max(s.shape[0] for s in states)
         padded = window_states.new_zeros(len(states), slots, *window_states.shape[2:])  # (B, P, K, H)

@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("file", type=Path, help="text file to compress ('-' for standard input)")
     p.add_argument("-o", "--output", type=Path, help="memory file to write (default: FILE.rccmem)")
     p.add_argument("--question", help="compress this question with the text (instruction reconstruction)")
+    p.add_argument("--rate", type=int, help="compression rate, for a model trained at several (default: its own)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per encoder batch (default: 8)")
     p.add_argument("--storage", choices=["bfloat16", "float16", "float32", "int8"],
                    help="dtype of the stored states (default: the model's memory dtype)")
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         text = f"{text}\n\n{args.question}"
     output = args.output or Path(f"{args.file}.rccmem" if str(args.file) != "-" else "stdin.rccmem")
     model = load_model(args)
-    memory = model.compress(text, batch_size=args.batch_size, progress=True)
+    memory = model.compress(text, batch_size=args.batch_size, progress=True, rate=args.rate)
     memory.save(output, dtype=args.storage)
     print(f"{output}: {memory.token_count} tokens -> {memory.num_slots} slots "
           f"({output.stat().st_size / 1e6:.1f} MB), model {memory.fingerprint}")

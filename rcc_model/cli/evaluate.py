@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         by_rate = [  # one extra model alive at a time
             protocols.reconstruction(model if r == model.config.rate else load_model(args, rate=r), tokens,
                                      windows=args.windows, stop_at_eos=args.stop_at_eos) for r in args.rates]
-        result = {"trained_rate": model.config.rate, "length": by_rate[0]["length"], "by_rate": by_rate}
+        result = {"trained_rates": model.config.trained_rates, "length": by_rate[0]["length"], "by_rate": by_rate}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
                                           stop_at_eos=args.stop_at_eos)
@@ -123,7 +123,7 @@ def write(out: Path, name: str, result: dict) -> None:
         lines += [f"| {r['rate']} | {r['bleu4']:.3f} | {r['sacrebleu']:.1f} | {r['exact_match']:.3f} | "
                   f"{r['token_accuracy']:.3f} | {r['teacher_forced_loss']:.3f} | "
                   f"{r['loss_with_another_windows_memory']:.3f} |" for r in result["by_rate"]]
-        _plot_by_rate(out / f"{name}.png", result["by_rate"], result.get("trained_rate"))
+        _plot_by_rate(out / f"{name}.png", result["by_rate"], result["trained_rates"])
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -139,7 +139,7 @@ def _pyplot():
     return plt
 
 
-def _plot_by_rate(path: Path, rows: list[dict], trained_rate: int | None) -> None:
+def _plot_by_rate(path: Path, rows: list[dict], trained_rates: list[int]) -> None:
     plt = _pyplot()
     if plt is None:
         return
@@ -147,8 +147,9 @@ def _plot_by_rate(path: Path, rows: list[dict], trained_rate: int | None) -> Non
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(rates, [r["bleu4"] for r in rows], "o-", label="corpus BLEU-4")
     ax.plot(rates, [r["token_accuracy"] for r in rows], "s--", label="token accuracy")
-    if trained_rate is not None:
-        ax.axvline(trained_rate, color="grey", lw=0.8, ls=":", label=f"trained at r = {trained_rate}")
+    for i, rate in enumerate(trained_rates):
+        ax.axvline(rate, color="grey", lw=0.8, ls=":",
+                   label=f"trained at r = {', '.join(map(str, trained_rates))}" if i == 0 else None)
     ax.set_xscale("log", base=2)
     ax.set_xticks(rates, [str(r) for r in rates])
     ax.set_ylim(0, 1)

@@ -20,6 +20,7 @@ class TrainConfig:
         base / init: a new RCC from `base`, or continue from the RCC checkpoint `init`.
         rate: compression rate; None = 4 for a new model, the checkpoint's own with `init`. Another rate with
             `init` continues that model at the new rate (a curriculum over r: r = 8 from a trained r = 4).
+            A list trains one model at several rates, in turn step by step; the first is its default.
         trainable: "bridges", "bridges+lora" (LoRA on encoder and decoder), "bridges+decoder" (full decoder),
             or "all".
         train_encoder: backpropagate into the encoder (False = frozen, detached slot states: cheaper).
@@ -37,7 +38,7 @@ class TrainConfig:
     out: str
     base: str = "smollm2-135m-instruct"
     init: str | None = None
-    rate: int | None = None
+    rate: int | list[int] | None = None
     window: int = 256
     padding: str = "masked"
     trainable: str = "bridges+lora"
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"`trainable` must be one of {TRAINABLE}, got {self.trainable!r}")
         if self.precision not in ("bf16", "fp16", "no"):
             raise ValueError(f"`precision` must be bf16, fp16 or no, got {self.precision!r}")
+        if self.rates is not None and (not self.rates or any(r < 1 or self.window % r for r in self.rates)):
+            raise ValueError(f"`rate` must be positive and divide `window` ({self.window}), got {self.rate}")
         if self.slot_cache:
             if self.train_encoder:
                 raise ValueError("`slot_cache` needs a frozen encoder: set `train_encoder` to false")
@@ -79,6 +82,11 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "steps", "eval_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def rates(self) -> list[int] | None:
+        """The rates to train, in turn; None = the checkpoint's own (or 4)."""
+        return None if self.rate is None else [self.rate] if isinstance(self.rate, int) else list(self.rate)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

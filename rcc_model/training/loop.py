@@ -26,18 +26,22 @@ from rcc_model.training.state import load_training_state, save_training_state
 
 
 def build_model(config: TrainConfig, dtype: str) -> RCCModel:
+    rates = config.rates
     if config.init:
-        model = RCCModel.from_pretrained(config.init, dtype=dtype, device="cpu", rate=config.rate)
-        model.config.extra.pop("trained_rate", None)  # from here on it trains at this rate
+        model = RCCModel.from_pretrained(config.init, dtype=dtype, device="cpu", rate=rates and rates[0])
         if (model.config.window, model.config.padding) != (config.window, config.padding):
             raise ValueError(f"{config.init} uses window={model.config.window}, padding={model.config.padding!r}; "
                              f"the config says window={config.window}, padding={config.padding!r}")
+        if rates:  # from here on it trains at these rates
+            model.config.extra.pop("trained_rate", None)
+            model.config.rates = sorted(set(rates)) if len(rates) > 1 else None
         return model
     lora = None
     if config.trainable == "bridges+lora":
         lora = {**config.lora, "encoder": config.lora.get("encoder", True) and config.train_encoder}
-    return RCCModel.from_base(config.base, rate=config.rate or 4, window=config.window, dtype=dtype,
-                              device="cpu", padding=config.padding, lora=lora)
+    rates = rates or [4]
+    return RCCModel.from_base(config.base, rate=rates[0], window=config.window, dtype=dtype, device="cpu",
+                              padding=config.padding, lora=lora, rates=sorted(set(rates)) if len(rates) > 1 else None)
 
 
 def mark_trainable(model: RCCModel, trainable: str) -> list[torch.nn.Parameter]:
@@ -109,8 +113,11 @@ def train(config: TrainConfig) -> Path:
     start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
     model, optimizer = accelerator.prepare(model, optimizer)
     core: RCCModel = accelerator.unwrap_model(model)
+    rates = core.config.trained_rates  # trained in turn, one per micro-batch
     cache = None
     if config.slot_cache:
+        if len(rates) > 1:
+            raise ValueError(f"`slot_cache` holds one rate's slots; this run trains rates {rates}: drop the cache")
         with accelerator.main_process_first(), accelerator.autocast():
             cache = build_slot_cache(core, load_tokens(Path(config.data), "train"), config.slot_cache,
                                      out / "slot-cache")
@@ -121,20 +128,23 @@ def train(config: TrainConfig) -> Path:
         rng = random.Random(json.dumps([config.seed, *key, accelerator.process_index]))
         return collate([builder(rng) for _ in range(config.batch_size)], config.window, config.padding)
 
-    def run(batch, train_encoder):
+    def run(batch, train_encoder, rate):
         batch = batch.to(accelerator.device)
         states = None
         if cache is not None and batch.window_rows is not None:
             states = cache.rows(batch.window_rows).to(accelerator.device)
         return model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
-                     batch.attention_mask, batch.labels, train_encoder=train_encoder, window_states=states)
+                     batch.attention_mask, batch.labels, train_encoder=train_encoder, window_states=states, rate=rate)
 
-    def evaluate() -> float:
+    def evaluate() -> dict:
+        """Held-out loss at the default rate (and, for several rates, at each)."""
         model.eval()
         with torch.no_grad(), accelerator.autocast():
-            losses = [run(batch_for(heldout_examples, "eval", i), False).item() for i in range(config.eval_batches)]
+            by_rate = {r: sum(run(batch_for(heldout_examples, "eval", i), False, r).item()
+                              for i in range(config.eval_batches)) / config.eval_batches for r in rates}
         model.train()
-        return sum(losses) / len(losses)
+        record = {"heldout_loss": by_rate[core.config.rate]}
+        return record if len(rates) == 1 else {**record, "heldout_loss_by_rate": by_rate}
 
     def log(record: dict) -> None:
         if accelerator.is_main_process:
@@ -150,7 +160,7 @@ def train(config: TrainConfig) -> Path:
     step = start
     while step < config.steps:
         if step % config.eval_every == 0:
-            log({"event": "eval", "step": step, "heldout_loss": evaluate()})
+            log({"event": "eval", "step": step, **evaluate()})
         if step > start and step % config.save_every == 0:
             save_training_state(out / "state", core, optimizer, step, accelerator)
         for group in optimizer.param_groups:
@@ -158,7 +168,7 @@ def train(config: TrainConfig) -> Path:
         for micro in range(config.grad_accum):
             batch = batch_for(train_examples, step, micro)
             with accelerator.accumulate(model), accelerator.autocast():
-                loss = run(batch, config.train_encoder)
+                loss = run(batch, config.train_encoder, rates[(step * config.grad_accum + micro) % len(rates)])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)
@@ -178,7 +188,7 @@ def train(config: TrainConfig) -> Path:
             break
     save_training_state(out / "state", core, optimizer, step, accelerator)
     if step >= config.steps:
-        log({"event": "eval", "step": step, "heldout_loss": evaluate()})
+        log({"event": "eval", "step": step, **evaluate()})
         if accelerator.is_main_process:
             core.save_pretrained(out / "final")
     return out

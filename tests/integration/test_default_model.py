@@ -65,6 +65,9 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     empty.write_text("")
     done = rcc("compress", str(empty), "--device", "cpu")
     assert done.returncode == 2 and "empty" in done.stderr
+    empty.write_text("Some text.")
+    done = rcc("compress", str(empty), "--rate", "8", "--device", "cpu")
+    assert done.returncode == 2 and "trained at rate 4, not 8" in done.stderr
 
 
 def test_cli_help_explains_the_commands():

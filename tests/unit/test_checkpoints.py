@@ -40,6 +40,13 @@ def test_a_checkpoint_read_at_another_rate_compresses_at_that_rate(tmp_path, bas
         RCCModel.from_pretrained(tmp_path / "c", rate=5)
 
 
+def test_a_multi_rate_checkpoint_loads_with_any_of_its_rates_as_the_default(tmp_path, base_dir):
+    RCCModel.from_base(str(base_dir), rate=4, rates=[4, 8], window=16, dtype="float32").save_pretrained(tmp_path / "c")
+    model = RCCModel.from_pretrained(tmp_path / "c", rate=8)
+    assert (model.config.rate, model.config.trained_rates, model.config.extra) == (8, [4, 8], {})
+    assert model.compress(random_ids(32), rate=4).num_slots == 8
+
+
 def test_checkpoints_store_bridges_and_changed_parameters_only(tmp_path, base_dir):
     model = RCCModel.from_base(str(base_dir), rate=4, window=16, dtype="float32")
     with torch.no_grad():

@@ -9,6 +9,13 @@ def test_rate_must_divide_window_and_the_error_names_both():
         RCCConfig(rate=6, window=256)
 
 
+@pytest.mark.parametrize("rates,match", [([8], "must include"), ([4, 6], "rate=6, window=256")])
+def test_every_rate_of_a_multi_rate_model_is_checked(rates, match):
+    with pytest.raises(ValueError, match=match):
+        RCCConfig(rate=4, rates=rates, window=256)
+    assert RCCConfig(rate=8, rates=[8, 4, 8]).trained_rates == [4, 8]
+
+
 @pytest.mark.parametrize("field,value", [("rate", 0), ("window", -4), ("padding", "left"), ("dtype", "int4")])
 def test_invalid_settings_are_rejected(field, value):
     with pytest.raises(ValueError):

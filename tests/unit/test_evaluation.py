@@ -70,7 +70,7 @@ def test_reconstruction_can_read_pwc_inputs(text_rcc, tmp_path):
 def test_eval_tables_and_plots_bleu_by_rate(text_rcc, smollm2_tokenizer, tmp_path):
     tokens = np.asarray(smollm2_tokenizer("The keeper wrote the date in the log. " * 60)["input_ids"])
     row = protocols.reconstruction(text_rcc, tokens, windows=2, batch_size=2)
-    write(tmp_path, "reconstruction", {"trained_rate": 4, "by_rate": [row, {**row, "rate": 8}]})
+    write(tmp_path, "reconstruction", {"trained_rates": [4], "by_rate": [row, {**row, "rate": 8}]})
     markdown = (tmp_path / "reconstruction.md").read_text()
     assert "| 4 | " in markdown and "| 8 | " in markdown
     assert (tmp_path / "reconstruction.png").read_bytes()[:4] == b"\x89PNG"

@@ -76,6 +76,19 @@ def test_memory_metadata_says_what_made_it():
     assert memory.nbytes == 5 * 3 * 32 * 4
 
 
+def test_a_multi_rate_model_compresses_and_reads_each_of_its_rates():
+    model = make_rcc(rates=[4, 8])
+    ids = random_ids(40)
+    at8 = model.compress(ids, rate=8)
+    assert (at8.rate, at8.num_slots, model.compress(ids).num_slots) == (8, 5, 10)
+    torch.testing.assert_close(at8.states, model.compress(ids).states[1::2])  # the last token of every 8
+    assert len(model.generate_ids(at8, [1], max_new_tokens=2)) == 2
+    with pytest.raises(ValueError, match="trained at rate 4/8, not 16"):
+        model.compress(ids, rate=16)
+    with pytest.raises(MemoryMismatchError, match="rate=8"):
+        make_rcc().generate_ids(at8, [1], max_new_tokens=1)
+
+
 @pytest.mark.parametrize("bad", ["", [], torch.zeros(0, dtype=torch.long)])
 def test_empty_input_raises_value_error(bad):
     model = make_rcc()

@@ -185,8 +185,8 @@ def test_a_run_from_the_slot_cache_trains_without_the_encoder(run_config, tmp_pa
     config.train_encoder, config.slot_cache, config.eval_every = False, 100, 100
     encoded = []
     original = RCCModel.encode_windows
-    monkeypatch.setattr(RCCModel, "encode_windows", lambda self, ids, lengths: encoded.append(len(lengths))
-                        or original(self, ids, lengths))
+    monkeypatch.setattr(RCCModel, "encode_windows", lambda self, ids, lengths, rate=None: encoded.append(len(lengths))
+                        or original(self, ids, lengths, rate))
     train(config)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["event"] == "train"] == [1, 2, 3, 4]
@@ -206,3 +206,25 @@ def test_a_run_from_init_continues_at_the_rate_the_config_asks(run_config, tmp_p
     second.window = 32
     with pytest.raises(ValueError, match="window=16"):
         train(second)
+
+
+def test_one_model_trains_at_several_rates_in_turn(run_config, tmp_path, monkeypatch):
+    from rcc_model.modeling import RCCModel
+
+    config = TrainConfig.load(run_config)
+    config.rate = [4, 8]
+    seen = []
+    original = RCCModel.forward
+    monkeypatch.setattr(RCCModel, "forward", lambda self, *a, rate=None, **k: (torch.is_grad_enabled() and
+                        seen.append(rate)) or original(self, *a, rate=rate, **k))
+    train(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if r["event"] == "eval"]
+    assert [sorted(r["heldout_loss_by_rate"]) for r in evals] == [["4", "8"]] * 3
+    assert all(r["heldout_loss"] == r["heldout_loss_by_rate"]["4"] for r in evals)
+    assert seen == [4, 8, 4, 8]  # the training steps
+    model = RCCModel.from_pretrained(tmp_path / "run" / "final")
+    assert (model.config.rate, model.config.trained_rates) == (4, [4, 8])
+    config.slot_cache, config.train_encoder, config.out = 8, False, str(tmp_path / "cached")
+    with pytest.raises(ValueError, match="one rate"):
+        train(config)
