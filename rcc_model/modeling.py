@@ -110,8 +110,9 @@ class RCCModel(nn.Module, GenerationMixin):
                         cache_dir: str | Path | None = None, rate: int | None = None) -> RCCModel:
         """Load a checkpoint folder or a packaged name ("default") onto its base model.
 
-        `rate` reads the checkpoint at another compression rate than the one it was trained at: a
-        measurement tool (BLEU vs rate); quality at a rate comes from training at that rate.
+        `rate` picks the default among a multi-rate checkpoint's `trained_rates`; any other rate reads the
+        checkpoint where it was never trained: a measurement tool (BLEU vs rate), since quality at a rate
+        comes from training at that rate.
         """
         from rcc_model.checkpoint import load_checkpoint
 
