@@ -27,21 +27,22 @@ from rcc_model.training.state import load_training_state, save_training_state
 
 def build_model(config: TrainConfig, dtype: str) -> RCCModel:
     rates = config.rates
+    default = rates[0] if rates else None
+    several = sorted(set(rates)) if rates and len(set(rates)) > 1 else None  # RCCConfig.rates
     if config.init:
-        model = RCCModel.from_pretrained(config.init, dtype=dtype, device="cpu", rate=rates and rates[0])
+        model = RCCModel.from_pretrained(config.init, dtype=dtype, device="cpu", rate=default)
         if (model.config.window, model.config.padding) != (config.window, config.padding):
             raise ValueError(f"{config.init} uses window={model.config.window}, padding={model.config.padding!r}; "
                              f"the config says window={config.window}, padding={config.padding!r}")
         if rates:  # from here on it trains at these rates
             model.config.extra.pop("trained_rate", None)
-            model.config.rates = sorted(set(rates)) if len(rates) > 1 else None
+            model.config.rates = several
         return model
     lora = None
     if config.trainable == "bridges+lora":
         lora = {**config.lora, "encoder": config.lora.get("encoder", True) and config.train_encoder}
-    rates = rates or [4]
-    return RCCModel.from_base(config.base, rate=rates[0], window=config.window, dtype=dtype, device="cpu",
-                              padding=config.padding, lora=lora, rates=sorted(set(rates)) if len(rates) > 1 else None)
+    return RCCModel.from_base(config.base, rate=default or 4, window=config.window, dtype=dtype, device="cpu",
+                              padding=config.padding, lora=lora, rates=several)
 
 
 def mark_trainable(model: RCCModel, trainable: str) -> list[torch.nn.Parameter]:
