@@ -40,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
-        by_rate = [  # one extra model alive at a time
-            protocols.reconstruction(model if r == model.config.rate else load_model(args, rate=r), tokens,
-                                     windows=args.windows, stop_at_eos=args.stop_at_eos) for r in args.rates]
+        trained = model.config.trained_rates
+        by_rate = [  # a rate it was never trained at needs its own copy: one extra model alive at a time
+            protocols.reconstruction(model if r in trained else load_model(args, rate=r), tokens,
+                                     windows=args.windows, stop_at_eos=args.stop_at_eos,
+                                     rate=r if r in trained else None) for r in args.rates]
         result = {"trained_rates": model.config.trained_rates, "length": by_rate[0]["length"], "by_rate": by_rate}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,

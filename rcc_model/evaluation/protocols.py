@@ -30,9 +30,11 @@ def first_integer(text: str) -> str | None:
 
 
 def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed: int = 0,
-                   batch_size: int = 8, stop_at_eos: bool = False) -> dict:
-    """Compress held-out windows of W tokens one by one and regenerate them greedily, each to its known
-    length as `RCCModel.reconstruct` does (or, with `stop_at_eos`, until the decoder emits EOS)."""
+                   batch_size: int = 8, stop_at_eos: bool = False, rate: int | None = None) -> dict:
+    """Compress held-out windows of W tokens one by one at `rate` (the model's default, or another of its
+    trained rates) and regenerate them greedily, each to its known length as `RCCModel.reconstruct` does
+    (or, with `stop_at_eos`, until the decoder emits EOS)."""
+    rate = model.config.rate if rate is None else rate
     rng = random.Random(seed)
     width = model.config.window
     starts = sorted(rng.randrange(0, len(tokens) - width) for _ in range(windows))
@@ -40,16 +42,16 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     generated: list[list[int]] = []
     for i in range(0, len(references), batch_size):
         chunk = references[i:i + batch_size]
-        memories = model.compress(chunk)
+        memories = model.compress(chunk, rate=rate)
         generated += [row[:width] for row in model.generate_ids(
             memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width)]
-    own = _teacher_forced_loss(model, references, references, batch_size)
-    other = _teacher_forced_loss(model, references[1:] + references[:1], references, batch_size)
+    own = _teacher_forced_loss(model, references, references, batch_size, rate)
+    other = _teacher_forced_loss(model, references[1:] + references[:1], references, batch_size, rate)
     decode = model.tokenizer.decode
     hyp_text = [decode(g, skip_special_tokens=True) for g in generated]
     ref_text = [decode(r, skip_special_tokens=True) for r in references]
     return {
-        "rate": model.config.rate, "window": width, "windows": windows,
+        "rate": rate, "window": width, "windows": windows,
         "length": "until EOS" if stop_at_eos else "the window's token count",
         "teacher_forced_loss": own, "loss_with_another_windows_memory": other,
         "bleu4": metrics.corpus_bleu4([h.split() for h in hyp_text], [r.split() for r in ref_text]),
@@ -62,7 +64,7 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
 
 @torch.no_grad()
 def _teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: list[list[int]],
-                         batch_size: int) -> float:
+                         batch_size: int, rate: int) -> float:
     """Mean cross-entropy of regenerating `targets` from the memory of `contexts`: with another window's
     memory it measures what the decoder guesses without the right memory, so the gap is what it reads."""
     losses = []
@@ -70,7 +72,7 @@ def _teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: li
         examples = [Example(c, [], t) for c, t in zip(contexts[i:i + batch_size], targets[i:i + batch_size])]
         batch = collate(examples, model.config.window, model.config.padding).to(model.device)
         losses.append(model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
-                            batch.attention_mask, batch.labels, train_encoder=False).item())
+                            batch.attention_mask, batch.labels, train_encoder=False, rate=rate).item())
     return float(np.mean(losses))
 
 

@@ -19,6 +19,13 @@ def test_reconstruction_reports_every_measure(text_rcc, smollm2_tokenizer):
     assert result["teacher_forced_loss"] > 0 and result["loss_with_another_windows_memory"] > 0
 
 
+def test_reconstruction_reads_a_multi_rate_model_at_each_of_its_rates(text_rcc, smollm2_tokenizer):
+    text_rcc.config.rates = [4, 8]
+    tokens = np.asarray(smollm2_tokenizer("The keeper wrote the date in the log. " * 60)["input_ids"])
+    at4, at8 = (protocols.reconstruction(text_rcc, tokens, windows=2, batch_size=2, rate=r) for r in (4, 8))
+    assert (at4["rate"], at8["rate"]) == (4, 8)
+    assert at4["teacher_forced_loss"] != at8["teacher_forced_loss"]  # half the slots: a different memory
+
 def test_passkey_and_needle_fill_their_grids(text_rcc, smollm2_tokenizer):
     result = protocols.passkey(text_rcc, lengths=[100, 200], depths=[0.2, 0.8], trials=1)
     assert [(c["length"], c["depth"]) for c in result["cells"]] == [(100, .2), (100, .8), (200, .2), (200, .8)]
