@@ -44,14 +44,26 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.model.encode_text(text)) if text else 0
 
-    def memory_for(self, text: str, store: Any = None) -> tuple[CompressedMemory, bool]:
-        """(memory of `text`, whether it came from a cache): the in-process cache, then `store` (any
+    def check_rate(self, rate: int | None = None) -> int:
+        """`rate`, or the model's default; one the model was never trained at is refused here, before any
+        text is compressed (reading memory at such a rate gives noise)."""
+        trained = self.model.config.trained_rates
+        if rate is None:
+            return self.model.config.rate
+        if rate not in trained:
+            raise ValueError(f"{self.model.config.base} RCC was trained at rate {'/'.join(map(str, trained))}, "
+                             f"not {rate}")
+        return rate
+
+    def memory_for(self, text: str, store: Any = None, rate: int | None = None) -> tuple[CompressedMemory, bool]:
+        """(memory of `text` at `rate`, whether it came from a cache): the in-process cache, then `store` (any
         LangChain-style `ByteStore`: `mget`/`mset` of bytes, e.g. a `LocalFileStore` that outlives the
         process), then compression, whose result goes into both. A damaged or foreign store entry is
         recompressed and overwritten."""
         if not text.strip():
             raise ValueError("cannot compress an empty document")
-        key = (self.model.fingerprint, self.model.config.rate, hashlib.sha256(text.encode()).hexdigest())
+        rate = self.check_rate(rate)
+        key = (self.model.fingerprint, rate, hashlib.sha256(text.encode()).hexdigest())
         store_key = "rcc-memory/{}/r{}/{}".format(*key)  # a multi-rate model keeps one memory per rate
         with self.lock:
             if key in self._cache:
@@ -60,7 +72,7 @@ class Engine:
             memory = self._from_store(store, store_key)
             cached = memory is not None
             if memory is None:
-                memory = self.model.compress(text)
+                memory = self.model.compress(text, rate=rate)
                 self.compressions += 1
                 if store is not None:
                     store.mset([(store_key, memory.to_bytes())])
@@ -81,16 +93,17 @@ class Engine:
             return None
         return memory
 
-    def resolve(self, pieces: list[str | CompressedMemory], store: Any = None) -> tuple[CompressedMemory, int, int]:
-        """One memory reading all pieces in order (texts compressed or taken from a cache), with how many
-        of its tokens were read from existing memory and how many were compressed now."""
+    def resolve(self, pieces: list[str | CompressedMemory], store: Any = None, rate: int | None = None
+                ) -> tuple[CompressedMemory, int, int]:
+        """One memory reading all pieces in order (texts compressed at `rate` or taken from a cache), with
+        how many of its tokens were read from existing memory and how many were compressed now."""
         memories, read, created = [], 0, 0
         for piece in pieces:
             if isinstance(piece, CompressedMemory):
                 self.model.check_memory(piece)
                 memory, cached = piece, True
             else:
-                memory, cached = self.memory_for(piece, store)
+                memory, cached = self.memory_for(piece, store, rate)
             memories.append(memory)
             if cached:
                 read += memory.token_count
@@ -99,12 +112,13 @@ class Engine:
         merged = CompressedMemory.concat(memories) if memories else self.model.empty_memory()
         return merged, read, created
 
-    def prepare(self, conversation: DecoderInput, store: Any = None) -> tuple[CompressedMemory, int, int]:
+    def prepare(self, conversation: DecoderInput, store: Any = None, rate: int | None = None
+                ) -> tuple[CompressedMemory, int, int]:
         """`resolve` the conversation's memory; in instruction-reconstruction mode the question comes last."""
         pieces = conversation.pieces
         if conversation.question is not None:
             pieces = [*pieces, "\n\n" + conversation.question]
-        return self.resolve(pieces, store)
+        return self.resolve(pieces, store, rate)
 
     def answer(self, memory: CompressedMemory, conversation: DecoderInput, info: GenerationInfo,
                **sampling) -> Iterator[str]:

@@ -40,12 +40,15 @@ class RCCChatModel(BaseChatModel):
             llm.invoke("Hello!")
             report = Document(page_content=open("report.txt").read())
             llm.invoke("Who signed the report?", memory=[report])   # compressed once, cached
+            llm = ChatRCC(rate=8)  # a multi-rate model: 8x smaller memory than text, at some cost in recall
             llm = ChatRCC(memory_store=store)  # any ByteStore (LocalFileStore, Redis...): memory outlives the process
             for chunk in llm.stream([("system", long_text), ("human", "Summarise it.")]):
                 print(chunk.content, end="")
     """
 
     model: Any = Field(default="default", description="packaged name, checkpoint folder, or an RCCModel")
+    rate: int | None = Field(default=None, description="compression rate, one the model was trained at "
+                             "(default: the model's; a multi-rate model reads several)")
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
@@ -77,7 +80,7 @@ class RCCChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         model = self.model if isinstance(self.model, str) else self.model.fingerprint
-        return {"model": str(model), "max_tokens": self.max_tokens, "temperature": self.temperature,
+        return {"model": str(model), "rate": self.rate, "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "seed": self.seed, "stop": self.stop,
                 "compress_threshold": self.compress_threshold,
                 "instruction_reconstruction": self.instruction_reconstruction,
@@ -92,7 +95,9 @@ class RCCChatModel(BaseChatModel):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = engine_for(self.model)
+            engine = engine_for(self.model)
+            engine.check_rate(self.rate)
+            self._engine = engine
         return self._engine
 
     def get_token_ids(self, text: str) -> list[int]:
@@ -123,7 +128,6 @@ class RCCChatModel(BaseChatModel):
     def _chunks(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
                 ) -> Iterator[ChatGenerationChunk]:
         engine = self.engine
-        model = engine.model
         tools, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         kwargs.pop("ls_structured_output_format", None)
         decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
@@ -133,7 +137,7 @@ class RCCChatModel(BaseChatModel):
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         info = GenerationInfo()
         chat = decoder_input.chat
-        memory, read, created = engine.prepare(decoder_input, self.memory_store)
+        memory, read, created = engine.prepare(decoder_input, self.memory_store, self.rate)
         pieces: Iterator[str | dict]
         if decoder_input.question is None and tools and choice != "none":
             chat = _with_system_text(chat, tools_prompt(tools))
@@ -151,9 +155,9 @@ class RCCChatModel(BaseChatModel):
         usage = {"input_tokens": input_tokens, "output_tokens": info.output_tokens,
                  "total_tokens": input_tokens + info.output_tokens,
                  "input_token_details": {"cache_read": read, "cache_creation": created}}
-        metadata = {"model_name": self.model_name, "model_provider": "rcc", "compression_rate": model.config.rate,
-                    "memory_slots": memory.num_slots, "memory_tokens": memory.token_count,
-                    "finish_reason": info.finish_reason}
+        metadata = {"model_name": self.model_name, "model_provider": "rcc",
+                    "compression_rate": engine.check_rate(self.rate), "memory_slots": memory.num_slots,
+                    "memory_tokens": memory.token_count, "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))
 

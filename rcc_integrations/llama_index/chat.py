@@ -23,7 +23,7 @@ class RCCChatEngine(BaseChatEngine):
                  system_prompt: str | None = None):
         self.index = index
         self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens)
-        self.llm = RCCLLM(model=index.engine.model, max_tokens=max_tokens)
+        self.llm = RCCLLM(model=index.engine.model, rate=index.rate, max_tokens=max_tokens)
         self.prefix = [ChatMessage(role=MessageRole.SYSTEM, content=system_prompt)] if system_prompt else []
         self._memory = ChatMemoryBuffer.from_defaults(token_limit=10**9,
                                                       tokenizer_fn=index.engine.model.encode_text)

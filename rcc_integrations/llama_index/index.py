@@ -65,6 +65,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
             docs = SimpleDirectoryReader("reports/").load_data()
             index = RCCMemoryIndex.from_documents(docs, show_progress=True)   # default model
+            # or from_documents(docs, rate=8): a multi-rate model's smaller memory
             print(index.as_query_engine().query("Who signed the March report?"))
             index.persist("storage/")
             index = RCCMemoryIndex.load_from_disk("storage/")
@@ -74,9 +75,10 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
     def __init__(self, nodes: Sequence[BaseNode] | None = None, index_struct: RCCMemoryStruct | None = None,
                  storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
-                 memory_budget: int | None = None, batch_size: int = 8, persist_dir: str | Path | None = None,
-                 show_progress: bool = False, **kwargs: Any):
+                 rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
+                 persist_dir: str | Path | None = None, show_progress: bool = False, **kwargs: Any):
         self._engine: Engine = engine_for(model)
+        self.rate = self._engine.check_rate(rate)  # a loaded index keeps the rate it was built at
         self._memories: dict[str, CompressedMemory] = {}
         self.memory_budget = memory_budget
         self.batch_size = batch_size
@@ -85,7 +87,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         super().__init__(nodes=nodes, index_struct=index_struct, storage_context=storage_context,
                          transformations=[WholeDocuments()], show_progress=show_progress, **kwargs)
         if index_struct is not None:
-            self._load_memories(Path(persist_dir) if persist_dir else None)
+            self._load_memories(Path(persist_dir) if persist_dir else None, rate_given=rate is not None)
 
     @classmethod
     def from_documents(cls, documents: Sequence[Document], storage_context: StorageContext | None = None,
@@ -109,7 +111,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         if empty:
             raise ValueError(f"cannot index empty documents: {empty[:5]}")
         with self._engine.lock:
-            memories = self._engine.model.compress(texts, batch_size=self.batch_size, progress=self._show_progress)
+            memories = self._engine.model.compress(texts, batch_size=self.batch_size, progress=self._show_progress,
+                                                   rate=self.rate)
         self._engine.compressions += len(texts)
         for node, memory in zip(nodes, memories):
             self._memories[node.node_id] = memory
@@ -189,7 +192,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                                     "shape": list(memory.states.shape), "dtype": str(memory.dtype)}
             model = self._engine.model
             manifest = {"format": "rcc-memory-index", "version": 1, "fingerprint": model.fingerprint,
-                        "base": model.config.base, "rate": model.config.rate, "window": model.config.window,
+                        "base": model.config.base, "rate": self.rate, "window": model.config.window,
                         "index_id": self.index_id, "entries": entries}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return target
@@ -202,9 +205,9 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
         return load_index_from_storage(storage_context, model=model, persist_dir=persist_dir, **kwargs)
 
-    def _load_memories(self, persist_dir: Path | None) -> None:
-        """Read the memory files named by the manifest; refuse another model's, report damaged ones (they
-        are rebuilt from the stored text on first use) and keep the rest."""
+    def _load_memories(self, persist_dir: Path | None, rate_given: bool) -> None:
+        """Read the memory files named by the manifest; refuse another model's (or, with `rate=`, another
+        rate's), report damaged ones (they are rebuilt from the stored text on first use) and keep the rest."""
         if persist_dir is None or not (persist_dir / MANIFEST).is_file():
             warnings.warn("no RCC memory manifest given: documents will be compressed again on first use",
                           stacklevel=3)
@@ -216,6 +219,11 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 f"{persist_dir} was built by model {manifest.get('fingerprint')} (base {manifest.get('base')!r}); "
                 f"this is model {model.fingerprint}: load it with that model, or rebuild the index"
             )
+        built_at = manifest.get("rate", self.rate)
+        if built_at != self.rate and rate_given:
+            raise MemoryMismatchError(f"{persist_dir} holds memory compressed at rate {built_at}, not {self.rate}: "
+                                      "load it without rate=, or rebuild the index at that rate")
+        self.rate = self._engine.check_rate(built_at)
         for node_id, entry in manifest["entries"].items():
             path = persist_dir / MEMORY_FOLDER / entry["file"]
             try:

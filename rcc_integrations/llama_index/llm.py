@@ -47,6 +47,8 @@ class RCCLLM(LLM):
     """
 
     model: Any = Field(default="default", description="packaged name, checkpoint folder, or an RCCModel")
+    rate: int | None = Field(default=None, description="compression rate, one the model was trained at "
+                             "(default: the model's; a multi-rate model reads several)")
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
@@ -68,7 +70,9 @@ class RCCLLM(LLM):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = engine_for(self.model)
+            engine = engine_for(self.model)
+            engine.check_rate(self.rate)
+            self._engine = engine
         return self._engine
 
     @property
@@ -80,6 +84,7 @@ class RCCLLM(LLM):
 
             facts = describe(self.model)
             rate, positions, name = facts["rate"], facts["max_positions"], str(self.model)
+        rate = self.rate or rate
         return LLMMetadata(context_window=(positions - self.max_tokens) * rate, num_output=self.max_tokens,
                            is_chat_model=True, is_function_calling_model=False, model_name=name)
 
@@ -101,7 +106,7 @@ class RCCLLM(LLM):
                                 self.instruction_reconstruction, pieces)
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
-        memory, read, created = engine.prepare(conversation)
+        memory, read, created = engine.prepare(conversation, rate=self.rate)
         info = GenerationInfo()
         if tools:
             observed = turns[-1][1].startswith("Observation:")

@@ -40,7 +40,7 @@ class RCCMemoryRetriever(BaseRetriever):
         if total <= self.budget:
             scored = [(node_id, 1.0) for node_id in ids]
         else:
-            query, _ = self.index.engine.memory_for(query_bundle.query_str)
+            query, _ = self.index.engine.memory_for(query_bundle.query_str, rate=self.index.rate)
             gist = _signature(query)
             ranked = sorted(ids, key=lambda i: -float(_signature(memories[i]) @ gist))
             scored, used = [], 0

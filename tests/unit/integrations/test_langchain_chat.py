@@ -28,6 +28,17 @@ def test_invoke_returns_text_usage_and_metadata(llm):
     assert message.response_metadata["finish_reason"] in ("stop", "length")
 
 
+def test_a_multi_rate_model_answers_at_the_rate_asked_for(text_rcc):
+    text_rcc.config.rates = [4, 8]
+    chat = [SystemMessage(LONG), HumanMessage("When did he write?")]
+    at4, at8 = (RCCChatModel(model=text_rcc, rate=r, max_tokens=4, compress_threshold=64).invoke(chat)
+                for r in (None, 8))
+    assert (at4.response_metadata["compression_rate"], at8.response_metadata["compression_rate"]) == (4, 8)
+    assert at8.response_metadata["memory_slots"] < at4.response_metadata["memory_slots"]
+    assert at8.usage_metadata["input_tokens"] == at4.usage_metadata["input_tokens"]  # the same text, read
+    with pytest.raises(ValueError, match="trained at rate 4/8, not 16"):
+        RCCChatModel(model=text_rcc, rate=16).invoke("Hello")
+
 def test_a_document_reused_across_calls_is_compressed_once(llm):
     before = llm.engine.compressions
     first = llm.invoke([SystemMessage(LONG), HumanMessage("Q1")])

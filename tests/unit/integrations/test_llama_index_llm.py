@@ -27,6 +27,13 @@ def test_chat_reads_long_messages_through_memory_and_reports_usage(llm):
     assert usage["completion_tokens"] > 0 and isinstance(response.message.content, str)
 
 
+def test_a_multi_rate_model_reads_at_the_rate_asked_for(text_rcc):
+    text_rcc.config.rates = [4, 8]
+    at4, at8 = (RCCLLM(model=text_rcc, rate=r, max_tokens=4, compress_threshold=64) for r in (None, 8))
+    assert at8.metadata.context_window == 2 * at4.metadata.context_window
+    slots4, slots8 = (llm.chat(messages()).raw["usage"]["memory_slots"] for llm in (at4, at8))
+    assert slots8 < slots4
+
 def test_stream_deltas_join_to_the_answer_and_the_last_carries_usage(llm):
     responses = list(llm.stream_chat(messages()))
     assert "".join(r.delta for r in responses) == responses[-1].message.content == llm.chat(messages()).message.content

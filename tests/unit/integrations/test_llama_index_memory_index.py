@@ -53,6 +53,19 @@ def test_persist_then_reload_gives_the_same_class_and_answers(index, text_rcc, t
     assert type(load_index_from_storage(context, model=text_rcc, persist_dir=tmp_path / "store")) is RCCMemoryIndex
 
 
+def test_an_index_built_at_another_rate_keeps_it_across_persist_and_load(text_rcc, tmp_path):
+    text_rcc.config.rates = [4, 8]
+    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc, rate=8)
+    assert {index.memory_of(node_id).rate for node_id in index.node_ids} == {8}
+    assert index.as_chat_engine(max_tokens=2).llm.rate == 8
+    answer = index.as_query_engine(max_tokens=4).query("Which office keeps a ledger?")
+    index.persist(tmp_path / "store")
+    loaded = RCCMemoryIndex.load_from_disk(tmp_path / "store", model=text_rcc)
+    assert loaded.rate == 8 and str(loaded.as_query_engine(max_tokens=4).query("Which office keeps a ledger?")) \
+        == str(answer)
+    with pytest.raises(MemoryMismatchError, match="rate 8, not 4"):
+        RCCMemoryIndex.load_from_disk(tmp_path / "store", model=text_rcc, rate=4)
+
 def test_another_models_index_is_refused(index, text_rcc, tmp_path):
     index.persist(tmp_path / "store")
     randomize_bridges(text_rcc)  # now computes something else
