@@ -1,7 +1,7 @@
 """Learning curve of a training run: Markdown table + PNG from its log.jsonl files.
 
     python benchmarks/training/report.py benchmarks/training/default_r4_log.jsonl
-    python benchmarks/training/report.py STAGE1.jsonl STAGE2.jsonl --out benchmarks/training/default_r4_curve
+    python benchmarks/training/report.py STAGE1.jsonl STAGE2.jsonl --out benchmarks/training/default_curve
 
 Several logs are stages of one model (each stage's config starts from the previous stage's result through
 `init`); their steps are laid end to end. Every (re)start is marked with the settings it started with: a
@@ -21,8 +21,25 @@ import matplotlib.pyplot as plt
 def describe(config: dict) -> str:
     objectives = ", ".join(f"{name} {weight:g}" for name, weight in config["objectives"].items())
     start = f"init {'/'.join(Path(config['init']).parts[-2:])}, " if config.get("init") else ""
+    rate = config.get("rate")
+    start += f"r = {'/'.join(map(str, rate)) if isinstance(rate, list) else rate}, " if rate else ""
     return (f"{start}{config['trainable']}, encoder {'trained' if config['train_encoder'] else 'frozen'}, "
             f"{objectives}, lr {config['lr']:g}, {config['steps']} scheduled steps, seed {config['seed']}")
+
+
+def heldout_by_rate(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
+    """Held-out loss per compression rate: a multi-rate stage logs one per rate; a single-rate stage, the
+    loss at the rate it trains (`rate: null` keeps the rate of the model it starts from)."""
+    series: dict[int, list[tuple[int, float]]] = {}
+    rate = None
+    for r in records:
+        if r["event"] == "start":
+            rate = r["config"].get("rate") or rate
+        elif r["event"] == "eval":
+            losses = r.get("heldout_loss_by_rate") or {rate: r["heldout_loss"]}
+            for key, loss in losses.items():
+                series.setdefault(int(key), []).append((r["step"], loss))
+    return series
 
 
 def read_stages(paths: list[Path]) -> list[dict]:
@@ -39,10 +56,11 @@ def main(paths: list[Path], out: Path) -> None:
     records = read_stages(paths)
     starts = [(r["step"], describe(r["config"])) for r in records if r["event"] == "start"]
     train = [(r["step"], r["loss"], r["context_tokens_per_s"]) for r in records if r["event"] == "train"]
-    heldout = [(r["step"], r["heldout_loss"]) for r in records if r["event"] == "eval"]
+    heldout = heldout_by_rate(records)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([s for s, _, _ in train], [loss for _, loss, _ in train], lw=0.8, label="train (5-step mean)")
-    ax.plot([s for s, _ in heldout], [loss for _, loss in heldout], "o-", label="held-out")
+    for rate, points in sorted(heldout.items()):
+        ax.plot([s for s, _ in points], [loss for _, loss in points], "o-", label=f"held-out, r = {rate}")
     for step, _ in starts[1:]:
         ax.axvline(step, color="grey", ls=":", lw=1)
     ax.set_xlabel("step (8 examples; dotted: resumed or next stage)")
@@ -55,10 +73,22 @@ def main(paths: list[Path], out: Path) -> None:
                        + ([f"--out {out}"] if len(paths) > 1 else []))
     lines = [f"# {out.name}", "", f"Command: `{command}`", "",
              "| (re)started at step | settings |", "|---:|---|", *[f"| {s} | {d} |" for s, d in starts], "",
-             "| step | held-out loss |", "|---:|---:|", *[f"| {s} | {loss:.3f} |" for s, loss in heldout], "",
+             *_heldout_table(heldout), "",
              "| step | train loss | context tokens/s |", "|---:|---:|---:|",
              *[f"| {s} | {loss:.3f} | {tps:.0f} |" for s, loss, tps in train]]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _heldout_table(heldout: dict[int, list[tuple[int, float]]]) -> list[str]:
+    rates = sorted(heldout)
+    by_step: dict[int, dict[int, float]] = {}
+    for rate in rates:
+        for step, loss in heldout[rate]:
+            by_step.setdefault(step, {})[rate] = loss
+    return ["| step | " + " | ".join(f"held-out loss, r = {rate}" for rate in rates) + " |",
+            "|---:|" + "---:|" * len(rates),
+            *[f"| {step} | " + " | ".join(f"{losses[rate]:.3f}" if rate in losses else "" for rate in rates) + " |"
+              for step, losses in sorted(by_step.items())]]
 
 
 if __name__ == "__main__":
