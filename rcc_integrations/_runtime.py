@@ -44,17 +44,6 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.model.encode_text(text)) if text else 0
 
-    def check_rate(self, rate: int | None = None) -> int:
-        """`rate`, or the model's default; one the model was never trained at is refused here, before any
-        text is compressed (reading memory at such a rate gives noise)."""
-        trained = self.model.config.trained_rates
-        if rate is None:
-            return self.model.config.rate
-        if rate not in trained:
-            raise ValueError(f"{self.model.config.base} RCC was trained at rate {'/'.join(map(str, trained))}, "
-                             f"not {rate}")
-        return rate
-
     def memory_for(self, text: str, store: Any = None, rate: int | None = None) -> tuple[CompressedMemory, bool]:
         """(memory of `text` at `rate`, whether it came from a cache): the in-process cache, then `store` (any
         LangChain-style `ByteStore`: `mget`/`mset` of bytes, e.g. a `LocalFileStore` that outlives the
@@ -62,7 +51,7 @@ class Engine:
         recompressed and overwritten."""
         if not text.strip():
             raise ValueError("cannot compress an empty document")
-        rate = self.check_rate(rate)
+        rate = self.model.check_rate(rate)
         key = (self.model.fingerprint, rate, hashlib.sha256(text.encode()).hexdigest())
         store_key = "rcc-memory/{}/r{}/{}".format(*key)  # a multi-rate model keeps one memory per rate
         with self.lock:

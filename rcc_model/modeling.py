@@ -209,8 +209,9 @@ class RCCModel(nn.Module, GenerationMixin):
         raise TypeError("compress() takes a string, a list of token ids, or a list of either")
 
     # ------------------------------------------------------------------ compression
-    def _rate(self, rate: int | None) -> int:
-        """`rate`, or the default one; a multi-rate model reads any rate it was trained at."""
+    def check_rate(self, rate: int | None = None) -> int:
+        """`rate`, or the default one; a multi-rate model reads any rate it was trained at, and any other
+        rate is refused (memory made there reads as noise)."""
         if rate is None:
             return self.config.rate
         if rate not in self.config.trained_rates:
@@ -226,7 +227,7 @@ class RCCModel(nn.Module, GenerationMixin):
         beyond a window's own slot count are zero. Differentiable (used by training).
         """
         out = self.encoder.base_model(input_ids=window_ids, output_hidden_states=True, use_cache=False)
-        rate = self._rate(rate)
+        rate = self.check_rate(rate)
         positions = [slot_positions(n, rate) for n in lengths]
         max_slots = max(len(p) for p in positions)
         index = torch.zeros(len(lengths), max_slots, dtype=torch.long)
@@ -253,7 +254,7 @@ class RCCModel(nn.Module, GenerationMixin):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
-        cfg, rate = self.config, self._rate(rate)
+        cfg, rate = self.config, self.check_rate(rate)
         per_doc = [split_windows(doc, cfg.window, cfg.padding) for doc in documents]
         storage = getattr(torch, cfg.memory_dtype)
         entries = len(bases.decoder_layers(self.encoder)) + 1
@@ -334,7 +335,7 @@ class RCCModel(nn.Module, GenerationMixin):
         """Training loss: compress each example's windows at `rate`, decode `[slots + input_ids]`,
         cross-entropy on `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in
         order. `window_states` (N_w, S_w, K, H), e.g. from a slot cache, replace the encoder pass."""
-        rate = self._rate(rate)
+        rate = self.check_rate(rate)
         if window_states is None:
             with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
                 window_states = self.encode_windows(window_ids, window_lengths, rate)  # (N_w, S_w, K, H)

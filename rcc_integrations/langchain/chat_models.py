@@ -96,7 +96,7 @@ class RCCChatModel(BaseChatModel):
     def engine(self) -> Engine:
         if self._engine is None:
             engine = engine_for(self.model)
-            engine.check_rate(self.rate)
+            engine.model.check_rate(self.rate)
             self._engine = engine
         return self._engine
 
@@ -156,7 +156,7 @@ class RCCChatModel(BaseChatModel):
                  "total_tokens": input_tokens + info.output_tokens,
                  "input_token_details": {"cache_read": read, "cache_creation": created}}
         metadata = {"model_name": self.model_name, "model_provider": "rcc",
-                    "compression_rate": engine.check_rate(self.rate), "memory_slots": memory.num_slots,
+                    "compression_rate": engine.model.check_rate(self.rate), "memory_slots": memory.num_slots,
                     "memory_tokens": memory.token_count, "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))

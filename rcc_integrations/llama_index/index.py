@@ -78,7 +78,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
                  persist_dir: str | Path | None = None, show_progress: bool = False, **kwargs: Any):
         self._engine: Engine = engine_for(model)
-        self.rate = self._engine.check_rate(rate)  # a loaded index keeps the rate it was built at
+        self.rate = self._engine.model.check_rate(rate)  # a loaded index keeps the rate it was built at
         self._memories: dict[str, CompressedMemory] = {}
         self.memory_budget = memory_budget
         self.batch_size = batch_size
@@ -223,7 +223,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         if built_at != self.rate and rate_given:
             raise MemoryMismatchError(f"{persist_dir} holds memory compressed at rate {built_at}, not {self.rate}: "
                                       "load it without rate=, or rebuild the index at that rate")
-        self.rate = self._engine.check_rate(built_at)
+        self.rate = self._engine.model.check_rate(built_at)
         for node_id, entry in manifest["entries"].items():
             path = persist_dir / MEMORY_FOLDER / entry["file"]
             try:

@@ -71,7 +71,7 @@ class RCCLLM(LLM):
     def engine(self) -> Engine:
         if self._engine is None:
             engine = engine_for(self.model)
-            engine.check_rate(self.rate)
+            engine.model.check_rate(self.rate)
             self._engine = engine
         return self._engine
 

@@ -34,7 +34,7 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     """Compress held-out windows of W tokens one by one at `rate` (the model's default, or another of its
     trained rates) and regenerate them greedily, each to its known length as `RCCModel.reconstruct` does
     (or, with `stop_at_eos`, until the decoder emits EOS)."""
-    rate = model.config.rate if rate is None else rate
+    rate = model.check_rate(rate)
     rng = random.Random(seed)
     width = model.config.window
     starts = sorted(rng.randrange(0, len(tokens) - width) for _ in range(windows))
