@@ -135,19 +135,16 @@ def pop_sampling(kwargs: dict[str, Any], owner: Any, stop: Sequence[str]) -> dic
             "top_p": kwargs.pop("top_p", owner.top_p), "seed": kwargs.pop("seed", owner.seed), "stop": stop}
 
 
-def engine_for(model: str | Path | RCCModel) -> Engine:
-    """The shared engine of a packaged name, a checkpoint folder, or an `RCCModel` instance (loaded once)."""
-    if isinstance(model, RCCModel):
-        key = f"instance:{id(model)}"
-        with _ENGINES_LOCK:
-            if key not in _ENGINES:
-                _ENGINES[key] = Engine(model)
-            return _ENGINES[key]
-    key = str(model)
+def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:
+    """The shared engine of a packaged name, a checkpoint folder, or an `RCCModel` instance (loaded once).
+    A `rate` the model was never trained at is refused here, before anything is compressed."""
+    key = f"instance:{id(model)}" if isinstance(model, RCCModel) else str(model)
     with _ENGINES_LOCK:
         if key not in _ENGINES:
-            _ENGINES[key] = Engine(RCCModel.from_pretrained(key))
-        return _ENGINES[key]
+            _ENGINES[key] = Engine(model if isinstance(model, RCCModel) else RCCModel.from_pretrained(key))
+        engine = _ENGINES[key]
+    engine.model.check_rate(rate)
+    return engine
 
 
 async def iterate_in_thread(make_iterator: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:

@@ -95,9 +95,7 @@ class RCCChatModel(BaseChatModel):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = engine_for(self.model)
-            engine.model.check_rate(self.rate)
-            self._engine = engine
+            self._engine = engine_for(self.model, self.rate)
         return self._engine
 
     def get_token_ids(self, text: str) -> list[int]:

@@ -70,9 +70,7 @@ class RCCLLM(LLM):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            engine = engine_for(self.model)
-            engine.model.check_rate(self.rate)
-            self._engine = engine
+            self._engine = engine_for(self.model, self.rate)
         return self._engine
 
     @property

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             protocols.reconstruction(model if r in trained else load_model(args, rate=r), tokens,
                                      windows=args.windows, stop_at_eos=args.stop_at_eos,
                                      rate=r if r in trained else None) for r in args.rates]
-        result = {"trained_rates": model.config.trained_rates, "length": by_rate[0]["length"], "by_rate": by_rate}
+        result = {"trained_rates": trained, "length": by_rate[0]["length"], "by_rate": by_rate}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
                                           stop_at_eos=args.stop_at_eos)
