@@ -27,10 +27,11 @@ def describe(config: dict) -> str:
             f"{objectives}, lr {config['lr']:g}, {config['steps']} scheduled steps, seed {config['seed']}")
 
 
-def heldout_by_rate(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
+def heldout_by_rate(records: list[dict]) -> dict[int | None, list[tuple[int, float]]]:
     """Held-out loss per compression rate: a multi-rate stage logs one per rate; a single-rate stage, the
-    loss at the rate it trains (`rate: null` keeps the rate of the model it starts from)."""
-    series: dict[int, list[tuple[int, float]]] = {}
+    loss at the rate it trains (`rate: null` keeps the rate of the model it starts from, unknown (None) when
+    no earlier stage's log says it)."""
+    series: dict[int | None, list[tuple[int, float]]] = {}
     rate = None
     for r in records:
         if r["event"] == "start":
@@ -38,7 +39,7 @@ def heldout_by_rate(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
         elif r["event"] == "eval":
             losses = r.get("heldout_loss_by_rate") or {rate: r["heldout_loss"]}
             for key, loss in losses.items():
-                series.setdefault(int(key), []).append((r["step"], loss))
+                series.setdefault(None if key is None else int(key), []).append((r["step"], loss))
     return series
 
 
@@ -59,8 +60,8 @@ def main(paths: list[Path], out: Path) -> None:
     heldout = heldout_by_rate(records)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([s for s, _, _ in train], [loss for _, loss, _ in train], lw=0.8, label="train (5-step mean)")
-    for rate, points in sorted(heldout.items()):
-        ax.plot([s for s, _ in points], [loss for _, loss in points], "o-", label=f"held-out, r = {rate}")
+    for rate in _rates(heldout):
+        ax.plot(*zip(*heldout[rate]), "o-", label=_heldout_label(rate))
     for step, _ in starts[1:]:
         ax.axvline(step, color="grey", ls=":", lw=1)
     ax.set_xlabel("step (8 examples; dotted: resumed or next stage)")
@@ -79,13 +80,21 @@ def main(paths: list[Path], out: Path) -> None:
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
-def _heldout_table(heldout: dict[int, list[tuple[int, float]]]) -> list[str]:
-    rates = sorted(heldout)
+def _rates(heldout: dict[int | None, list]) -> list[int | None]:
+    return sorted(heldout, key=lambda rate: (rate is None, rate or 0))
+
+
+def _heldout_label(rate: int | None) -> str:
+    return "held-out loss" if rate is None else f"held-out loss, r = {rate}"
+
+
+def _heldout_table(heldout: dict[int | None, list[tuple[int, float]]]) -> list[str]:
+    rates = _rates(heldout)
     by_step: dict[int, dict[int, float]] = {}
     for rate in rates:
         for step, loss in heldout[rate]:
             by_step.setdefault(step, {})[rate] = loss
-    return ["| step | " + " | ".join(f"held-out loss, r = {rate}" for rate in rates) + " |",
+    return ["| step | " + " | ".join(map(_heldout_label, rates)) + " |",
             "|---:|" + "---:|" * len(rates),
             *[f"| {step} | " + " | ".join(f"{losses[rate]:.3f}" if rate in losses else "" for rate in rates) + " |"
               for step, losses in sorted(by_step.items())]]
