@@ -87,7 +87,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         super().__init__(nodes=nodes, index_struct=index_struct, storage_context=storage_context,
                          transformations=[WholeDocuments()], show_progress=show_progress, **kwargs)
         if index_struct is not None:
-            self._load_memories(Path(persist_dir) if persist_dir else None, rate_given=rate is not None)
+            self._load_memories(Path(persist_dir) if persist_dir else None, requested_rate=rate)
 
     @classmethod
     def from_documents(cls, documents: Sequence[Document], storage_context: StorageContext | None = None,
@@ -205,9 +205,10 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
         return load_index_from_storage(storage_context, model=model, persist_dir=persist_dir, **kwargs)
 
-    def _load_memories(self, persist_dir: Path | None, rate_given: bool) -> None:
-        """Read the memory files named by the manifest; refuse another model's (or, with `rate=`, another
-        rate's), report damaged ones (they are rebuilt from the stored text on first use) and keep the rest."""
+    def _load_memories(self, persist_dir: Path | None, requested_rate: int | None) -> None:
+        """Read the memory files named by the manifest; refuse another model's (or another rate's than a
+        `requested_rate`; without one the index adopts the rate it was built at), report damaged ones (they
+        are rebuilt from the stored text on first use) and keep the rest."""
         if persist_dir is None or not (persist_dir / MANIFEST).is_file():
             warnings.warn("no RCC memory manifest given: documents will be compressed again on first use",
                           stacklevel=3)
@@ -220,9 +221,9 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 f"this is model {model.fingerprint}: load it with that model, or rebuild the index"
             )
         built_at = manifest.get("rate", self.rate)
-        if built_at != self.rate and rate_given:
-            raise MemoryMismatchError(f"{persist_dir} holds memory compressed at rate {built_at}, not {self.rate}: "
-                                      "load it without rate=, or rebuild the index at that rate")
+        if requested_rate is not None and built_at != requested_rate:
+            raise MemoryMismatchError(f"{persist_dir} holds memory compressed at rate {built_at}, not "
+                                      f"{requested_rate}: load it without rate=, or rebuild the index at that rate")
         self.rate = self._engine.model.check_rate(built_at)
         for node_id, entry in manifest["entries"].items():
             path = persist_dir / MEMORY_FOLDER / entry["file"]

@@ -24,6 +24,10 @@ from rcc_model.training.config import TrainConfig
 from rcc_model.training.slot_cache import build_slot_cache
 from rcc_model.training.state import load_training_state, save_training_state
 
+# Held-out batches come from this seed, not the run's: every run and stage is measured on the same examples,
+# so a learning curve across stages with different seeds is one yardstick.
+HELDOUT_SEED = 0
+
 
 def build_model(config: TrainConfig, dtype: str) -> RCCModel:
     rates = config.rates
@@ -125,8 +129,8 @@ def train(config: TrainConfig) -> Path:
     train_examples = build_objective(config, core, "train", config.slot_cache or None)
     heldout_examples = build_objective(config, core, "heldout")  # evaluated with the (frozen) encoder live
 
-    def batch_for(builder, *key):
-        rng = random.Random(json.dumps([config.seed, *key, accelerator.process_index]))
+    def batch_for(builder, seed, *key):
+        rng = random.Random(json.dumps([seed, *key, accelerator.process_index]))
         return collate([builder(rng) for _ in range(config.batch_size)], config.window, config.padding)
 
     def run(batch, train_encoder, rate):
@@ -141,7 +145,7 @@ def train(config: TrainConfig) -> Path:
         """Held-out loss at the default rate (and, for several rates, at each)."""
         model.eval()
         with torch.no_grad(), accelerator.autocast():
-            by_rate = {r: sum(run(batch_for(heldout_examples, "eval", i), False, r).item()
+            by_rate = {r: sum(run(batch_for(heldout_examples, HELDOUT_SEED, "eval", i), False, r).item()
                               for i in range(config.eval_batches)) / config.eval_batches for r in rates}
         model.train()
         record = {"heldout_loss": by_rate[core.config.rate]}
@@ -167,7 +171,7 @@ def train(config: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, step) * group["scale"]
         for micro in range(config.grad_accum):
-            batch = batch_for(train_examples, step, micro)
+            batch = batch_for(train_examples, config.seed, step, micro)
             with accelerator.accumulate(model), accelerator.autocast():
                 loss = run(batch, config.train_encoder, rates[(step * config.grad_accum + micro) % len(rates)])
                 accelerator.backward(loss)

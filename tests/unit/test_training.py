@@ -208,6 +208,23 @@ def test_a_run_from_init_continues_at_the_rate_the_config_asks(run_config, tmp_p
         train(second)
 
 
+def test_every_run_is_measured_on_the_same_heldout_batches_whatever_its_seed(run_config, tmp_path):
+    first = TrainConfig.load(run_config)
+    first.steps = 1
+    train(first)
+    logs = []
+    for seed in (1, 2):
+        stage = TrainConfig.load(run_config)
+        stage.init, stage.steps = str(tmp_path / "run" / "final"), 1
+        stage.out, stage.seed = str(tmp_path / f"s{seed}"), seed
+        train(stage)
+        logs.append([json.loads(line) for line in (tmp_path / f"s{seed}" / "log.jsonl").read_text().splitlines()])
+    heldout = [next(r["heldout_loss"] for r in log if r["event"] == "eval") for log in logs]
+    trained = [next(r["loss"] for r in log if r["event"] == "train") for log in logs]
+    assert heldout[0] == heldout[1]  # the same model on the same examples
+    assert trained[0] != trained[1]  # while training batches follow the seed
+
+
 def test_one_model_trains_at_several_rates_in_turn(run_config, tmp_path, monkeypatch):
     from rcc_model.modeling import RCCModel
 
