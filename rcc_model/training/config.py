@@ -30,6 +30,9 @@ class TrainConfig:
         objectives: weights of reconstruction, continuation, long_context, qa.
         span / cue / whole_window_share: reconstruction regenerates the whole window (that share of the
             examples) or a `span` after `cue` tokens of the text as a cue.
+        qa_haystack: share of qa examples whose document is hidden at a random depth inside real text of the
+            training stream, grown to a random length of up to `long_context_windows` windows (most generated
+            documents fit one window, so without it questions are never answered across many windows).
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
     """
@@ -51,6 +54,7 @@ class TrainConfig:
     whole_window_share: float = 0.5
     long_context_windows: int = 4
     qa_reconstruct_instruction: float = 0.5
+    qa_haystack: float = 0.0
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-3

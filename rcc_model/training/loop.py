@@ -77,7 +77,8 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: i
     }
     if config.objectives.get("qa", 0) > 0:
         builders["qa"] = objectives.question_answering(load_qa(data, split), model.tokenizer, config.window,
-                                                       config.long_context_windows, config.qa_reconstruct_instruction)
+                                                       config.long_context_windows, config.qa_reconstruct_instruction,
+                                                       tokens, config.qa_haystack)
     return objectives.mixture(builders, config.objectives)
 
 

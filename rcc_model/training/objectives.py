@@ -89,10 +89,15 @@ def long_context(tokens: np.ndarray, window: int, windows: int, span: int, cue: 
 
 
 def question_answering(examples: Sequence[QAExample], tokenizer, window: int, windows: int,
-                       reconstruct_instruction: float) -> Builder:
+                       reconstruct_instruction: float, haystack: np.ndarray | None = None,
+                       haystack_share: float = 0.0) -> Builder:
     """Answer generated questions from memory, in both prompt modes of the paper: the question in plain text
     through the chat template, or (with probability `reconstruct_instruction`) compressed after the context,
-    with the decoder regenerating it before answering."""
+    with the decoder regenerating it before answering.
+
+    The generated documents are mostly one window long; with probability `haystack_share` the document is
+    hidden at a random depth inside real text from the `haystack` token stream, grown to a random length of
+    up to `windows` windows, so the answer must be found among many slots (the needle setting)."""
     frame = instruction_frame(tokenizer)
     header = prompt_ids(tokenizer, frame.header)
     eos = [tokenizer.eos_token_id]
@@ -101,15 +106,25 @@ def question_answering(examples: Sequence[QAExample], tokenizer, window: int, wi
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def document(qa: QAExample, room: int, rng: random.Random) -> list[int]:
+        ids = encode(qa.context)[:room]
+        if haystack is None or not haystack_share or len(ids) >= room or rng.random() >= haystack_share:
+            return ids
+        extra = rng.randint(0, room - len(ids))
+        start = rng.randrange(0, len(haystack) - extra)
+        filler = haystack[start:start + extra].tolist()
+        cut = rng.randint(0, extra)
+        return filler[:cut] + ids + filler[cut:]
+
     def build(rng: random.Random) -> Example:
         qa = examples[rng.randrange(len(examples))]
         answer = encode(qa.answer) + eos
         if rng.random() < reconstruct_instruction:
             question = encode("\n\n" + qa.question)
-            context = encode(qa.context)[: budget - len(question)] + question
+            context = document(qa, budget - len(question), rng) + question
             return Example(context, header, encode(qa.question + frame.turn_end) + answer)
-        context = encode(qa.context)[:budget]
-        return Example(context, prompt_ids(tokenizer, [{"role": "user", "content": qa.question}]), answer)
+        return Example(document(qa, budget, rng), prompt_ids(tokenizer, [{"role": "user", "content": qa.question}]),
+                       answer)
 
     return build
 

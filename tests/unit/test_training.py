@@ -245,3 +245,29 @@ def test_one_model_trains_at_several_rates_in_turn(run_config, tmp_path, monkeyp
     config.slot_cache, config.train_encoder, config.out = 8, False, str(tmp_path / "cached")
     with pytest.raises(ValueError, match="one rate"):
         train(config)
+
+
+def _contains(haystack: list[int], needle: list[int]) -> int:
+    return next((i for i in range(len(haystack) - len(needle) + 1) if haystack[i:i + len(needle)] == needle), -1)
+
+
+def test_qa_documents_are_hidden_in_real_text_at_varied_lengths_and_depths(smollm2_tokenizer):
+    from rcc_model.data.qa import QAExample
+
+    doc = "The access code for the signal tower is 48213."
+    qa = [QAExample(doc, "What is the access code for the signal tower?", "48213", "fact")]
+    ids = smollm2_tokenizer(doc, add_special_tokens=False)["input_ids"]
+    stream = np.asarray(smollm2_tokenizer("Python's os module wraps the system calls of the platform. " * 200,
+                                          add_special_tokens=False)["input_ids"], dtype=np.uint32)
+    plain = objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=4, reconstruct_instruction=0,
+                                          haystack=stream, haystack_share=0.0)
+    assert plain(random.Random(0)).context == ids
+
+    hidden = objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=4, reconstruct_instruction=0.5,
+                                           haystack=stream, haystack_share=1.0)
+    examples = [hidden(random.Random(seed)) for seed in range(40)]
+    lengths = {len(e.context) for e in examples}
+    depths = {_contains(e.context, ids) for e in examples}
+    assert -1 not in depths and max(lengths) <= 32 * 4  # the document whole, within the budget
+    assert len(lengths) > 10 and len(depths) > 10 and max(lengths) > 32 * 2
+    assert all(e.target[-1] == smollm2_tokenizer.eos_token_id for e in examples)
