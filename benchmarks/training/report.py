@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt
 
 def describe(config: dict) -> str:
     objectives = ", ".join(f"{name} {weight:g}" for name, weight in config["objectives"].items())
+    if config.get("qa_haystack"):
+        objectives += f" ({config['qa_haystack']:g} of it hidden in up to {config['long_context_windows']} windows)"
     start = f"init {'/'.join(Path(config['init']).parts[-2:])}, " if config.get("init") else ""
     rate = config.get("rate")
     start += f"r = {'/'.join(map(str, rate)) if isinstance(rate, list) else rate}, " if rate else ""
@@ -29,15 +31,16 @@ def describe(config: dict) -> str:
 
 def heldout_by_rate(records: list[dict]) -> dict[int | None, list[tuple[int, float]]]:
     """Held-out loss per compression rate: a multi-rate stage logs one per rate; a single-rate stage, the
-    loss at the rate it trains (`rate: null` keeps the rate of the model it starts from, unknown (None) when
-    no earlier stage's log says it)."""
+    loss at the rate it trains (`rate: null` keeps the default rate of the model it starts from: the first of
+    a multi-rate stage's rates; unknown (None) when no earlier stage's log says it)."""
     series: dict[int | None, list[tuple[int, float]]] = {}
     rate = None
     for r in records:
         if r["event"] == "start":
             rate = r["config"].get("rate") or rate
         elif r["event"] == "eval":
-            losses = r.get("heldout_loss_by_rate") or {rate: r["heldout_loss"]}
+            default = rate[0] if isinstance(rate, list) else rate
+            losses = r.get("heldout_loss_by_rate") or {default: r["heldout_loss"]}
             for key, loss in losses.items():
                 series.setdefault(None if key is None else int(key), []).append((r["step"], loss))
     return series
