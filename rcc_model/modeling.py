@@ -27,6 +27,19 @@ from rcc_model.windows import num_slots, slot_positions, split_windows
 TokenInput = str | Sequence[int] | torch.Tensor
 
 
+def _length_groups(slots: Sequence[int], tokens: Sequence[int]) -> list[list[int]]:
+    """Rows of a training batch in at most two decoder calls, split where padding wastes the most: one
+    many-window QA context would otherwise pad every one-window example of the batch to its slot count, and
+    one whole-window target every short span to its length."""
+    order = sorted(range(len(slots)), key=lambda r: (slots[r], tokens[r]))
+
+    def cost(rows: list[int]) -> int:
+        return len(rows) * (max(slots[r] for r in rows) + max(tokens[r] for r in rows)) if rows else 0
+
+    best = min(range(len(order)), key=lambda k: cost(order[:k]) + cost(order[k:]))
+    return [group for group in (order[:best], order[best:]) if group]
+
+
 def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     """Short hash of named tensors, as bfloat16 bytes (so a bf16 export hashes like its fp32 source)."""
     digest = hashlib.sha256()
@@ -343,16 +356,24 @@ class RCCModel(nn.Module, GenerationMixin):
         for row, (owner, length) in enumerate(zip(window_owner, window_lengths)):
             per_example[owner].append(window_states[row, : num_slots(length, rate)])
         states = [torch.cat(parts) for parts in per_example]
-        slots = max(s.shape[0] for s in states)
-        padded = window_states.new_zeros(len(states), slots, *window_states.shape[2:])  # (B, P, K, H)
-        slot_mask = torch.zeros(len(states), slots, dtype=torch.long, device=input_ids.device)
-        for row, s in enumerate(states):
-            padded[row, slots - s.shape[0]:] = s
-            slot_mask[row, slots - s.shape[0]:] = 1
-        out = self.decode(padded, slot_mask, input_ids, attention_mask, logits_to_keep=input_ids.shape[1] + 1)
-        logits = out.logits[:, :-1].float()  # position P-1+j predicts input_ids[:, j]
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                           ignore_index=-100)
+        lengths = (attention_mask.cumsum(dim=1).argmax(dim=1) + 1).tolist()  # through each row's last token
+        targets = (labels != -100).sum().clamp(min=1)
+        loss = window_states.new_zeros((), dtype=torch.float32)
+        for rows in _length_groups([s.shape[0] for s in states], lengths):
+            slots, tokens = max(states[r].shape[0] for r in rows), max(lengths[r] for r in rows)
+            padded = window_states.new_zeros(len(rows), slots, *window_states.shape[2:])  # (B_g, P, K, H)
+            slot_mask = torch.zeros(len(rows), slots, dtype=torch.long, device=input_ids.device)
+            for i, r in enumerate(rows):
+                padded[i, slots - states[r].shape[0]:] = states[r]
+                slot_mask[i, slots - states[r].shape[0]:] = 1
+            index = torch.tensor(rows, device=input_ids.device)
+            out = self.decode(padded, slot_mask, input_ids[index, :tokens], attention_mask[index, :tokens],
+                              logits_to_keep=tokens + 1)
+            logits = out.logits[:, :-1].float()  # position P-1+j predicts input_ids[:, j]
+            loss = loss + nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                      labels[index, :tokens].reshape(-1), ignore_index=-100,
+                                                      reduction="sum")
+        return loss / targets
 
     @property
     def max_positions(self) -> int:

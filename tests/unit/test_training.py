@@ -57,6 +57,31 @@ def test_the_training_loss_is_the_decoders_cross_entropy_on_targets():
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_a_batch_of_one_and_many_window_contexts_has_the_loss_of_its_examples_decoded_alone():
+    """The loss is the mean over every target token of the batch, however its rows are grouped for decoding."""
+    model = make_rcc()
+    examples = [objectives.Example(list(range(1, 1 + n)), [5] * p, [6, 7, 8][:t])
+                for n, p, t in [(16, 1, 3), (70, 0, 2), (12, 2, 1), (16, 1, 3)]]
+    batch = collate(examples, window=16, padding="masked")
+    loss = model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
+                 batch.attention_mask, batch.labels)
+    sums, count = 0.0, 0
+    for example in examples:
+        alone = collate([example], window=16, padding="masked")
+        n = len(example.target)
+        sums += n * model(alone.window_ids, alone.window_lengths, alone.window_owner, alone.input_ids,
+                          alone.attention_mask, alone.labels)
+        count += n
+    torch.testing.assert_close(loss, sums / count, atol=1e-5, rtol=1e-5)
+
+
+def test_rows_are_split_where_padding_wastes_the_most():
+    from rcc_model.modeling import _length_groups
+
+    assert _length_groups([64] * 7 + [256], [150] * 8) == [list(range(7)), [7]]
+    assert _length_groups([64, 64], [150, 150]) == [[0, 1]]
+
+
 def test_gradients_reach_bridges_and_encoder():
     model = make_rcc(bridge_init="normal")
     batch = collate([objectives.Example(list(range(20)), [], [6, 7, 8])], window=16, padding="masked")

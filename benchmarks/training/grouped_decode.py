@@ -1,0 +1,82 @@
+"""Training step time with the decoder's rows in length groups vs one padded call, on the same batches.
+
+    python benchmarks/training/grouped_decode.py --config configs/default_stage6.json --batches 6
+
+A batch mixes one-window examples (64 slots at r = 4) with QA documents hidden in up to four windows of text
+(`qa_haystack`, up to 256 slots), and whole-window reconstruction targets (256 tokens) with 120-token spans.
+One decoder call pads every row to the most slots and the longest target; `RCCModel.forward` splits the rows
+in two groups where that padding wastes the most. Both modes run forward + backward (bf16 autocast,
+the config's trainable parameters) on each batch in turn, the first of the pair alternating, so they see the
+same examples and the same machine load; writes grouped_decode.{md,json} next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+HERE = Path(__file__).parent
+
+
+def step_seconds(model, batch, params) -> float:
+    began = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
+                     batch.attention_mask, batch.labels)
+    loss.backward()
+    for p in params:
+        p.grad = None
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    from rcc_model import modeling
+    from rcc_model.training.batch import collate
+    from rcc_model.training.config import TrainConfig
+    from rcc_model.training.loop import HELDOUT_SEED, build_model, build_objective, mark_trainable
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/default_stage6.json")
+    parser.add_argument("--batches", type=int, default=6)
+    args = parser.parse_args()
+    config = TrainConfig.load(args.config)
+    model = build_model(config, "bfloat16")
+    params = mark_trainable(model, config.trainable)
+    build = build_objective(config, model, "heldout")
+    one_call = mock.patch.object(modeling, "_length_groups", lambda slots, tokens: [list(range(len(slots)))])
+    rows = []
+    for i in range(args.batches + 1):  # the first batch warms up and is not counted
+        batch = collate([build(random.Random(f"{HELDOUT_SEED}-{i}-{j}")) for j in range(config.batch_size)],
+                        config.window, config.padding)
+        timings = {}
+        for mode in (("one call", "grouped") if i % 2 else ("grouped", "one call")):  # alternate who goes first
+            with one_call if mode == "one call" else contextlib.nullcontext():
+                timings[mode] = step_seconds(model, batch, params)
+        padded, grouped = timings["one call"], timings["grouped"]
+        windows = [batch.window_owner.count(r) for r in range(config.batch_size)]
+        rows.append({"batch": i, "windows_per_example": windows, "one_call_s": padded, "grouped_s": grouped})
+        print(rows[-1], flush=True)
+    timed = rows[1:]
+    one, two = statistics.mean(r["one_call_s"] for r in timed), statistics.mean(r["grouped_s"] for r in timed)
+    command = f"python benchmarks/training/grouped_decode.py --config {args.config} --batches {args.batches}"
+    lines = ["# Decoder rows in length groups vs one padded call (forward + backward, bf16, this 2-core CPU)", "",
+             f"Command: `{command}`", "",
+             "| batch | context windows per example | one call (s) | grouped (s) |", "|---:|---|---:|---:|"]
+    lines += [f"| {r['batch']} | {' '.join(map(str, r['windows_per_example']))} | {r['one_call_s']:.1f} | "
+              f"{r['grouped_s']:.1f} |" for r in timed]
+    lines += ["", f"Mean: one call {one:.1f} s, grouped {two:.1f} s per batch ({one / two:.2f}x)."]
+    (HERE / "grouped_decode.md").write_text("\n".join(lines) + "\n")
+    (HERE / "grouped_decode.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
