@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from unittest import mock
@@ -24,6 +24,8 @@ from unittest import mock
 import torch
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+from _report import write_report  # noqa: E402
 
 
 def step_seconds(model, batch, params) -> float:
@@ -67,15 +69,13 @@ def main() -> None:
     timed = rows[1:]
     one, two = statistics.mean(r["one_call_s"] for r in timed), statistics.mean(r["grouped_s"] for r in timed)
     command = f"python benchmarks/training/grouped_decode.py --config {args.config} --batches {args.batches}"
-    lines = ["# Decoder rows in length groups vs one padded call (forward + backward, bf16, this 2-core CPU)", "",
-             f"Command: `{command}`", "",
-             "| batch | context windows per example | one call (s) | grouped (s) |", "|---:|---|---:|---:|"]
-    lines += [f"| {r['batch']} | {' '.join(map(str, r['windows_per_example']))} | {r['one_call_s']:.1f} | "
+    table = ["| batch | context windows per example | one call (s) | grouped (s) |", "|---:|---|---:|---:|"]
+    table += [f"| {r['batch']} | {' '.join(map(str, r['windows_per_example']))} | {r['one_call_s']:.1f} | "
               f"{r['grouped_s']:.1f} |" for r in timed]
-    lines += ["", f"Mean: one call {one:.1f} s, grouped {two:.1f} s per batch ({one / two:.2f}x)."]
-    (HERE / "grouped_decode.md").write_text("\n".join(lines) + "\n")
-    (HERE / "grouped_decode.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
-    print("\n".join(lines))
+    table += ["", f"Mean: one call {one:.1f} s, grouped {two:.1f} s per batch ({one / two:.2f}x)."]
+    write_report(HERE / "grouped_decode",
+                 "Decoder rows in length groups vs one padded call (forward + backward, bf16, this 2-core CPU)",
+                 command, table, {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 from _child import report, run_child  # noqa: E402
+from _report import write_report  # noqa: E402
 
 VARIANTS = {
     "naive fp32 loop (recipe, fp32)": {"precision": "no"},
@@ -71,14 +72,12 @@ def main() -> None:
         print(rows[-1], flush=True)
     naive = rows[0]["context_tokens_per_s"]
     command = f"python benchmarks/training/throughput.py --data {args.data} --steps {args.steps}"
-    lines = ["# Training throughput, SmolLM2-135M RCC (r = 4, W = 256, batch 8), this 2-core CPU", "",
-             f"Command: `{command}`", "",
-             "| variant | context tokens/s | s/step | vs naive fp32 |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['variant']} | {r['context_tokens_per_s']:.0f} | {r['seconds_per_step']:.1f} | "
+    table = ["| variant | context tokens/s | s/step | vs naive fp32 |", "|---|---:|---:|---:|"]
+    table += [f"| {r['variant']} | {r['context_tokens_per_s']:.0f} | {r['seconds_per_step']:.1f} | "
               f"{r['context_tokens_per_s'] / naive:.1f}x |" for r in rows]
-    (HERE / "throughput.md").write_text("\n".join(lines) + "\n")
-    (HERE / "throughput.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
-    print("\n".join(lines))
+    write_report(HERE / "throughput",
+                 "Training throughput, SmolLM2-135M RCC (r = 4, W = 256, batch 8), this 2-core CPU",
+                 command, table, {"rows": rows})
 
 
 if __name__ == "__main__":

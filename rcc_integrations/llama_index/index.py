@@ -77,7 +77,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                  storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
                  persist_dir: str | Path | None = None, show_progress: bool = False, **kwargs: Any):
-        self._engine: Engine = engine_for(model, rate)
+        self._engine: Engine = engine_for(model)
         self.rate = self._engine.model.check_rate(rate)  # a loaded index keeps the rate it was built at
         self._memories: dict[str, CompressedMemory] = {}
         self.memory_budget = memory_budget
