@@ -14,6 +14,14 @@ DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 BridgeInit = Literal["identity", "normal"]
 
 
+def check_rates(rates: list[int], window: int) -> None:
+    """Each slot summarises r whole tokens of one window, so every rate must divide the window."""
+    for rate in rates:
+        if not isinstance(rate, int) or rate < 1 or window % rate:
+            raise ValueError(f"`rate` must be a positive integer that divides `window`, got rate={rate!r}, "
+                             f"window={window}")
+
+
 @dataclass
 class RCCConfig:
     """Configuration of an RCC encoder-decoder pair built from one base causal LM.
@@ -62,9 +70,7 @@ class RCCConfig:
             self.rates = sorted({int(r) for r in self.rates})
             if self.rate not in self.rates:
                 raise ValueError(f"`rates` must include `rate`, got rate={self.rate}, rates={self.rates}")
-        for rate in self.trained_rates:
-            if rate < 1 or self.window % rate:
-                raise ValueError(f"`rate` must be positive and divide `window`, got rate={rate}, window={self.window}")
+        check_rates(self.trained_rates, self.window)
         if self.padding not in ("masked", "tile"):
             raise ValueError(f"`padding` must be 'masked' or 'tile', got padding={self.padding!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..config import check_rates
+
 TRAINABLE = ("bridges", "bridges+lora", "bridges+decoder", "all")
 
 
@@ -76,8 +78,10 @@ class TrainConfig:
             raise ValueError(f"`trainable` must be one of {TRAINABLE}, got {self.trainable!r}")
         if self.precision not in ("bf16", "fp16", "no"):
             raise ValueError(f"`precision` must be bf16, fp16 or no, got {self.precision!r}")
-        if self.rates is not None and (not self.rates or any(r < 1 or self.window % r for r in self.rates)):
-            raise ValueError(f"`rate` must be positive and divide `window` ({self.window}), got {self.rate}")
+        if self.rates is not None:  # checked here too, so a bad config fails before a model loads
+            if not self.rates:
+                raise ValueError("`rate` must name at least one rate, got []")
+            check_rates(self.rates, self.window)
         if self.slot_cache:
             if self.train_encoder:
                 raise ValueError("`slot_cache` needs a frozen encoder: set `train_encoder` to false")

@@ -100,6 +100,9 @@ def test_warmup_then_cosine_schedule():
 def test_bad_training_settings_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="trainable"):
         TrainConfig(data="d", out="o", trainable="encoder-only")
+    for rate, match in [(6, "rate=6, window=256"), ([4, 0], "rate=0"), ([], "at least one rate")]:
+        with pytest.raises(ValueError, match=match):  # before any model loads
+            TrainConfig(data="d", out="o", rate=rate)
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"data": "d", "out": "o", "learning_rate": 1}))
     with pytest.raises(ValueError, match="unknown training settings"):
