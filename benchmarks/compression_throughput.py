@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 from _child import peak_rss_gib, report, run_child
+from _report import machine, write_report
 
 HERE = Path(__file__).parent
 
@@ -122,11 +122,12 @@ def main() -> None:
         rows.append(run_child(__file__, "--child", "rcc", "--n", str(n), "--batch-size", str(args.batch_size)))
         print(rows[-1])
 
-    machine = f"{platform.processor() or platform.machine()}, {rows[0]['threads']} threads, {platform.system()}"
-    lines = [
-        "# Compression throughput and peak memory (SmolLM2-135M base, r = 4, W = 256)", "",
-        f"Machine: {machine}. Command: `python benchmarks/compression_throughput.py "
-        f"--lengths {' '.join(map(str, args.lengths))}`.", "",
+    command = f"python benchmarks/compression_throughput.py --lengths {' '.join(map(str, args.lengths))}"
+    write(bound, rows, command)
+
+
+def write(bound: dict, rows: list[dict], command: str) -> None:
+    body = [
         f"Roofline: bf16 matmul {bound['bfloat16_matmul_gflops']:.0f} GFLOP/s, fp32 "
         f"{bound['float32_matmul_gflops']:.0f} GFLOP/s; {bound['encoder_params_without_embeddings'] / 1e6:.1f}M "
         f"non-embedding encoder parameters -> at most {bound['bfloat16_roofline_tokens_per_s']:.0f} tokens/s "
@@ -137,16 +138,15 @@ def main() -> None:
     ]
     for r in rows:
         working = r["peak_rss_gib"] - r["rss_after_load_gib"] - r["memory_gib"]
-        lines.append(
+        body.append(
             f"| {r['method']} | {r['tokens']:,} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | "
             f"{100 * r['tokens_per_s'] / bound['bfloat16_roofline_tokens_per_s']:.0f}% | {r['peak_rss_gib']:.2f} | "
             f"{r['rss_after_load_gib']:.2f} | {r['memory_gib']:.3f} | {working:.2f} |")
-    lines += ["", "The memory output (slot states, bfloat16) grows with the input by design: "
-              "(L+1) x H x 2 bytes per r tokens. The working memory beyond it stays bounded by one batch."]
-    (HERE / "compression_throughput.md").write_text("\n".join(lines) + "\n")
-    (HERE / "compression_throughput.json").write_text(json.dumps({"roofline": bound, "rows": rows}, indent=2))
-    print("\n".join(lines))
-
+    body += ["", "The memory output (slot states, bfloat16) grows with the input by design: "
+             "(L+1) x H x 2 bytes per r tokens. The working memory beyond it stays bounded by one batch."]
+    write_report(HERE / "compression_throughput",
+                 "Compression throughput and peak memory (SmolLM2-135M base, r = 4, W = 256)", command, body,
+                 {"roofline": bound, "rows": rows}, measured_on=machine(rows[0]["threads"]))
 
 if __name__ == "__main__":
     main()

@@ -16,13 +16,13 @@ is the base model). A question counts as answered when the answer contains the e
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _report import write_report
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.node_parser import SentenceSplitter
@@ -134,20 +134,20 @@ def run(model: str, docs: int, doc_tokens: int, max_tokens: int, seed: int) -> d
     return results
 
 
-def markdown(all_results: list[dict], command: str) -> str:
-    lines = ["# LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text", "", f"Command: `{command}`", "",
-             "| corpus | system | accuracy | s / question | build s | bytes stored |",
+def write(all_results: list[dict], command: str, out: Path) -> None:
+    table = ["| corpus | system | accuracy | s / question | build s | bytes stored |",
              "|---|---|---:|---:|---:|---:|"]
     for r in all_results:
         corpus_name = f"{r['documents']} docs, {r['corpus_tokens']} tokens, {r['questions']} questions"
         for system in ("rcc", "chunked", "full_text"):
             s = r[system]
             if "skipped" in s:
-                lines.append(f"| {corpus_name} | {system} | n/a: {s['skipped']} | | | |")
+                table.append(f"| {corpus_name} | {system} | n/a: {s['skipped']} | | | |")
                 continue
-            lines.append(f"| {corpus_name} | {system} | {s['accuracy']:.0%} | {s['seconds_per_question']:.1f} | "
+            table.append(f"| {corpus_name} | {system} | {s['accuracy']:.0%} | {s['seconds_per_question']:.1f} | "
                          f"{s['build_s']:.1f} | {s['bytes_stored']:,} |")
-    return "\n".join(lines) + "\n"
+    write_report(out, "LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text", command, table,
+                 {"results": all_results})
 
 
 def main() -> None:
@@ -164,11 +164,7 @@ def main() -> None:
     command = "python benchmarks/llamaindex_qa.py " + " ".join(
         [f"--model {args.model}", "--docs", *map(str, args.docs), f"--doc-tokens {args.doc_tokens}",
          f"--max-tokens {args.max_tokens}", f"--seed {args.seed}"])
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "results": results}, indent=2))
-    table = markdown(results, command)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
-
+    write(results, command, args.out)
 
 if __name__ == "__main__":
     main()

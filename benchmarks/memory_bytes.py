@@ -6,11 +6,11 @@ storage does to the decoder's predictions.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import torch
+from _report import write_report
 
 from rcc_model import CompressedMemory, RCCModel
 from rcc_model.samples import passkey_document
@@ -18,21 +18,25 @@ from rcc_model.samples import passkey_document
 HERE = Path(__file__).parent
 
 
-def next_token_divergence(model: RCCModel, reference: CompressedMemory, other: CompressedMemory,
-                          prompt: list[int]) -> tuple[float, float]:
-    """Mean KL(reference || other) of the decoder's next-token distributions over the prompt positions, and
-    the share of positions where the greedy token agrees."""
-    def logits(memory):
+def int8_effect(model: RCCModel, reference: CompressedMemory, other: CompressedMemory,
+                prompt: list[int]) -> dict:
+    """What reading `other` (int8) instead of `reference` (bf16) changes in the decoder's next-token
+    predictions over a teacher-forced prompt: KL(reference || other), greedy agreement, and the loss of the
+    prompt's own next tokens under each."""
+    def log_probs(memory):
         ids = torch.tensor([prompt])
         out = model.decode(memory.states[None], torch.ones(1, memory.num_slots, dtype=torch.long), ids,
                            torch.ones_like(ids))
-        return out.logits[0].float().log_softmax(-1)
+        return out.logits[0].float().log_softmax(-1)  # (T, V)
 
     with torch.no_grad():
-        p, q = logits(reference), logits(other)
-    kl = (p.exp() * (p - q)).sum(-1).mean().item()
-    agree = (p.argmax(-1) == q.argmax(-1)).float().mean().item()
-    return kl, agree
+        p, q = log_probs(reference), log_probs(other)
+    targets = torch.tensor(prompt[1:])
+    return {"relative_state_error": ((other.states - reference.states).norm() / reference.states.norm()).item(),
+            "kl": (p.exp() * (p - q)).sum(-1).mean().item(),
+            "greedy_agreement": (p.argmax(-1) == q.argmax(-1)).float().mean().item(),
+            "loss_bf16": -p[:-1].gather(1, targets[:, None]).mean().item(),
+            "loss_int8": -q[:-1].gather(1, targets[:, None]).mean().item()}
 
 
 def main() -> None:
@@ -45,44 +49,29 @@ def main() -> None:
     tokens = memory.token_count
     prompt = model.encode_text(text[-2000:])  # teacher-forced continuation of the document's own text
 
-    rows, quality = [], {}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for storage in ("bfloat16", "int8"):
             path = memory.save(Path(tmp) / f"{storage}.rccmem", dtype=storage)
             rows.append((f"RCC memory file, {storage} (r = {memory.rate})", path.stat().st_size / tokens))
-            if storage == "int8":
-                loaded = CompressedMemory.load(path).to(torch.float32)
-                reference = memory.to(torch.bfloat16).to(torch.float32)
-                error = ((loaded.states - reference.states).norm() / reference.states.norm()).item()
-                kl, agree = next_token_divergence(model, reference, loaded, prompt)
-                quality["default"] = {"relative_state_error": error, "kl": kl, "greedy_agreement": agree}
-                # The untrained default reads only entry 0 (B_i = 0); give every layer bridge weight so that
-                # int8 error in all entries reaches the decoder.
-                with torch.no_grad():
-                    for layer in model.bridges.layers:
-                        layer.weight.copy_(0.1 * torch.eye(layer.weight.shape[0]))
-                kl, agree = next_token_divergence(model, reference, loaded, prompt)
-                quality["all_layers_bridged"] = {"relative_state_error": error, "kl": kl, "greedy_agreement": agree}
+        quality = int8_effect(model, memory.to(torch.bfloat16).to(torch.float32),
+                              CompressedMemory.load(path).to(torch.float32), prompt)
     rows.append(("SmolLM2 KV cache of the full text, bf16", kv_per_token))
     rows.append((f"RCC decoder KV cache over the slots, bf16 (1/{memory.rate})", kv_per_token / memory.rate))
     rows.append(("plain text, UTF-8", len(text.encode()) / tokens))
 
-    lines = ["# Bytes per original token (SmolLM2-135M, r = 4, W = 256)", "",
-             "Command: `python benchmarks/memory_bytes.py`. "
-             f"Sample: a {tokens}-token generated document.", "",
-             "| what is stored | bytes per original token |", "|---|---:|"]
-    lines += [f"| {name} | {value:,.1f} |" for name, value in rows]
-    lines += ["", "## int8 storage vs bfloat16", "",
-              "| decoder | relative state error | next-token KL (nats) | greedy agreement |", "|---|---:|---:|---:|"]
-    for name, q in quality.items():
-        lines.append(f"| {name} | {q['relative_state_error']:.4f} | {q['kl']:.5f} | "
-                     f"{100 * q['greedy_agreement']:.1f}% |")
-    lines += ["", "The packaged default is untrained (identity bridges), so these measure sensitivity, not task "
-              "quality; rerun on the trained default before relying on int8."]
-    (HERE / "memory_bytes.md").write_text("\n".join(lines) + "\n")
-    (HERE / "memory_bytes.json").write_text(json.dumps({"bytes_per_token": dict(rows), "int8": quality}, indent=2))
-    print("\n".join(lines))
-
+    state = "trained, MODEL_CARD.md" if "trained" in model.config.extra else "untrained: identity bridges"
+    body = [f"Model: the packaged default ({state}). Sample: a {tokens}-token "
+            f"generated document; int8 effect measured on its last {len(prompt)} tokens, teacher-forced.", "",
+            "| what is stored | bytes per original token |", "|---|---:|"]
+    body += [f"| {name} | {value:,.1f} |" for name, value in rows]
+    body += ["", "## int8 storage vs bfloat16", "",
+             "| relative state error | next-token KL (nats) | greedy agreement | loss bf16 memory | loss int8 memory |",
+             "|---:|---:|---:|---:|---:|",
+             f"| {quality['relative_state_error']:.4f} | {quality['kl']:.5f} | "
+             f"{100 * quality['greedy_agreement']:.1f}% | {quality['loss_bf16']:.4f} | {quality['loss_int8']:.4f} |"]
+    write_report(HERE / "memory_bytes", "Bytes per original token (SmolLM2-135M, r = 4, W = 256)",
+                 "python benchmarks/memory_bytes.py", body, {"bytes_per_token": dict(rows), "int8": quality})
 
 if __name__ == "__main__":
     main()

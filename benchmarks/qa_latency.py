@@ -12,13 +12,12 @@ Three ways to answer a question about a document of L tokens, each in a fresh pr
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 from _child import peak_rss_gib, report, run_child
+from _report import machine, write_report
 
 HERE = Path(__file__).parent
 QUESTION = "Who keeps the lighthouse?"
@@ -90,20 +89,18 @@ def main() -> None:
                                       "--model", args.model))
                 print(rows[-1], flush=True)
 
-    machine = f"{platform.processor() or platform.machine()}, {rows[0]['threads']} threads, {platform.system()}"
     command = f"python benchmarks/qa_latency.py --lengths {' '.join(map(str, args.lengths))} --model {args.model}"
-    lines = ["# Question answering over a long document: time to first token and peak memory", "",
-             f"Machine: {machine}. Command: `{command}`. The full text is only run where it fits the base "
-             "model's 8,192 positions.", "",
-             "| document tokens | method | time to first token s | peak RSS GiB | peak - after load GiB |",
-             "|---:|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['tokens']:,} | {r['method']} | {r['first_token_s']:.2f} | {r['peak_rss_gib']:.2f} | "
-                     f"{r['peak_rss_gib'] - r['rss_after_load_gib']:.2f} |")
-    (HERE / "qa_latency.md").write_text("\n".join(lines) + "\n")
-    (HERE / "qa_latency.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
-    print("\n".join(lines))
+    write(rows, command)
 
+
+def write(rows: list[dict], command: str) -> None:
+    body = ["The full text is only run where it fits the base model's 8,192 positions.", "",
+            "| document tokens | method | time to first token s | peak RSS GiB | peak - after load GiB |",
+            "|---:|---|---:|---:|---:|"]
+    body += [f"| {r['tokens']:,} | {r['method']} | {r['first_token_s']:.2f} | {r['peak_rss_gib']:.2f} | "
+             f"{r['peak_rss_gib'] - r['rss_after_load_gib']:.2f} |" for r in rows]
+    write_report(HERE / "qa_latency", "Question answering over a long document: time to first token and peak memory",
+                 command, body, {"rows": rows}, measured_on=machine(rows[0]["threads"]))
 
 if __name__ == "__main__":
     main()
