@@ -13,6 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("config", type=Path, help="JSON file with TrainConfig fields (data, out, objectives, ...)")
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="end after this step (resumable), the learning-rate schedule still spanning --steps")
     p.add_argument("--export", type=Path, metavar="DIR",
                    help="do not train: write the run's latest state as an RCC checkpoint folder (bf16 weights)")
 
@@ -26,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         config.steps = args.steps
     if args.max_minutes is not None:
         config.max_minutes = args.max_minutes
+    if args.stop_at is not None:
+        config.stop_at = args.stop_at
     if args.export is not None:
         print(f"checkpoint: {export(config, args.export)}")
         return 0

@@ -35,6 +35,9 @@ class TrainConfig:
         qa_haystack: share of qa examples whose document is hidden at a random depth inside real text of the
             training stream, grown to a random length of up to `long_context_windows` windows (most generated
             documents fit one window, so without it questions are never answered across many windows).
+        stop_at: end the run after this step (its state saved, so raising or removing it resumes) while the
+            learning-rate schedule still spans `steps`: reproduces, step for step on any machine, a stage that
+            its `max_minutes` stopped early.
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
     """
@@ -71,6 +74,7 @@ class TrainConfig:
     save_every: int = 50
     log_every: int = 10
     max_minutes: float | None = None
+    stop_at: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,8 +91,8 @@ class TrainConfig:
                 raise ValueError("`slot_cache` needs a frozen encoder: set `train_encoder` to false")
             if self.objectives.get("qa", 0) > 0:
                 raise ValueError("`slot_cache` covers the token stream only; qa contexts are not cached")
-        for name in ("batch_size", "grad_accum", "steps", "eval_every", "save_every", "log_every"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "grad_accum", "steps", "eval_every", "save_every", "log_every", "stop_at"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
 
     @property

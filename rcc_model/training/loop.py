@@ -164,7 +164,8 @@ def train(config: TrainConfig) -> Path:
     began, context_tokens, losses = time.perf_counter(), 0, []
     model.train()
     step = start
-    while step < config.steps:
+    end = config.steps if config.stop_at is None else min(config.stop_at, config.steps)
+    while step < end:
         if step % config.eval_every == 0:
             log({"event": "eval", "step": step, **evaluate()})
         if step > start and step % config.save_every == 0:
@@ -192,6 +193,8 @@ def train(config: TrainConfig) -> Path:
         if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
             log({"event": "time budget reached", "step": step})
             break
+    if step == end < config.steps:
+        log({"event": "stop_at reached", "step": step})
     save_training_state(out / "state", core, optimizer, step, accelerator)
     if step >= config.steps:
         log({"event": "eval", "step": step, **evaluate()})

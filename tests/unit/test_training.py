@@ -100,6 +100,8 @@ def test_warmup_then_cosine_schedule():
 def test_bad_training_settings_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="trainable"):
         TrainConfig(data="d", out="o", trainable="encoder-only")
+    with pytest.raises(ValueError, match="stop_at"):
+        TrainConfig(data="d", out="o", stop_at=0)
     for rate, match in [(6, "rate=6, window=256"), ([4, 0], "rate=0"), ([], "at least one rate")]:
         with pytest.raises(ValueError, match=match):  # before any model loads
             TrainConfig(data="d", out="o", rate=rate)
@@ -125,15 +127,18 @@ def run_config(tmp_path):
     return tmp_path / "run.json"
 
 
-def test_a_run_interrupted_and_resumed_ends_where_an_uninterrupted_run_ends(run_config, tmp_path):
+@pytest.mark.parametrize("stop,stopped_at", [({"max_minutes": 0.0}, 1), ({"stop_at": 3}, 3)])
+def test_a_run_interrupted_and_resumed_ends_where_an_uninterrupted_run_ends(run_config, tmp_path, stop, stopped_at):
     straight = TrainConfig.load(run_config)
     straight.out = str(tmp_path / "straight")
     train(straight)
 
     interrupted = TrainConfig.load(run_config)
-    interrupted.max_minutes = 0.0  # stops (with a checkpoint) after its first step
+    for name, value in stop.items():  # a time budget stops after the first step; stop_at after its own
+        setattr(interrupted, name, value)
     train(interrupted)
-    assert json.loads((tmp_path / "run" / "state" / "state.json").read_text())["step"] == 1
+    assert json.loads((tmp_path / "run" / "state" / "state.json").read_text())["step"] == stopped_at
+    assert not (tmp_path / "run" / "final").exists()
     train(TrainConfig.load(run_config))
 
     a = load_file(str(tmp_path / "straight" / "state" / "weights.safetensors"))
@@ -142,7 +147,7 @@ def test_a_run_interrupted_and_resumed_ends_where_an_uninterrupted_run_ends(run_
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if r["event"] == "start"] == [0, 1]
+    assert [r["step"] for r in log if r["event"] == "start"] == [0, stopped_at]
     assert (tmp_path / "run" / "final" / "rcc_config.json").is_file()
 
 
