@@ -148,5 +148,6 @@ def write(bound: dict, rows: list[dict], command: str) -> None:
                  "Compression throughput and peak memory (SmolLM2-135M base, r = 4, W = 256)", command, body,
                  {"roofline": bound, "rows": rows}, measured_on=machine(rows[0]["threads"]))
 
+
 if __name__ == "__main__":
     main()

@@ -166,5 +166,6 @@ def main() -> None:
          f"--max-tokens {args.max_tokens}", f"--seed {args.seed}"])
     write(results, command, args.out)
 
+
 if __name__ == "__main__":
     main()

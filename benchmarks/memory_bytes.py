@@ -42,12 +42,13 @@ def int8_effect(model: RCCModel, reference: CompressedMemory, other: CompressedM
 def main() -> None:
     model = RCCModel.from_pretrained("default", device="cpu", dtype="float32")
     text = passkey_document(31337, sentences=300)[0]
-    memory = model.compress(text)
+    ids = model.encode_text(text)
+    memory = model.compress(ids)
     cfg = model.decoder.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2  # K and V, bf16
     tokens = memory.token_count
-    window = model.encode_text(text)[:model.config.window]  # int8's effect on regenerating one window
+    window = ids[:model.config.window]  # int8's effect on regenerating one window
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,6 +76,7 @@ def main() -> None:
              f"{100 * quality['greedy_agreement']:.1f}% | {quality['loss_bf16']:.4f} | {quality['loss_int8']:.4f} |"]
     write_report(HERE / "memory_bytes", "Bytes per original token (SmolLM2-135M, r = 4, W = 256)",
                  "python benchmarks/memory_bytes.py", body, {"bytes_per_token": dict(rows), "int8": quality})
+
 
 if __name__ == "__main__":
     main()

@@ -102,5 +102,6 @@ def write(rows: list[dict], command: str) -> None:
     write_report(HERE / "qa_latency", "Question answering over a long document: time to first token and peak memory",
                  command, body, {"rows": rows}, measured_on=machine(rows[0]["threads"]))
 
+
 if __name__ == "__main__":
     main()
