@@ -38,6 +38,10 @@ class TrainConfig:
         stop_at: end the run after this step (its state saved, so raising or removing it resumes) while the
             learning-rate schedule still spans `steps`: reproduces, step for step on any machine, a stage that
             its `max_minutes` stopped early.
+        attention: the attention kernel of encoder and decoder while training ("eager", "sdpa", ...); None =
+            "eager" on CUDA, the base's default elsewhere. On an H200 (torch 2.11) sdpa's fused backward gave NaN
+            gradients from the first step (the all-masked rows of left-padded memory slots, most likely), while
+            eager, which masks with a finite minimum, trained; on a CPU sdpa trains (every CPU stage used it).
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
     """
@@ -76,6 +80,7 @@ class TrainConfig:
     max_minutes: float | None = None
     stop_at: int | None = None
     seed: int = 0
+    attention: str | None = None
 
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:

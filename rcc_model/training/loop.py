@@ -92,6 +92,13 @@ def export(config: TrainConfig, directory: Path) -> Path:
     return model.save_pretrained(directory, dtype=torch.bfloat16)
 
 
+def _peak_memory(device: torch.device) -> dict:
+    """Peak accelerator memory so far, for choosing a batch size; nothing on a CPU."""
+    if device.type != "cuda":
+        return {}
+    return {"peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
+
+
 def lr_at(config: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to `min_lr`."""
     if step < config.warmup:
@@ -110,6 +117,10 @@ def train(config: TrainConfig) -> Path:
     frozen_dtype = "bfloat16" if config.precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
         else "float32"
     model = build_model(config, frozen_dtype)
+    attention = config.attention or ("eager" if accelerator.device.type == "cuda" else None)
+    if attention:
+        for causal_lm in (model.encoder, model.decoder):
+            causal_lm.set_attn_implementation(attention)
     params = mark_trainable(model, config.trainable)
     bridge_ids = {id(p) for p in model.bridges.parameters()}
     groups = [{"params": [p for p in params if id(p) in bridge_ids], "scale": config.bridge_lr_scale},
@@ -160,7 +171,8 @@ def train(config: TrainConfig) -> Path:
 
     trainable = sum(p.numel() for p in params)
     log({"event": "start", "step": start, "trainable_params": trainable, "config": config.to_dict(),
-         "processes": accelerator.num_processes, "device": str(accelerator.device)})
+         "processes": accelerator.num_processes, "device": str(accelerator.device),
+         "attention": core.decoder.config._attn_implementation})
     began, context_tokens, losses = time.perf_counter(), 0, []
     model.train()
     step = start
@@ -183,12 +195,15 @@ def train(config: TrainConfig) -> Path:
                 optimizer.zero_grad(set_to_none=True)
             context_tokens += batch.context_tokens
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):  # stop before a NaN reaches the saved state
+                raise FloatingPointError(f"non-finite training loss at step {step}; the last checkpoint is "
+                                         f"intact; lower `lr` or try another `attention`")
         step += 1
         elapsed = time.perf_counter() - began
         if step % config.log_every == 0:
             log({"event": "train", "step": step, "loss": sum(losses) / len(losses), "lr": lr_at(config, step - 1),
                  "context_tokens_per_s": context_tokens * accelerator.num_processes / elapsed,
-                 "elapsed_s": elapsed})
+                 "elapsed_s": elapsed, **_peak_memory(accelerator.device)})
             losses = []
         if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
             log({"event": "time budget reached", "step": step})

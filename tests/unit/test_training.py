@@ -227,6 +227,40 @@ def test_a_run_from_the_slot_cache_trains_without_the_encoder(run_config, tmp_pa
     assert encoded == [8] * 32 + encoded[-2:] and len(encoded) == 34
 
 
+def test_a_diverging_run_stops_at_its_first_non_finite_loss_with_the_last_checkpoint_intact(run_config, tmp_path,
+                                                                                               monkeypatch):
+    from rcc_model.modeling import RCCModel
+
+    forward, calls = RCCModel.forward, []
+
+    def diverging(self, *args, **kwargs):  # the third training forward (step 2) returns NaN
+        loss = forward(self, *args, **kwargs)
+        if self.training:
+            calls.append(1)
+        return loss * float("nan") if self.training and len(calls) == 3 else loss
+
+    monkeypatch.setattr(RCCModel, "forward", diverging)
+    with pytest.raises(FloatingPointError, match="step 2"):
+        train(TrainConfig.load(run_config))
+    assert json.loads((tmp_path / "run" / "state" / "state.json").read_text())["step"] == 2  # saved before step 2
+    weights = load_file(str(tmp_path / "run" / "state" / "weights.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["event"] == "train"] == [1, 2]
+
+
+def test_the_attention_kernel_is_a_training_setting(run_config, tmp_path):
+    config = TrainConfig.load(run_config)
+    config.steps, config.attention = 1, "eager"
+    train(config)
+    start = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert start["attention"] == "eager" and start["device"] == "cpu"
+    config.out, config.attention = str(tmp_path / "default"), None  # the base's own kernel off CUDA
+    train(config)
+    start = json.loads((tmp_path / "default" / "log.jsonl").read_text().splitlines()[0])
+    assert start["attention"] == "sdpa"
+
+
 def test_a_run_from_init_continues_at_the_rate_the_config_asks(run_config, tmp_path):
     first = TrainConfig.load(run_config)
     first.steps = 1
