@@ -47,13 +47,32 @@ def heldout_by_rate(records: list[dict]) -> dict[int | None, list[tuple[int, flo
 
 
 def read_stages(paths: list[Path]) -> list[dict]:
-    """All records of all stages, with `step` shifted so that each stage continues where the last ended."""
+    """All records of all stages, with `step` shifted so that each stage continues where the last ended, and
+    `tokens`: context tokens trained on so far (stages differ in batch size, so steps are no common axis)."""
     records, offset = [], 0
     for path in paths:
         stage = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         records += [{**r, "step": r["step"] + offset} for r in stage]
         offset = max(r["step"] for r in records)
+    at_start, seen = 0.0, 0.0  # a (re)start resets the log's token rate and clock
+    for r in records:
+        if r["event"] == "start":
+            at_start = seen
+        elif r["event"] == "train":
+            seen = r["tokens"] = at_start + r["context_tokens_per_s"] * r["elapsed_s"]
+    known = [(0, 0.0)] + [(r["step"], r["tokens"]) for r in records if r["event"] == "train"]
+    for r in records:
+        r.setdefault("tokens", _interpolate(known, r["step"]))
     return records
+
+
+def _interpolate(points: list[tuple[int, float]], step: int) -> float:
+    """Tokens at `step` from the nearest logged steps around it (evaluations fall between train logs)."""
+    below = max((p for p in points if p[0] <= step), default=points[0])
+    above = min((p for p in points if p[0] >= step), default=points[-1])
+    if above[0] == below[0]:
+        return below[1]
+    return below[1] + (above[1] - below[1]) * (step - below[0]) / (above[0] - below[0])
 
 
 def main(paths: list[Path], out: Path) -> None:
@@ -61,13 +80,16 @@ def main(paths: list[Path], out: Path) -> None:
     starts = [(r["step"], describe(r["config"])) for r in records if r["event"] == "start"]
     train = [(r["step"], r["loss"], r["context_tokens_per_s"]) for r in records if r["event"] == "train"]
     heldout = heldout_by_rate(records)
+    millions = {r["step"]: r["tokens"] / 1e6 for r in records}
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot([s for s, _, _ in train], [loss for _, loss, _ in train], lw=0.8, label="train (5-step mean)")
+    ax.plot([millions[s] for s, _, _ in train], [loss for _, loss, _ in train], lw=0.8,
+            label="train (mean since the last log)")
     for rate in _rates(heldout):
-        ax.plot(*zip(*heldout[rate]), "o-", label=_heldout_label(rate))
+        ax.plot([millions[s] for s, _ in heldout[rate]], [loss for _, loss in heldout[rate]], "o-",
+                label=_heldout_label(rate))
     for step, _ in starts[1:]:
-        ax.axvline(step, color="grey", ls=":", lw=1)
-    ax.set_xlabel("step (8 examples; dotted: resumed or next stage)")
+        ax.axvline(millions[step], color="grey", ls=":", lw=1)
+    ax.set_xlabel("context tokens trained on, millions (dotted: resumed or next stage)")
     ax.set_ylabel("cross-entropy of the objective mix (nats)")
     ax.set_title(out.name)
     ax.legend()
@@ -77,9 +99,9 @@ def main(paths: list[Path], out: Path) -> None:
                        + ([f"--out {out}"] if len(paths) > 1 else []))
     lines = [f"# {out.name}", "", f"Command: `{command}`", "",
              "| (re)started at step | settings |", "|---:|---|", *[f"| {s} | {d} |" for s, d in starts], "",
-             *_heldout_table(heldout), "",
-             "| step | train loss | context tokens/s |", "|---:|---:|---:|",
-             *[f"| {s} | {loss:.3f} | {tps:.0f} |" for s, loss, tps in train]]
+             *_heldout_table(heldout, millions), "",
+             "| step | context tokens (M) | train loss | context tokens/s |", "|---:|---:|---:|---:|",
+             *[f"| {s} | {millions[s]:.2f} | {loss:.3f} | {tps:.0f} |" for s, loss, tps in train]]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -91,15 +113,16 @@ def _heldout_label(rate: int | None) -> str:
     return "held-out loss" if rate is None else f"held-out loss, r = {rate}"
 
 
-def _heldout_table(heldout: dict[int | None, list[tuple[int, float]]]) -> list[str]:
+def _heldout_table(heldout: dict[int | None, list[tuple[int, float]]], millions: dict[int, float]) -> list[str]:
     rates = _rates(heldout)
     by_step: dict[int, dict[int, float]] = {}
     for rate in rates:
         for step, loss in heldout[rate]:
             by_step.setdefault(step, {})[rate] = loss
-    return ["| step | " + " | ".join(map(_heldout_label, rates)) + " |",
-            "|---:|" + "---:|" * len(rates),
-            *[f"| {step} | " + " | ".join(f"{losses[rate]:.3f}" if rate in losses else "" for rate in rates) + " |"
+    return ["| step | context tokens (M) | " + " | ".join(map(_heldout_label, rates)) + " |",
+            "|---:|---:|" + "---:|" * len(rates),
+            *[f"| {step} | {millions[step]:.2f} | "
+              + " | ".join(f"{losses[rate]:.3f}" if rate in losses else "" for rate in rates) + " |"
               for step, losses in sorted(by_step.items())]]
 
 
