@@ -39,7 +39,7 @@ class TrainConfig:
             learning-rate schedule still spans `steps`: reproduces, step for step on any machine, a stage that
             its `max_minutes` stopped early.
         attention: the attention kernel of encoder and decoder while training ("eager", "sdpa", ...); None =
-            "eager" on CUDA, the base's default elsewhere. On an H200 (torch 2.11) sdpa's fused backward gave NaN
+            "eager" on CUDA, the base's default elsewhere. On an H100 and an H200 (torch 2.11) sdpa's backward gave NaN
             gradients from the first step (the all-masked rows of left-padded memory slots, most likely), while
             eager, which masks with a finite minimum, trained; on a CPU sdpa trains (every CPU stage used it).
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
