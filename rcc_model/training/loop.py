@@ -194,7 +194,8 @@ def train(config: TrainConfig) -> Path:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             context_tokens += batch.context_tokens
-            losses.append(loss.item())
+            # every process sees the same mean, so all of them stop together (a lone one would hang the rest)
+            losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())
             if not math.isfinite(losses[-1]):  # stop before a NaN reaches the saved state
                 raise FloatingPointError(f"non-finite training loss at step {step}; the last checkpoint is "
                                          f"intact; lower `lr` or try another `attention`")
