@@ -39,6 +39,8 @@ class RCCConfig:
             as is and keeps ceil(n/r) slots, so memory holds exactly the text; "tile" reproduces the
             paper's release: short contexts are repeated to W tokens and long ones left-padded with their
             own tail to a multiple of W, so that the true end of the text closes the last window.
+        split: where "masked" windows end: "fixed" (every W tokens) or "sentence" (after the last sentence end
+            in the second half of each window, so no sentence is cut between two windows; text only).
         dtype: compute dtype; "auto" = bfloat16 on CPU and bf16-capable CUDA, float16 elsewhere.
         memory_dtype: dtype of stored slot states (`CompressedMemory.states`).
         bridge_init: "identity" (B_embed = I, B_i = 0: the decoder starts as the plain base model reading
@@ -46,6 +48,9 @@ class RCCConfig:
         lora: low-rank adapters on the encoder and/or decoder, e.g. {"r": 16, "alpha": 32, "encoder": True,
             "decoder": True, "targets": ["q_proj", "v_proj"]}; None = no adapters.
         base_fingerprint: identity of the base weights this RCC was made from; filled in when built.
+        read_slots: the most memory slots this model was measured to read well (its model card says how);
+            the integrations read the windows most relevant to each question within it when their documents
+            hold more (`rcc_model.reading`). None = as many as the decoder's positions allow.
     """
 
     base: str = "smollm2-135m-instruct"
@@ -54,11 +59,13 @@ class RCCConfig:
     window: int = 256
     layer_map: list[list[int]] | None = None
     padding: Padding = "masked"
+    split: Literal["fixed", "sentence"] = "fixed"
     dtype: DTypeName = "auto"
     memory_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     bridge_init: BridgeInit = "identity"
     lora: dict[str, Any] | None = None
     base_fingerprint: str | None = None
+    read_slots: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +80,8 @@ class RCCConfig:
         check_rates(self.trained_rates, self.window)
         if self.padding not in ("masked", "tile"):
             raise ValueError(f"`padding` must be 'masked' or 'tile', got padding={self.padding!r}")
+        if self.split not in ("fixed", "sentence"):
+            raise ValueError(f"`split` must be 'fixed' or 'sentence', got split={self.split!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"unknown `dtype` {self.dtype!r}")
         if self.memory_dtype not in ("float32", "bfloat16", "float16"):
@@ -85,6 +94,8 @@ class RCCConfig:
                 raise ValueError(f"`lora` takes r >= 1, alpha, encoder, decoder, targets; got {self.lora}")
         if self.layer_map is not None:
             self.layer_map = [[int(j) for j in entry] for entry in self.layer_map]
+        if self.read_slots is not None and (not isinstance(self.read_slots, int) or self.read_slots < 1):
+            raise ValueError(f"`read_slots` must be a positive integer or None, got {self.read_slots!r}")
 
     @property
     def trained_rates(self) -> list[int]:

@@ -81,6 +81,7 @@ class RCCModel(nn.Module, GenerationMixin):
         self._base_versions = {id(p): (p, p._version) for _, p in self._base_parameters()}
         self._fingerprint_key: tuple | None = None
         self._fingerprint = ""
+        self._sentence_ends: frozenset[int] | None = None  # token ids that end a sentence (split="sentence")
         self._injector = SlotInjector(bases.decoder_layers(decoder))
 
     # ------------------------------------------------------------------ construction and checkpoints
@@ -200,6 +201,21 @@ class RCCModel(nn.Module, GenerationMixin):
     def encode_text(self, text: str) -> list[int]:
         return self._require_tokenizer()(text, add_special_tokens=False)["input_ids"]
 
+    def windows_of(self, ids: Sequence[int]) -> list[list[int]]:
+        """The encoder windows of one document's token ids (`config.window`, `padding`, `split`)."""
+        cuts: frozenset[int] = frozenset()
+        if self.config.split == "sentence" and self.tokenizer is not None:
+            if self._sentence_ends is None:
+                pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+                self._sentence_ends = frozenset(i for i, piece in enumerate(pieces)
+                                                if "\n" in piece or piece.rstrip().endswith((".", "!", "?")))
+            cuts = self._sentence_ends
+        return split_windows(ids, self.config.window, self.config.padding, cuts)
+
+    def window_texts(self, text: str) -> list[str]:
+        """The text each encoder window of `text` holds, in memory order (what `rcc_model.reading` ranks)."""
+        return [self._require_tokenizer().decode(ids) for ids in self.windows_of(self.encode_text(text))]
+
     def _as_documents(self, inputs) -> tuple[list[list[int]], bool]:
         """Normalise compress() input to (token id lists, was it a batch)."""
         if isinstance(inputs, str):
@@ -268,7 +284,7 @@ class RCCModel(nn.Module, GenerationMixin):
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
         cfg, rate = self.config, self.check_rate(rate)
-        per_doc = [split_windows(doc, cfg.window, cfg.padding) for doc in documents]
+        per_doc = [self.windows_of(doc) for doc in documents]
         storage = getattr(torch, cfg.memory_dtype)
         entries = len(bases.decoder_layers(self.encoder)) + 1
         hidden = bases.hidden_size(self.encoder)

@@ -16,7 +16,8 @@ def test_every_rate_of_a_multi_rate_model_is_checked(rates, match):
     assert RCCConfig(rate=8, rates=[8, 4, 8]).trained_rates == [4, 8]
 
 
-@pytest.mark.parametrize("field,value", [("rate", 0), ("window", -4), ("padding", "left"), ("dtype", "int4")])
+@pytest.mark.parametrize("field,value", [("rate", 0), ("window", -4), ("padding", "left"), ("dtype", "int4"),
+                                         ("split", "word"), ("read_slots", 0)])
 def test_invalid_settings_are_rejected(field, value):
     with pytest.raises(ValueError):
         RCCConfig(**{field: value})
@@ -74,3 +75,25 @@ def test_tile_left_pads_a_long_text_with_its_own_tail():
 def test_empty_input_is_a_value_error():
     with pytest.raises(ValueError, match="empty"):
         split_windows([], 4, "masked")
+
+
+def test_sentence_split_ends_windows_after_the_last_sentence_end_in_their_second_half():
+    ids = [1, 2, 9, 3, 4, 5, 9, 6, 7, 8, 1, 2, 3, 4, 9, 5]  # 9 ends a sentence
+    windows = split_windows(ids, 8, "masked", cuts={9})
+    assert [len(w) for w in windows] == [7, 8, 1]  # 9 at index 6; no 9 in the second half of the next window
+    assert [t for w in windows for t in w] == ids and all(len(w) <= 8 for w in windows)
+    assert split_windows(ids, 8, "masked") == [ids[:8], ids[8:]]
+    assert split_windows(ids, 8, "tile", cuts={9}) == split_windows(ids, 8, "tile")
+
+
+def test_sentence_split_keeps_sentences_whole_in_a_real_model(text_rcc):
+    text = " ".join(f"Sentence number {i} says little." for i in range(40))
+    text_rcc.config.split = "sentence"
+    try:
+        pieces = text_rcc.window_texts(text)
+        memory = text_rcc.compress(text)
+    finally:
+        text_rcc.config.split = "fixed"
+    assert all(p.rstrip().endswith(".") for p in pieces) and "".join(pieces) == text
+    assert memory.num_windows == len(pieces) and sum(memory.window_tokens) == memory.token_count
+    assert len(text_rcc.window_texts(text)) <= len(pieces)
