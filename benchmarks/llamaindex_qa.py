@@ -4,8 +4,9 @@
     python benchmarks/llamaindex_qa.py   # writes benchmarks/llamaindex_qa.{json,md}
 
 The same generated documents (town chronicles, each with two facts at random depths) and questions go to:
-- rcc: `RCCMemoryIndex` over the RCC model (`--model`): every document compressed whole, the decoder reads
-  the memory of all of them;
+- rcc: `RCCMemoryIndex` over the RCC model (`--model`): every document compressed whole; the decoder reads
+  all of it while it fits the model's `read_slots`, else the windows that best match the question
+  (`rcc_model.reading`; the packaged default reads one window);
 - chunked: `VectorStoreIndex`, 256-token chunks (the base model's tokens), MiniLM embeddings, top-2 chunks
   pasted into the prompt;
 - full text: every document pasted into the prompt, when it fits the base model's positions.

@@ -19,6 +19,10 @@ class DecoderInput:
     chat: list[dict[str, str]] = field(default_factory=list)
     question: str | None = None  # set in instruction-reconstruction mode: compressed, not in `chat`
 
+    def last_user_text(self) -> str:
+        """What the reader ranks memory windows against: the latest user turn in plain text."""
+        return next((turn["content"] for turn in reversed(self.chat) if turn["role"] == "user"), "")
+
 
 def plan(turns: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], threshold: int,
          instruction_reconstruction: bool, pieces: Sequence[str | CompressedMemory] = ()) -> DecoderInput:

@@ -17,6 +17,9 @@ from typing import Any
 
 from rcc_integrations._conversation import DecoderInput
 from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, RCCModel
+from rcc_model.reading import Reading, read_within
+
+QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -82,10 +85,21 @@ class Engine:
             return None
         return memory
 
-    def resolve(self, pieces: list[str | CompressedMemory], store: Any = None, rate: int | None = None
-                ) -> tuple[CompressedMemory, int, int]:
-        """One memory reading all pieces in order (texts compressed at `rate` or taken from a cache), with
-        how many of its tokens were read from existing memory and how many were compressed now."""
+    def read_budget(self, answer_tokens: int, memory_budget: int | None = None) -> int:
+        """The most memory slots one answer reads: `memory_budget`, else what the model was measured to read
+        well (`RCCConfig.read_slots`), never more than the decoder's positions leave after question and
+        answer."""
+        positions = self.model.max_positions
+        free = positions - min(QUESTION_RESERVE + answer_tokens, positions // 2)
+        return min(memory_budget or self.model.config.read_slots or free, free)
+
+    def resolve(self, pieces: list[str | CompressedMemory], store: Any = None, rate: int | None = None,
+                question: str | None = None, budget: int | None = None, keep_last: bool = False
+                ) -> tuple[Reading, int, int]:
+        """What to read of all pieces, in order (texts compressed at `rate` or taken from a cache), with how
+        many tokens were read from existing memory and how many were compressed now. Beyond `budget` slots
+        the windows of texts most relevant to `question` are read (`rcc_model.reading`); memories given as
+        such, and the last piece with `keep_last`, are read whole."""
         memories, read, created = [], 0, 0
         for piece in pieces:
             if isinstance(piece, CompressedMemory):
@@ -98,16 +112,25 @@ class Engine:
                 read += memory.token_count
             else:
                 created += memory.token_count
-        merged = CompressedMemory.concat(memories) if memories else self.model.empty_memory()
-        return merged, read, created
+        if not memories:
+            return Reading(self.model.empty_memory(), [], [], []), read, created
+        budget = budget or 2**62
+        over = sum(m.num_slots for m in memories) > budget  # only then are windows ranked (and texts split)
+        ranked = [over and bool(question) and isinstance(p, str) for p in pieces]
+        if keep_last:
+            ranked[-1] = False
+        texts = [self.model.window_texts(p) if rank else None for p, rank in zip(pieces, ranked)]
+        return read_within(question or "", memories, texts, budget), read, created
 
-    def prepare(self, conversation: DecoderInput, store: Any = None, rate: int | None = None
-                ) -> tuple[CompressedMemory, int, int]:
-        """`resolve` the conversation's memory; in instruction-reconstruction mode the question comes last."""
-        pieces = conversation.pieces
-        if conversation.question is not None:
-            pieces = [*pieces, "\n\n" + conversation.question]
-        return self.resolve(pieces, store, rate)
+    def prepare(self, conversation: DecoderInput, store: Any = None, rate: int | None = None,
+                budget: int | None = None) -> tuple[Reading, int, int]:
+        """`resolve` the conversation's memory for its question (the last user turn); in
+        instruction-reconstruction mode the compressed question comes last and is always read."""
+        pieces, question = conversation.pieces, conversation.question
+        if question is not None:
+            pieces = [*pieces, "\n\n" + question]
+        return self.resolve(pieces, store, rate, question or conversation.last_user_text(), budget,
+                            keep_last=question is not None)
 
     def answer(self, memory: CompressedMemory, conversation: DecoderInput, info: GenerationInfo,
                **sampling) -> Iterator[str]:

@@ -28,3 +28,16 @@ def passkey_document(passkey: int, sentences: int = 120, seed: int = 0) -> tuple
     """A chronicle with a pass key in its middle; returns (document, question)."""
     fact = f"The pass key is {passkey}. Remember it. {passkey} is the pass key."
     return chronicle(sentences, seed, [fact]), "What is the pass key?"
+
+
+def access_codes(count: int, seed: int) -> list[tuple[str, str, str]]:
+    """(sentence, question, answer) for `count` access codes of different places, codes nobody could guess."""
+    rng = random.Random(seed)
+    places = ["the north tower", "the salt store", "the signal box", "the seed bank", "the clock house"]
+    if count > len(places):
+        raise ValueError(f"at most {len(places)} access codes, got {count}")
+    out = []
+    for place in places[:count]:
+        code = str(rng.randint(10000, 99999))
+        out.append((f"The access code of {place} is {code}.", f"What is the access code of {place}?", code))
+    return out

@@ -41,6 +41,7 @@ class RCCChatModel(BaseChatModel):
             report = Document(page_content=open("report.txt").read())
             llm.invoke("Who signed the report?", memory=[report])   # compressed once, cached
             llm = ChatRCC(rate=8)  # a multi-rate model: 8x smaller memory than text, at some cost in recall
+            llm = ChatRCC(memory_budget=1024)  # read at most 1,024 slots: the windows that best match the question
             llm = ChatRCC(memory_store=store)  # any ByteStore (LocalFileStore, Redis...): memory outlives the process
             for chunk in llm.stream([("system", long_text), ("human", "Summarise it.")]):
                 print(chunk.content, end="")
@@ -61,6 +62,10 @@ class RCCChatModel(BaseChatModel):
         default=2.0, description='with tool_choice="auto", call a tool on a user turn when "{" scores within this '
         "many nats of the decoder's favourite token; float('inf') = always call on user turns and answer in "
         "text after a tool result (a dependable agent loop for small models)")
+    memory_budget: int | None = Field(
+        default=None, description="the most memory slots one answer reads; beyond it, the windows of the attached "
+        "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
+        "to read well (its config's read_slots), else all the decoder's positions hold")
     memory_store: Any = Field(
         default=None, description="a LangChain ByteStore (e.g. langchain-classic's LocalFileStore) keeping "
         "compressed memory across processes, keyed by model fingerprint and text hash; the in-process cache is "
@@ -84,7 +89,7 @@ class RCCChatModel(BaseChatModel):
                 "top_p": self.top_p, "seed": self.seed, "stop": self.stop,
                 "compress_threshold": self.compress_threshold,
                 "instruction_reconstruction": self.instruction_reconstruction,
-                "tool_call_margin": self.tool_call_margin}
+                "tool_call_margin": self.tool_call_margin, "memory_budget": self.memory_budget}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
@@ -135,7 +140,9 @@ class RCCChatModel(BaseChatModel):
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         info = GenerationInfo()
         chat = decoder_input.chat
-        memory, read, created = engine.prepare(decoder_input, self.memory_store, self.rate)
+        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget)
+        memory = reading.memory
         pieces: Iterator[str | dict]
         if decoder_input.question is None and tools and choice != "none":
             chat = _with_system_text(chat, tools_prompt(tools))
@@ -155,7 +162,8 @@ class RCCChatModel(BaseChatModel):
                  "input_token_details": {"cache_read": read, "cache_creation": created}}
         metadata = {"model_name": self.model_name, "model_provider": "rcc",
                     "compression_rate": engine.model.check_rate(self.rate), "memory_slots": memory.num_slots,
-                    "memory_tokens": memory.token_count, "finish_reason": info.finish_reason}
+                    "memory_tokens": memory.token_count, "memory_windows_read": sum(map(len, reading.windows)),
+                    "memory_windows": sum(reading.available), "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))
 

@@ -40,7 +40,8 @@ class RCCChatEngine(BaseChatEngine):
         if chat_history is not None:
             self._memory.set(chat_history)
         sources = self.retriever.retrieve(QueryBundle(message))
-        memories = [self.index.memory_of(s.node.node_id) for s in sources]
+        memory = self.index.memory_of_nodes([s.node for s in sources])
+        memories = [memory] if memory.num_slots else []
         self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
         return [*self.prefix, *self._memory.get_all()], sources, memories
 

@@ -27,6 +27,7 @@ from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError, RC
 from rcc_model.atomic import atomic_directory
 
 STRUCT_TYPE = "rcc_memory"
+WINDOW_KEY = "rcc_window"  # metadata of a window node: which encoder window of its parent document it holds
 MANIFEST = "rcc_manifest.json"
 MEMORY_FOLDER = "rcc_memory"
 
@@ -80,6 +81,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         self._engine: Engine = engine_for(model)
         self.rate = self._engine.model.check_rate(rate)  # a loaded index keeps the rate it was built at
         self._memories: dict[str, CompressedMemory] = {}
+        self._window_texts: dict[tuple[str, str], list[str]] = {}
         self.memory_budget = memory_budget
         self.batch_size = batch_size
         self.damaged: list[str] = []
@@ -132,7 +134,9 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
     def _delete_node(self, node_id: str, **kwargs: Any) -> None:
         self._index_struct.delete(node_id)
-        self._memories.pop(node_id, None)
+        memory = self._memories.pop(node_id, None)
+        if memory is not None:
+            self._window_texts.pop((node_id, memory.source_hash), None)
 
     @property
     def ref_doc_info(self) -> dict[str, RefDocInfo]:
@@ -173,6 +177,44 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
     @property
     def node_ids(self) -> list[str]:
         return list(self._index_struct.nodes_dict)
+
+    def window_texts(self, node_id: str) -> list[str]:
+        """The text of each encoder window of a document's memory (what a question's reading ranks)."""
+        key = (node_id, self.memory_of(node_id).source_hash)
+        if key not in self._window_texts:
+            self._window_texts[key] = self._engine.model.window_texts(self.docstore.get_node(node_id).get_content())
+        return self._window_texts[key]
+
+    def window_node(self, node_id: str, window: int) -> TextNode:
+        """A node holding one encoder window of a document: its text, the document's metadata, the document
+        as parent (and its source document, so `ref_doc_id` names it)."""
+        document = self.docstore.get_node(node_id)
+        relationships = {NodeRelationship.PARENT: document.as_related_node_info()}
+        if document.source_node is not None:
+            relationships[NodeRelationship.SOURCE] = document.source_node
+        return TextNode(id_=f"{node_id}#window-{window}", text=self.window_texts(node_id)[window],
+                        metadata={**document.metadata, WINDOW_KEY: window},
+                        excluded_llm_metadata_keys=[*document.excluded_llm_metadata_keys, WINDOW_KEY],
+                        excluded_embed_metadata_keys=[*document.excluded_embed_metadata_keys, WINDOW_KEY],
+                        relationships=relationships)
+
+    def memory_of_nodes(self, nodes: Sequence[BaseNode]) -> CompressedMemory:
+        """The memory that retrieved nodes name, in document order: whole documents, and the windows of
+        window nodes (`window_node`)."""
+        wanted: dict[str, set[int] | None] = {}
+        for node in nodes:
+            parent = node.parent_node
+            if WINDOW_KEY in node.metadata and parent is not None and wanted.get(parent.node_id, set()) is not None:
+                wanted.setdefault(parent.node_id, set()).add(int(node.metadata[WINDOW_KEY]))
+            else:
+                wanted[node.node_id] = None
+        parts: list[CompressedMemory] = []
+        for node_id in self.node_ids:
+            if node_id in wanted:
+                memory = self.memory_of(node_id)
+                windows = wanted[node_id]
+                parts += [memory] if windows is None else [memory.windows()[j] for j in sorted(windows)]
+        return CompressedMemory.concat(parts) if parts else self._engine.model.empty_memory()
 
     # ------------------------------------------------------------------ persistence
     def persist(self, persist_dir: str | Path) -> Path:

@@ -55,6 +55,10 @@ class RCCLLM(LLM):
     seed: int | None = None
     compress_threshold: int = 256
     instruction_reconstruction: bool = False
+    memory_budget: int | None = Field(
+        default=None, description="the most memory slots one answer reads; beyond it, the windows of the long "
+        "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
+        "to read well (its config's read_slots), else all the decoder's positions hold")
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
     react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
                                        "observation (and against, after one); float('inf') = always act first, "
@@ -104,7 +108,9 @@ class RCCLLM(LLM):
                                 self.instruction_reconstruction, pieces)
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
-        memory, read, created = engine.prepare(conversation, rate=self.rate)
+        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget)
+        memory = reading.memory
         info = GenerationInfo()
         if tools:
             observed = turns[-1][1].startswith("Observation:")
@@ -118,7 +124,8 @@ class RCCLLM(LLM):
         prompt_tokens = memory.token_count + sum(engine.count_tokens(m["content"]) for m in conversation.chat)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
-                 "memory_tokens_compressed": created, "memory_slots": memory.num_slots}
+                 "memory_tokens_compressed": created, "memory_slots": memory.num_slots,
+                 "memory_windows_read": sum(map(len, reading.windows)), "memory_windows": sum(reading.available)}
         yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
 

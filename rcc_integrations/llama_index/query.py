@@ -1,11 +1,10 @@
-"""Reading an `RCCMemoryIndex`: which documents' memory a question reads (retriever), and answering from
-that memory (query engine), never from pasted text."""
+"""Reading an `RCCMemoryIndex`: which documents, or which of their windows, a question reads (retriever), and
+answering from that memory (query engine), never from pasted text."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.response.schema import AsyncStreamingResponse, Response, StreamingResponse
@@ -13,43 +12,34 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rcc_integrations._runtime import iterate_in_thread
 from rcc_model import CompressedMemory, GenerationInfo
-
-QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
-
-
-def _signature(memory: CompressedMemory) -> torch.Tensor:
-    """A document's gist for routing: the mean over slots of the encoder's last hidden-state entry."""
-    return torch.nn.functional.normalize(memory.states[:, -1].float().mean(0), dim=0)
+from rcc_model.reading import read_within
 
 
 class RCCMemoryRetriever(BaseRetriever):
-    """Returns the documents a question reads: all of them while their memory fits the decoder (score 1.0),
-    otherwise the most relevant ones (cosine of encoder-state gists, query vs document) that fit the budget."""
+    """Returns what a question reads: every document, whole (score 1.0), while their memory fits the budget;
+    otherwise the windows whose text best matches the question (BM25, `rcc_model.reading`), as nodes holding
+    the window's text with its document as parent, best first.
+
+    The budget is `memory_budget` slots, else the index's, else what the model was measured to read well
+    (`RCCConfig.read_slots`), never more than the decoder's positions leave for question and answer.
+    """
 
     def __init__(self, index, memory_budget: int | None = None, answer_tokens: int = 256, **kwargs: Any):
         super().__init__(callback_manager=index._callback_manager, **kwargs)
         self.index = index
-        positions = index.engine.model.max_positions
-        free = positions - min(QUESTION_RESERVE + answer_tokens, positions // 2)
-        self.budget = memory_budget or index.memory_budget or free
+        self.budget = index.engine.read_budget(answer_tokens, memory_budget or index.memory_budget)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         ids = self.index.node_ids
-        memories = {node_id: self.index.memory_of(node_id) for node_id in ids}
-        total = sum(m.num_slots for m in memories.values())
-        if total <= self.budget:
-            scored = [(node_id, 1.0) for node_id in ids]
-        else:
-            query, _ = self.index.engine.memory_for(query_bundle.query_str, rate=self.index.rate)
-            gist = _signature(query)
-            ranked = sorted(ids, key=lambda i: -float(_signature(memories[i]) @ gist))
-            scored, used = [], 0
-            for node_id in ranked:
-                if used + memories[node_id].num_slots <= self.budget:
-                    scored.append((node_id, float(_signature(memories[node_id]) @ gist)))
-                    used += memories[node_id].num_slots
-        nodes = self.index.docstore.get_nodes([node_id for node_id, _ in scored])
-        return [NodeWithScore(node=node, score=score) for node, (_, score) in zip(nodes, scored)]
+        memories = [self.index.memory_of(node_id) for node_id in ids]
+        if sum(m.num_slots for m in memories) <= self.budget:
+            return [NodeWithScore(node=node, score=1.0) for node in self.index.docstore.get_nodes(ids)]
+        reading = read_within(query_bundle.query_str, memories, [self.index.window_texts(i) for i in ids],
+                              self.budget)
+        nodes = [NodeWithScore(node=self.index.window_node(node_id, window), score=score)
+                 for node_id, windows, scores in zip(ids, reading.windows, reading.scores)
+                 for window, score in zip(windows, scores)]
+        return sorted(nodes, key=lambda n: -(n.score or 0.0))
 
 
 class RCCQueryEngine(BaseQueryEngine):
@@ -68,8 +58,7 @@ class RCCQueryEngine(BaseQueryEngine):
 
     def _prepare(self, query_bundle: QueryBundle) -> tuple[list[NodeWithScore], CompressedMemory]:
         sources = self.retriever.retrieve(query_bundle)
-        memories = [self.index.memory_of(s.node.node_id) for s in sources]
-        return sources, CompressedMemory.concat(memories) if memories else self.index.engine.model.empty_memory()
+        return sources, self.index.memory_of_nodes([s.node for s in sources])
 
     def _pieces(self, question: str, memory: CompressedMemory, info: GenerationInfo):
         return self.index.engine.stream(memory, [{"role": "user", "content": question}], info=info, **self.sampling)

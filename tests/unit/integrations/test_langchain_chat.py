@@ -109,6 +109,22 @@ def test_attached_documents_and_memories_are_read(llm, text_rcc):
     assert by_document.content == by_memory.content and by_document.response_metadata["memory_slots"] > 0
 
 
+def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(text_rcc):
+    slots = text_rcc.config.window // text_rcc.config.rate
+    report = LONG + "The harbour code is kept by Amara Quist. " + LONG
+    llm = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=2 * slots)
+    meta = llm.invoke("Who keeps the harbour code?", memory=[Document(page_content=report)]).response_metadata
+    assert meta["memory_slots"] == 2 * slots and meta["memory_windows_read"] == 2
+    assert meta["memory_windows"] == text_rcc.compress(report).num_windows > 2
+    given = text_rcc.compress(report)  # a memory without its text cannot be ranked: it is read whole
+    assert llm.invoke("Who?", memory=given).response_metadata["memory_slots"] == given.num_slots
+    question_last = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=slots, instruction_reconstruction=True)
+    meta = question_last.invoke([SystemMessage(report), HumanMessage("Who keeps the harbour code?")]
+                                ).response_metadata
+    question_slots = text_rcc.compress("\n\nWho keeps the harbour code?").num_slots
+    assert meta["memory_slots"] == slots + question_slots  # the compressed question is always read
+
+
 def test_memory_from_another_model_is_refused(llm):
     other = make_rcc(window=32)
     with pytest.raises((MemoryMismatchError, ValueError)):

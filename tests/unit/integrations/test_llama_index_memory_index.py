@@ -108,12 +108,24 @@ def test_query_engine_reads_memory_sync_async_and_streaming(index):
     assert str(asyncio.run(engine.aquery("Which office?"))) == str(response)
 
 
-def test_over_budget_the_retriever_selects_documents_that_fit(index):
-    one = index.memory_of(index.node_ids[0]).num_slots
-    nodes = index.as_retriever(memory_budget=one + 1).retrieve("Which office?")
-    assert len(nodes) == 1 and nodes[0].score is not None
-    everything = index.as_retriever().retrieve("Which office?")
-    assert len(everything) == 3 and all(n.score == 1.0 for n in everything)
+def test_over_budget_the_retriever_reads_the_windows_that_match_the_question(text_rcc):
+    planted = TEXT + " The lighthouse keeper is Amara Quist. " + TEXT
+    index = RCCMemoryIndex.from_documents([*docs(), Document(text=planted, id_="doc-9", metadata={"n": 9})],
+                                          model=text_rcc)
+    window_slots = text_rcc.config.window // text_rcc.config.rate
+    nodes = index.as_retriever(memory_budget=2 * window_slots).retrieve("Who keeps the lighthouse?")
+    assert len(nodes) == 2 and nodes[0].score >= nodes[1].score > 0
+    best = nodes[0].node
+    assert "lighthouse" in best.get_content() and best.ref_doc_id == "doc-9"
+    assert best.parent_node.node_id == "doc-9:memory" and best.metadata["n"] == 9
+    memory = index.memory_of("doc-9:memory").windows()[best.metadata["rcc_window"]]
+    assert index.memory_of_nodes([best]).states.equal(memory.states)
+
+    response = index.as_query_engine(max_tokens=4, memory_budget=2 * window_slots).query("Who keeps the lighthouse?")
+    assert response.metadata["memory_slots"] == 2 * window_slots
+    assert {s.node.node_id for s in response.source_nodes} == {n.node.node_id for n in nodes}
+    everything = index.as_retriever().retrieve("Who keeps the lighthouse?")
+    assert len(everything) == 4 and all(n.score == 1.0 for n in everything)
 
 
 def test_empty_documents_are_refused(text_rcc):
