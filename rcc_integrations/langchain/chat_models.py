@@ -156,7 +156,7 @@ class RCCChatModel(BaseChatModel):
             else:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         plain = sum(engine.count_tokens(m["content"]) for m in chat)
-        input_tokens = plain + memory.token_count
+        input_tokens = plain + read + created  # all memory given, also windows left unread (see metadata)
         usage = {"input_tokens": input_tokens, "output_tokens": info.output_tokens,
                  "total_tokens": input_tokens + info.output_tokens,
                  "input_token_details": {"cache_read": read, "cache_creation": created}}

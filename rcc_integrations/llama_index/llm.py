@@ -121,7 +121,8 @@ class RCCLLM(LLM):
         for piece in stream:
             text += piece
             yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece)
-        prompt_tokens = memory.token_count + sum(engine.count_tokens(m["content"]) for m in conversation.chat)
+        # every memory token given counts as prompt (read from cache or compressed now), read in full or not
+        prompt_tokens = read + created + sum(engine.count_tokens(m["content"]) for m in conversation.chat)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
                  "memory_tokens_compressed": created, "memory_slots": memory.num_slots,

@@ -114,7 +114,10 @@ def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(tex
     report = LONG + "The harbour code is kept by Amara Quist. " + LONG
     llm = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=2 * slots)
     meta = llm.invoke("Who keeps the harbour code?", memory=[Document(page_content=report)]).response_metadata
+    message = llm.invoke("Who keeps the harbour code?", memory=[Document(page_content=report)])
     assert meta["memory_slots"] == 2 * slots and meta["memory_windows_read"] == 2
+    details = message.usage_metadata["input_token_details"]  # all memory given counts, read or not
+    assert message.usage_metadata["input_tokens"] >= details["cache_read"] == text_rcc.compress(report).token_count
     assert meta["memory_windows"] == text_rcc.compress(report).num_windows > 2
     given = text_rcc.compress(report)  # a memory without its text cannot be ranked: it is read whole
     assert llm.invoke("Who?", memory=given).response_metadata["memory_slots"] == given.num_slots
