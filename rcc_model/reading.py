@@ -59,9 +59,17 @@ class Reading:
     available: list[int]
 
     @property
+    def windows_read(self) -> int:
+        return sum(map(len, self.windows))
+
+    @property
+    def windows_held(self) -> int:
+        return sum(self.available)
+
+    @property
     def selected(self) -> bool:
         """Whether some windows were left unread."""
-        return any(len(w) < n for w, n in zip(self.windows, self.available))
+        return self.windows_read < self.windows_held
 
 
 def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequence[Sequence[str] | None],
@@ -81,25 +89,25 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
         raise ValueError("read_within needs at least one memory")
     if len(texts) != len(memories):
         raise ValueError(f"got {len(memories)} memories but texts for {len(texts)}")
-    windows = [m.windows() for m in memories]
-    for i, (parts, text) in enumerate(zip(windows, texts)):
-        if text is not None and len(text) != len(parts):
-            raise ValueError(f"memory {i} has {len(parts)} windows but {len(text)} window texts")
-    counts = [len(parts) for parts in windows]
+    counts = [m.num_windows for m in memories]
+    for i, (count, text) in enumerate(zip(counts, texts)):
+        if text is not None and len(text) != count:
+            raise ValueError(f"memory {i} has {count} windows but {len(text)} window texts")
     if sum(m.num_slots for m in memories) <= budget:
         return Reading(CompressedMemory.concat(memories), [list(range(n)) for n in counts],
                        [[] for _ in memories], counts)
 
+    windows = [m.windows() for m in memories]
     left = budget - sum(m.num_slots for m, text in zip(memories, texts) if text is None)
     candidates = [(i, j) for i, text in enumerate(texts) if text is not None for j in range(len(text))]
     scores = dict(zip(candidates, bm25(question, [texts[i][j] for i, j in candidates])))
-    chosen: list[tuple[int, int]] = []
+    chosen: set[tuple[int, int]] = set()
 
     def take(window: tuple[int, int]) -> None:
         nonlocal left
         if window in scores and window not in chosen and (windows[window[0]][window[1]].num_slots <= left
                                                           or not chosen):
-            chosen.append(window)
+            chosen.add(window)
             left -= windows[window[0]][window[1]].num_slots
 
     ranked = sorted(candidates, key=lambda c: (-scores[c], c))  # best first; ties in document order
@@ -108,8 +116,10 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
         if scores[window] < relevance * best:
             break
         take(window)
-    hits = list(chosen)
+    hits = [window for window in ranked if window in chosen]  # their neighbours in the same order
     for distance in range(1, max(counts) if hits else 0):
+        if left <= 0:
+            break
         for i, j in hits:
             for neighbour in sorted([(i, j - distance), (i, j + distance)], key=lambda c: -scores.get(c, -1.0)):
                 take(neighbour)

@@ -162,8 +162,8 @@ class RCCChatModel(BaseChatModel):
                  "input_token_details": {"cache_read": read, "cache_creation": created}}
         metadata = {"model_name": self.model_name, "model_provider": "rcc",
                     "compression_rate": engine.model.check_rate(self.rate), "memory_slots": memory.num_slots,
-                    "memory_tokens": memory.token_count, "memory_windows_read": sum(map(len, reading.windows)),
-                    "memory_windows": sum(reading.available), "finish_reason": info.finish_reason}
+                    "memory_tokens": memory.token_count, "memory_windows_read": reading.windows_read,
+                    "memory_windows": reading.windows_held, "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))
 

@@ -204,10 +204,10 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         wanted: dict[str, set[int] | None] = {}
         for node in nodes:
             parent = node.parent_node
-            if WINDOW_KEY in node.metadata and parent is not None and wanted.get(parent.node_id, set()) is not None:
-                wanted.setdefault(parent.node_id, set()).add(int(node.metadata[WINDOW_KEY]))
-            else:
+            if WINDOW_KEY not in node.metadata or parent is None:
                 wanted[node.node_id] = None
+            elif wanted.get(parent.node_id, set()) is not None:  # a document wanted whole stays whole
+                wanted.setdefault(parent.node_id, set()).add(int(node.metadata[WINDOW_KEY]))
         parts: list[CompressedMemory] = []
         for node_id in self.node_ids:
             if node_id in wanted:

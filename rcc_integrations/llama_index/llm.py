@@ -126,7 +126,7 @@ class RCCLLM(LLM):
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
                  "memory_tokens_compressed": created, "memory_slots": memory.num_slots,
-                 "memory_windows_read": sum(map(len, reading.windows)), "memory_windows": sum(reading.available)}
+                 "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held}
         yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
 

@@ -36,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"compressed {memory.token_count} tokens into {memory.num_slots} slots in {seconds:.1f}s "
           f"({memory.token_count / seconds:.0f} tokens/s, {memory.nbytes / 1e6:.1f} MB of memory)")
     print(f"question: {question}")
-    if model.config.read_slots and memory.num_slots > model.config.read_slots:
+    if model.config.read_slots:
         reading = read_within(question, [memory], [model.window_texts(document)], model.config.read_slots)
-        print(f"reading {sum(map(len, reading.windows))} of {memory.num_windows} windows, the best match for the "
-              f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")
+        if reading.selected:
+            print(f"reading {reading.windows_read} of {reading.windows_held} windows, the best match for the "
+                  f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")
         memory = reading.memory
     answer = model.ask(memory, question, max_new_tokens=32)
     print(f"answer from memory: {answer}")
