@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
+    p.add_argument("--read-slots", type=int, help="passkey/needle: read only this many slots of each memory, "
+                   "the windows that best match the question (BM25), as the integrations do (default: all)")
     p.add_argument("--pwc", type=Path, help="qa, reconstruction: a PwC jsonl file (input, prompt, answer) "
                    "instead of --data")
     p.add_argument("--limit", type=int, default=50, help="qa: at most this many examples")
@@ -50,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
                                           stop_at_eos=args.stop_at_eos)
     elif args.protocol == "passkey":
-        result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials)
+        result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials, read_slots=args.read_slots)
     elif args.protocol == "needle":
         from rcc_model.data.build import load_tokens
 
         result = protocols.needle(model, load_tokens(_need(args.data), "heldout"), args.lengths, args.depths,
-                                  trials=args.trials)
+                                  trials=args.trials, read_slots=args.read_slots)
     else:
         result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
                                               else _base_of(model))

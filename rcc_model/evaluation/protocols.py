@@ -14,7 +14,9 @@ import torch
 
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
+from rcc_model.memory import CompressedMemory
 from rcc_model.modeling import RCCModel
+from rcc_model.reading import read_within
 from rcc_model.training.batch import collate
 from rcc_model.training.objectives import Example
 
@@ -76,11 +78,24 @@ def _teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: li
     return float(np.mean(losses))
 
 
+def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None) -> tuple[CompressedMemory, list]:
+    """The memory of `context`, whole (`read_slots` None) or the part that the question reads within
+    `read_slots` slots, the windows ranked by BM25 as the integrations rank them; and the windows read."""
+    memory = model.compress(context)
+    if read_slots is None:
+        return memory, list(range(memory.num_windows))
+    question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+    texts = model.tokenizer.batch_decode(model.windows_of(context))
+    reading = read_within(question, [memory], [texts], read_slots)
+    return reading.memory, reading.windows[0]
+
+
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
-          seed: int) -> dict:
+          seed: int, read_slots: int | None = None) -> dict:
     """Run `build(rng, length, depth) -> (context ids, prompt, answer)` over a grid: per cell, exact accuracy,
     the share of the code's digits recalled in place (partial credit shows progress before exact recall
-    does), and every answer given."""
+    does), and every answer given. With `read_slots`, the decoder reads only that much of each memory
+    (`_read`): the protocol as the integrations run it, retrieval included."""
     rng = random.Random(seed)
     cells = []
     for length in lengths:
@@ -88,8 +103,9 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
             answers = []
             for _ in range(trials):
                 context, prompt, answer = build(rng, length, depth)
-                memory = model.compress(context)
-                answers.append({"expected": answer, "output": model.generate(memory, prompt, max_new_tokens=12)})
+                memory, read = _read(model, context, prompt, read_slots)
+                answers.append({"expected": answer, "output": model.generate(memory, prompt, max_new_tokens=12),
+                                "windows_read": read})
             found = [first_integer(a["output"]) or "" for a in answers]
             cells.append({"length": length, "depth": depth,
                           "accuracy": float(np.mean([f == a["expected"] for f, a in zip(found, answers)])),
@@ -97,11 +113,12 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                                                            for f, a in zip(found, answers)])),
                           "answers": answers})
     return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
-            "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials}
+            "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials,
+            "read_slots": read_slots}
 
 
 def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,
-            seed: int = 0) -> dict:
+            seed: int = 0, read_slots: int | None = None) -> dict:
     """Mohtashami & Jaggi's passkey template (repeated filler), compressed; the question in plain text."""
     filler = model.encode_text(PASSKEY_FILLER)
     intro = model.encode_text(PASSKEY_INTRO)
@@ -113,11 +130,11 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
         cut = int(len(body) * depth)
         return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key
 
-    return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed)}
+    return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed, read_slots)}
 
 
 def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], depths: Sequence[float],
-           trials: int = 2, seed: int = 0) -> dict:
+           trials: int = 2, seed: int = 0, read_slots: int | None = None) -> dict:
     """A code hidden in real, non-repeating held-out text; the question through the chat template."""
 
     def build(rng: random.Random, length: int, depth: float):
@@ -129,7 +146,7 @@ def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], dep
         prompt = [{"role": "user", "content": "What is the secret code of the archive? Answer with the number."}]
         return body[:cut] + sentence + body[cut:], prompt, code
 
-    return {"protocol": "needle", **_grid(model, build, lengths, depths, trials, seed)}
+    return {"protocol": "needle", **_grid(model, build, lengths, depths, trials, seed, read_slots)}
 
 
 @torch.no_grad()

@@ -35,6 +35,8 @@ class TrainConfig:
         qa_haystack: share of qa examples whose document is hidden at a random depth inside real text of the
             training stream, grown to a random length of up to `long_context_windows` windows (most generated
             documents fit one window, so without it questions are never answered across many windows).
+        qa_kinds: weights of the generated qa kinds ("fact", "multi-fact", "not-in-document", "definition");
+            None = as generated. A stage can stress exact facts over the "does not say" answers.
         stop_at: end the run after this step (its state saved, so raising or removing it resumes) while the
             learning-rate schedule still spans `steps`: reproduces, step for step on any machine, a stage that
             its `max_minutes` stopped early.
@@ -64,6 +66,7 @@ class TrainConfig:
     long_context_windows: int = 4
     qa_reconstruct_instruction: float = 0.5
     qa_haystack: float = 0.0
+    qa_kinds: dict[str, float] | None = None
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-3

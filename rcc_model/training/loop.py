@@ -78,7 +78,7 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: i
     if config.objectives.get("qa", 0) > 0:
         builders["qa"] = objectives.question_answering(load_qa(data, split), model.tokenizer, config.window,
                                                        config.long_context_windows, config.qa_reconstruct_instruction,
-                                                       tokens, config.qa_haystack)
+                                                       tokens, config.qa_haystack, config.qa_kinds)
     return objectives.mixture(builders, config.objectives)
 
 

@@ -90,14 +90,18 @@ def long_context(tokens: np.ndarray, window: int, windows: int, span: int, cue: 
 
 def question_answering(examples: Sequence[QAExample], tokenizer, window: int, windows: int,
                        reconstruct_instruction: float, haystack: np.ndarray | None = None,
-                       haystack_share: float = 0.0) -> Builder:
+                       haystack_share: float = 0.0, kinds: dict[str, float] | None = None) -> Builder:
     """Answer generated questions from memory, in both prompt modes of the paper: the question in plain text
     through the chat template, or (with probability `reconstruct_instruction`) compressed after the context,
     with the decoder regenerating it before answering.
 
     The generated documents are mostly one window long; with probability `haystack_share` the document is
     hidden at a random depth inside real text from the `haystack` token stream, grown to a random length of
-    up to `windows` windows, so the answer must be found among many slots (the needle setting)."""
+    up to `windows` windows, so the answer must be found among many slots (the needle setting).
+
+    `kinds` weights the examples' kinds (e.g. more "fact" than "definition"); None draws every example with
+    the same chance, as the generated set mixes them."""
+    draw = _weighted_draw(examples, kinds)
     frame = instruction_frame(tokenizer)
     header = prompt_ids(tokenizer, frame.header)
     eos = [tokenizer.eos_token_id]
@@ -117,7 +121,7 @@ def question_answering(examples: Sequence[QAExample], tokenizer, window: int, wi
         return filler[:cut] + ids + filler[cut:]
 
     def build(rng: random.Random) -> Example:
-        qa = examples[rng.randrange(len(examples))]
+        qa = draw(rng)
         answer = encode(qa.answer) + eos
         if rng.random() < reconstruct_instruction:
             question = encode("\n\n" + qa.question)
@@ -127,6 +131,28 @@ def question_answering(examples: Sequence[QAExample], tokenizer, window: int, wi
                        answer)
 
     return build
+
+
+def _weighted_draw(examples: Sequence[QAExample], kinds: dict[str, float] | None
+                   ) -> Callable[[random.Random], QAExample]:
+    if kinds is None:
+        return lambda rng: examples[rng.randrange(len(examples))]
+    by_kind: dict[str, list[QAExample]] = {}
+    for qa in examples:
+        by_kind.setdefault(qa.kind, []).append(qa)
+    unknown = sorted(set(kinds) - set(by_kind))
+    if unknown:
+        raise ValueError(f"no qa examples of kinds {unknown}; the set has {sorted(by_kind)}")
+    names = sorted(k for k in kinds if kinds[k] > 0)
+    if not names:
+        raise ValueError(f"qa kind weights {kinds} select no example")
+    cumulative = np.cumsum([kinds[k] for k in names]) / sum(kinds[k] for k in names)
+
+    def draw(rng: random.Random) -> QAExample:
+        pool = by_kind[names[int(np.searchsorted(cumulative, rng.random(), side="right"))]]
+        return pool[rng.randrange(len(pool))]
+
+    return draw
 
 
 def mixture(builders: dict[str, Builder], weights: dict[str, float]) -> Builder:

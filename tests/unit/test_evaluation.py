@@ -38,6 +38,22 @@ def test_passkey_and_needle_fill_their_grids(text_rcc, smollm2_tokenizer):
     assert 0 <= needle["digit_accuracy"] <= 1
 
 
+def test_needle_can_read_only_the_window_that_matches_the_question(text_rcc, smollm2_tokenizer):
+    filler = text_rcc.encode_text(" Real text does not repeat itself like filler does." * 12)[:96]  # 3 windows
+    context = filler + text_rcc.encode_text(" The secret code of the archive is 48213. ") + filler
+    question = [{"role": "user", "content": "What is the secret code of the archive?"}]
+    memory, (window,) = protocols._read(text_rcc, context, question, read_slots=8)  # one 32-token window
+    assert memory.num_slots == 8
+    assert "48213" in smollm2_tokenizer.decode(text_rcc.windows_of(context)[window])
+
+    haystack = np.asarray(filler * 3, dtype=np.uint32)
+    needle = protocols.needle(text_rcc, haystack, [300], [0.1, 0.9], trials=1, read_slots=8)
+    assert needle["read_slots"] == 8
+    assert all(len(a["windows_read"]) == 1 for c in needle["cells"] for a in c["answers"])
+    whole = protocols.needle(text_rcc, haystack, [300], [0.5], trials=1)
+    assert len(whole["cells"][0]["answers"][0]["windows_read"]) > 8
+
+
 def test_qa_compares_memory_with_the_full_text_baseline(text_rcc):
     examples = [QAExample("The door is painted teal. " * 10, "What colour is the door?", "teal", "fact")]
     result = protocols.question_answering(text_rcc, examples, base=text_rcc.decoder, max_new_tokens=4)

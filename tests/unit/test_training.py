@@ -338,3 +338,24 @@ def test_qa_documents_are_hidden_in_real_text_at_varied_lengths_and_depths(smoll
     assert -1 not in depths and max(lengths) <= 32 * 4  # the document whole, within the budget
     assert len(lengths) > 10 and len(depths) > 10 and max(lengths) > 32 * 2
     assert all(e.target[-1] == smollm2_tokenizer.eos_token_id for e in examples)
+
+
+def test_qa_kind_weights_choose_what_is_asked(smollm2_tokenizer):
+    from rcc_model.data.qa import NOT_IN_DOCUMENT, QAExample
+
+    qa = [QAExample("The door is teal.", "What colour is the door?", "teal", "fact")] + [
+        QAExample(f"Text {i}.", "What is the code?", NOT_IN_DOCUMENT, "not-in-document") for i in range(9)]
+    answer = smollm2_tokenizer("teal", add_special_tokens=False)["input_ids"]
+
+    def facts(kinds):
+        build = objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=1, reconstruct_instruction=0,
+                                              kinds=kinds)
+        rng = random.Random(0)
+        return sum(build(rng).target[:-1] == answer for _ in range(400))
+
+    assert 15 < facts(None) < 70  # one example in ten
+    assert facts({"fact": 1.0, "not-in-document": 0.0}) == 400
+    assert 150 < facts({"fact": 1.0, "not-in-document": 1.0}) < 250
+    with pytest.raises(ValueError, match="kinds"):
+        objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=1, reconstruct_instruction=0,
+                                      kinds={"definition": 1.0})
