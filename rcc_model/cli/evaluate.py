@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
     p.add_argument("--read-slots", type=int, help="passkey/needle: read only this many slots of each memory, "
                    "the windows that best match the question (BM25), as the integrations do (default: all)")
+    p.add_argument("--needle-sentence", help="needle: the hidden sentence, with {code} in it (default: "
+                   "\"The secret code of the archive is {code}.\")")
+    p.add_argument("--needle-question", help="needle: the question asked (default: the protocol's own)")
     p.add_argument("--pwc", type=Path, help="qa, reconstruction: a PwC jsonl file (input, prompt, answer) "
                    "instead of --data")
     p.add_argument("--limit", type=int, default=50, help="qa: at most this many examples")
@@ -56,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.protocol == "needle":
         from rcc_model.data.build import load_tokens
 
+        phrasing = {"sentence": args.needle_sentence or protocols.NEEDLE_SENTENCE,
+                    "question": args.needle_question or protocols.NEEDLE_QUESTION}
         result = protocols.needle(model, load_tokens(_need(args.data), "heldout"), args.lengths, args.depths,
-                                  trials=args.trials, read_slots=args.read_slots)
+                                  trials=args.trials, read_slots=args.read_slots, **phrasing)
     else:
         result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
                                               else _base_of(model))

@@ -133,20 +133,30 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
     return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed, read_slots)}
 
 
+NEEDLE_SENTENCE = "The secret code of the archive is {code}."
+NEEDLE_QUESTION = "What is the secret code of the archive? Answer with the number."
+
+
 def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], depths: Sequence[float],
-           trials: int = 2, seed: int = 0, read_slots: int | None = None) -> dict:
-    """A code hidden in real, non-repeating held-out text; the question through the chat template."""
+           trials: int = 2, seed: int = 0, read_slots: int | None = None, sentence: str = NEEDLE_SENTENCE,
+           question: str = NEEDLE_QUESTION) -> dict:
+    """A code hidden in real, non-repeating held-out text; the question through the chat template.
+
+    `sentence` (with `{code}`) and `question` change the phrasing, e.g. to the generated QA set's own
+    ("The access code for the ... is"), which tells reading a code from recognising a phrasing."""
+    if "{code}" not in sentence:
+        raise ValueError(f"the needle sentence must hold {{code}}, got {sentence!r}")
 
     def build(rng: random.Random, length: int, depth: float):
         code = str(rng.randint(10000, 99999))
         start = rng.randrange(0, max(1, len(haystack) - length))
         body = [int(t) for t in haystack[start:start + length]]  # numpy memmap rows -> token ids
-        sentence = model.encode_text(f" The secret code of the archive is {code}. ")
+        hidden = model.encode_text(f" {sentence.format(code=code)} ")
         cut = int(len(body) * depth)
-        prompt = [{"role": "user", "content": "What is the secret code of the archive? Answer with the number."}]
-        return body[:cut] + sentence + body[cut:], prompt, code
+        return body[:cut] + hidden + body[cut:], [{"role": "user", "content": question}], code
 
-    return {"protocol": "needle", **_grid(model, build, lengths, depths, trials, seed, read_slots)}
+    return {"protocol": "needle", "sentence": sentence, "question": question,
+            **_grid(model, build, lengths, depths, trials, seed, read_slots)}
 
 
 @torch.no_grad()

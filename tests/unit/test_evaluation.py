@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from rcc_model.cli.evaluate import write
 from rcc_model.data.qa import QAExample
@@ -52,6 +53,16 @@ def test_needle_can_read_only_the_window_that_matches_the_question(text_rcc, smo
     assert all(len(a["windows_read"]) == 1 for c in needle["cells"] for a in c["answers"])
     whole = protocols.needle(text_rcc, haystack, [300], [0.5], trials=1)
     assert len(whole["cells"][0]["answers"][0]["windows_read"]) > 8
+
+
+def test_needle_phrasing_can_be_changed(text_rcc, smollm2_tokenizer):
+    haystack = np.asarray(smollm2_tokenizer("Real text does not repeat itself. " * 40)["input_ids"], dtype=np.uint32)
+    result = protocols.needle(text_rcc, haystack, [150], [0.5], trials=1, read_slots=8,
+                              sentence="The access code for the depot is {code}.",
+                              question="What is the access code for the depot?")
+    assert result["sentence"].startswith("The access code") and result["question"].endswith("depot?")
+    with pytest.raises(ValueError, match="code"):
+        protocols.needle(text_rcc, haystack, [150], [0.5], sentence="No code here.")
 
 
 def test_qa_compares_memory_with_the_full_text_baseline(text_rcc):

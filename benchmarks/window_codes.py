@@ -1,0 +1,75 @@
+"""How exactly a model reads a 5-digit code back from the one window that holds it: models side by side.
+
+    python benchmarks/window_codes.py --models default runs/export-stage9   # writes benchmarks/window_codes.{json,md}
+
+The codes and documents are those of `benchmarks/long_documents.py`'s index scenario (draw d plants
+`access_codes(3, seed=d)`, one per 22K-token chronicle), but no retrieval runs: each code's window is found
+by its text, compressed alone and asked about, so what is measured is reading, not finding. A code cut in
+two by a window boundary is skipped. This is the step where the integrations' long-document answers go
+wrong (`RCCMemoryIndex` reads the right window and still swaps digits), so a training stage meant to fix it
+is judged here first.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from _report import write_report
+
+from rcc_model import RCCModel
+from rcc_model.samples import access_codes, chronicle
+
+SENTENCES = 1333
+
+
+def planted_windows(model: RCCModel, draws: int) -> list[dict]:
+    """(question, code, text of the window holding it) for every code a window holds whole."""
+    cases = []
+    for seed in range(1, draws + 1):
+        for i, (fact, question, code) in enumerate(access_codes(3, seed=seed)):
+            windows = [w for w in model.window_texts(chronicle(sentences=SENTENCES, seed=10 * (seed - 1) + i,
+                                                               facts=[fact])) if code in w]
+            cases.append({"draw": seed, "question": question, "expected": code,
+                          "window": windows[0] if windows else None})
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["default"])
+    parser.add_argument("--draws", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("window_codes"))
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    results, cases = {}, None
+    for name in args.models:
+        model = RCCModel.from_pretrained(name)
+        if cases is None:  # the same windows for every model (one tokenizer)
+            cases = planted_windows(model, args.draws)
+        rows = []
+        for case in cases:
+            if case["window"] is None:
+                continue
+            answer = model.ask(model.compress(case["window"]), case["question"], max_new_tokens=12)
+            rows.append({"draw": case["draw"], "expected": case["expected"], "answer": answer,
+                         "correct": case["expected"] in answer})
+        results[name] = rows
+        print(name, sum(r["correct"] for r in rows), "/", len(rows), flush=True)
+    skipped = sum(c["window"] is None for c in cases)
+    table = [f"{len(cases)} codes over {args.draws} draws; {skipped} cut by a window boundary, skipped.", "",
+             "| model | codes read exactly | answered \"does not say\" | draws 1-4 (the index benchmark's) |",
+             "|---|---:|---:|---:|"]
+    for name, rows in results.items():
+        early = [r for r in rows if r["draw"] <= 4]
+        table.append(f"| `{name}` | {sum(r['correct'] for r in rows)}/{len(rows)} | "
+                     f"{sum('does not say' in r['answer'] for r in rows)} | "
+                     f"{sum(r['correct'] for r in early)}/{len(early)} |")
+    command = f"python benchmarks/window_codes.py --models {' '.join(args.models)} --draws {args.draws}"
+    write_report(args.out, "Reading a code back from the window that holds it", command, table,
+                 {"results": results})
+
+
+if __name__ == "__main__":
+    main()
