@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--qa-train", type=int, default=20000)
     p.add_argument("--qa-heldout", type=int, default=300)
+    p.add_argument("--qa-phrasing", choices=["fixed", "varied"], default="fixed",
+                   help="word each generated fact one way (what the shipped stages trained on) or one of "
+                   "several (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     base = RCCConfig.load(resolve_checkpoint(args.model)).base
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
-                     qa_train=args.qa_train, qa_heldout=args.qa_heldout)
+                     qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_phrasing=args.qa_phrasing)
     print(json.dumps(manifest, indent=2))
     return 0

@@ -21,6 +21,36 @@ _NAMES = ["Amara Quist", "Tomas Vell", "Ines Okafor", "Rhea Lindqvist", "Pavel D
 _COLOURS = ["crimson", "teal", "amber", "violet", "ochre", "silver", "indigo", "olive"]
 
 
+PHRASINGS = ("fixed", "varied")
+# (sentence, question) per fact kind: codes, keepers, years, colours. "fixed" uses the first of each (what
+# every shipped stage trained on); "varied" draws among them, so that a model learns to read a question rather
+# than to recognise four templates. The needle protocol's own phrasing ("the secret code of the archive")
+# stays out, or the needle would measure recall of a template.
+_TEMPLATES = (
+    (("The access code for the {place} is {value}.", "What is the access code for the {place}?"),
+     ("To enter the {place}, staff type {value} on the keypad.", "Which number opens the keypad of the {place}?"),
+     ("The {place} is unlocked with the code {value}.", "What code unlocks the {place}?"),
+     ("The alarm of the {place} is set with PIN {value}.", "What PIN sets the alarm of the {place}?"),
+     ("Parcels for the {place} carry the reference {value}.", "Which reference do parcels for the {place} carry?"),
+     ("The safe in the {place} opens with the combination {value}.",
+      "What is the combination of the safe in the {place}?"),
+     ("Extension {value} rings at the {place}.", "Which telephone extension rings at the {place}?")),
+    (("The keeper of the {place} is {value}.", "Who is the keeper of the {place}?"),
+     ("{value} looks after the {place}.", "Who looks after the {place}?"),
+     ("The {place} is run by {value}.", "Who runs the {place}?"),
+     ("Ask {value} for the keys to the {place}.", "Who holds the keys to the {place}?"),
+     ("Since last spring {value} has managed the {place}.", "Who manages the {place}?")),
+    (("The {place} was founded in {value}.", "In which year was the {place} founded?"),
+     ("Work on the {place} began in {value}.", "When did work on the {place} begin?"),
+     ("The {place} opened its doors in {value}.", "In what year did the {place} open?"),
+     ("The {place} dates from {value}.", "What year does the {place} date from?")),
+    (("The door of the {place} is painted {value}.", "What colour is the door of the {place}?"),
+     ("The roof of the {place} is {value}.", "What colour is the roof of the {place}?"),
+     ("The walls of the {place} are {value}.", "What colour are the walls of the {place}?"),
+     ("The flag over the {place} is {value}.", "What colour is the flag over the {place}?")),
+)
+
+
 @dataclass(frozen=True)
 class QAExample:
     context: str
@@ -32,21 +62,21 @@ class QAExample:
         return asdict(self)
 
 
-def _fact(rng: random.Random) -> tuple[str, str, str]:
+def _fact(rng: random.Random, phrasing: str = "fixed") -> tuple[str, str, str]:
     """(sentence to hide, question, answer)."""
     place = rng.choice(_PLACES)
     kind = rng.randrange(4)
     if kind == 0:
-        code = str(rng.randint(10000, 99999))
-        return f"The access code for the {place} is {code}.", f"What is the access code for the {place}?", code
-    if kind == 1:
-        name = rng.choice(_NAMES)
-        return f"The keeper of the {place} is {name}.", f"Who is the keeper of the {place}?", name
-    if kind == 2:
-        year = str(rng.randint(1700, 2020))
-        return f"The {place} was founded in {year}.", f"In which year was the {place} founded?", year
-    colour = rng.choice(_COLOURS)
-    return f"The door of the {place} is painted {colour}.", f"What colour is the door of the {place}?", colour
+        digits = 5 if phrasing == "fixed" else rng.randint(4, 7)
+        value = str(rng.randint(10 ** (digits - 1), 10**digits - 1))
+    elif kind == 1:
+        value = rng.choice(_NAMES)
+    elif kind == 2:
+        value = str(rng.randint(1700, 2020))
+    else:
+        value = rng.choice(_COLOURS)
+    sentence, question = _TEMPLATES[kind][0] if phrasing == "fixed" else rng.choice(_TEMPLATES[kind])
+    return sentence.format(place=place, value=value), question.format(place=place), value
 
 
 def _insert(text: str, sentence: str, depth: float) -> str:
@@ -57,10 +87,11 @@ def _insert(text: str, sentence: str, depth: float) -> str:
     return f"{text[:cut]}{sentence} {text[cut:]}"
 
 
-def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool = True) -> QAExample:
+def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool = True,
+                 phrasing: str = "fixed") -> QAExample:
     chosen, places = [], set()
     while len(chosen) < facts + (0 if answerable else 1):
-        fact = _fact(rng)
+        fact = _fact(rng, phrasing)
         place = next(p for p in _PLACES if p in fact[0])
         if place not in places:
             places.add(place)
@@ -82,8 +113,13 @@ def definition_example(synsets: Sequence[Synset], rng: random.Random, entries: i
     return QAExample(context, f"What does \"{target.word}\" mean here?", target.gloss, "definition")
 
 
-def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: int) -> list[QAExample]:
-    """`count` examples, mixing the kinds; the same arguments always give the same examples."""
+def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: int,
+             phrasing: str = "fixed") -> list[QAExample]:
+    """`count` examples, mixing the kinds; the same arguments always give the same examples. `phrasing`
+    "varied" words each fact one of several ways (and codes have 4 to 7 digits); "fixed" is the set every
+    shipped stage trained on."""
+    if phrasing not in PHRASINGS:
+        raise ValueError(f"`phrasing` must be one of {PHRASINGS}, got {phrasing!r}")
     rng = random.Random(seed)
     examples = []
     for _ in range(count):
@@ -93,9 +129,9 @@ def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: 
             continue
         text = rng.choice(texts)
         if roll < 0.55:
-            examples.append(fact_example(text, rng))
+            examples.append(fact_example(text, rng, phrasing=phrasing))
         elif roll < 0.8:
-            examples.append(fact_example(text, rng, facts=rng.randint(2, 4)))
+            examples.append(fact_example(text, rng, facts=rng.randint(2, 4), phrasing=phrasing))
         else:
-            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False))
+            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False, phrasing=phrasing))
     return examples

@@ -50,6 +50,22 @@ def test_an_unanswerable_question_has_no_fact_about_its_subject():
         assert example.answer == qa.NOT_IN_DOCUMENT and subject not in example.context
 
 
+def test_varied_phrasing_words_facts_many_ways_and_keeps_the_needle_phrasing_out():
+    examples = [qa.fact_example(TEXT, random.Random(seed), phrasing="varied") for seed in range(200)]
+    assert all(e.answer in e.context for e in examples)
+    assert len({e.question.split(" the ")[0] for e in examples}) > 10  # many question forms, not four
+    codes = [e.answer for e in examples if e.answer.isdigit() and "year" not in e.question
+             and not e.question.startswith("When")]
+    assert {len(code) for code in codes} == {4, 5, 6, 7}
+    assert not any("secret" in e.context.lower() or "secret" in e.question.lower() for e in examples)
+    unanswerable = qa.fact_example(TEXT, random.Random(1), facts=2, answerable=False, phrasing="varied")
+    assert unanswerable.answer == qa.NOT_IN_DOCUMENT
+    fixed = {qa.fact_example(TEXT, random.Random(seed)).question.split(" the ")[0] for seed in range(200)}
+    assert fixed == {"What is", "Who is", "In which year was", "What colour is"}  # what shipped stages saw
+    with pytest.raises(ValueError, match="phrasing"):
+        qa.generate([TEXT], [], 5, seed=0, phrasing="other")
+
+
 def test_definition_questions_ask_about_a_word_on_the_page():
     synsets = [Synset(f"word{i}", "noun", f"meaning number {i}", ()) for i in range(50)]
     example = qa.definition_example(synsets, random.Random(0))
