@@ -143,26 +143,27 @@ def _weighted_draw(examples: Sequence[QAExample], kinds: dict[str, float] | None
     unknown = sorted(set(kinds) - set(by_kind))
     if unknown:
         raise ValueError(f"no qa examples of kinds {unknown}; the set has {sorted(by_kind)}")
-    names = sorted(k for k in kinds if kinds[k] > 0)
-    if not names:
-        raise ValueError(f"qa kind weights {kinds} select no example")
-    cumulative = np.cumsum([kinds[k] for k in names]) / sum(kinds[k] for k in names)
+    choose = _weighted_choice(kinds)
 
     def draw(rng: random.Random) -> QAExample:
-        pool = by_kind[names[int(np.searchsorted(cumulative, rng.random(), side="right"))]]
+        pool = by_kind[choose(rng)]
         return pool[rng.randrange(len(pool))]
 
     return draw
 
 
-def mixture(builders: dict[str, Builder], weights: dict[str, float]) -> Builder:
+def _weighted_choice(weights: dict[str, float]) -> Callable[[random.Random], str]:
+    """A draw of one name with probability proportional to its weight (one `rng.random()` per draw)."""
     names = sorted(n for n in weights if weights[n] > 0)
-    missing = [n for n in names if n not in builders]
-    if missing:
-        raise ValueError(f"unknown objectives {missing}; known: {sorted(builders)}")
+    if not names:
+        raise ValueError(f"weights {weights} select nothing")
     cumulative = np.cumsum([weights[n] for n in names]) / sum(weights[n] for n in names)
+    return lambda rng: names[int(np.searchsorted(cumulative, rng.random(), side="right"))]
 
-    def build(rng: random.Random) -> Example:
-        return builders[names[int(np.searchsorted(cumulative, rng.random(), side="right"))]](rng)
 
-    return build
+def mixture(builders: dict[str, Builder], weights: dict[str, float]) -> Builder:
+    missing = [n for n in weights if weights[n] > 0 and n not in builders]
+    if missing:
+        raise ValueError(f"unknown objectives {sorted(missing)}; known: {sorted(builders)}")
+    choose = _weighted_choice(weights)
+    return lambda rng: builders[choose(rng)](rng)
