@@ -37,10 +37,15 @@ def chat_draw(model: RCCModel, seed: int) -> list[dict]:
             for _, question, code in planted]
 
 
+def index_documents(seed: int) -> list[tuple[str, str, str]]:
+    """(document, question, code) of index draw `seed`: one code in each of three chronicles."""
+    return [(chronicle(sentences=SENTENCES, seed=10 * (seed - 1) + i, facts=[fact]), question, code)
+            for i, (fact, question, code) in enumerate(access_codes(3, seed=seed))]
+
+
 def index_draw(model: RCCModel, seed: int) -> list[dict]:
-    planted = access_codes(3, seed=seed)
-    documents = [LlamaDocument(text=chronicle(sentences=SENTENCES, seed=10 * (seed - 1) + i, facts=[fact]))
-                 for i, (fact, _, _) in enumerate(planted)]
+    planted = index_documents(seed)
+    documents = [LlamaDocument(text=document) for document, _, _ in planted]
     engine = RCCMemoryIndex.from_documents(documents, model=model).as_query_engine(max_tokens=16)
     return [{"expected": code, "answer": str(engine.query(question))} for _, question, code in planted]
 

@@ -2,12 +2,12 @@
 
     python benchmarks/window_codes.py --models default runs/export-stage9   # writes benchmarks/window_codes.{json,md}
 
-The codes and documents are those of `benchmarks/long_documents.py`'s index scenario (draw d plants
-`access_codes(3, seed=d)`, one per 22K-token chronicle), but no retrieval runs: each code's window is found
-by its text, compressed alone and asked about, so what is measured is reading, not finding. A code cut in
-two by a window boundary is skipped. This is the step where the integrations' long-document answers go
-wrong (`RCCMemoryIndex` reads the right window and still swaps digits), so a training stage meant to fix it
-is judged here first.
+The codes and documents are those of `benchmarks/long_documents.py`'s index scenario (`index_documents`:
+draw d plants `access_codes(3, seed=d)`, one per 22K-token chronicle), but no retrieval runs: each code's
+window is found by its text, compressed alone and asked about, so what is measured is reading, not finding.
+A code cut in two by a window boundary is skipped. This is the step where the integrations' long-document
+answers go wrong (`RCCMemoryIndex` reads the right window and still swaps digits), so a training stage meant
+to fix it is judged here first.
 """
 
 from __future__ import annotations
@@ -17,20 +17,17 @@ from pathlib import Path
 
 import torch
 from _report import write_report
+from long_documents import index_documents
 
 from rcc_model import RCCModel
-from rcc_model.samples import access_codes, chronicle
-
-SENTENCES = 1333
 
 
 def planted_windows(model: RCCModel, draws: int) -> list[dict]:
     """(question, code, text of the window holding it) for every code a window holds whole."""
     cases = []
     for seed in range(1, draws + 1):
-        for i, (fact, question, code) in enumerate(access_codes(3, seed=seed)):
-            windows = [w for w in model.window_texts(chronicle(sentences=SENTENCES, seed=10 * (seed - 1) + i,
-                                                               facts=[fact])) if code in w]
+        for document, question, code in index_documents(seed):
+            windows = [w for w in model.window_texts(document) if code in w]
             cases.append({"draw": seed, "question": question, "expected": code,
                           "window": windows[0] if windows else None})
     return cases

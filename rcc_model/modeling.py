@@ -212,9 +212,11 @@ class RCCModel(nn.Module, GenerationMixin):
             cuts = self._sentence_ends
         return split_windows(ids, self.config.window, self.config.padding, cuts)
 
-    def window_texts(self, text: str) -> list[str]:
-        """The text each encoder window of `text` holds, in memory order (what `rcc_model.reading` ranks)."""
-        return [self._require_tokenizer().decode(ids) for ids in self.windows_of(self.encode_text(text))]
+    def window_texts(self, document: str | Sequence[int]) -> list[str]:
+        """The text each encoder window of a document (text or token ids) holds, in memory order (what
+        `rcc_model.reading` ranks)."""
+        ids = self.encode_text(document) if isinstance(document, str) else document
+        return [self._require_tokenizer().decode(window) for window in self.windows_of(ids)]
 
     def _as_documents(self, inputs) -> tuple[list[list[int]], bool]:
         """Normalise compress() input to (token id lists, was it a batch)."""

@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
     p.add_argument("--read-slots", type=int, help="passkey/needle: read only this many slots of each memory, "
                    "the windows that best match the question (BM25), as the integrations do (default: all)")
-    p.add_argument("--needle-sentence", help="needle: the hidden sentence, with {code} in it (default: "
-                   "\"The secret code of the archive is {code}.\")")
+    p.add_argument("--needle-sentence", help="needle: the hidden sentence, with {code} in it (default: the "
+                   "protocol's own)")
     p.add_argument("--needle-question", help="needle: the question asked (default: the protocol's own)")
     p.add_argument("--pwc", type=Path, help="qa, reconstruction: a PwC jsonl file (input, prompt, answer) "
                    "instead of --data")

@@ -24,6 +24,8 @@ PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant t
                  "I will quiz you about the important information there.\n")
 PASSKEY_FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
 PASSKEY_QUESTION = "What is the pass key? The pass key is"
+NEEDLE_SENTENCE = "The secret code of the archive is {code}."
+NEEDLE_QUESTION = "What is the secret code of the archive? Answer with the number."
 
 
 def first_integer(text: str) -> str | None:
@@ -85,8 +87,7 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None) -
     if read_slots is None:
         return memory, list(range(memory.num_windows))
     question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
-    texts = model.tokenizer.batch_decode(model.windows_of(context))
-    reading = read_within(question, [memory], [texts], read_slots)
+    reading = read_within(question, [memory], [model.window_texts(context)], read_slots)
     return reading.memory, reading.windows[0]
 
 
@@ -131,10 +132,6 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
         return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key
 
     return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed, read_slots)}
-
-
-NEEDLE_SENTENCE = "The secret code of the archive is {code}."
-NEEDLE_QUESTION = "What is the secret code of the archive? Answer with the number."
 
 
 def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], depths: Sequence[float],
