@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rcc_model.data.qa import PHRASINGS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="build the training and evaluation data",
@@ -17,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--qa-train", type=int, default=20000)
     p.add_argument("--qa-heldout", type=int, default=300)
-    p.add_argument("--qa-phrasing", choices=["fixed", "varied"], default="fixed",
+    p.add_argument("--qa-phrasing", choices=PHRASINGS, default="fixed",
                    help="word each generated fact one way (what the shipped stages trained on) or one of "
                    "several (default: %(default)s)")
 
