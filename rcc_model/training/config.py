@@ -29,7 +29,8 @@ class TrainConfig:
         slot_cache: with a frozen encoder, encode this many aligned windows of the training stream once
             (`out/slot-cache/`, 2.3 MB per window for the SmolLM2 default) and draw every training context
             from them, so steps run no encoder at all; 0 = off. Stream objectives only (not qa).
-        objectives: weights of reconstruction, continuation, long_context, qa.
+        objectives: weights of reconstruction, continuation, long_context, numbers (reconstruction of text
+            with random numbers written in: exact digit order), qa.
         span / cue / whole_window_share: reconstruction regenerates the whole window (that share of the
             examples) or a `span` after `cue` tokens of the text as a cue.
         qa_haystack: share of qa examples whose document is hidden at a random depth inside real text of the
@@ -97,8 +98,10 @@ class TrainConfig:
         if self.slot_cache:
             if self.train_encoder:
                 raise ValueError("`slot_cache` needs a frozen encoder: set `train_encoder` to false")
-            if self.objectives.get("qa", 0) > 0:
-                raise ValueError("`slot_cache` covers the token stream only; qa contexts are not cached")
+            made = sorted(n for n in ("numbers", "qa") if self.objectives.get(n, 0) > 0)
+            if made:
+                raise ValueError(f"`slot_cache` covers the token stream only; {' and '.join(made)} contexts "
+                                 "are not cached")
         for name in ("batch_size", "grad_accum", "steps", "eval_every", "save_every", "log_every", "stop_at"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")

@@ -75,6 +75,8 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: i
         "long_context": objectives.long_context(tokens, config.window, config.long_context_windows, config.span,
                                                 config.cue, aligned),
     }
+    if config.objectives.get("numbers", 0) > 0:
+        builders["numbers"] = objectives.numbers(tokens, model.tokenizer, config.window)
     if config.objectives.get("qa", 0) > 0:
         builders["qa"] = objectives.question_answering(load_qa(data, split), model.tokenizer, config.window,
                                                        config.long_context_windows, config.qa_reconstruct_instruction,

@@ -75,6 +75,32 @@ def continuation(tokens: np.ndarray, window: int, span: int, aligned: int | None
     return build
 
 
+def numbers(tokens: np.ndarray, tokenizer, window: int, per_window: tuple[int, int] = (2, 6),
+            digits: tuple[int, int] = (3, 8)) -> Builder:
+    """Compress one window of real text with random numbers written into it at random places; regenerate
+    the whole window.
+
+    Why: every trained stage reads the window that holds a code and still swaps two neighbouring digits
+    (27611 -> 27166, 87678 -> 87687; `benchmarks/window_codes.md`), the order of tokens inside one slot. Prose
+    rarely depends on that order and numbers always do, and real text holds few of them; here the digits
+    fall at every offset of a slot."""
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def build(rng: random.Random) -> Example:
+        text, _ = _window(tokens, rng, window, window, None)
+        for _ in range(rng.randint(*per_window)):
+            length = rng.randint(*digits)
+            value = rng.randint(10 ** (length - 1), 10**length - 1)
+            at = rng.randrange(len(text) + 1)
+            text[at:at] = encode(f" {value}")
+        text = text[:window]
+        return Example(text, [], text)
+
+    return build
+
+
 def long_context(tokens: np.ndarray, window: int, windows: int, span: int, cue: int,
                  aligned: int | None = None) -> Builder:
     """Compress several windows; regenerate a span of one of them (the decoder must find it)."""

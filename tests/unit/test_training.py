@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -209,6 +210,9 @@ def test_a_slot_cache_needs_a_frozen_encoder_and_stream_objectives():
         TrainConfig(data="d", out="o", slot_cache=10)
     with pytest.raises(ValueError, match="qa"):
         TrainConfig(data="d", out="o", slot_cache=10, train_encoder=False, objectives={"qa": 1.0})
+    with pytest.raises(ValueError, match="numbers"):
+        TrainConfig(data="d", out="o", slot_cache=10, train_encoder=False,
+                    objectives={"reconstruction": 1.0, "numbers": 0.5})
 
 
 def test_a_run_from_the_slot_cache_trains_without_the_encoder(run_config, tmp_path, monkeypatch):
@@ -359,3 +363,21 @@ def test_qa_kind_weights_choose_what_is_asked(smollm2_tokenizer):
     with pytest.raises(ValueError, match="kinds"):
         objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=1, reconstruct_instruction=0,
                                       kinds={"definition": 1.0})
+
+
+def test_numbers_are_written_into_real_text_at_every_slot_offset_and_regenerated_whole(smollm2_tokenizer):
+    stream = np.asarray(smollm2_tokenizer("Python's os module wraps the system calls of the platform. " * 200,
+                                          add_special_tokens=False)["input_ids"], dtype=np.uint32)
+    digit_ids = set(smollm2_tokenizer.convert_tokens_to_ids(list("0123456789")))
+    build = objectives.numbers(stream, smollm2_tokenizer, window=64, per_window=(2, 4), digits=(3, 8))
+    offsets, lengths = set(), set()
+    for seed in range(40):
+        e = build(random.Random(seed))
+        assert len(e.context) == 64 and e.prompt == [] and e.target == e.context
+        numbers = re.findall(r"\d+", smollm2_tokenizer.decode(e.context))
+        assert 1 <= len(numbers) <= 4 and all(len(n) <= 8 for n in numbers)
+        lengths.update(len(n) for n in numbers[:-1])  # the last may be cut by the window's end
+        offsets.update(i % 4 for i, t in enumerate(e.context) if t in digit_ids)
+        prose = [t for t in e.context if t not in digit_ids]  # the text around them, in order, minus the spaces
+        assert _contains(stream.tolist(), [t for t in prose if smollm2_tokenizer.decode([t]) != " "][:20]) != -1
+    assert offsets == {0, 1, 2, 3} and lengths >= {3, 5, 8}
