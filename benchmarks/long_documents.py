@@ -3,8 +3,8 @@ from documents longer than its decoder's 8,192 positions.
 
     python benchmarks/long_documents.py     # writes benchmarks/long_documents.{json,md}
 
-Each draw plants new codes (`rcc_model.samples.access_codes`) in new chronicles of 1,333 sentences (about
-22K tokens), as `tests/integration/test_quality.py` does with one fixed draw:
+Each draw plants new codes in new chronicles of 1,333 sentences (about 22K tokens; `rcc_model.samples`), as
+`tests/integration/test_quality.py` does with one fixed draw:
 - chat: `ChatRCC`, one document with three codes at 25, 50 and 75 % depth, one question per code;
 - index: `RCCMemoryIndex`, three documents with one code each, one question per code.
 A fact counts when the answer contains its code; a draw passes when all three do (what the tests assert).
@@ -24,27 +24,18 @@ from llama_index.core import Document as LlamaDocument
 from rcc_integrations.langchain import ChatRCC
 from rcc_integrations.llama_index import RCCMemoryIndex
 from rcc_model import RCCModel
-from rcc_model.samples import access_codes, chronicle
-
-SENTENCES = 1333
+from rcc_model.samples import codes_in_one_document, codes_in_three_documents
 
 
 def chat_draw(model: RCCModel, seed: int) -> list[dict]:
-    planted = access_codes(3, seed=seed)
-    document = chronicle(sentences=SENTENCES, seed=seed + 2, facts=[f for f, _, _ in planted])
+    document, planted = codes_in_one_document(seed)
     llm = ChatRCC(model=model, max_tokens=16)
     return [{"expected": code, "answer": llm.invoke(question, memory=[Document(page_content=document)]).content}
-            for _, question, code in planted]
-
-
-def index_documents(seed: int) -> list[tuple[str, str, str]]:
-    """(document, question, code) of index draw `seed`: one code in each of three chronicles."""
-    return [(chronicle(sentences=SENTENCES, seed=10 * (seed - 1) + i, facts=[fact]), question, code)
-            for i, (fact, question, code) in enumerate(access_codes(3, seed=seed))]
+            for question, code in planted]
 
 
 def index_draw(model: RCCModel, seed: int) -> list[dict]:
-    planted = index_documents(seed)
+    planted = codes_in_three_documents(seed)
     documents = [LlamaDocument(text=document) for document, _, _ in planted]
     engine = RCCMemoryIndex.from_documents(documents, model=model).as_query_engine(max_tokens=16)
     return [{"expected": code, "answer": str(engine.query(question))} for _, question, code in planted]
@@ -55,27 +46,34 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--chat-draws", type=int, default=8)
     parser.add_argument("--index-draws", type=int, default=4)
+    parser.add_argument("--alignments", type=int, nargs="+",
+                        help="read_alignments values to measure, in turn (default: the model's own)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("long_documents"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model = RCCModel.from_pretrained(args.model)
+    alignments = args.alignments or [model.config.read_alignments]
     results = {}
-    for name, draw, count in (("chat", chat_draw, args.chat_draws), ("index", index_draw, args.index_draws)):
-        draws = []
-        for seed in range(1, count + 1):
-            rows = draw(model, seed)
-            for row in rows:
-                row["correct"] = row["expected"] in row["answer"]
-            draws.append({"seed": seed, "rows": rows, "passed": all(r["correct"] for r in rows)})
-            print(name, seed, [(r["expected"], r["answer"][:30]) for r in rows], flush=True)
-        results[name] = draws
-    table = [f"Model: `{args.model}` (read_slots {model.config.read_slots}, split {model.config.split}).", "",
-             "| scenario | draws passed (all three facts) | facts answered |", "|---|---:|---:|"]
+    for count_aligned in alignments:
+        model.config.read_alignments = count_aligned  # what the integrations read with (RCCConfig)
+        for name, draw, count in (("chat", chat_draw, args.chat_draws), ("index", index_draw, args.index_draws)):
+            draws = []
+            for seed in range(1, count + 1):
+                rows = draw(model, seed)
+                for row in rows:
+                    row["correct"] = row["expected"] in row["answer"]
+                draws.append({"seed": seed, "rows": rows, "passed": all(r["correct"] for r in rows)})
+                print(name, count_aligned, seed, [(r["expected"], r["answer"][:30]) for r in rows], flush=True)
+            results[f"{name}, {count_aligned} alignment{'s' * (count_aligned > 1)}"] = draws
+    table = [f"Model: `{args.model}` (read_slots {model.config.read_slots}, split {model.config.split}; "
+             "alignments: `read_alignments`, the slot alignments of the windows read that are decoded together).",
+             "", "| scenario | draws passed (all three facts) | facts answered |", "|---|---:|---:|"]
     for name, draws in results.items():
         facts = [r["correct"] for d in draws for r in d["rows"]]
         table.append(f"| {name} | {sum(d['passed'] for d in draws)}/{len(draws)} | {sum(facts)}/{len(facts)} |")
     command = (f"python benchmarks/long_documents.py --model {args.model} --chat-draws {args.chat_draws} "
-               f"--index-draws {args.index_draws}")
+               f"--index-draws {args.index_draws}"
+               + (f" --alignments {' '.join(map(str, args.alignments))}" if args.alignments else ""))
     write_report(args.out, "Facts in documents longer than the decoder's positions, over many draws", command,
                  table, {"results": results})
 

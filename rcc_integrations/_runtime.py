@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rcc_integrations._conversation import DecoderInput
-from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, RCCModel
+from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
 from rcc_model.reading import Reading, read_within
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
@@ -115,12 +115,23 @@ class Engine:
         if not memories:
             return Reading(self.model.empty_memory(), [], [], []), read, created
         budget = budget or 2**62
-        over = sum(m.num_slots for m in memories) > budget  # only then are windows ranked (and texts split)
-        ranked = [over and bool(question) and isinstance(p, str) for p in pieces]
+        over = sum(m.num_slots for m in memories) > budget  # only then are windows ranked
+        realign = self.model.config.read_alignments > 1
+        split = [isinstance(p, str) and ((over and bool(question)) or (realign and not over)) for p in pieces]
         if keep_last:
-            ranked[-1] = False
-        texts = [self.model.window_texts(p) if rank else None for p, rank in zip(pieces, ranked)]
+            split[-1] = False
+        texts = [self.model.window_texts(p) if text else None for p, text in zip(pieces, split)]
         return read_within(question or "", memories, texts, budget), read, created
+
+    def views(self, memory: CompressedMemory, texts: Sequence[str] | None) -> CompressedMemory | MemoryViews:
+        """What an answer reads: `memory`, at the model's `read_alignments` (`RCCModel.aligned_views`) when
+        the text of all of it is at hand and it is no more than the model reads well (`read_slots`), so the
+        extra encoding stays one short pass."""
+        limit = self.model.config.read_slots
+        if not texts or not memory.num_slots or (limit is not None and memory.num_slots > limit):
+            return memory
+        with self.lock:
+            return self.model.aligned_views(memory, texts)
 
     def prepare(self, conversation: DecoderInput, store: Any = None, rate: int | None = None,
                 budget: int | None = None) -> tuple[Reading, int, int]:
@@ -132,7 +143,7 @@ class Engine:
         return self.resolve(pieces, store, rate, question or conversation.last_user_text(), budget,
                             keep_last=question is not None)
 
-    def answer(self, memory: CompressedMemory, conversation: DecoderInput, info: GenerationInfo,
+    def answer(self, memory: CompressedMemory | MemoryViews, conversation: DecoderInput, info: GenerationInfo,
                **sampling) -> Iterator[str]:
         """Text pieces of the answer: streamed over the chat, or, in instruction-reconstruction mode, the
         answer after the decoder has recalled the question from memory (one piece)."""
@@ -146,7 +157,7 @@ class Engine:
         if text:
             yield text
 
-    def stream(self, memory: CompressedMemory, prompt: Any, **kwargs) -> Iterator[str]:
+    def stream(self, memory: CompressedMemory | MemoryViews, prompt: Any, **kwargs) -> Iterator[str]:
         with self.lock:
             yield from self.model.stream(memory, prompt, **kwargs)
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "GenerationInfo": "rcc_model.generation",
     "MemoryFileError": "rcc_model.memory",
     "MemoryMismatchError": "rcc_model.memory",
+    "MemoryViews": "rcc_model.memory",
     "RCCConfig": "rcc_model.config",
     "RCCModel": "rcc_model.modeling",
     "SamplingParams": "rcc_model.generation",
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from rcc_model.memory import CompressedMemory as CompressedMemory
     from rcc_model.memory import MemoryFileError as MemoryFileError
     from rcc_model.memory import MemoryMismatchError as MemoryMismatchError
+    from rcc_model.memory import MemoryViews as MemoryViews
     from rcc_model.modeling import RCCModel as RCCModel
 
 

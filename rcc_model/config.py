@@ -51,6 +51,10 @@ class RCCConfig:
         read_slots: the most memory slots this model was measured to read well (its model card says how);
             the integrations read the windows most relevant to each question within it when their documents
             hold more (`rcc_model.reading`). None = as many as the decoder's positions allow.
+        read_alignments: how many slot alignments of what a question reads the integrations decode together
+            (`RCCModel.aligned_views`, `MemoryViews`): 1 = the stored memory only; 2 = also its windows
+            compressed again with slot boundaries moved by r / 2 (one encoder pass over the text read, one
+            more decoder row). What this model was measured to read best with (its model card says how).
     """
 
     base: str = "smollm2-135m-instruct"
@@ -66,6 +70,7 @@ class RCCConfig:
     lora: dict[str, Any] | None = None
     base_fingerprint: str | None = None
     read_slots: int | None = None
+    read_alignments: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +101,9 @@ class RCCConfig:
             self.layer_map = [[int(j) for j in entry] for entry in self.layer_map]
         if self.read_slots is not None and (not isinstance(self.read_slots, int) or self.read_slots < 1):
             raise ValueError(f"`read_slots` must be a positive integer or None, got {self.read_slots!r}")
+        if not isinstance(self.read_alignments, int) or not 1 <= self.read_alignments <= self.rate:
+            raise ValueError(f"`read_alignments` must be an integer from 1 to the rate ({self.rate}), "
+                             f"got {self.read_alignments!r}")
 
     @property
     def trained_rates(self) -> list[int]:

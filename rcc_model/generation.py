@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rcc_model.memory import CompressedMemory, MemoryMismatchError
+from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
 from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
 
 
@@ -52,7 +52,26 @@ class DecodeState:
 
     def clone(self) -> DecodeState:
         return DecodeState(self.logits, copy.deepcopy(self.cache), self.mask.clone(), self.positions.clone(),
-                           self.num_slots, self.fingerprint)
+                           self.num_slots, self.fingerprint, dict(self.extra))
+
+    @property
+    def views(self) -> int:
+        """How many cache rows are views of one memory (`MemoryViews`) decoding one answer; 0 = none."""
+        return self.extra.get("views", 0)
+
+
+def merge_views(logits: torch.Tensor, views: int) -> torch.Tensor:
+    """(views, V) next-token logits of one answer read from several views -> (1, V): the mean of their
+    log-probabilities. Unchanged without views."""
+    return torch.log_softmax(logits, dim=-1).mean(0, keepdim=True) if views else logits
+
+
+def prefill_views(model, memory: MemoryViews, prompt: Sequence[int], max_new_tokens: int = 0) -> DecodeState:
+    """`prefill` of every view with the same prompt; the state decodes one answer from all of them."""
+    state = prefill(model, list(memory.views), [prompt] * len(memory.views), max_new_tokens)
+    state.extra["views"] = len(memory.views)
+    state.logits = merge_views(state.logits, state.views)
+    return state
 
 
 def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Sequence[int]],
@@ -98,7 +117,7 @@ def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
     """Feed more prompt tokens to a (cloned) single-row state, e.g. a question after a memory prefix."""
     if not prompt:
         return state
-    ids = torch.tensor([list(prompt)], dtype=torch.long, device=model.device)
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=model.device).expand(state.mask.shape[0], -1)
     mask = torch.cat([state.mask, torch.ones_like(ids)], dim=1)
     positions = state.positions[:, None] + torch.arange(ids.shape[1], device=ids.device)
     if int(positions.max()) >= model.max_positions:
@@ -106,8 +125,8 @@ def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
     with model.without_memory_adapters(state.num_slots == 0):
         out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache,
                             use_cache=True, logits_to_keep=1)
-    return DecodeState(out.logits[:, -1].float(), out.cache, mask, state.positions + ids.shape[1],
-                       state.num_slots, state.fingerprint)
+    return DecodeState(merge_views(out.logits[:, -1].float(), state.views), out.cache, mask,
+                       state.positions + ids.shape[1], state.num_slots, state.fingerprint, dict(state.extra))
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
@@ -143,10 +162,12 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
         if step + 1 == params.max_new_tokens:
             return
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        fed = tokens.expand(mask.shape[0]) if state.views else tokens  # one answer: the same token in every view
         with model.without_memory_adapters(state.num_slots == 0):
-            out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+            out = model.decoder(input_ids=fed[:, None], attention_mask=mask, position_ids=positions[:, None],
                                 cache=cache, use_cache=True)
-        logits, cache, positions = out.logits[:, -1].float(), out.cache, positions + 1
+        logits = merge_views(out.logits[:, -1].float(), state.views)
+        cache, positions = out.cache, positions + 1
 
 
 def eos_token_ids(model) -> set[int]:
@@ -196,7 +217,7 @@ class TextStream:
         return piece
 
 
-MemoryInput = CompressedMemory | DecodeState
+MemoryInput = CompressedMemory | MemoryViews | DecodeState
 
 
 @dataclass
@@ -214,10 +235,12 @@ class GenerationMixin:
     """Text and token generation from memory for `RCCModel` (which provides `decode`, `check_memory`,
     `tokenizer`, `fingerprint`, `max_positions`)."""
 
-    def prefill_memory(self, memory: CompressedMemory) -> DecodeState:
+    def prefill_memory(self, memory: CompressedMemory | MemoryViews) -> DecodeState:
         """Run a memory's slots through the decoder once; pass the result instead of the memory to answer
         many prompts without recomputing it."""
         with torch.no_grad():
+            if isinstance(memory, MemoryViews):
+                return prefill_views(self, memory, [])
             return prefill(self, [memory], [[]])
 
     def _start(self, memory: MemoryInput, prompt: Sequence[int], params: SamplingParams) -> DecodeState:
@@ -225,6 +248,8 @@ class GenerationMixin:
             if memory.fingerprint != self.fingerprint:
                 raise MemoryMismatchError("this prefilled memory was made by another model")
             return extend(self, memory.clone(), prompt)
+        if isinstance(memory, MemoryViews):
+            return prefill_views(self, memory, prompt, params.max_new_tokens)
         return prefill(self, [memory], [prompt], params.max_new_tokens)
 
     @torch.no_grad()
@@ -238,7 +263,7 @@ class GenerationMixin:
         Pass lists of memories and prompts to generate for all of them in one padded batch.
         """
         params = SamplingParams(max_new_tokens, temperature, top_p, seed, min_new_tokens)
-        if isinstance(memory, (CompressedMemory, DecodeState)):
+        if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
             state = self._start(memory, list(prompt_ids or []), params)
             batch = False
         else:
@@ -309,7 +334,7 @@ class GenerationMixin:
         A list of memories with a list of as many prompts (or None) generates for all pairs in one batch.
         """
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
-        if isinstance(memory, (CompressedMemory, DecodeState)):
+        if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
             state, rows = self._start(memory, prompt_ids(self.tokenizer, prompt), params), 1
         else:
             memories = list(memory)
@@ -322,7 +347,7 @@ class GenerationMixin:
         texts = [""] * rows
         for row, piece in self._text_rows(state, params, stop):
             texts[row] += piece
-        return texts[0] if isinstance(memory, (CompressedMemory, DecodeState)) else texts
+        return texts[0] if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)) else texts
 
     @torch.no_grad()
     def generate_json(self, memory: MemoryInput, prompt: Prompt, schema: dict) -> object:

@@ -216,3 +216,32 @@ class CompressedMemory:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e
+
+
+@dataclass(frozen=True)
+class MemoryViews:
+    """The same text compressed at several slot alignments (`RCCModel.aligned_views`), read as one memory: at
+    each step the decoder's next-token log-probabilities under every view are averaged and one token is
+    chosen for all.
+
+    Why: a slot holds r tokens in one state and blurs their order, which prose forgives and codes do not
+    (27166 read for 27611). Another alignment puts the same tokens in other slots, and the views disagree
+    where one is unsure (`benchmarks/window_codes.md`). `views[0]` is the memory as stored.
+    """
+
+    views: tuple[CompressedMemory, ...]
+
+    def __post_init__(self) -> None:
+        if not self.views:
+            raise ValueError("MemoryViews needs at least one memory")
+        if len({m.fingerprint for m in self.views}) != 1:
+            raise MemoryMismatchError("the views of one memory must come from one model")
+
+    @property
+    def num_slots(self) -> int:
+        """Slots of the memory as stored (the other views hold as many, plus one per window read)."""
+        return self.views[0].num_slots
+
+    @property
+    def token_count(self) -> int:
+        return self.views[0].token_count

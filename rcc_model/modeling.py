@@ -21,7 +21,7 @@ from rcc_model.bridges import Bridges
 from rcc_model.config import RCCConfig
 from rcc_model.generation import GenerationMixin
 from rcc_model.injection import SlotInjector
-from rcc_model.memory import CompressedMemory, MemoryMismatchError
+from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
 from rcc_model.windows import num_slots, slot_positions, split_windows
 
 TokenInput = str | Sequence[int] | torch.Tensor
@@ -274,9 +274,12 @@ class RCCModel(nn.Module, GenerationMixin):
 
     @torch.no_grad()
     def compress(self, inputs: TokenInput | Sequence[TokenInput], *, batch_size: int = 8,
-                 progress: bool | None = None, rate: int | None = None) -> CompressedMemory | list[CompressedMemory]:
+                 progress: bool | None = None, rate: int | None = None, offset: int = 0
+                 ) -> CompressedMemory | list[CompressedMemory]:
         """Compress a string, a list of token ids, or a batch of either, into memory, at `rate` (the model's
-        default, or another of its `trained_rates`).
+        default, or another of its `trained_rates`). With `offset`, the first `offset` tokens of each
+        document are a window of their own, so every slot boundary after them moves by `offset`: the same
+        text at another alignment (`aligned_views`).
 
         Windows of all documents go through the encoder `batch_size` at a time; only slot states are
         kept, written into one preallocated tensor per document, so peak memory is the output plus one
@@ -286,7 +289,10 @@ class RCCModel(nn.Module, GenerationMixin):
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
         cfg, rate = self.config, self.check_rate(rate)
-        per_doc = [self.windows_of(doc) for doc in documents]
+        if not 0 <= offset < cfg.window:
+            raise ValueError(f"`offset` must be in [0, {cfg.window}), got {offset}")
+        per_doc = [self.windows_of(doc[:offset]) + self.windows_of(doc[offset:]) if 0 < offset < len(doc)
+                   else self.windows_of(doc) for doc in documents]  # a text no longer than `offset`: as it is
         storage = getattr(torch, cfg.memory_dtype)
         entries = len(bases.decoder_layers(self.encoder)) + 1
         hidden = bases.hidden_size(self.encoder)
@@ -321,6 +327,27 @@ class RCCModel(nn.Module, GenerationMixin):
             for out, wins, doc in zip(outputs, per_doc, documents)
         ]
         return memories if is_batch else memories[0]
+
+    def aligned_views(self, memory: CompressedMemory, texts: Sequence[str], alignments: int | None = None
+                      ) -> CompressedMemory | MemoryViews:
+        """`memory` with the text it holds compressed again at other slot alignments, to be read as one
+        (`MemoryViews`): view i moves every slot boundary by i x r / `alignments` tokens (default
+        `config.read_alignments`; 1 returns `memory`). `texts` are the texts `memory` was compressed from, in
+        order, one per window or per document (`window_texts`).
+
+        The packaged default copies 33 of 47 codes exactly from the stored memory of their window, 43 at
+        two alignments and 45 at four (`benchmarks/window_codes_alignments.md`); each alignment costs one
+        encoder pass over `texts` and one more decoder row per answer.
+        """
+        alignments = self.config.read_alignments if alignments is None else alignments
+        if alignments < 1 or alignments > memory.rate:
+            raise ValueError(f"`alignments` must be from 1 to the rate ({memory.rate}), got {alignments}")
+        if alignments == 1 or not texts:
+            return memory
+        views = [memory] + [CompressedMemory.concat(self.compress(list(texts), rate=memory.rate,
+                                                                  offset=i * memory.rate // alignments))
+                            for i in range(1, alignments)]
+        return MemoryViews(tuple(views))
 
     def empty_memory(self) -> CompressedMemory:
         """A memory of nothing: generation from it is the base decoder (adapters off) on the prompt."""

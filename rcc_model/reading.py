@@ -51,12 +51,14 @@ def bm25(query: str, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> 
 class Reading:
     """What a question reads: `memory`, made of the windows `windows[i]` (indices, in order) of the
     `available[i]` that memory i holds; `scores[i]` are their BM25 scores (empty where nothing was ranked:
-    everything fitted, or the memory came without text)."""
+    everything fitted, or the memory came without text). `texts` is the text of each window read, in
+    order, when every one came with its text (for `RCCModel.aligned_views`), else None."""
 
     memory: CompressedMemory
     windows: list[list[int]]
     scores: list[list[float]]
     available: list[int]
+    texts: list[str] | None = None
 
     @property
     def windows_read(self) -> int:
@@ -95,7 +97,7 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
             raise ValueError(f"memory {i} has {count} windows but {len(text)} window texts")
     if sum(m.num_slots for m in memories) <= budget:
         return Reading(CompressedMemory.concat(memories), [list(range(n)) for n in counts],
-                       [[] for _ in memories], counts)
+                       [[] for _ in memories], counts, _texts_read(texts, [range(n) for n in counts]))
 
     windows = [m.windows() for m in memories]
     left = budget - sum(m.num_slots for m, text in zip(memories, texts) if text is None)
@@ -128,4 +130,10 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
     parts = [windows[i][j] for i, js in enumerate(picked) for j in js]
     return Reading(CompressedMemory.concat(parts), picked,
                    [[scores[(i, j)] for j in js] if texts[i] is not None else [] for i, js in enumerate(picked)],
-                   counts)
+                   counts, _texts_read(texts, picked))
+
+
+def _texts_read(texts: Sequence[Sequence[str] | None], picked: Sequence[Sequence[int]]) -> list[str] | None:
+    if any(text is None and len(js) for text, js in zip(texts, picked)):
+        return None
+    return [texts[i][j] for i, js in enumerate(picked) for j in js]

@@ -41,3 +41,21 @@ def access_codes(count: int, seed: int) -> list[tuple[str, str, str]]:
         code = str(rng.randint(10000, 99999))
         out.append((f"The access code of {place} is {code}.", f"What is the access code of {place}?", code))
     return out
+
+
+LONG_DOCUMENT_SENTENCES = 1333  # about 22K tokens: 2.7 times the 8,192 positions of the SmolLM2 decoder
+
+
+def codes_in_one_document(draw: int) -> tuple[str, list[tuple[str, str]]]:
+    """Draw `draw` of the one-long-document scenario (the LangChain quality test is draw 1): three access codes
+    at 25, 50 and 75 % depth of a 22K-token chronicle; returns (document, [(question, code)])."""
+    planted = access_codes(3, seed=draw)
+    document = chronicle(LONG_DOCUMENT_SENTENCES, seed=draw + 2, facts=[fact for fact, _, _ in planted])
+    return document, [(question, code) for _, question, code in planted]
+
+
+def codes_in_three_documents(draw: int) -> list[tuple[str, str, str]]:
+    """Draw `draw` of the several-long-documents scenario (the LlamaIndex quality test is draw 2): one access
+    code in each of three 22K-token chronicles; returns [(document, question, code)]."""
+    return [(chronicle(LONG_DOCUMENT_SENTENCES, seed=10 * (draw - 1) + i, facts=[fact]), question, code)
+            for i, (fact, question, code) in enumerate(access_codes(3, seed=draw))]

@@ -142,7 +142,7 @@ class RCCChatModel(BaseChatModel):
         chat = decoder_input.chat
         budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
         reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget)
-        memory = reading.memory
+        memory = engine.views(reading.memory, reading.texts)
         pieces: Iterator[str | dict]
         if decoder_input.question is None and tools and choice != "none":
             chat = _with_system_text(chat, tools_prompt(tools))

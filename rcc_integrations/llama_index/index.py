@@ -23,7 +23,7 @@ from llama_index.core.storage.docstore.types import RefDocInfo
 from llama_index.core.storage.storage_context import StorageContext
 
 from rcc_integrations._runtime import Engine, engine_for
-from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError, RCCModel
+from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
 from rcc_model.atomic import atomic_directory
 
 STRUCT_TYPE = "rcc_memory"
@@ -201,6 +201,16 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
     def memory_of_nodes(self, nodes: Sequence[BaseNode]) -> CompressedMemory:
         """The memory that retrieved nodes name, in document order: whole documents, and the windows of
         window nodes (`window_node`)."""
+        return self._read(nodes)[0]
+
+    def reading_of_nodes(self, nodes: Sequence[BaseNode]) -> CompressedMemory | MemoryViews:
+        """What an answer from retrieved nodes reads: `memory_of_nodes`, at the model's slot alignments
+        (`RCCModel.aligned_views`) when it is no more than the model reads well."""
+        memory, texts = self._read(nodes)
+        return self._engine.views(memory, texts)
+
+    def _read(self, nodes: Sequence[BaseNode]) -> tuple[CompressedMemory, list[str]]:
+        """(memory of `nodes` in document order, the text of each of its windows)."""
         wanted: dict[str, set[int] | None] = {}
         for node in nodes:
             parent = node.parent_node
@@ -209,12 +219,14 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             elif wanted.get(parent.node_id, set()) is not None:  # a document wanted whole stays whole
                 wanted.setdefault(parent.node_id, set()).add(int(node.metadata[WINDOW_KEY]))
         parts: list[CompressedMemory] = []
+        texts: list[str] = []
         for node_id in self.node_ids:
             if node_id in wanted:
-                memory = self.memory_of(node_id)
-                windows = wanted[node_id]
-                parts += [memory] if windows is None else [memory.windows()[j] for j in sorted(windows)]
-        return CompressedMemory.concat(parts) if parts else self._engine.model.empty_memory()
+                memory, windows = self.memory_of(node_id), wanted[node_id]
+                chosen = range(memory.num_windows) if windows is None else sorted(windows)
+                parts += [memory] if windows is None else [memory.windows()[j] for j in chosen]
+                texts += [self.window_texts(node_id)[j] for j in chosen]
+        return (CompressedMemory.concat(parts), texts) if parts else (self._engine.model.empty_memory(), [])
 
     # ------------------------------------------------------------------ persistence
     def persist(self, persist_dir: str | Path) -> Path:

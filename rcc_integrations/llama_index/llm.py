@@ -110,7 +110,7 @@ class RCCLLM(LLM):
         kwargs.pop("formatted", None)
         budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
         reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget)
-        memory = reading.memory
+        memory = engine.views(reading.memory, reading.texts)
         info = GenerationInfo()
         if tools:
             observed = turns[-1][1].startswith("Observation:")

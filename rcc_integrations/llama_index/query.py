@@ -11,7 +11,7 @@ from llama_index.core.base.response.schema import AsyncStreamingResponse, Respon
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rcc_integrations._runtime import iterate_in_thread
-from rcc_model import CompressedMemory, GenerationInfo
+from rcc_model import CompressedMemory, GenerationInfo, MemoryViews
 from rcc_model.reading import read_within
 
 
@@ -56,14 +56,14 @@ class RCCQueryEngine(BaseQueryEngine):
     def _get_prompt_modules(self) -> dict[str, Any]:
         return {}
 
-    def _prepare(self, query_bundle: QueryBundle) -> tuple[list[NodeWithScore], CompressedMemory]:
+    def _prepare(self, query_bundle: QueryBundle) -> tuple[list[NodeWithScore], CompressedMemory | MemoryViews]:
         sources = self.retriever.retrieve(query_bundle)
-        return sources, self.index.memory_of_nodes([s.node for s in sources])
+        return sources, self.index.reading_of_nodes([s.node for s in sources])
 
-    def _pieces(self, question: str, memory: CompressedMemory, info: GenerationInfo):
+    def _pieces(self, question: str, memory: CompressedMemory | MemoryViews, info: GenerationInfo):
         return self.index.engine.stream(memory, [{"role": "user", "content": question}], info=info, **self.sampling)
 
-    def _metadata(self, memory: CompressedMemory, info: GenerationInfo) -> dict[str, Any]:
+    def _metadata(self, memory: CompressedMemory | MemoryViews, info: GenerationInfo) -> dict[str, Any]:
         return {"memory_slots": memory.num_slots, "memory_tokens": memory.token_count,
                 "output_tokens": info.output_tokens, "finish_reason": info.finish_reason}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
     p.add_argument("--read-slots", type=int, help="passkey/needle: read only this many slots of each memory, "
                    "the windows that best match the question (BM25), as the integrations do (default: all)")
+    p.add_argument("--read-alignments", type=int, help="passkey/needle with --read-slots: decode the windows "
+                   "read at this many slot alignments together (default: the model's read_alignments)")
     p.add_argument("--needle-sentence", help="needle: the hidden sentence, with {code} in it (default: the "
                    "protocol's own)")
     p.add_argument("--needle-question", help="needle: the question asked (default: the protocol's own)")
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model.evaluation import protocols
 
     model = load_model(args)
+    if args.read_alignments is not None:
+        model.config = dataclasses.replace(model.config, read_alignments=args.read_alignments)  # checked
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
         trained = model.config.trained_rates

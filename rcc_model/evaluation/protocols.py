@@ -14,7 +14,7 @@ import torch
 
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
-from rcc_model.memory import CompressedMemory
+from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.modeling import RCCModel
 from rcc_model.reading import read_within
 from rcc_model.training.batch import collate
@@ -80,15 +80,17 @@ def _teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: li
     return float(np.mean(losses))
 
 
-def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None) -> tuple[CompressedMemory, list]:
+def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None
+          ) -> tuple[CompressedMemory | MemoryViews, list]:
     """The memory of `context`, whole (`read_slots` None) or the part that the question reads within
-    `read_slots` slots, the windows ranked by BM25 as the integrations rank them; and the windows read."""
+    `read_slots` slots, the windows ranked by BM25 and read at the model's `read_alignments`, as the
+    integrations read them; and the windows read."""
     memory = model.compress(context)
     if read_slots is None:
         return memory, list(range(memory.num_windows))
     question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
     reading = read_within(question, [memory], [model.window_texts(context)], read_slots)
-    return reading.memory, reading.windows[0]
+    return model.aligned_views(reading.memory, reading.texts or []), reading.windows[0]
 
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
@@ -115,7 +117,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                           "answers": answers})
     return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
             "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials,
-            "read_slots": read_slots}
+            "read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1}
 
 
 def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,

@@ -17,7 +17,8 @@ def test_every_rate_of_a_multi_rate_model_is_checked(rates, match):
 
 
 @pytest.mark.parametrize("field,value", [("rate", 0), ("window", -4), ("padding", "left"), ("dtype", "int4"),
-                                         ("split", "word"), ("read_slots", 0)])
+                                         ("split", "word"), ("read_slots", 0), ("read_alignments", 0),
+                                         ("read_alignments", 5)])
 def test_invalid_settings_are_rejected(field, value):
     with pytest.raises(ValueError):
         RCCConfig(**{field: value})

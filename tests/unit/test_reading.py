@@ -52,3 +52,15 @@ def test_mismatched_inputs_are_refused(text_rcc):
         read_within("q", [memory], [None, None], budget=8)
     with pytest.raises(ValueError, match="window texts"):
         read_within("q", [memory], [["only one"]], budget=1)
+
+
+def test_the_text_of_what_is_read_comes_with_it_when_every_window_has_its_text(text_rcc):
+    first, second = FILLER * 3 + "The lighthouse keeper is Amara Quist. ", FILLER * 3
+    memories = [text_rcc.compress(first), text_rcc.compress(second)]
+    texts = [text_rcc.window_texts(first), text_rcc.window_texts(second)]
+    whole = read_within("Who is the lighthouse keeper?", memories, texts, budget=10**6)
+    assert whole.texts == texts[0] + texts[1]
+    slots = text_rcc.config.window // text_rcc.config.rate
+    part = read_within("Who is the lighthouse keeper?", memories, texts, budget=slots)
+    assert part.texts == [texts[0][part.windows[0][0]]]
+    assert read_within("ferry", memories, [None, texts[1]], budget=10**6).texts is None

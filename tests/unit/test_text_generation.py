@@ -92,3 +92,53 @@ def test_instruction_reconstruction_that_never_closes_the_question_returns_nothi
     tokens = smollm2_tokenizer("What did the keeper", add_special_tokens=False)["input_ids"]
     monkeypatch.setattr("rcc_model.generation.decode_tokens", scripted(tokens))
     assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == ""
+
+
+def test_compressing_at_an_offset_moves_every_slot_boundary_and_keeps_every_token(text_rcc):
+    memory, moved = text_rcc.compress(DOC), text_rcc.compress(DOC, offset=2)
+    assert moved.window_tokens[0] == 2 and sum(moved.window_tokens) == memory.token_count == moved.token_count
+    assert [len(w) for w in text_rcc.windows_of(text_rcc.encode_text(DOC)[2:])] == moved.window_tokens[1:]
+    assert text_rcc.compress(DOC, offset=0).states.equal(memory.states)
+    assert text_rcc.compress("Hi", offset=2).window_tokens == [1]  # too short to move: compressed as it is
+    with pytest.raises(ValueError, match="offset"):
+        text_rcc.compress(DOC, offset=text_rcc.config.window)
+
+
+def _greedy_over_views(model, memories, prompt: str, steps: int) -> list[int]:
+    """Greedy decoding from the mean of each memory's next-token log-probabilities, every step from scratch
+    (no shared cache): what decoding `MemoryViews` must equal."""
+    ids = prompt_ids(model.tokenizer, prompt)
+    out: list[int] = []
+    for _ in range(steps):
+        logits = torch.stack([model.prefill_prompt(m, ids + out).logits[0] for m in memories])
+        out.append(int(torch.log_softmax(logits, -1).mean(0).argmax()))
+    return out
+
+
+def test_views_decode_one_answer_from_the_mean_of_their_log_probabilities(text_rcc):
+    from rcc_model import MemoryViews
+
+    views = text_rcc.aligned_views(text_rcc.compress(DOC), [DOC], alignments=2)
+    assert isinstance(views, MemoryViews) and views.views[1].window_tokens[0] == text_rcc.config.rate // 2
+    assert views.views[1].states.equal(text_rcc.compress(DOC, offset=2).states)
+    tokens = text_rcc.generate_ids(views, prompt_ids(text_rcc.tokenizer, "Hello"), max_new_tokens=6,
+                                   min_new_tokens=6)
+    assert tokens == _greedy_over_views(text_rcc, views.views, "Hello", 6)
+    assert text_rcc.generate(views, "Hello", max_new_tokens=6) == text_rcc.generate(
+        text_rcc.prefill_memory(views), "Hello", max_new_tokens=6)  # a prefilled memory of views, then the prompt
+    twice = MemoryViews((views.views[0], views.views[0]))  # identical views read as the memory alone
+    assert text_rcc.generate(twice, "Hello", max_new_tokens=8) == text_rcc.generate(views.views[0], "Hello",
+                                                                                    max_new_tokens=8)
+
+
+def test_one_alignment_is_the_memory_itself_and_views_come_from_one_model(text_rcc):
+    from rcc_model import MemoryMismatchError, MemoryViews
+    from tests.conftest import make_rcc
+
+    memory = text_rcc.compress(DOC)
+    assert text_rcc.aligned_views(memory, [DOC], alignments=1) is memory
+    assert text_rcc.aligned_views(memory, [], alignments=2) is memory
+    with pytest.raises(ValueError, match="alignments"):
+        text_rcc.aligned_views(memory, [DOC], alignments=text_rcc.config.rate + 1)
+    with pytest.raises(MemoryMismatchError):
+        MemoryViews((memory, make_rcc(window=32).compress(list(range(40)))))

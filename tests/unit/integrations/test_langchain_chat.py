@@ -242,3 +242,21 @@ def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
     assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
     assert len(calls) == 1 and isinstance(result["messages"][2], ToolMessage)
     assert result["messages"][-1].tool_calls == []
+
+
+def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, monkeypatch):
+    from rcc_model.reading import read_within
+
+    monkeypatch.setattr(text_rcc.config, "read_alignments", 2)
+    realign, seen = text_rcc.aligned_views, []
+    monkeypatch.setattr(text_rcc, "aligned_views",
+                        lambda memory, texts, alignments=None: seen.append(list(texts)) or realign(memory, texts))
+    slots = text_rcc.config.window // text_rcc.config.rate
+    report, question = LONG + "The harbour code is kept by Amara Quist. " + LONG, "Who keeps the harbour code?"
+    llm = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=slots)
+    meta = llm.invoke(question, memory=[Document(page_content=report)]).response_metadata
+    reading = read_within(question, [text_rcc.compress(report)], [text_rcc.window_texts(report)], slots)
+    assert seen == [reading.texts] and len(reading.texts) == 1 and "harbour" in reading.texts[0]
+    assert meta["memory_slots"] == slots  # the stored memory read; its other alignment is decoded beside it
+    llm.invoke(question, memory=text_rcc.compress(report))  # a memory given without its text: one alignment
+    assert len(seen) == 1
