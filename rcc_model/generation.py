@@ -40,7 +40,8 @@ class SamplingParams:
 @dataclass
 class DecodeState:
     """What cached decoding needs after a prefill: next-token logits (B, V), the KV cache, the attention
-    mask over everything cached so far (B, P + T + generated), and each row's next position (B,)."""
+    mask over everything cached so far (B, P + T + generated), and each row's next position (B,). Read from
+    `MemoryViews`, the cache, mask and positions hold one row per view and the logits one row, their merge."""
 
     logits: torch.Tensor
     cache: object
@@ -114,7 +115,8 @@ def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Seque
 
 
 def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
-    """Feed more prompt tokens to a (cloned) single-row state, e.g. a question after a memory prefix."""
+    """Feed more prompt tokens to a (cloned) single-row state (or one of views), e.g. a question after a
+    memory prefix."""
     if not prompt:
         return state
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=model.device).expand(state.mask.shape[0], -1)
