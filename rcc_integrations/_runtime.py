@@ -115,8 +115,9 @@ class Engine:
         if not memories:
             return Reading(self.model.empty_memory(), [], [], []), read, created
         budget = budget or 2**62
-        over = sum(m.num_slots for m in memories) > budget  # only then are windows ranked
-        realign = self.model.config.read_alignments > 1
+        total, config = sum(m.num_slots for m in memories), self.model.config
+        over = total > budget  # only then are windows ranked
+        realign = config.read_alignments > 1 and total <= (config.read_slots or total)  # what `views` realigns
         split = [isinstance(p, str) and ((over and bool(question)) or (realign and not over)) for p in pieces]
         if keep_last:
             split[-1] = False
