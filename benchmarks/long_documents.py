@@ -14,6 +14,7 @@ Chat draw 1 and index draw 2 are the tests' own.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -55,7 +56,7 @@ def main() -> None:
     alignments = args.alignments or [model.config.read_alignments]
     results = {}
     for count_aligned in alignments:
-        model.config.read_alignments = count_aligned  # what the integrations read with (RCCConfig)
+        model.config = dataclasses.replace(model.config, read_alignments=count_aligned)  # what they read with
         for name, draw, count in (("chat", chat_draw, args.chat_draws), ("index", index_draw, args.index_draws)):
             draws = []
             for seed in range(1, count + 1):

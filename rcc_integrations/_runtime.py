@@ -115,21 +115,25 @@ class Engine:
         if not memories:
             return Reading(self.model.empty_memory(), [], [], []), read, created
         budget = budget or 2**62
-        total, config = sum(m.num_slots for m in memories), self.model.config
+        total = sum(m.num_slots for m in memories)
         over = total > budget  # only then are windows ranked
-        realign = config.read_alignments > 1 and total <= (config.read_slots or total)  # what `views` realigns
-        split = [isinstance(p, str) and ((over and bool(question)) or (realign and not over)) for p in pieces]
+        realign = not over and self.realigns(total)  # then `views` needs the texts too
+        split = [isinstance(p, str) and ((over and bool(question)) or realign) for p in pieces]
         if keep_last:
             split[-1] = False
         texts = [self.model.window_texts(p) if text else None for p, text in zip(pieces, split)]
         return read_within(question or "", memories, texts, budget), read, created
 
+    def realigns(self, slots: int) -> bool:
+        """Whether `views` reads a memory of `slots` slots at more than one alignment: only within what the
+        model reads well (`read_slots`), so the extra encoding stays one short pass."""
+        config = self.model.config
+        return config.read_alignments > 1 and 0 < slots <= (config.read_slots or slots)
+
     def views(self, memory: CompressedMemory, texts: Sequence[str] | None) -> CompressedMemory | MemoryViews:
         """What an answer reads: `memory`, at the model's `read_alignments` (`RCCModel.aligned_views`) when
-        the text of all of it is at hand and it is no more than the model reads well (`read_slots`), so the
-        extra encoding stays one short pass."""
-        limit = self.model.config.read_slots
-        if not texts or not memory.num_slots or (limit is not None and memory.num_slots > limit):
+        the text of all of it is at hand and `realigns` says so."""
+        if not texts or not self.realigns(memory.num_slots):
             return memory
         with self.lock:
             return self.model.aligned_views(memory, texts)

@@ -164,7 +164,7 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
         if step + 1 == params.max_new_tokens:
             return
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        fed = tokens.expand(mask.shape[0]) if state.views else tokens  # one answer: the same token in every view
+        fed = tokens.expand(mask.shape[0])  # read from views: one answer, the same token in every view's row
         with model.without_memory_adapters(state.num_slots == 0):
             out = model.decoder(input_ids=fed[:, None], attention_mask=mask, position_ids=positions[:, None],
                                 cache=cache, use_cache=True)

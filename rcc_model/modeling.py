@@ -328,12 +328,13 @@ class RCCModel(nn.Module, GenerationMixin):
         ]
         return memories if is_batch else memories[0]
 
-    def aligned_views(self, memory: CompressedMemory, texts: Sequence[str], alignments: int | None = None
+    def aligned_views(self, memory: CompressedMemory, texts: Sequence[str] | None, alignments: int | None = None
                       ) -> CompressedMemory | MemoryViews:
         """`memory` with the text it holds compressed again at other slot alignments, to be read as one
         (`MemoryViews`): view i moves every slot boundary by i x r / `alignments` tokens (default
         `config.read_alignments`; 1 returns `memory`). `texts` are the texts `memory` was compressed from, in
-        order, one per window or per document (`window_texts`).
+        order, one per window or per document (`window_texts`, `Reading.texts`); without them (None or
+        empty) `memory` is read as it is.
 
         The packaged default copies 33 of 47 codes exactly from the stored memory of their window, 43 at
         two alignments and 45 at four (`benchmarks/window_codes_alignments.md`); each alignment costs one

@@ -205,12 +205,14 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
     def reading_of_nodes(self, nodes: Sequence[BaseNode]) -> CompressedMemory | MemoryViews:
         """What an answer from retrieved nodes reads: `memory_of_nodes`, at the model's slot alignments
-        (`RCCModel.aligned_views`) when it is no more than the model reads well."""
-        memory, texts = self._read(nodes)
-        return self._engine.views(memory, texts)
+        (`RCCModel.aligned_views`) when it is no more than the model reads well (`Engine.realigns`)."""
+        memory, read = self._read(nodes)
+        if not self._engine.realigns(memory.num_slots):
+            return memory
+        return self._engine.views(memory, [self.window_texts(node_id)[j] for node_id, js in read for j in js])
 
-    def _read(self, nodes: Sequence[BaseNode]) -> tuple[CompressedMemory, list[str]]:
-        """(memory of `nodes` in document order, the text of each of its windows)."""
+    def _read(self, nodes: Sequence[BaseNode]) -> tuple[CompressedMemory, list[tuple[str, Sequence[int]]]]:
+        """(memory of `nodes` in document order, the (document, windows) it was taken from)."""
         wanted: dict[str, set[int] | None] = {}
         for node in nodes:
             parent = node.parent_node
@@ -219,14 +221,14 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             elif wanted.get(parent.node_id, set()) is not None:  # a document wanted whole stays whole
                 wanted.setdefault(parent.node_id, set()).add(int(node.metadata[WINDOW_KEY]))
         parts: list[CompressedMemory] = []
-        texts: list[str] = []
+        read: list[tuple[str, Sequence[int]]] = []
         for node_id in self.node_ids:
             if node_id in wanted:
                 memory, windows = self.memory_of(node_id), wanted[node_id]
                 chosen = range(memory.num_windows) if windows is None else sorted(windows)
                 parts += [memory] if windows is None else [memory.windows()[j] for j in chosen]
-                texts += [self.window_texts(node_id)[j] for j in chosen]
-        return (CompressedMemory.concat(parts), texts) if parts else (self._engine.model.empty_memory(), [])
+                read.append((node_id, chosen))
+        return (CompressedMemory.concat(parts), read) if parts else (self._engine.model.empty_memory(), [])
 
     # ------------------------------------------------------------------ persistence
     def persist(self, persist_dir: str | Path) -> Path:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         if reading.selected:
             print(f"reading {reading.windows_read} of {reading.windows_held} windows, the best match for the "
                   f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")
-        memory = model.aligned_views(reading.memory, reading.texts or [])
+        memory = model.aligned_views(reading.memory, reading.texts)
     answer = model.ask(memory, question, max_new_tokens=32)
     print(f"answer from memory: {answer}")
     print(f"expected: {args.passkey}")

@@ -90,7 +90,7 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None
         return memory, list(range(memory.num_windows))
     question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
     reading = read_within(question, [memory], [model.window_texts(context)], read_slots)
-    return model.aligned_views(reading.memory, reading.texts or []), reading.windows[0]
+    return model.aligned_views(reading.memory, reading.texts), reading.windows[0]
 
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
