@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rcc_model.data.qa import PHRASINGS
+from rcc_model.data.qa import PHRASINGS, VALUES
 
 
 def add_parser(sub) -> None:
@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--qa-phrasing", choices=PHRASINGS, default="fixed",
                    help="word each generated fact one way (what the shipped stages trained on) or one of "
                    "several (default: %(default)s)")
+    p.add_argument("--qa-values", choices=VALUES, default="fixed",
+                   help="keepers' names from a list of ten (what the shipped stages trained on, and what taught "
+                   "them to guess one) or generated for every fact (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     base = RCCConfig.load(resolve_checkpoint(args.model)).base
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
-                     qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_phrasing=args.qa_phrasing)
+                     qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_phrasing=args.qa_phrasing,
+                     qa_values=args.qa_values)
     print(json.dumps(manifest, indent=2))
     return 0

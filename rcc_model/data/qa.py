@@ -19,6 +19,13 @@ _PLACES = ["north archive", "harbour office", "east laboratory", "river station"
 _NAMES = ["Amara Quist", "Tomas Vell", "Ines Okafor", "Rhea Lindqvist", "Pavel Drummond", "Yuki Barros",
           "Noor Haddad", "Felix Amundsen", "Lena Ortiz", "Kofi Mensah"]
 _COLOURS = ["crimson", "teal", "amber", "violet", "ochre", "silver", "indigo", "olive"]
+_ONSETS = ["b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br", "st", "th"]
+_VOWELS = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ou"]
+_CODAS = ["", "", "", "", "n", "r", "s", "l", "k", "m"]
+
+VALUES = ("fixed", "open")
+# "fixed" draws keepers' names from `_NAMES` (what every shipped stage trained on): a model learns to answer with
+# one of ten names instead of reading the one in its memory. "open" generates a new name for every fact.
 
 
 PHRASINGS = ("fixed", "varied")
@@ -62,7 +69,15 @@ class QAExample:
         return asdict(self)
 
 
-def _fact(rng: random.Random, phrasing: str = "fixed") -> tuple[str, str, str]:
+def generated_name(rng: random.Random) -> str:
+    """A pronounceable first name and surname that no list holds ("Tiva Moruken")."""
+    def word(syllables: int) -> str:
+        return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+                       for _ in range(syllables)).capitalize()
+    return f"{word(2)} {word(rng.randint(2, 3))}"
+
+
+def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed") -> tuple[str, str, str]:
     """(sentence to hide, question, answer)."""
     place = rng.choice(_PLACES)
     kind = rng.randrange(4)
@@ -70,7 +85,7 @@ def _fact(rng: random.Random, phrasing: str = "fixed") -> tuple[str, str, str]:
         digits = 5 if phrasing == "fixed" else rng.randint(4, 7)
         value = str(rng.randint(10 ** (digits - 1), 10**digits - 1))
     elif kind == 1:
-        value = rng.choice(_NAMES)
+        value = rng.choice(_NAMES) if values == "fixed" else generated_name(rng)
     elif kind == 2:
         value = str(rng.randint(1700, 2020))
     else:
@@ -88,10 +103,10 @@ def _insert(text: str, sentence: str, depth: float) -> str:
 
 
 def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool = True,
-                 phrasing: str = "fixed") -> QAExample:
+                 phrasing: str = "fixed", values: str = "fixed") -> QAExample:
     chosen, places = [], set()
     while len(chosen) < facts + (0 if answerable else 1):
-        fact = _fact(rng, phrasing)
+        fact = _fact(rng, phrasing, values)
         place = next(p for p in _PLACES if p in fact[0])
         if place not in places:
             places.add(place)
@@ -114,12 +129,14 @@ def definition_example(synsets: Sequence[Synset], rng: random.Random, entries: i
 
 
 def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: int,
-             phrasing: str = "fixed") -> list[QAExample]:
+             phrasing: str = "fixed", values: str = "fixed") -> list[QAExample]:
     """`count` examples, mixing the kinds; the same arguments always give the same examples. `phrasing`
-    "varied" words each fact one of several ways (and codes have 4 to 7 digits); "fixed" is the set every
-    shipped stage trained on."""
+    "varied" words each fact one of several ways (and codes have 4 to 7 digits); `values` "open" gives every
+    keeper a generated name; "fixed" for both is the set every shipped stage trained on."""
     if phrasing not in PHRASINGS:
         raise ValueError(f"`phrasing` must be one of {PHRASINGS}, got {phrasing!r}")
+    if values not in VALUES:
+        raise ValueError(f"`values` must be one of {VALUES}, got {values!r}")
     rng = random.Random(seed)
     examples = []
     for _ in range(count):
@@ -129,9 +146,10 @@ def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: 
             continue
         text = rng.choice(texts)
         if roll < 0.55:
-            examples.append(fact_example(text, rng, phrasing=phrasing))
+            examples.append(fact_example(text, rng, phrasing=phrasing, values=values))
         elif roll < 0.8:
-            examples.append(fact_example(text, rng, facts=rng.randint(2, 4), phrasing=phrasing))
+            examples.append(fact_example(text, rng, facts=rng.randint(2, 4), phrasing=phrasing, values=values))
         else:
-            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False, phrasing=phrasing))
+            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False, phrasing=phrasing,
+                                         values=values))
     return examples

@@ -66,6 +66,20 @@ def test_varied_phrasing_words_facts_many_ways_and_keeps_the_needle_phrasing_out
         qa.generate([TEXT], [], 5, seed=0, phrasing="other")
 
 
+def test_open_values_give_every_keeper_a_new_name_and_fixed_values_keep_the_shipped_ten():
+    def keepers(values: str) -> list[str]:
+        examples = [qa.fact_example(TEXT, random.Random(seed), values=values) for seed in range(400)]
+        assert all(e.answer in e.context for e in examples)
+        return [e.answer for e in examples if e.question.startswith("Who")]
+
+    fixed, generated = keepers("fixed"), keepers("open")
+    assert len(set(fixed)) <= 10 and len(fixed) > 50
+    assert len(generated) > 50 and len(set(generated)) > 0.9 * len(generated)
+    assert all(name.istitle() and len(name.split()) == 2 for name in generated)
+    with pytest.raises(ValueError, match="values"):
+        qa.generate([TEXT], [], 5, seed=0, values="other")
+
+
 def test_definition_questions_ask_about_a_word_on_the_page():
     synsets = [Synset(f"word{i}", "noun", f"meaning number {i}", ()) for i in range(50)]
     example = qa.definition_example(synsets, random.Random(0))
