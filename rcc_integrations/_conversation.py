@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rcc_model import CompressedMemory
+from rcc_model.reading import MemoryWithText
 
 IN_MEMORY = "[The full text of this message is in your memory.]"
 
@@ -15,7 +16,7 @@ IN_MEMORY = "[The full text of this message is in your memory.]"
 class DecoderInput:
     """What becomes memory, in order (texts to compress, or ready memories), and the chat left in plain text."""
 
-    pieces: list[str | CompressedMemory] = field(default_factory=list)
+    pieces: list[str | CompressedMemory | MemoryWithText] = field(default_factory=list)
     chat: list[dict[str, str]] = field(default_factory=list)
     question: str | None = None  # set in instruction-reconstruction mode: compressed, not in `chat`
 
@@ -25,7 +26,8 @@ class DecoderInput:
 
 
 def plan(turns: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], threshold: int,
-         instruction_reconstruction: bool, pieces: Sequence[str | CompressedMemory] = ()) -> DecoderInput:
+         instruction_reconstruction: bool, pieces: Sequence[str | CompressedMemory | MemoryWithText] = ()
+         ) -> DecoderInput:
     """(role, text) turns -> DecoderInput. Turns longer than `threshold` tokens become memory (their place in
     the chat says so); the last turn stays plain text, unless `instruction_reconstruction` compresses the
     question too. `pieces` (attached documents or memories) are read first."""

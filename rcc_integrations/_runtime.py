@@ -17,9 +17,13 @@ from typing import Any
 
 from rcc_integrations._conversation import DecoderInput
 from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
-from rcc_model.reading import Reading, read_within
+from rcc_model.reading import MemoryWithText, Reading, read_within
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
+READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads are decoded together "
+                        "(RCCModel.aligned_views): more copy codes more exactly, each costs one more decoder row. "
+                        "None = the model's read_alignments (4 for the packaged default; 1 answers about 4.5x "
+                        "sooner on a CPU)")
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -93,21 +97,23 @@ class Engine:
         free = positions - min(QUESTION_RESERVE + answer_tokens, positions // 2)
         return min(memory_budget or self.model.config.read_slots or free, free)
 
-    def resolve(self, pieces: list[str | CompressedMemory], store: Any = None, rate: int | None = None,
-                question: str | None = None, budget: int | None = None, keep_last: bool = False
-                ) -> tuple[Reading, int, int]:
+    def resolve(self, pieces: list[str | CompressedMemory | MemoryWithText], store: Any = None,
+                rate: int | None = None, question: str | None = None, budget: int | None = None,
+                keep_last: bool = False, alignments: int | None = None) -> tuple[Reading, int, int]:
         """What to read of all pieces, in order (texts compressed at `rate` or taken from a cache), with how
         many tokens were read from existing memory and how many were compressed now. Beyond `budget` slots
-        the windows of texts most relevant to `question` are read (`rcc_model.reading`); memories given as
-        such, and the last piece with `keep_last`, are read whole."""
-        memories, read, created = [], 0, 0
+        the windows of texts most relevant to `question` are read (`rcc_model.reading`); memories given
+        without their text, and the last piece with `keep_last`, are read whole. The reading keeps the text
+        of what it reads when `views` will realign it at `alignments`."""
+        memories, texts, read, created = [], [], 0, 0
         for piece in pieces:
-            if isinstance(piece, CompressedMemory):
-                self.model.check_memory(piece)
-                memory, cached = piece, True
-            else:
+            if isinstance(piece, str):
                 memory, cached = self.memory_for(piece, store, rate)
+            else:
+                memory, cached = piece.memory if isinstance(piece, MemoryWithText) else piece, True
+                self.model.check_memory(memory)
             memories.append(memory)
+            texts.append(piece.texts if isinstance(piece, MemoryWithText) else None)
             if cached:
                 read += memory.token_count
             else:
@@ -117,36 +123,40 @@ class Engine:
         budget = budget or 2**62
         total = sum(m.num_slots for m in memories)
         over = total > budget  # only then are windows ranked
-        realign = not over and self.realigns(total)  # then `views` needs the texts too
+        realign = not over and self.realigns(total, alignments)  # then `views` needs the texts too
         split = [isinstance(p, str) and ((over and bool(question)) or realign) for p in pieces]
         if keep_last:
             split[-1] = False
-        texts = [self.model.window_texts(p) if text else None for p, text in zip(pieces, split)]
+        texts = [self.model.window_texts(p) if text else given for p, text, given in zip(pieces, split, texts)]
         return read_within(question or "", memories, texts, budget), read, created
 
-    def realigns(self, slots: int) -> bool:
-        """Whether `views` reads a memory of `slots` slots at more than one alignment: only within what the
-        model reads well (`read_slots`), so the extra encoding stays one short pass."""
+    def realigns(self, slots: int, alignments: int | None = None) -> bool:
+        """Whether `views` reads a memory of `slots` slots at more than one alignment (`alignments`, default
+        the model's `read_alignments`): only within what the model reads well (`read_slots`), so the extra
+        encoding stays one short pass."""
         config = self.model.config
-        return config.read_alignments > 1 and 0 < slots <= (config.read_slots or slots)
+        alignments = config.read_alignments if alignments is None else alignments
+        return alignments > 1 and 0 < slots <= (config.read_slots or slots)
 
-    def views(self, memory: CompressedMemory, texts: Sequence[str] | None) -> CompressedMemory | MemoryViews:
-        """What an answer reads: `memory`, at the model's `read_alignments` (`RCCModel.aligned_views`) when
-        the text of all of it is at hand and `realigns` says so."""
-        if not texts or not self.realigns(memory.num_slots):
+    def views(self, memory: CompressedMemory, texts: Sequence[str] | None, alignments: int | None = None
+              ) -> CompressedMemory | MemoryViews:
+        """What an answer reads: `memory`, at `alignments` slot alignments (default the model's
+        `read_alignments`; `RCCModel.aligned_views`) when the text of all of it is at hand and `realigns`
+        says so."""
+        if not texts or not self.realigns(memory.num_slots, alignments):
             return memory
         with self.lock:
-            return self.model.aligned_views(memory, texts)
+            return self.model.aligned_views(memory, texts, alignments)
 
     def prepare(self, conversation: DecoderInput, store: Any = None, rate: int | None = None,
-                budget: int | None = None) -> tuple[Reading, int, int]:
+                budget: int | None = None, alignments: int | None = None) -> tuple[Reading, int, int]:
         """`resolve` the conversation's memory for its question (the last user turn); in
         instruction-reconstruction mode the compressed question comes last and is always read."""
         pieces, question = conversation.pieces, conversation.question
         if question is not None:
             pieces = [*pieces, "\n\n" + question]
         return self.resolve(pieces, store, rate, question or conversation.last_user_text(), budget,
-                            keep_last=question is not None)
+                            keep_last=question is not None, alignments=alignments)
 
     def answer(self, memory: CompressedMemory | MemoryViews, conversation: DecoderInput, info: GenerationInfo,
                **sampling) -> Iterator[str]:

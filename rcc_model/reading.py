@@ -47,6 +47,24 @@ def bm25(query: str, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> 
     ]
 
 
+@dataclass(frozen=True)
+class MemoryWithText:
+    """A memory with the text of each of its windows (`RCCModel.window_texts`), which a reader can rank
+    (`read_within`) and read again at other slot alignments (`RCCModel.aligned_views`) as it would a text it
+    compressed itself: what an index passes for the stored memory of its documents."""
+
+    memory: CompressedMemory
+    texts: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != self.memory.num_windows:
+            raise ValueError(f"a memory of {self.memory.num_windows} windows given {len(self.texts)} window texts")
+
+    @property
+    def num_slots(self) -> int:
+        return self.memory.num_slots
+
+
 @dataclass
 class Reading:
     """What a question reads: `memory`, made of the windows `windows[i]` (indices, in order) of the

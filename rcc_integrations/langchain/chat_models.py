@@ -17,7 +17,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread, pop_sampling
+from rcc_integrations._runtime import READ_ALIGNMENTS_HELP, Engine, engine_for, iterate_in_thread, pop_sampling
 from rcc_integrations.langchain.messages import split_messages, tools_prompt
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 from rcc_model.structured import SchemaDecoder, generate_tool_call, prefers_tool_call
@@ -42,6 +42,7 @@ class RCCChatModel(BaseChatModel):
             llm.invoke("Who signed the report?", memory=[report])   # compressed once, cached
             llm = ChatRCC(rate=8)  # a multi-rate model: 8x smaller memory than text, at some cost in recall
             llm = ChatRCC(memory_budget=1024)  # read at most 1,024 slots: the windows that best match the question
+            llm = ChatRCC(read_alignments=1)   # decode from the stored memory alone: sooner, codes less exact
             llm = ChatRCC(memory_store=store)  # any ByteStore (LocalFileStore, Redis...): memory outlives the process
             for chunk in llm.stream([("system", long_text), ("human", "Summarise it.")]):
                 print(chunk.content, end="")
@@ -66,6 +67,7 @@ class RCCChatModel(BaseChatModel):
         default=None, description="the most memory slots one answer reads; beyond it, the windows of the attached "
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
         "to read well (its config's read_slots), else all the decoder's positions hold")
+    read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
     memory_store: Any = Field(
         default=None, description="a LangChain ByteStore (e.g. langchain-classic's LocalFileStore) keeping "
         "compressed memory across processes, keyed by model fingerprint and text hash; the in-process cache is "
@@ -141,8 +143,9 @@ class RCCChatModel(BaseChatModel):
         info = GenerationInfo()
         chat = decoder_input.chat
         budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
-        reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget)
-        memory = engine.views(reading.memory, reading.texts)
+        reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget,
+                                                self.read_alignments)
+        memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         pieces: Iterator[str | dict]
         if decoder_input.question is None and tools and choice != "none":
             chat = _with_system_text(chat, tools_prompt(tools))

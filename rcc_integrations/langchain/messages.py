@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from rcc_integrations._conversation import DecoderInput, plan
 from rcc_model import CompressedMemory
+from rcc_model.reading import MemoryWithText
 
 _TOOL_CALL_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk"}
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant", ToolMessage: "tool"}
@@ -72,13 +73,14 @@ def split_messages(messages: Sequence[BaseMessage], count_tokens, threshold: int
     return plan(turns, count_tokens, threshold, instruction_reconstruction, attached_pieces(attached))
 
 
-def attached_pieces(memory: Any) -> list[str | CompressedMemory]:
-    """Explicitly attached memory: CompressedMemory objects, .rccmem files, Documents or strings."""
+def attached_pieces(memory: Any) -> list[str | CompressedMemory | MemoryWithText]:
+    """Explicitly attached memory: CompressedMemory objects (or MemoryWithText), .rccmem files, Documents or
+    strings."""
     if memory is None:
         return []
-    pieces: list[str | CompressedMemory] = []
+    pieces: list[str | CompressedMemory | MemoryWithText] = []
     for item in memory if isinstance(memory, (list, tuple)) else [memory]:
-        if isinstance(item, CompressedMemory):
+        if isinstance(item, (CompressedMemory, MemoryWithText)):
             pieces.append(item)
         elif isinstance(item, Path) or (isinstance(item, str) and item.endswith(".rccmem")):
             pieces.append(CompressedMemory.load(item))
@@ -87,6 +89,6 @@ def attached_pieces(memory: Any) -> list[str | CompressedMemory]:
         elif isinstance(item, str):
             pieces.append(item)
         else:
-            raise TypeError(f"cannot use {type(item).__name__} as memory: pass CompressedMemory, a .rccmem path, "
-                            "a Document or a string")
+            raise TypeError(f"cannot use {type(item).__name__} as memory: pass CompressedMemory, "
+                            "MemoryWithText, a .rccmem path, a Document or a string")
     return pieces

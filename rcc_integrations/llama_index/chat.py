@@ -1,5 +1,5 @@
 """`RCCChatEngine`: a conversation over an `RCCMemoryIndex`; each turn reads the documents' memory (and long
-earlier turns are compressed too), never pasted document text."""
+earlier turns are compressed too), never pasted document text, at the slot alignments its query engine reads."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from rcc_integrations.llama_index.llm import RCCLLM
 from rcc_integrations.llama_index.query import RCCMemoryRetriever
 from rcc_model import CompressedMemory
+from rcc_model.reading import MemoryWithText
 
 
 class RCCChatEngine(BaseChatEngine):
@@ -20,10 +21,11 @@ class RCCChatEngine(BaseChatEngine):
     retriever selects (`source_nodes`), with the conversation so far in the chat template."""
 
     def __init__(self, index, max_tokens: int = 256, memory_budget: int | None = None,
-                 system_prompt: str | None = None):
+                 system_prompt: str | None = None, read_alignments: int | None = None):
         self.index = index
         self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens)
-        self.llm = RCCLLM(model=index.engine.model, rate=index.rate, max_tokens=max_tokens)
+        self.llm = RCCLLM(model=index.engine.model, rate=index.rate, max_tokens=max_tokens,
+                          memory_budget=memory_budget, read_alignments=read_alignments)
         self.prefix = [ChatMessage(role=MessageRole.SYSTEM, content=system_prompt)] if system_prompt else []
         self._memory = ChatMemoryBuffer.from_defaults(token_limit=10**9,
                                                       tokenizer_fn=index.engine.model.encode_text)
@@ -36,11 +38,11 @@ class RCCChatEngine(BaseChatEngine):
         self._memory.reset()
 
     def _turn(self, message: str, chat_history: list[ChatMessage] | None
-              ) -> tuple[list[ChatMessage], list[NodeWithScore], list[CompressedMemory]]:
+              ) -> tuple[list[ChatMessage], list[NodeWithScore], list[CompressedMemory | MemoryWithText]]:
         if chat_history is not None:
             self._memory.set(chat_history)
         sources = self.retriever.retrieve(QueryBundle(message))
-        memory = self.index.memory_of_nodes([s.node for s in sources])
+        memory = self.index.text_memory_of_nodes([s.node for s in sources], self.llm.read_alignments)
         memories = [memory] if memory.num_slots else []
         self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
         return [*self.prefix, *self._memory.get_all()], sources, memories

@@ -25,6 +25,7 @@ from llama_index.core.storage.storage_context import StorageContext
 from rcc_integrations._runtime import Engine, engine_for
 from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
 from rcc_model.atomic import atomic_directory
+from rcc_model.reading import MemoryWithText
 
 STRUCT_TYPE = "rcc_memory"
 WINDOW_KEY = "rcc_window"  # metadata of a window node: which encoder window of its parent document it holds
@@ -203,13 +204,22 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         window nodes (`window_node`)."""
         return self._read(nodes)[0]
 
-    def reading_of_nodes(self, nodes: Sequence[BaseNode]) -> CompressedMemory | MemoryViews:
-        """What an answer from retrieved nodes reads: `memory_of_nodes`, at the model's slot alignments
-        (`RCCModel.aligned_views`) when it is no more than the model reads well (`Engine.realigns`)."""
+    def text_memory_of_nodes(self, nodes: Sequence[BaseNode], alignments: int | None = None
+                             ) -> CompressedMemory | MemoryWithText:
+        """`memory_of_nodes`, with the text of the windows it holds when an answer will read them at several
+        slot alignments (`Engine.realigns`, at `alignments` or the model's `read_alignments`)."""
         memory, read = self._read(nodes)
-        if not self._engine.realigns(memory.num_slots):
+        if not self._engine.realigns(memory.num_slots, alignments):
             return memory
-        return self._engine.views(memory, [self.window_texts(node_id)[j] for node_id, js in read for j in js])
+        return MemoryWithText(memory, [self.window_texts(node_id)[j] for node_id, js in read for j in js])
+
+    def reading_of_nodes(self, nodes: Sequence[BaseNode], alignments: int | None = None
+                         ) -> CompressedMemory | MemoryViews:
+        """What an answer from retrieved nodes reads: `memory_of_nodes`, at `alignments` slot alignments
+        (default the model's `read_alignments`; `RCCModel.aligned_views`) when it is no more than the model
+        reads well (`Engine.realigns`)."""
+        read = self.text_memory_of_nodes(nodes, alignments)
+        return self._engine.views(read.memory, read.texts, alignments) if isinstance(read, MemoryWithText) else read
 
     def _read(self, nodes: Sequence[BaseNode]) -> tuple[CompressedMemory, list[tuple[str, Sequence[int]]]]:
         """(memory of `nodes` in document order, the (document, windows) it was taken from)."""

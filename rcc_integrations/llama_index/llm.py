@@ -21,9 +21,10 @@ from llama_index.core.llms.llm import LLM
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from rcc_integrations._conversation import plan
-from rcc_integrations._runtime import Engine, engine_for, iterate_in_thread, pop_sampling
+from rcc_integrations._runtime import READ_ALIGNMENTS_HELP, Engine, engine_for, iterate_in_thread, pop_sampling
 from rcc_integrations.llama_index.react import react_step, react_tools
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
+from rcc_model.reading import MemoryWithText
 
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
           MessageRole.ASSISTANT: "assistant", MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant",
@@ -59,6 +60,7 @@ class RCCLLM(LLM):
         default=None, description="the most memory slots one answer reads; beyond it, the windows of the long "
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
         "to read well (its config's read_slots), else all the decoder's positions hold")
+    read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
     react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
                                        "observation (and against, after one); float('inf') = always act first, "
@@ -96,8 +98,8 @@ class RCCLLM(LLM):
         turns = [(_ROLES.get(m.role, "user"), m.content or "") for m in messages]
         attached = kwargs.pop("memory", None)
         pieces = list(attached) if isinstance(attached, (list, tuple)) else ([attached] if attached else [])
-        if any(not isinstance(p, (str, CompressedMemory)) for p in pieces):
-            raise TypeError("memory= takes strings or CompressedMemory objects")
+        if any(not isinstance(p, (str, CompressedMemory, MemoryWithText)) for p in pieces):
+            raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")
         header = turns[0][1] if turns and turns[0][0] == "system" else ""
         tools = react_tools(header) if self.react_guidance and not self.instruction_reconstruction else None
         if tools:  # ReActAgent: its header holds the format and the tools; it stays plain text
@@ -109,8 +111,9 @@ class RCCLLM(LLM):
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
         budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
-        reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget)
-        memory = engine.views(reading.memory, reading.texts)
+        reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget,
+                                                alignments=self.read_alignments)
+        memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         info = GenerationInfo()
         if tools:
             observed = turns[-1][1].startswith("Observation:")

@@ -46,11 +46,12 @@ class RCCQueryEngine(BaseQueryEngine):
     """Answers a question from the memory of the retrieved documents; `source_nodes` names them."""
 
     def __init__(self, index, streaming: bool = False, max_tokens: int = 256, memory_budget: int | None = None,
-                 **sampling: Any):
+                 read_alignments: int | None = None, **sampling: Any):
         super().__init__(callback_manager=index._callback_manager)
         self.index = index
         self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens)
         self.streaming = streaming
+        self.read_alignments = read_alignments
         self.sampling = {"max_new_tokens": max_tokens, **sampling}
 
     def _get_prompt_modules(self) -> dict[str, Any]:
@@ -58,7 +59,7 @@ class RCCQueryEngine(BaseQueryEngine):
 
     def _prepare(self, query_bundle: QueryBundle) -> tuple[list[NodeWithScore], CompressedMemory | MemoryViews]:
         sources = self.retriever.retrieve(query_bundle)
-        return sources, self.index.reading_of_nodes([s.node for s in sources])
+        return sources, self.index.reading_of_nodes([s.node for s in sources], self.read_alignments)
 
     def _pieces(self, question: str, memory: CompressedMemory | MemoryViews, info: GenerationInfo):
         return self.index.engine.stream(memory, [{"role": "user", "content": question}], info=info, **self.sampling)

@@ -245,12 +245,12 @@ def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
 
 
 def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, monkeypatch):
-    from rcc_model.reading import read_within
+    from rcc_model.reading import MemoryWithText, read_within
 
     monkeypatch.setattr(text_rcc.config, "read_alignments", 2)
     realign, seen = text_rcc.aligned_views, []
-    monkeypatch.setattr(text_rcc, "aligned_views",
-                        lambda memory, texts, alignments=None: seen.append(list(texts)) or realign(memory, texts))
+    monkeypatch.setattr(text_rcc, "aligned_views", lambda memory, texts, alignments=None:
+                        seen.append(list(texts)) or realign(memory, texts, alignments))
     slots = text_rcc.config.window // text_rcc.config.rate
     report, question = LONG + "The harbour code is kept by Amara Quist. " + LONG, "Who keeps the harbour code?"
     llm = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=slots)
@@ -260,3 +260,10 @@ def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, mo
     assert meta["memory_slots"] == slots  # the stored memory read; its other alignment is decoded beside it
     llm.invoke(question, memory=text_rcc.compress(report))  # a memory given without its text: one alignment
     assert len(seen) == 1
+    stored = MemoryWithText(text_rcc.compress(report), text_rcc.window_texts(report))
+    llm.invoke(question, memory=stored)  # with its text: ranked and realigned like the document itself
+    assert seen[1] == reading.texts
+    llm.model_copy(update={"read_alignments": 1}).invoke(question, memory=[Document(page_content=report)])
+    assert len(seen) == 2
+    with pytest.raises(ValueError, match="window texts"):
+        MemoryWithText(stored.memory, stored.texts[1:])

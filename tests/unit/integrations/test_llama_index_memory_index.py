@@ -155,15 +155,21 @@ def test_chat_engine_keeps_the_conversation_and_reads_memory(index):
     assert isinstance(answer.response, str) and isinstance("".join(pieces), str)
 
 
-def test_the_query_engine_decodes_the_windows_it_reads_at_the_models_slot_alignments(text_rcc, monkeypatch):
+def test_query_and_chat_engines_decode_the_windows_they_read_at_the_models_slot_alignments(text_rcc, monkeypatch):
     monkeypatch.setattr(text_rcc.config, "read_alignments", 2)
     realign, seen = text_rcc.aligned_views, []
-    monkeypatch.setattr(text_rcc, "aligned_views",
-                        lambda memory, texts, alignments=None: seen.append(list(texts)) or realign(memory, texts))
+    monkeypatch.setattr(text_rcc, "aligned_views", lambda memory, texts, alignments=None:
+                        seen.append((list(texts), alignments)) or realign(memory, texts, alignments))
     planted = TEXT + " The lighthouse keeper is Amara Quist. " + TEXT
     index = RCCMemoryIndex.from_documents([*docs(), Document(text=planted, id_="doc-9")], model=text_rcc)
     slots = text_rcc.config.window // text_rcc.config.rate
     response = index.as_query_engine(max_tokens=4, memory_budget=slots).query("Who keeps the lighthouse?")
     (source,) = response.source_nodes
-    assert seen == [[source.node.get_content()]] and "lighthouse" in seen[0][0]
+    assert seen == [([source.node.get_content()], None)] and "lighthouse" in seen[0][0][0]
     assert response.metadata["memory_slots"] == slots
+    chat = index.as_chat_engine(max_tokens=4, memory_budget=slots).chat("Who keeps the lighthouse?")
+    assert [s.node.get_content() for s in chat.source_nodes] == seen[0][0] and seen[1] == seen[0]
+    assert chat.metadata["usage"]["memory_slots"] == slots  # the stored windows; the other alignment beside them
+    index.as_query_engine(max_tokens=4, memory_budget=slots, read_alignments=1).query("Who keeps the lighthouse?")
+    index.as_chat_engine(max_tokens=4, memory_budget=slots, read_alignments=1).chat("Who keeps the lighthouse?")
+    assert len(seen) == 2  # one alignment asked for: the stored memory alone
