@@ -47,6 +47,9 @@ class TrainConfig:
             eager, which masks with a finite minimum, trained; on a CPU sdpa trains (every CPU stage used it).
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
+        read_slots / read_alignments: written into the checkpoints the run saves (`final/`, `--export`): how
+            much of a memory, and at how many slot alignments, the integrations read with the model
+            (`RCCConfig`); None = the init's. Training does not use them.
     """
 
     data: str
@@ -85,6 +88,8 @@ class TrainConfig:
     stop_at: int | None = None
     seed: int = 0
     attention: str | None = None
+    read_slots: int | None = None
+    read_alignments: int | None = None
 
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:

@@ -6,6 +6,7 @@ micro-batch, process), so a run stopped anywhere resumes exactly from its last c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -30,6 +31,15 @@ HELDOUT_SEED = 0
 
 
 def build_model(config: TrainConfig, dtype: str) -> RCCModel:
+    model = _initial_model(config, dtype)
+    reading = {name: getattr(config, name) for name in ("read_slots", "read_alignments")
+               if getattr(config, name) is not None}
+    if reading:
+        model.config = dataclasses.replace(model.config, **reading)  # validated like any RCCConfig
+    return model
+
+
+def _initial_model(config: TrainConfig, dtype: str) -> RCCModel:
     rates = config.rates
     default = rates[0] if rates else None
     several = sorted(set(rates)) if rates and len(set(rates)) > 1 else None  # RCCConfig.rates

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from rcc_model.training import objectives
 from rcc_model.training.batch import IGNORE, collate
 from rcc_model.training.config import TrainConfig
-from rcc_model.training.loop import lr_at, train
+from rcc_model.training.loop import export, lr_at, train
 from tests.conftest import VOCAB, make_rcc, tiny_llama
 
 TOKENS = np.random.default_rng(0).integers(0, VOCAB, 5000).astype(np.uint32)
@@ -277,6 +277,19 @@ def test_a_run_from_init_continues_at_the_rate_the_config_asks(run_config, tmp_p
     second.window = 32
     with pytest.raises(ValueError, match="window=16"):
         train(second)
+
+
+def test_how_the_model_is_read_travels_with_the_checkpoints_a_run_saves(run_config, tmp_path):
+    config = TrainConfig.load(run_config)
+    config.steps, config.read_slots, config.read_alignments = 1, 8, 2
+    train(config)
+    exported = export(config, tmp_path / "export")
+    for folder in (tmp_path / "run" / "final", exported):
+        saved = json.loads((folder / "rcc_config.json").read_text())
+        assert (saved["read_slots"], saved["read_alignments"]) == (8, 2)
+    config.read_alignments = 5  # more alignments than the rate has offsets: refused like any RCCConfig
+    with pytest.raises(ValueError, match="read_alignments"):
+        export(config, tmp_path / "bad")
 
 
 def test_every_run_is_measured_on_the_same_heldout_batches_whatever_its_seed(run_config, tmp_path):
