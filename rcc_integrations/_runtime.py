@@ -21,9 +21,9 @@ from rcc_model.reading import MemoryWithText, Reading, read_within
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
 READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads are decoded together "
-                        "(RCCModel.aligned_views): more copy codes more exactly, each costs one more decoder row. "
-                        "None = the model's read_alignments (4 for the packaged default; 1 answers about 4.5x "
-                        "sooner on a CPU)")
+                        "(RCCModel.aligned_views): more of them copy codes more exactly, each costs one more "
+                        "decoder row. None = the model's read_alignments (4 for the packaged default; 1 answers "
+                        "about 4.5x sooner on a CPU)")
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -105,7 +105,7 @@ class Engine:
         the windows of texts most relevant to `question` are read (`rcc_model.reading`); memories given
         without their text, and the last piece with `keep_last`, are read whole. The reading keeps the text
         of what it reads when `views` will realign it at `alignments`."""
-        memories, texts, read, created = [], [], 0, 0
+        memories, read, created = [], 0, 0
         for piece in pieces:
             if isinstance(piece, str):
                 memory, cached = self.memory_for(piece, store, rate)
@@ -113,7 +113,6 @@ class Engine:
                 memory, cached = piece.memory if isinstance(piece, MemoryWithText) else piece, True
                 self.model.check_memory(memory)
             memories.append(memory)
-            texts.append(piece.texts if isinstance(piece, MemoryWithText) else None)
             if cached:
                 read += memory.token_count
             else:
@@ -124,11 +123,17 @@ class Engine:
         total = sum(m.num_slots for m in memories)
         over = total > budget  # only then are windows ranked
         realign = not over and self.realigns(total, alignments)  # then `views` needs the texts too
-        split = [isinstance(p, str) and ((over and bool(question)) or realign) for p in pieces]
-        if keep_last:
-            split[-1] = False
-        texts = [self.model.window_texts(p) if text else given for p, text, given in zip(pieces, split, texts)]
+        by_text = (over and bool(question)) or realign  # windows ranked, or realigned, by their text
+        texts = [self._window_texts(p) if by_text and not (keep_last and i == len(pieces) - 1) else None
+                 for i, p in enumerate(pieces)]
         return read_within(question or "", memories, texts, budget), read, created
+
+    def _window_texts(self, piece: str | CompressedMemory | MemoryWithText) -> list[str] | None:
+        """The text of each window of a piece: split from a text, given with a `MemoryWithText`, unknown for
+        a bare memory."""
+        if isinstance(piece, str):
+            return self.model.window_texts(piece)
+        return piece.texts if isinstance(piece, MemoryWithText) else None
 
     def realigns(self, slots: int, alignments: int | None = None) -> bool:
         """Whether `views` reads a memory of `slots` slots at more than one alignment (`alignments`, default

@@ -336,9 +336,10 @@ class RCCModel(nn.Module, GenerationMixin):
         order, one per window or per document (`window_texts`, `Reading.texts`); without them (None or
         empty) `memory` is read as it is.
 
-        The packaged default copies 33 of 47 codes exactly from the stored memory of their window, 43 at
-        two alignments and 45 at four (`benchmarks/window_codes_alignments.md`); each alignment costs one
-        encoder pass over `texts` and one more decoder row per answer.
+        Stage 8 copied 33 of 47 codes exactly from the stored memory of their window, 43 at two alignments
+        and 45 at four (`benchmarks/window_codes_alignments.md`); the shipped default 34 and 47 at one and
+        four (`benchmarks/window_codes_stage13.md`). Each alignment costs one encoder pass over `texts` and one
+        more decoder row per answer.
         """
         alignments = self.config.read_alignments if alignments is None else alignments
         if alignments < 1 or alignments > memory.rate:
