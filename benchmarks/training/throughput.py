@@ -24,6 +24,7 @@ from _report import write_report  # noqa: E402
 VARIANTS = {
     "naive fp32 loop (recipe, fp32)": {"precision": "no"},
     "recipe: bridges + LoRA enc/dec, encoder trained, bf16": {},
+    "recipe with eager attention (as training on CUDA uses)": {"attention": "eager"},
     "frozen encoder (no encoder gradients), bf16": {"train_encoder": False},
     "frozen encoder, reconstruction only": {"train_encoder": False, "objectives": {"reconstruction": 1.0}},
     "frozen encoder, reconstruction only, slot cache (no encoder pass)": {
