@@ -35,6 +35,9 @@ VARIANTS = {
     "frozen encoder, 64-token spans, reconstruction only, slot cache": {
         "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
         "slot_cache": 256},
+    "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention": {
+        "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
+        "slot_cache": 256, "attention": "eager"},
 }
 
 
@@ -61,7 +64,7 @@ def measure(name: str, data: str, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data", help="folder written by `rcc data build`")
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=8, help="the rate is timed from step 2 to the last")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

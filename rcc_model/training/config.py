@@ -44,7 +44,9 @@ class TrainConfig:
         attention: the attention kernel of encoder and decoder while training ("eager", "sdpa", ...); None =
             "eager" on CUDA, the base's default elsewhere. On an H100 and an H200 (torch 2.11) sdpa's backward gave NaN
             gradients from the first step (the all-masked rows of left-padded memory slots, most likely), while
-            eager, which masks with a finite minimum, trained; on a CPU sdpa trains (every CPU stage used it).
+            eager, which masks with a finite minimum, trained; on a CPU sdpa trains (every CPU stage used it)
+            and is faster on the recipe's long rows, while eager is faster on short ones (64-token spans from a
+            slot cache: 796 vs 585 context tokens/s, `benchmarks/training/throughput.md`).
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
         read_slots / read_alignments: written into the checkpoints the run saves (`final/`, `--export`): how
