@@ -378,8 +378,7 @@ class RCCModel(nn.Module, GenerationMixin):
 
         slot_states (B, P, K, H) with zero rows where slot_mask (B, P) is 0 (left padding);
         input_ids / attention_mask (B, T). Returns the stock HF output (logits over kept positions, cache):
-        `logits_to_keep` an int keeps the last positions (B, n, V), a bool mask (B, P + T) the marked ones,
-        flattened to (N, V).
+        `logits_to_keep` an int keeps the last n positions, a 1D tensor the positions it holds: (B, n, V).
         """
         states = slot_states.to(device=self.device, dtype=self.bridges.embed.weight.dtype)
         prompt_embeds = self.decoder.get_input_embeddings()(input_ids)
@@ -416,15 +415,16 @@ class RCCModel(nn.Module, GenerationMixin):
                 padded[i, slots - states[r].shape[0]:] = states[r]
                 slot_mask[i, slots - states[r].shape[0]:] = 1
             index = torch.tensor(rows, device=input_ids.device)
-            scored = labels[index, :tokens] != -100  # (B_g, T)
-            # full-vocabulary logits only where a label is scored (position P-1+j predicts input_ids[:, j]), as
-            # one contiguous (N, H) product: 1.15x per CPU step (benchmarks/training/step_kernels.md)
-            predicts = torch.zeros(len(rows), slots + tokens, dtype=torch.bool, device=input_ids.device)
-            predicts[:, slots - 1: slots - 1 + tokens] = scored
+            targets_g = labels[index, :tokens]
+            # full-vocabulary logits only at the input positions some row scores (position P-1+j predicts
+            # input_ids[:, j]), gathered into one contiguous product: 1.11x per CPU step
+            # (benchmarks/training/step_kernels.md). Positions as a 1D tensor, which every HF causal LM takes.
+            kept = (targets_g != -100).any(dim=0).nonzero().squeeze(1)  # (n,)
             out = self.decode(padded, slot_mask, input_ids[index, :tokens], attention_mask[index, :tokens],
-                              logits_to_keep=predicts)
-            loss = loss + nn.functional.cross_entropy(out.logits.float(), labels[index, :tokens][scored],
-                                                      reduction="sum")  # logits (N_scored, V)
+                              logits_to_keep=kept + slots - 1)
+            loss = loss + nn.functional.cross_entropy(out.logits.flatten(0, 1).float(),  # (B_g x n, V)
+                                                      targets_g[:, kept].flatten(), ignore_index=-100,
+                                                      reduction="sum")
         return loss / targets
 
     @property

@@ -2,7 +2,7 @@
 
     python benchmarks/training/step_kernels.py --config configs/default_stage13.json --batches 5
 
-`RCCModel.forward` asks the decoder for logits only where a label is scored (`logits_to_keep` as a mask); it
+`RCCModel.forward` asks the decoder for logits only where a label is scored (`logits_to_keep` as positions); it
 used to take every prompt and target position (`logits_to_keep=T + 1`) and slice the logits afterwards, so the
 LM head ran on a non-contiguous (B, T, H) slice, which torch multiplies as a batched product against a copy of
 the (H, V) head per row, and a (B, T, V) logits tensor over 49,152 tokens is the step's largest. Training on
@@ -45,7 +45,7 @@ def logits_at_every_position(model):
     def old_decode(slot_states, slot_mask, input_ids, attention_mask, *, logits_to_keep=0, **kwargs):
         tokens = input_ids.shape[1]
         out = decode(slot_states, slot_mask, input_ids, attention_mask, logits_to_keep=tokens + 1, **kwargs)
-        out.logits = out.logits[logits_to_keep[:, -(tokens + 1):]]
+        out.logits = out.logits[:, logits_to_keep - (slot_states.shape[1] - 1)]  # slot P-1 is column 0
         return out
 
     return mock.patch.object(model, "decode", old_decode)
