@@ -415,15 +415,15 @@ class RCCModel(nn.Module, GenerationMixin):
                 padded[i, slots - states[r].shape[0]:] = states[r]
                 slot_mask[i, slots - states[r].shape[0]:] = 1
             index = torch.tensor(rows, device=input_ids.device)
-            targets_g = labels[index, :tokens]
+            group_labels = labels[index, :tokens]
             # full-vocabulary logits only at the input positions some row scores (position P-1+j predicts
             # input_ids[:, j]), gathered into one contiguous product: 1.11x per CPU step
             # (benchmarks/training/step_kernels.md). Positions as a 1D tensor, which every HF causal LM takes.
-            kept = (targets_g != -100).any(dim=0).nonzero().squeeze(1)  # (n,)
+            kept = (group_labels != -100).any(dim=0).nonzero().squeeze(1)  # (n,)
             out = self.decode(padded, slot_mask, input_ids[index, :tokens], attention_mask[index, :tokens],
                               logits_to_keep=kept + slots - 1)
             loss = loss + nn.functional.cross_entropy(out.logits.flatten(0, 1).float(),  # (B_g x n, V)
-                                                      targets_g[:, kept].flatten(), ignore_index=-100,
+                                                      group_labels[:, kept].flatten(), ignore_index=-100,
                                                       reduction="sum")
         return loss / targets
 

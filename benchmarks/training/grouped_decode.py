@@ -14,50 +14,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
-import torch
-
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 from _report import write_report  # noqa: E402
-
-
-def step_seconds(model, batch, params) -> float:
-    began = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model(batch.window_ids, batch.window_lengths, batch.window_owner, batch.input_ids,
-                     batch.attention_mask, batch.labels)
-    loss.backward()
-    for p in params:
-        p.grad = None
-    return time.perf_counter() - began
+from _steps import heldout_batches, step_seconds, trainable_model  # noqa: E402
 
 
 def main() -> None:
     from rcc_model import modeling
-    from rcc_model.training.batch import collate
     from rcc_model.training.config import TrainConfig
-    from rcc_model.training.loop import HELDOUT_SEED, build_model, build_objective, mark_trainable
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/default_stage6.json")
     parser.add_argument("--batches", type=int, default=6)
     args = parser.parse_args()
     config = TrainConfig.load(args.config)
-    model = build_model(config, "bfloat16")
-    params = mark_trainable(model, config.trainable)
-    build = build_objective(config, model, "heldout")
+    model, params = trainable_model(config)
     one_call = mock.patch.object(modeling, "_length_groups", lambda slots, tokens: [list(range(len(slots)))])
     rows = []
-    for i in range(args.batches + 1):  # the first batch warms up and is not counted
-        batch = collate([build(random.Random(f"{HELDOUT_SEED}-{i}-{j}")) for j in range(config.batch_size)],
-                        config.window, config.padding)
+    for i, batch in enumerate(heldout_batches(config, model, args.batches + 1)):  # the first warms up
         timings = {}
         for mode in (("one call", "grouped") if i % 2 else ("grouped", "one call")):  # alternate who goes first
             with one_call if mode == "one call" else contextlib.nullcontext():

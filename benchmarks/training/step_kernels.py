@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import random
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from _report import write_report  # noqa: E402
-from grouped_decode import step_seconds  # noqa: E402
+from _steps import heldout_batches, step_seconds, trainable_model  # noqa: E402
 
 MODES = ("all positions, sdpa", "scored positions, sdpa", "scored positions, eager")
 
@@ -52,22 +51,16 @@ def logits_at_every_position(model):
 
 
 def main() -> None:
-    from rcc_model.training.batch import collate
     from rcc_model.training.config import TrainConfig
-    from rcc_model.training.loop import HELDOUT_SEED, build_model, build_objective, mark_trainable
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/default_stage13.json")
     parser.add_argument("--batches", type=int, default=5)
     args = parser.parse_args()
     config = TrainConfig.load(args.config)
-    model = build_model(config, "bfloat16")
-    params = mark_trainable(model, config.trainable)
-    build = build_objective(config, model, "heldout")
+    model, params = trainable_model(config)
     rows = []
-    for i in range(args.batches + 1):  # the first batch warms up and is not counted
-        batch = collate([build(random.Random(f"{HELDOUT_SEED}-{i}-{j}")) for j in range(config.batch_size)],
-                        config.window, config.padding)
+    for i, batch in enumerate(heldout_batches(config, model, args.batches + 1)):  # the first warms up
         timings = {}
         for mode in MODES[i % 3:] + MODES[:i % 3]:
             for causal_lm in (model.encoder, model.decoder):
