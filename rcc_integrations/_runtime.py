@@ -12,11 +12,13 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rcc_integrations._conversation import DecoderInput
 from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
+from rcc_model.checkpoint import checkpoint_for_rate, resolve_checkpoint
 from rcc_model.reading import MemoryWithText, Reading, read_within
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
@@ -190,12 +192,18 @@ def pop_sampling(kwargs: dict[str, Any], owner: Any, stop: Sequence[str]) -> dic
 
 
 def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:
-    """The shared engine of a packaged name, a checkpoint folder, or an `RCCModel` instance (loaded once).
-    A `rate` the model was never trained at is refused here, before anything is compressed."""
-    key = f"instance:{id(model)}" if isinstance(model, RCCModel) else str(model)
+    """The shared engine of a packaged name, a checkpoint folder, or an `RCCModel` instance (loaded once per
+    weight set: a checkpoint with weights of their own for `rate` loads those). A `rate` the model was never
+    trained at is refused here, before anything is compressed."""
+    if isinstance(model, RCCModel):
+        key, load = f"instance:{id(model)}", lambda: model
+    else:
+        own = checkpoint_for_rate(model, rate) != resolve_checkpoint(model)
+        key = f"{model}@r{rate}" if own else str(model)
+        load = partial(RCCModel.from_pretrained, str(model), rate=rate if own else None)
     with _ENGINES_LOCK:
         if key not in _ENGINES:
-            _ENGINES[key] = Engine(model if isinstance(model, RCCModel) else RCCModel.from_pretrained(key))
+            _ENGINES[key] = Engine(load())
         engine = _ENGINES[key]
     engine.model.check_rate(rate)
     return engine

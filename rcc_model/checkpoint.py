@@ -1,10 +1,14 @@
 """Checkpoints: config + bridges + trained parameters in safetensors, never the base weights.
 
-A folder holds `rcc_config.json`, `rcc_weights.safetensors` and, when the model has one, the tokenizer.
+A folder holds `rcc_config.json`, `rcc_weights.safetensors` and, when the model has one, the tokenizer. It may
+also hold weights of their own for another rate, as a checkpoint in a subfolder `r<rate>` (e.g. `r8/`, written by
+`save_pretrained(folder / "r8")` or `rcc train CONFIG --export folder/r8`): one set of weights reads one rate best
+(the encoder cannot tell rates apart; MODEL_CARD.md, stage 14), so `from_pretrained(folder, rate=8)` loads `r8/`.
 """
 
 from __future__ import annotations
 
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,10 +37,40 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     )
 
 
+def rate_folders(folder: Path) -> dict[int, Path]:
+    """The subfolders of a checkpoint folder that hold weights of their own for one rate, by rate."""
+    if not folder.is_dir():
+        return {}
+    return {int(p.name[1:]): p for p in folder.iterdir()
+            if p.name[:1] == "r" and p.name[1:].isdigit() and (p / CONFIG_NAME).is_file()}
+
+
+def checkpoint_for_rate(name_or_path: str | Path, rate: int | None) -> Path:
+    """The folder whose weights `from_pretrained(name_or_path, rate=rate)` loads: the rate's own subfolder where
+    there is one, else the checkpoint itself."""
+    folder = resolve_checkpoint(name_or_path)
+    return rate_folders(folder).get(rate, folder) if rate is not None else folder
+
+
+def own_rates(name_or_path: str | Path) -> list[int]:
+    """Every rate a packaged model or checkpoint was trained at, with the same weights or weights of their own."""
+    folder = resolve_checkpoint(name_or_path)
+    return sorted({*RCCConfig.load(folder).trained_rates, *rate_folders(folder)})
+
+
 def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write to a temporary sibling folder, then swap it in, so a crash never leaves half a checkpoint."""
+    """Write to a temporary sibling folder, then swap it in, so a crash never leaves half a checkpoint. Weights
+    of their own for other rates (`r<rate>/` subfolders) are kept; one for a rate this model reads is refused,
+    as two weight sets for one rate would leave which one loads to chance."""
     directory = Path(directory)
+    kept = rate_folders(directory)
+    clash = sorted(set(kept) & set(model.config.trained_rates))
+    if clash:
+        raise ValueError(f"{directory} holds weights of their own for rate {clash[0]} ({kept[clash[0]].name}/) and "
+                         f"this model reads that rate too: save it elsewhere or remove {kept[clash[0]]} first")
     with atomic_directory(directory) as tmp:
+        for rate_folder in kept.values():
+            shutil.copytree(rate_folder, tmp / rate_folder.name)
         model.config.save(tmp)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.trained_state_dict().items()}
@@ -48,8 +82,11 @@ def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = No
 
 
 def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=None, cache_dir=None, rate=None):
-    folder = resolve_checkpoint(name_or_path)
+    parent = resolve_checkpoint(name_or_path)
+    folder = checkpoint_for_rate(parent, rate)
     config = RCCConfig.load(folder)
+    if folder != parent and config.rate != rate:
+        raise ValueError(f"{folder} should hold weights for rate {rate} but its config says rate {config.rate}")
     if rate in config.trained_rates:  # one of its own rates as the default
         config = RCCConfig.from_dict({**config.to_dict(), "rate": rate})
     elif rate is not None:  # a rate it was never trained at: marked, for the BLEU-vs-rate measurement
@@ -65,7 +102,7 @@ def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=No
         load_trained_state(model, state, source=str(weights))
     from rcc_model import bases
 
-    tokenizer = bases.load_tokenizer(folder)
+    tokenizer = bases.load_tokenizer(folder) or bases.load_tokenizer(parent)
     if tokenizer is not None:
         model.tokenizer = tokenizer
     return model
@@ -101,13 +138,13 @@ def load_tokenizer_only(name_or_path: str | Path):
 
 
 def describe(name_or_path: str | Path) -> dict:
-    """Rate, window and the decoder's position limit of a packaged model or checkpoint, from its configs
-    alone (no weights loaded)."""
+    """Rate, every rate it reads (`rates`), window and the decoder's position limit of a packaged model or
+    checkpoint, from its configs alone (no weights loaded)."""
     import json
 
     from rcc_model import bases
 
     config = RCCConfig.load(resolve_checkpoint(name_or_path))
     base = json.loads((bases.resolve_base(config.base) / "config.json").read_text())
-    return {"rate": config.rate, "window": config.window, "base": config.base,
+    return {"rate": config.rate, "rates": own_rates(name_or_path), "window": config.window, "base": config.base,
             "max_positions": int(base.get("max_position_embeddings", 2048))}

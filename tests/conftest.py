@@ -102,3 +102,18 @@ def text_rcc(smollm2_tokenizer) -> RCCModel:
     config = RCCConfig(base="tiny-llama-smollm2-vocab", rate=4, window=32, dtype="float32",
                        memory_dtype="float32")
     return RCCModel(config, base, copy.deepcopy(base), smollm2_tokenizer)
+
+
+@pytest.fixture()
+def rate_weights_checkpoint(smollm2_tokenizer, tmp_path) -> tuple[str, dict[int, str]]:
+    """A checkpoint folder of a tiny RCC with SmolLM2's tokenizer: weights for r = 4, and weights of their own for
+    r = 8 in `r8/`; with each rate's fingerprint."""
+    base_dir = tmp_path / "base"
+    tiny_llama(vocab_size=len(smollm2_tokenizer), max_position_embeddings=1024).save_pretrained(base_dir)
+    smollm2_tokenizer.save_pretrained(base_dir)
+    folder, fingerprints = tmp_path / "checkpoint", {}
+    for rate, path in ((4, folder), (8, folder / "r8")):
+        model = randomize_bridges(RCCModel.from_base(str(base_dir), rate=rate, window=32, dtype="float32"), seed=rate)
+        model.save_pretrained(path)
+        fingerprints[rate] = model.fingerprint
+    return str(folder), fingerprints

@@ -79,7 +79,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                  storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
                  persist_dir: str | Path | None = None, show_progress: bool = False, **kwargs: Any):
-        self._engine: Engine = engine_for(model)
+        built_at = _manifest_rate(persist_dir) if index_struct is not None and rate is None else None
+        self._engine: Engine = engine_for(model, rate or built_at)  # a rate's own weights, where the model has them
         self.rate = self._engine.model.check_rate(rate)  # a loaded index keeps the rate it was built at
         self._memories: dict[str, CompressedMemory] = {}
         self._window_texts: dict[tuple[str, str], list[str]] = {}
@@ -301,6 +302,12 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 self.damaged.append(node_id)
                 warnings.warn(f"memory of {node_id!r} is damaged ({error}); it will be recompressed from the "
                               "stored text when first needed", stacklevel=3)
+
+
+def _manifest_rate(persist_dir: str | Path | None) -> int | None:
+    """The rate a persisted index was built at, read before its model loads; None without a manifest."""
+    manifest = Path(persist_dir) / MANIFEST if persist_dir else None
+    return json.loads(manifest.read_text()).get("rate") if manifest is not None and manifest.is_file() else None
 
 
 INDEX_STRUCT_TYPE_TO_INDEX_STRUCT_CLASS[STRUCT_TYPE] = RCCMemoryStruct  # type: ignore[index]

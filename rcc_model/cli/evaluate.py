@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rcc_model.checkpoint import own_rates
     from rcc_model.cli import load_model
     from rcc_model.evaluation import protocols
 
@@ -51,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
         trained = model.config.trained_rates
-        by_rate = [  # a rate it was never trained at needs its own copy: one extra model alive at a time
+        by_rate = [  # another rate needs its own copy (its own weights, if any): one extra model alive at a time
             protocols.reconstruction(model if r in trained else load_model(args, rate=r), tokens,
                                      windows=args.windows, stop_at_eos=args.stop_at_eos,
                                      rate=r if r in trained else None) for r in args.rates]
-        result = {"trained_rates": trained, "length": by_rate[0]["length"], "by_rate": by_rate}
+        result = {"trained_rates": own_rates(args.model), "length": by_rate[0]["length"], "by_rate": by_rate}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
                                           stop_at_eos=args.stop_at_eos)

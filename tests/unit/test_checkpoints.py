@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rcc_model import RCCModel
-from rcc_model.checkpoint import WEIGHTS_NAME
+from rcc_model import MemoryMismatchError, RCCModel
+from rcc_model.checkpoint import WEIGHTS_NAME, describe, own_rates
 from tests.conftest import randomize_bridges, tiny_llama, tiny_neox
 from tests.unit.test_modeling import random_ids
 
@@ -45,6 +45,41 @@ def test_a_multi_rate_checkpoint_loads_with_any_of_its_rates_as_the_default(tmp_
     model = RCCModel.from_pretrained(tmp_path / "c", rate=8)
     assert (model.config.rate, model.config.trained_rates, model.config.extra) == (8, [4, 8], {})
     assert model.compress(random_ids(32), rate=4).num_slots == 8
+
+
+def save_with_rate_weights(folder, base_dir) -> tuple[RCCModel, RCCModel]:
+    """An r = 4 checkpoint holding weights of their own for r = 8 in `r8/` (other bridges: another model)."""
+    r4 = randomize_bridges(RCCModel.from_base(str(base_dir), rate=4, window=16, dtype="float32"), seed=1)
+    r8 = randomize_bridges(RCCModel.from_base(str(base_dir), rate=8, window=16, dtype="float32"), seed=2)
+    r4.save_pretrained(folder)
+    r8.save_pretrained(folder / "r8")
+    return r4, r8
+
+
+def test_weights_of_their_own_for_a_rate_load_with_that_rate(tmp_path, base_dir):
+    r4, r8 = save_with_rate_weights(tmp_path / "c", base_dir)
+    assert RCCModel.from_pretrained(tmp_path / "c").fingerprint == r4.fingerprint
+    loaded = RCCModel.from_pretrained(tmp_path / "c", rate=8)
+    assert (loaded.fingerprint, loaded.config.rate, loaded.config.extra) == (r8.fingerprint, 8, {})
+    assert own_rates(tmp_path / "c") == [4, 8] and describe(tmp_path / "c")["rates"] == [4, 8]
+    with pytest.raises(MemoryMismatchError):  # memory made by the r = 4 weights, read at 8 or not
+        loaded.check_memory(r4.compress(random_ids(32)))
+
+
+def test_saving_a_checkpoint_again_keeps_the_weights_of_its_other_rates(tmp_path, base_dir):
+    r4, r8 = save_with_rate_weights(tmp_path / "c", base_dir)
+    r4.save_pretrained(tmp_path / "c")
+    assert RCCModel.from_pretrained(tmp_path / "c", rate=8).fingerprint == r8.fingerprint
+    with pytest.raises(ValueError, match="weights of their own for rate 8"):
+        r8.save_pretrained(tmp_path / "c")  # two weight sets for one rate
+    assert RCCModel.from_pretrained(tmp_path / "c").fingerprint == r4.fingerprint
+
+
+def test_a_rate_folder_holding_another_rate_is_a_clear_error(tmp_path, base_dir):
+    RCCModel.from_base(str(base_dir), rate=4, window=16, dtype="float32").save_pretrained(tmp_path / "c")
+    RCCModel.from_base(str(base_dir), rate=2, window=16, dtype="float32").save_pretrained(tmp_path / "c" / "r8")
+    with pytest.raises(ValueError, match="rate 8 but its config says rate 2"):
+        RCCModel.from_pretrained(tmp_path / "c", rate=8)
 
 
 def test_checkpoints_store_bridges_and_changed_parameters_only(tmp_path, base_dir):

@@ -267,3 +267,13 @@ def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, mo
     assert len(seen) == 2
     with pytest.raises(ValueError, match="window texts"):
         MemoryWithText(stored.memory, stored.texts[1:])
+
+
+def test_a_rate_with_weights_of_its_own_answers_with_them(rate_weights_checkpoint):
+    folder, fingerprints = rate_weights_checkpoint
+    llm = ChatRCC(model=folder, rate=8, max_tokens=4, compress_threshold=16)
+    assert llm.engine.model.fingerprint == fingerprints[8]
+    assert ChatRCC(model=folder).engine.model.fingerprint == fingerprints[4]
+    message = llm.invoke([SystemMessage(LONG), HumanMessage("When did he write?")])
+    assert message.response_metadata["compression_rate"] == 8
+

@@ -173,3 +173,14 @@ def test_query_and_chat_engines_decode_the_windows_they_read_at_the_models_slot_
     index.as_query_engine(max_tokens=4, memory_budget=slots, read_alignments=1).query("Who keeps the lighthouse?")
     index.as_chat_engine(max_tokens=4, memory_budget=slots, read_alignments=1).chat("Who keeps the lighthouse?")
     assert len(seen) == 2  # one alignment asked for: the stored memory alone
+
+
+def test_an_index_at_a_rate_with_weights_of_its_own_reads_and_reloads_with_them(rate_weights_checkpoint, tmp_path):
+    folder, fingerprints = rate_weights_checkpoint
+    index = RCCMemoryIndex.from_documents(docs(), model=folder, rate=8)
+    assert index.engine.model.fingerprint == fingerprints[8] and index.rate == 8
+    index.persist(tmp_path / "store")
+    loaded = RCCMemoryIndex.load_from_disk(tmp_path / "store", model=folder)  # no rate: the one it was built at
+    assert (loaded.rate, loaded.engine.model.fingerprint) == (8, fingerprints[8])
+    assert RCCMemoryIndex.from_documents(docs(), model=folder).engine.model.fingerprint == fingerprints[4]
+
