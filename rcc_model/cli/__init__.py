@@ -54,3 +54,11 @@ def load_model(args: argparse.Namespace, rate: int | None = None):
     from rcc_model import RCCModel
 
     return RCCModel.from_pretrained(args.model, dtype=args.dtype, device=args.device, rate=rate)
+
+
+def load_model_for(args: argparse.Namespace, rate: int | None):
+    """The model that serves `rate`: its weights for that rate where it was trained at it (weights of their own,
+    if it has them); else its default weights, which refuse a rate they were never trained at when used."""
+    from rcc_model.checkpoint import own_rates
+
+    return load_model(args, rate if rate in own_rates(args.model) else None)

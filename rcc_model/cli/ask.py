@@ -23,10 +23,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model import CompressedMemory
-    from rcc_model.cli import load_model
+    from rcc_model.cli import load_model_for
 
     memory = CompressedMemory.load(args.memory)
-    model = load_model(args)
+    model = load_model_for(args, memory.rate)
     sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                     seed=args.seed)
     if args.question is None:

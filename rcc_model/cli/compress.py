@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("file", type=Path, help="text file to compress ('-' for standard input)")
     p.add_argument("-o", "--output", type=Path, help="memory file to write (default: FILE.rccmem)")
     p.add_argument("--question", help="compress this question with the text (instruction reconstruction)")
-    p.add_argument("--rate", type=int, help="compression rate, for a model trained at several (default: its own)")
+    p.add_argument("--rate", type=int, help="compression rate, one the model was trained at (default: its "
+                   "own); a model with weights of their own for that rate loads them")
     p.add_argument("--batch-size", type=int, default=8, help="windows per encoder batch (default: 8)")
     p.add_argument("--storage", choices=["bfloat16", "float16", "float32", "int8"],
                    help="dtype of the stored states (default: the model's memory dtype)")
@@ -24,13 +25,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rcc_model.cli import load_model
+    from rcc_model.cli import load_model_for
 
     text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
     if args.question:
         text = f"{text}\n\n{args.question}"
     output = args.output or Path(f"{args.file}.rccmem" if str(args.file) != "-" else "stdin.rccmem")
-    model = load_model(args)
+    model = load_model_for(args, args.rate)
     memory = model.compress(text, batch_size=args.batch_size, progress=True, rate=args.rate)
     memory.save(output, dtype=args.storage)
     print(f"{output}: {memory.token_count} tokens -> {memory.num_slots} slots "

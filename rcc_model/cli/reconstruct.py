@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model import CompressedMemory
-    from rcc_model.cli import load_model
+    from rcc_model.cli import load_model_for
 
     memory = CompressedMemory.load(args.memory)
-    print(load_model(args).reconstruct(memory, batch_size=args.batch_size))
+    print(load_model_for(args, memory.rate).reconstruct(memory, batch_size=args.batch_size))
     return 0

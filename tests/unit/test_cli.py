@@ -1,0 +1,19 @@
+"""The `rcc` commands in-process, on a tiny checkpoint (the packaged default's are in tests/integration)."""
+
+from rcc_model import CompressedMemory
+from rcc_model.cli import main
+
+
+def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkpoint, tmp_path, capsys):
+    folder, fingerprints = rate_weights_checkpoint
+    text = tmp_path / "doc.txt"
+    text.write_text("The harbour office keeps a ledger of every ship that docks there. " * 8)
+    model = ["--model", folder, "--device", "cpu"]
+    assert main(["compress", str(text), "--rate", "8", "-o", str(tmp_path / "doc.rccmem"), *model]) == 0
+    memory = CompressedMemory.load(tmp_path / "doc.rccmem")
+    assert (memory.rate, memory.fingerprint) == (8, fingerprints[8])
+    assert main(["reconstruct", str(tmp_path / "doc.rccmem"), *model]) == 0  # the r = 8 weights read it back
+    assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2", *model]) == 0
+    capsys.readouterr()
+    assert main(["compress", str(text), "--rate", "16", *model]) == 2  # never trained at 16
+    assert "trained at rate 4, not 16" in capsys.readouterr().err
