@@ -102,7 +102,9 @@ def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=No
         load_trained_state(model, state, source=str(weights))
     from rcc_model import bases
 
-    tokenizer = bases.load_tokenizer(folder) or bases.load_tokenizer(parent)
+    tokenizer = bases.load_tokenizer(folder)
+    if tokenizer is None and folder != parent:  # a rate's own weights use their checkpoint's tokenizer
+        tokenizer = bases.load_tokenizer(parent)
     if tokenizer is not None:
         model.tokenizer = tokenizer
     return model
