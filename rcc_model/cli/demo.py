@@ -12,26 +12,27 @@ def add_parser(sub) -> None:
                        description="Compress a generated document several windows long, then answer a "
                        "question about a fact hidden in its middle.")
     p.add_argument("--passkey", type=int, default=68231)
+    p.add_argument("--rate", type=int, help="compression rate, one the model was trained at (default: its own)")
     add_model_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from rcc_model.cli import load_model
+    from rcc_model.cli import load_model_for
     from rcc_model.reading import read_within
     from rcc_model.samples import passkey_document
 
     start = time.perf_counter()
-    model = load_model(args)
-    print(f"model: {args.model} (base {model.config.base}, rate {model.config.rate}, "
+    model = load_model_for(args, args.rate)
+    print(f"model: {args.model} (base {model.config.base}, rate {model.check_rate(args.rate)}, "
           f"window {model.config.window}) loaded in {time.perf_counter() - start:.1f}s")
     status = model.config.extra.get("status")
     if status:
         print(f"note: {status}")
     document, question = passkey_document(args.passkey)
     start = time.perf_counter()
-    memory = model.compress(document)
+    memory = model.compress(document, rate=args.rate)
     seconds = time.perf_counter() - start
     print(f"compressed {memory.token_count} tokens into {memory.num_slots} slots in {seconds:.1f}s "
           f"({memory.token_count / seconds:.0f} tokens/s, {memory.nbytes / 1e6:.1f} MB of memory)")

@@ -14,6 +14,7 @@ def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkp
     assert (memory.rate, memory.fingerprint) == (8, fingerprints[8])
     assert main(["reconstruct", str(tmp_path / "doc.rccmem"), *model]) == 0  # the r = 8 weights read it back
     assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2", *model]) == 0
-    capsys.readouterr()
+    assert main(["demo", "--rate", "8", *model]) == 0
+    assert "rate 8" in capsys.readouterr().out
     assert main(["compress", str(text), "--rate", "16", *model]) == 2  # never trained at 16
     assert "trained at rate 4, not 16" in capsys.readouterr().err
