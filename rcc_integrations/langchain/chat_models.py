@@ -40,7 +40,7 @@ class RCCChatModel(BaseChatModel):
             llm.invoke("Hello!")
             report = Document(page_content=open("report.txt").read())
             llm.invoke("Who signed the report?", memory=[report])   # compressed once, cached
-            llm = ChatRCC(rate=8)  # a multi-rate model: 8x smaller memory than text, at some cost in recall
+            llm = ChatRCC(rate=8)  # the default's own r = 8 weights: memory 8x smaller than text, recall lower
             llm = ChatRCC(memory_budget=1024)  # read at most 1,024 slots: the windows that best match the question
             llm = ChatRCC(read_alignments=1)   # decode from the stored memory alone: sooner, codes less exact
             llm = ChatRCC(memory_store=store)  # any ByteStore (LocalFileStore, Redis...): memory outlives the process

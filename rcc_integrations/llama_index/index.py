@@ -67,7 +67,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
             docs = SimpleDirectoryReader("reports/").load_data()
             index = RCCMemoryIndex.from_documents(docs, show_progress=True)   # default model
-            # or from_documents(docs, rate=8): a multi-rate model's smaller memory
+            # or from_documents(docs, rate=8): half the memory, with the default's own r = 8 weights
             print(index.as_query_engine().query("Who signed the March report?"))
             index.persist("storage/")
             index = RCCMemoryIndex.load_from_disk("storage/")

@@ -49,8 +49,8 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
         memories = model.compress(chunk, rate=rate)
         generated += [row[:width] for row in model.generate_ids(
             memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width)]
-    own = _teacher_forced_loss(model, references, references, batch_size, rate)
-    other = _teacher_forced_loss(model, references[1:] + references[:1], references, batch_size, rate)
+    own = teacher_forced_loss(model, references, references, batch_size, rate)
+    other = teacher_forced_loss(model, references[1:] + references[:1], references, batch_size, rate)
     decode = model.tokenizer.decode
     hyp_text = [decode(g, skip_special_tokens=True) for g in generated]
     ref_text = [decode(r, skip_special_tokens=True) for r in references]
@@ -67,7 +67,7 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
 
 
 @torch.no_grad()
-def _teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: list[list[int]],
+def teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: list[list[int]],
                          batch_size: int, rate: int) -> float:
     """Mean cross-entropy of regenerating `targets` from the memory of `contexts`: with another window's
     memory it measures what the decoder guesses without the right memory, so the gap is what it reads."""
