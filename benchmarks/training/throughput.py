@@ -38,6 +38,10 @@ VARIANTS = {
     "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention": {
         "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
         "slot_cache": 256, "attention": "eager"},
+    "recipe, compiled blocks": {"compile": True},
+    "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention, compiled blocks": {
+        "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
+        "slot_cache": 256, "attention": "eager", "compile": True},
 }
 
 
@@ -65,21 +69,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data", help="folder written by `rcc data build`")
     parser.add_argument("--steps", type=int, default=8, help="the rate is timed from step 2 to the last")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="measure only these variants, by exact name, "
+                        "the first as the baseline (written to --out)")
+    parser.add_argument("--out", type=Path, default=HERE / "throughput", help="report path, without suffix")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         report(measure(args.child, args.data, args.steps))
         return
+    unknown = sorted(set(args.only or ()) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     rows = []
-    for name in VARIANTS:
+    for name in args.only or VARIANTS:
         rows.append(run_child(__file__, "--child", name, "--data", args.data, "--steps", str(args.steps)))
         print(rows[-1], flush=True)
-    naive = rows[0]["context_tokens_per_s"]
+    baseline = rows[0]["context_tokens_per_s"]
     command = f"python benchmarks/training/throughput.py --data {args.data} --steps {args.steps}"
-    table = ["| variant | context tokens/s | s/step | vs naive fp32 |", "|---|---:|---:|---:|"]
+    if args.only:
+        command += " --only " + " ".join(f'"{name}"' for name in args.only) + f" --out {args.out}"
+    table = [f"| variant | context tokens/s | s/step | vs {rows[0]['variant']} |", "|---|---:|---:|---:|"]
     table += [f"| {r['variant']} | {r['context_tokens_per_s']:.0f} | {r['seconds_per_step']:.1f} | "
-              f"{r['context_tokens_per_s'] / naive:.1f}x |" for r in rows]
-    write_report(HERE / "throughput",
+              f"{r['context_tokens_per_s'] / baseline:.2f}x |" for r in rows]
+    write_report(args.out,
                  "Training throughput, SmolLM2-135M RCC (r = 4, W = 256, batch 8), this 2-core CPU",
                  command, table, {"rows": rows})
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from rcc_model.bases import decoder_layers
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
 from rcc_model.modeling import RCCModel
@@ -57,6 +58,16 @@ def _initial_model(config: TrainConfig, dtype: str) -> RCCModel:
         lora = {**config.lora, "encoder": config.lora.get("encoder", True) and config.train_encoder}
     return RCCModel.from_base(config.base, rate=default or 4, window=config.window, dtype=dtype, device="cpu",
                               padding=config.padding, lora=lora, rates=several)
+
+
+def compile_blocks(model: RCCModel) -> None:
+    """torch.compile, in place, every part of every encoder and decoder block except its attention (whose masks
+    and kernels vary by architecture); the blocks themselves carry the slot-injection hooks and stay eager."""
+    for causal_lm in (model.encoder, model.decoder):
+        for block in decoder_layers(causal_lm):
+            for name, part in block.named_children():
+                if "attn" not in name and "attention" not in name:
+                    part.compile(dynamic=True)
 
 
 def mark_trainable(model: RCCModel, trainable: str) -> list[torch.nn.Parameter]:
@@ -133,6 +144,8 @@ def train(config: TrainConfig) -> Path:
     if attention:
         for causal_lm in (model.encoder, model.decoder):
             causal_lm.set_attn_implementation(attention)
+    if config.compile:
+        compile_blocks(model)
     params = mark_trainable(model, config.trainable)
     bridge_ids = {id(p) for p in model.bridges.parameters()}
     groups = [{"params": [p for p in params if id(p) in bridge_ids], "scale": config.bridge_lr_scale},

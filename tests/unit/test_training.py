@@ -265,6 +265,19 @@ def test_the_attention_kernel_is_a_training_setting(run_config, tmp_path):
     assert start["attention"] == "sdpa"
 
 
+def test_compiled_blocks_train_to_the_losses_of_eager_ones(run_config, tmp_path):
+    config = TrainConfig.load(run_config)
+    config.steps = 2
+    losses = {}
+    for compile_blocks in (False, True):
+        config.out, config.compile = str(tmp_path / f"compile-{compile_blocks}"), compile_blocks
+        train(config)
+        records = [json.loads(line) for line in (tmp_path / config.out / "log.jsonl").read_text().splitlines()]
+        losses[compile_blocks] = [r["loss"] for r in records if r["event"] == "train"]
+    assert len(losses[True]) == 2
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
 def test_a_run_from_init_continues_at_the_rate_the_config_asks(run_config, tmp_path):
     first = TrainConfig.load(run_config)
     first.steps = 1
