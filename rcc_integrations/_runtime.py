@@ -18,7 +18,7 @@ from typing import Any
 
 from rcc_integrations._conversation import DecoderInput
 from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
-from rcc_model.checkpoint import checkpoint_for_rate, resolve_checkpoint
+from rcc_model.checkpoint import rate_folders, resolve_checkpoint
 from rcc_model.reading import MemoryWithText, Reading, read_within
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
@@ -198,7 +198,7 @@ def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:
     if isinstance(model, RCCModel):
         key, load = f"instance:{id(model)}", lambda: model
     else:
-        own = checkpoint_for_rate(model, rate) != resolve_checkpoint(model)
+        own = rate in rate_folders(resolve_checkpoint(model))
         key = f"{model}@r{rate}" if own else str(model)
         load = partial(RCCModel.from_pretrained, str(model), rate=rate if own else None)
     with _ENGINES_LOCK:

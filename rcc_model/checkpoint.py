@@ -45,13 +45,6 @@ def rate_folders(folder: Path) -> dict[int, Path]:
             if p.name[:1] == "r" and p.name[1:].isdigit() and (p / CONFIG_NAME).is_file()}
 
 
-def checkpoint_for_rate(name_or_path: str | Path, rate: int | None) -> Path:
-    """The folder whose weights `from_pretrained(name_or_path, rate=rate)` loads: the rate's own subfolder where
-    there is one, else the checkpoint itself."""
-    folder = resolve_checkpoint(name_or_path)
-    return rate_folders(folder).get(rate, folder) if rate is not None else folder
-
-
 def own_rates(name_or_path: str | Path) -> list[int]:
     """Every rate a packaged model or checkpoint was trained at, with the same weights or weights of their own."""
     folder = resolve_checkpoint(name_or_path)
@@ -83,7 +76,7 @@ def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = No
 
 def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=None, cache_dir=None, rate=None):
     parent = resolve_checkpoint(name_or_path)
-    folder = checkpoint_for_rate(parent, rate)
+    folder = rate_folders(parent).get(rate, parent)  # a rate's own weights, where the checkpoint has them
     config = RCCConfig.load(folder)
     if folder != parent and config.rate != rate:
         raise ValueError(f"{folder} should hold weights for rate {rate} but its config says rate {config.rate}")
@@ -146,7 +139,8 @@ def describe(name_or_path: str | Path) -> dict:
 
     from rcc_model import bases
 
-    config = RCCConfig.load(resolve_checkpoint(name_or_path))
+    folder = resolve_checkpoint(name_or_path)
+    config = RCCConfig.load(folder)
     base = json.loads((bases.resolve_base(config.base) / "config.json").read_text())
-    return {"rate": config.rate, "rates": own_rates(name_or_path), "window": config.window, "base": config.base,
+    return {"rate": config.rate, "rates": own_rates(folder), "window": config.window, "base": config.base,
             "max_positions": int(base.get("max_position_embeddings", 2048))}

@@ -21,27 +21,23 @@ sys.path.insert(0, str(HERE.parent))
 from _child import report, run_child  # noqa: E402
 from _report import write_report  # noqa: E402
 
+RECONSTRUCTION_ONLY = {"train_encoder": False, "objectives": {"reconstruction": 1.0}}
+SPANS_64 = {**RECONSTRUCTION_ONLY, "span": 64, "whole_window_share": 0.0}
+SPANS_64_CACHED_EAGER = {**SPANS_64, "slot_cache": 256, "attention": "eager"}  # the fastest variant
+
 VARIANTS = {
     "naive fp32 loop (recipe, fp32)": {"precision": "no"},
     "recipe: bridges + LoRA enc/dec, encoder trained, bf16": {},
     "recipe with eager attention (as training on CUDA uses)": {"attention": "eager"},
     "frozen encoder (no encoder gradients), bf16": {"train_encoder": False},
-    "frozen encoder, reconstruction only": {"train_encoder": False, "objectives": {"reconstruction": 1.0}},
-    "frozen encoder, reconstruction only, slot cache (no encoder pass)": {
-        "train_encoder": False, "objectives": {"reconstruction": 1.0}, "slot_cache": 256},
-    "frozen encoder, 64-token spans, reconstruction only": {"train_encoder": False, "span": 64,
-                                                            "objectives": {"reconstruction": 1.0},
-                                                            "whole_window_share": 0.0},
-    "frozen encoder, 64-token spans, reconstruction only, slot cache": {
-        "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
-        "slot_cache": 256},
-    "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention": {
-        "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
-        "slot_cache": 256, "attention": "eager"},
+    "frozen encoder, reconstruction only": RECONSTRUCTION_ONLY,
+    "frozen encoder, reconstruction only, slot cache (no encoder pass)": {**RECONSTRUCTION_ONLY, "slot_cache": 256},
+    "frozen encoder, 64-token spans, reconstruction only": SPANS_64,
+    "frozen encoder, 64-token spans, reconstruction only, slot cache": {**SPANS_64, "slot_cache": 256},
+    "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention": SPANS_64_CACHED_EAGER,
     "recipe, compiled blocks": {"compile": True},
     "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention, compiled blocks": {
-        "train_encoder": False, "span": 64, "objectives": {"reconstruction": 1.0}, "whole_window_share": 0.0,
-        "slot_cache": 256, "attention": "eager", "compile": True},
+        **SPANS_64_CACHED_EAGER, "compile": True},
 }
 
 

@@ -79,7 +79,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                  storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
                  persist_dir: str | Path | None = None, show_progress: bool = False, **kwargs: Any):
-        built_at = _manifest_rate(persist_dir) if index_struct is not None and rate is None else None
+        manifest = _read_manifest(persist_dir) if index_struct is not None else None
+        built_at = manifest.get("rate") if manifest is not None and rate is None else None
         self._engine: Engine = engine_for(model, rate or built_at)  # a rate's own weights, where the model has them
         self.rate = self._engine.model.check_rate(rate)  # a loaded index keeps the rate it was built at
         self._memories: dict[str, CompressedMemory] = {}
@@ -91,7 +92,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         super().__init__(nodes=nodes, index_struct=index_struct, storage_context=storage_context,
                          transformations=[WholeDocuments()], show_progress=show_progress, **kwargs)
         if index_struct is not None:
-            self._load_memories(Path(persist_dir) if persist_dir else None, requested_rate=rate)
+            self._load_memories(Path(persist_dir) if persist_dir else None, manifest, requested_rate=rate)
 
     @classmethod
     def from_documents(cls, documents: Sequence[Document], storage_context: StorageContext | None = None,
@@ -272,15 +273,14 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
         return load_index_from_storage(storage_context, model=model, persist_dir=persist_dir, **kwargs)
 
-    def _load_memories(self, persist_dir: Path | None, requested_rate: int | None) -> None:
+    def _load_memories(self, persist_dir: Path | None, manifest: dict | None, requested_rate: int | None) -> None:
         """Read the memory files named by the manifest; refuse another model's (or another rate's than a
         `requested_rate`; without one the index adopts the rate it was built at), report damaged ones (they
         are rebuilt from the stored text on first use) and keep the rest."""
-        if persist_dir is None or not (persist_dir / MANIFEST).is_file():
+        if manifest is None:
             warnings.warn("no RCC memory manifest given: documents will be compressed again on first use",
                           stacklevel=3)
             return
-        manifest = json.loads((persist_dir / MANIFEST).read_text())
         model = self._engine.model
         if manifest.get("fingerprint") != model.fingerprint:
             raise MemoryMismatchError(
@@ -304,10 +304,11 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                               "stored text when first needed", stacklevel=3)
 
 
-def _manifest_rate(persist_dir: str | Path | None) -> int | None:
-    """The rate a persisted index was built at, read before its model loads; None without a manifest."""
-    manifest = Path(persist_dir) / MANIFEST if persist_dir else None
-    return json.loads(manifest.read_text()).get("rate") if manifest is not None and manifest.is_file() else None
+def _read_manifest(persist_dir: str | Path | None) -> dict | None:
+    """A persisted index's manifest (which model built it, at which rate, its memory files), read before the
+    model loads so that a rate's own weights can be chosen; None without one."""
+    path = Path(persist_dir) / MANIFEST if persist_dir else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
 INDEX_STRUCT_TYPE_TO_INDEX_STRUCT_CLASS[STRUCT_TYPE] = RCCMemoryStruct  # type: ignore[index]
