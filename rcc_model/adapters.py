@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import torch
+
 # Set inside `adapters_disabled()`: a context variable, not a flag on the shared modules, so a call without
 # adapters in one thread never switches them off for a call running in another (as with slot injection).
 _BASE_ONLY: ContextVar[bool] = ContextVar("rcc_lora_bypassed", default=False)
@@ -37,6 +39,16 @@ def add_lora(model, spec: dict[str, Any]) -> None:
             if hasattr(layer, "lora_A"):
                 layer.register_forward_pre_hook(_route_to_base, with_kwargs=True)
     model.to(model.device)
+
+
+def skip_input_casts(model: torch.nn.Module) -> None:
+    """Stop peft casting each adapter's input to the adapter's float32 master weights, for training under bf16
+    autocast only: there the adapter's matmuls run in bf16 whatever the input, so the cast (and autocast's cast
+    back) copies every activation twice for bitwise the same result. Outside autocast a bf16 input would meet
+    float32 weights, hence not the default."""
+    for layer in model.modules():
+        if hasattr(layer, "lora_A"):
+            layer.cast_input_dtype_enabled = False
 
 
 def _route_to_base(module, args, kwargs):

@@ -24,6 +24,9 @@ from _report import write_report  # noqa: E402
 RECONSTRUCTION_ONLY = {"train_encoder": False, "objectives": {"reconstruction": 1.0}}
 SPANS_64 = {**RECONSTRUCTION_ONLY, "span": 64, "whole_window_share": 0.0}
 SPANS_64_CACHED_EAGER = {**SPANS_64, "slot_cache": 256, "attention": "eager"}  # the fastest variant
+# Not a training setting: puts back peft's cast of every adapter input to float32 (the loop skips it under bf16
+# autocast, `rcc_model.adapters.skip_input_casts`), to measure what skipping it saves.
+PEFT_CASTS = {"peft_input_casts": True}
 
 VARIANTS = {
     "naive fp32 loop (recipe, fp32)": {"precision": "no"},
@@ -38,20 +41,25 @@ VARIANTS = {
     "recipe, compiled blocks": {"compile": True},
     "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention, compiled blocks": {
         **SPANS_64_CACHED_EAGER, "compile": True},
+    "recipe, adapter inputs cast to float32 (peft's default)": PEFT_CASTS,
+    "frozen encoder, 64-token spans, reconstruction only, slot cache, eager attention, adapter inputs cast to "
+    "float32": {**SPANS_64_CACHED_EAGER, **PEFT_CASTS},
 }
 
 
 def measure(name: str, data: str, steps: int) -> dict:
+    from rcc_model.training import loop
     from rcc_model.training.config import TrainConfig
-    from rcc_model.training.loop import train
 
     settings = json.loads((HERE.parents[1] / "configs" / "default.json").read_text())
     settings.update(VARIANTS[name])
+    if settings.pop("peft_input_casts", False):
+        loop.skip_input_casts = lambda model: None
     with tempfile.TemporaryDirectory() as out:
         settings.update({"data": str(Path(data).resolve()), "out": out, "steps": steps, "log_every": 1,
                          "eval_batches": 1, "eval_every": 10**6, "save_every": 10**6})
         config = TrainConfig(**settings)
-        train(config)
+        loop.train(config)
         records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
     rows = [r for r in records if r["event"] == "train"]
     first, last = rows[1], rows[-1]

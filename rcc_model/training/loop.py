@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from rcc_model.adapters import skip_input_casts
 from rcc_model.bases import decoder_layers
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
@@ -147,6 +148,8 @@ def train(config: TrainConfig) -> Path:
     if config.compile:
         compile_blocks(model)
     params = mark_trainable(model, config.trainable)
+    if config.precision == "bf16":  # every step runs under bf16 autocast
+        skip_input_casts(model)
     bridge_ids = {id(p) for p in model.bridges.parameters()}
     groups = [{"params": [p for p in params if id(p) in bridge_ids], "scale": config.bridge_lr_scale},
               {"params": [p for p in params if id(p) not in bridge_ids], "scale": 1.0}]

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rcc_model.training import objectives
+from rcc_model import adapters
+from rcc_model.training import loop, objectives
 from rcc_model.training.batch import IGNORE, collate
 from rcc_model.training.config import TrainConfig
 from rcc_model.training.loop import export, lr_at, train
@@ -276,6 +277,27 @@ def test_compiled_blocks_train_to_the_losses_of_eager_ones(run_config, tmp_path)
         losses[compile_blocks] = [r["loss"] for r in records if r["event"] == "train"]
     assert len(losses[True]) == 2
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+def test_adapter_inputs_left_in_bf16_train_to_bitwise_the_same_weights(run_config, tmp_path, monkeypatch):
+    config = TrainConfig.load(run_config)
+    config.steps, config.precision = 2, "bf16"
+    weights, flags = {}, []
+
+    def skip_and_record(model):
+        adapters.skip_input_casts(model)
+        flags.extend(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "lora_A"))
+
+    for skipped in (True, False):
+        # without: peft's own path, each adapter input cast to float32 and back to bf16 by autocast
+        monkeypatch.setattr(loop, "skip_input_casts", skip_and_record if skipped else lambda model: None)
+        config.out = str(tmp_path / f"skipped-{skipped}")
+        train(config)
+        weights[skipped] = load_file(str(tmp_path / config.out / "state" / "weights.safetensors"))
+    assert flags and not any(flags)
+    assert weights[True].keys() == weights[False].keys() and any("lora_" in k for k in weights[True])
+    for name, value in weights[True].items():
+        assert torch.equal(value, weights[False][name]), name
 
 
 def test_a_run_from_init_continues_at_the_rate_the_config_asks(run_config, tmp_path):
