@@ -279,7 +279,19 @@ def test_compiled_blocks_train_to_the_losses_of_eager_ones(run_config, tmp_path)
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
 
 
-def test_adapter_inputs_left_in_bf16_train_to_bitwise_the_same_weights(run_config, tmp_path, monkeypatch):
+@pytest.fixture()
+def bf16_accelerator():
+    """accelerate holds one mixed-precision setting per process, fixed by the first `Accelerator`: a bf16 run
+    after fp32 ones needs it cleared, and the fp32 runs after it need it cleared again."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_adapter_inputs_left_in_bf16_train_to_bitwise_the_same_weights(run_config, tmp_path, monkeypatch,
+                                                                      bf16_accelerator):
     config = TrainConfig.load(run_config)
     config.steps, config.precision = 2, "bf16"
     weights, flags = {}, []
