@@ -49,9 +49,9 @@ class TrainConfig:
             slot cache: 796 vs 585 context tokens/s, `benchmarks/training/throughput.md`).
         compile: torch.compile each transformer block's parts but its attention (MLP, norms) in encoder and
             decoder, to fuse their elementwise work; attention and the slot-injection hooks on whole blocks stay
-            eager. The same losses; on this 2-core CPU it gained only 1.03x, on the recipe and on the fastest
-            variant alike, after a first step that compiles (`benchmarks/training/throughput_compiled.md`), so
-            it is off by default; meant for accelerators, where it is not measured yet.
+            eager. The same losses; on this 2-core CPU it gained only 1.00-1.03x, on the recipe and on the fastest
+            variant alike, after a first step that compiles (`benchmarks/training/throughput_compiled.md`,
+            `throughput_batches.md`), so it is off by default; meant for accelerators, where it is not measured yet.
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
         read_slots / read_alignments: written into the checkpoints the run saves (`final/`, `--export`): how
