@@ -45,6 +45,8 @@ def index_draw(model: RCCModel, seed: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
+    parser.add_argument("--rate", type=int, help="compression rate (default: the model's own); a folder with "
+                        "weights of their own for it (`r8/`) loads those")
     parser.add_argument("--chat-draws", type=int, default=8)
     parser.add_argument("--index-draws", type=int, default=4)
     parser.add_argument("--alignments", type=int, nargs="+",
@@ -52,7 +54,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("long_documents"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    model = RCCModel.from_pretrained(args.model)
+    model = RCCModel.from_pretrained(args.model, rate=args.rate)
     alignments = args.alignments or [model.config.read_alignments]
     results = {}
     for count_aligned in alignments:
@@ -66,14 +68,16 @@ def main() -> None:
                 draws.append({"seed": seed, "rows": rows, "passed": all(r["correct"] for r in rows)})
                 print(name, count_aligned, seed, [(r["expected"], r["answer"][:30]) for r in rows], flush=True)
             results[f"{name}, {count_aligned} alignment{'s' * (count_aligned > 1)}"] = draws
-    table = [f"Model: `{args.model}` (read_slots {model.config.read_slots}, split {model.config.split}; "
+    table = [f"Model: `{args.model}` at r = {model.config.rate} (read_slots {model.config.read_slots}, "
+             f"split {model.config.split}; "
              "alignments: `read_alignments`, the slot alignments of the windows read that are decoded together).",
              "", "| scenario | draws passed (all three facts) | facts answered |", "|---|---:|---:|"]
     for name, draws in results.items():
         facts = [r["correct"] for d in draws for r in d["rows"]]
         table.append(f"| {name} | {sum(d['passed'] for d in draws)}/{len(draws)} | {sum(facts)}/{len(facts)} |")
-    command = (f"python benchmarks/long_documents.py --model {args.model} --chat-draws {args.chat_draws} "
-               f"--index-draws {args.index_draws}"
+    command = (f"python benchmarks/long_documents.py --model {args.model}"
+               + (f" --rate {args.rate}" if args.rate else "")
+               + f" --chat-draws {args.chat_draws} --index-draws {args.index_draws}"
                + (f" --alignments {' '.join(map(str, args.alignments))}" if args.alignments else ""))
     write_report(args.out, "Facts in documents longer than the decoder's positions, over many draws", command,
                  table, {"results": results})

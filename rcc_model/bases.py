@@ -112,15 +112,28 @@ def _converted_gguf(name: str, entry: PackagedGGUF, cache_dir: Path) -> Path:
     return target
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX-512, AMX or Arm BF16, through oneDNN).
+
+    Without it PyTorch falls back to a scalar loop: on an AVX2-only EPYC, 1.1 GFLOP/s in bfloat16 against 134 in
+    float32 (a 1024 x 576 x 1536 product), so bfloat16 there makes the model about 100x slower, not faster.
+    The check is the one ATen itself makes before it hands a bfloat16 product to oneDNN.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Map a config dtype name to a torch dtype; "auto" prefers bfloat16 where the device supports it."""
+    """Map a config dtype name to a torch dtype; "auto" prefers bfloat16 where the device computes it fast."""
     if name != "auto":
         return getattr(torch, name)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def default_device() -> torch.device:

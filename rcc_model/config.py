@@ -41,7 +41,8 @@ class RCCConfig:
             own tail to a multiple of W, so that the true end of the text closes the last window.
         split: where "masked" windows end: "fixed" (every W tokens) or "sentence" (after the last sentence end
             in the second half of each window, so no sentence is cut between two windows; text only).
-        dtype: compute dtype; "auto" = bfloat16 on CPU and bf16-capable CUDA, float16 elsewhere.
+        dtype: compute dtype; "auto" = bfloat16 on bf16-capable CUDA and on a CPU with bfloat16 matrix
+            instructions (`bases.cpu_has_fast_bf16`), float32 on other CPUs, float16 elsewhere.
         memory_dtype: dtype of stored slot states (`CompressedMemory.states`).
         bridge_init: "identity" (B_embed = I, B_i = 0: the decoder starts as the plain base model reading
             the sampled tokens) or "normal" (N(0, 0.02), as the release).

@@ -52,6 +52,10 @@ class TrainConfig:
             eager. The same losses; on this 2-core CPU it gained only 1.00-1.03x, on the recipe and on the fastest
             variant alike, after a first step that compiles (`benchmarks/training/throughput_compiled.md`,
             `throughput_batches.md`), so it is off by default; meant for accelerators, where it is not measured yet.
+        precision: "bf16" (frozen weights stored in bf16, every step under bf16 autocast, trained weights in
+            float32), "fp16" or "no" (float32). On a CPU, bf16 needs bfloat16 matrix instructions (AVX-512, AMX,
+            Arm BF16: `bases.cpu_has_fast_bf16`); without them training refuses it, since PyTorch's emulation is
+            about 100x slower than float32.
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
         read_slots / read_alignments: written into the checkpoints the run saves (`final/`, `--export`): how

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from rcc_model.adapters import skip_input_casts
-from rcc_model.bases import decoder_layers
+from rcc_model.bases import cpu_has_fast_bf16, decoder_layers
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
 from rcc_model.modeling import RCCModel
@@ -134,6 +134,9 @@ def lr_at(config: TrainConfig, step: int) -> float:
 def train(config: TrainConfig) -> Path:
     from accelerate import Accelerator
 
+    if config.precision == "bf16" and not torch.cuda.is_available() and not cpu_has_fast_bf16():
+        raise RuntimeError('"precision": "bf16" on this CPU, which has no bfloat16 matrix instructions: PyTorch '
+                           'would emulate them, about 100x slower than float32. Set "precision": "no"')
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=config.precision, gradient_accumulation_steps=config.grad_accum)

@@ -1,6 +1,9 @@
-import pytest
+import time
 
-from rcc_model import RCCConfig
+import pytest
+import torch
+
+from rcc_model import RCCConfig, bases
 from rcc_model.windows import slot_positions, split_windows
 
 
@@ -98,3 +101,27 @@ def test_sentence_split_keeps_sentences_whole_in_a_real_model(text_rcc):
     assert all(p.rstrip().endswith(".") for p in pieces) and "".join(pieces) == text
     assert memory.num_windows == len(pieces) and sum(memory.window_tokens) == memory.token_count
     assert len(text_rcc.window_texts(text)) <= len(pieces)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_dtype_on_a_cpu_is_bfloat16_only_where_the_cpu_multiplies_it_in_hardware(monkeypatch, fast):
+    monkeypatch.setattr(bases, "cpu_has_fast_bf16", lambda: fast)
+    assert bases.resolve_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if fast else torch.float32)
+    assert bases.resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16  # asked for by name: as asked
+
+
+def test_the_bf16_check_agrees_with_what_this_cpu_measures():
+    """Where the check says no, a bf16 product must be far slower than float32 (emulated: ~100x on an AVX2-only
+    EPYC); where it says yes, not."""
+    def seconds(dtype: torch.dtype) -> float:
+        a, b = torch.randn(256, 576, dtype=dtype), torch.randn(576, 576, dtype=dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    slowdown = seconds(torch.bfloat16) / seconds(torch.float32)
+    assert (slowdown < 4) if bases.cpu_has_fast_bf16() else (slowdown > 4), slowdown
