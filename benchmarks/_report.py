@@ -9,8 +9,18 @@ from pathlib import Path
 
 
 def machine(threads: int) -> str:
-    """The processor and thread count a timing was measured with, for the report's header."""
-    return f"{platform.processor() or platform.machine()}, {threads} threads, {platform.system()}"
+    """The processor a timing was measured with, for the report's header: its name, vector instructions and
+    whether it multiplies bfloat16 in hardware (without, bf16 runs ~100x slower than float32), and threads."""
+    import torch
+
+    from rcc_model.bases import cpu_has_fast_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    bf16 = "bf16 matrix instructions" if cpu_has_fast_bf16() else "no bf16 matrix instructions"
+    return (f"{names[0] if names else platform.processor() or platform.machine()}, "
+            f"{torch.backends.cpu.get_cpu_capability()}, {bf16}, {threads} threads, {platform.system()}")
 
 
 def write_report(stem: Path, title: str, command: str, body: list[str], data: dict,

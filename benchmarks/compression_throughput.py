@@ -40,7 +40,9 @@ def measure_rcc(n: int, batch_size: int) -> dict:
     memory = model.compress(ids, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start
     peak = peak_rss_gib()
-    return {"method": f"rcc (bf16, batch {batch_size}, slot states only)", "tokens": n, "seconds": seconds,
+    dtype = str(model.encoder.dtype).removeprefix("torch.")  # "auto": float32 on a CPU without bf16 instructions
+    return {"method": f"rcc ({dtype}, batch {batch_size}, slot states only)", "dtype": dtype, "tokens": n,
+            "seconds": seconds,
             "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
             "memory_gib": memory.nbytes / 2**30, "threads": torch.get_num_threads()}
 
@@ -65,7 +67,7 @@ def measure_naive(n: int) -> dict:
     seconds = time.perf_counter() - start
     peak = peak_rss_gib()
     memory = torch.cat(slots)
-    return {"method": "naive (fp32, batch 1, LM head on)", "tokens": n, "seconds": seconds,
+    return {"method": "naive (float32, batch 1, LM head on)", "dtype": "float32", "tokens": n, "seconds": seconds,
             "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
             "memory_gib": memory.numel() * memory.element_size() / 2**30, "threads": torch.get_num_threads()}
 
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[10_000, 30_000, 100_000, 300_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--naive-length", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, default=HERE / "compression_throughput", help="report path, no suffix")
     parser.add_argument("--child", choices=["rcc", "naive", "roofline"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,28 +126,31 @@ def main() -> None:
         print(rows[-1])
 
     command = f"python benchmarks/compression_throughput.py --lengths {' '.join(map(str, args.lengths))}"
-    write(bound, rows, command)
+    if args.out != HERE / "compression_throughput":
+        command += f" --out {args.out}"
+    write(bound, rows, command, args.out)
 
 
-def write(bound: dict, rows: list[dict], command: str) -> None:
+def write(bound: dict, rows: list[dict], command: str, out: Path) -> None:
     body = [
         f"Roofline: bf16 matmul {bound['bfloat16_matmul_gflops']:.0f} GFLOP/s, fp32 "
         f"{bound['float32_matmul_gflops']:.0f} GFLOP/s; {bound['encoder_params_without_embeddings'] / 1e6:.1f}M "
         f"non-embedding encoder parameters -> at most {bound['bfloat16_roofline_tokens_per_s']:.0f} tokens/s "
         f"in bf16 ({bound['float32_roofline_tokens_per_s']:.0f} in fp32), ignoring attention.", "",
-        "| method | tokens | seconds | tokens/s | % of bf16 roofline | peak RSS GiB | RSS after load GiB | "
+        "| method | tokens | seconds | tokens/s | % of its dtype's roofline | peak RSS GiB | RSS after load GiB | "
         "memory output GiB | peak - load - output GiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         working = r["peak_rss_gib"] - r["rss_after_load_gib"] - r["memory_gib"]
+        share = r["tokens_per_s"] / bound[f"{r['dtype']}_roofline_tokens_per_s"]
         body.append(
             f"| {r['method']} | {r['tokens']:,} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | "
-            f"{100 * r['tokens_per_s'] / bound['bfloat16_roofline_tokens_per_s']:.0f}% | {r['peak_rss_gib']:.2f} | "
+            f"{100 * share:.0f}% | {r['peak_rss_gib']:.2f} | "
             f"{r['rss_after_load_gib']:.2f} | {r['memory_gib']:.3f} | {working:.2f} |")
     body += ["", "The memory output (slot states, bfloat16) grows with the input by design: "
              "(L+1) x H x 2 bytes per r tokens. The working memory beyond it stays bounded by one batch."]
-    write_report(HERE / "compression_throughput",
+    write_report(out,
                  "Compression throughput and peak memory (SmolLM2-135M base, r = 4, W = 256)", command, body,
                  {"roofline": bound, "rows": rows}, measured_on=machine(rows[0]["threads"]))
 

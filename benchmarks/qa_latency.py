@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 2000, 4000, 7500, 16000, 32000])
     parser.add_argument("--model", default="default")
+    parser.add_argument("--out", type=Path, default=HERE / "qa_latency", help="report path, without suffix")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-file", type=Path, help=argparse.SUPPRESS)
@@ -90,16 +91,18 @@ def main() -> None:
                 print(rows[-1], flush=True)
 
     command = f"python benchmarks/qa_latency.py --lengths {' '.join(map(str, args.lengths))} --model {args.model}"
-    write(rows, command)
+    if args.out != HERE / "qa_latency":
+        command += f" --out {args.out}"
+    write(rows, command, args.out)
 
 
-def write(rows: list[dict], command: str) -> None:
+def write(rows: list[dict], command: str, out: Path) -> None:
     body = ["The full text is only run where it fits the base model's 8,192 positions.", "",
             "| document tokens | method | time to first token s | peak RSS GiB | peak - after load GiB |",
             "|---:|---|---:|---:|---:|"]
     body += [f"| {r['tokens']:,} | {r['method']} | {r['first_token_s']:.2f} | {r['peak_rss_gib']:.2f} | "
              f"{r['peak_rss_gib'] - r['rss_after_load_gib']:.2f} |" for r in rows]
-    write_report(HERE / "qa_latency", "Question answering over a long document: time to first token and peak memory",
+    write_report(out, "Question answering over a long document: time to first token and peak memory",
                  command, body, {"rows": rows}, measured_on=machine(rows[0]["threads"]))
 
 

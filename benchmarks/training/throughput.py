@@ -2,7 +2,7 @@
 
     python benchmarks/training/throughput.py --data data     # writes throughput.{md,json} next to this file
 
-Each variant is the default recipe (configs/default.json) with a few settings changed, trained for a few
+Each variant is the default recipe (configs/default.json, in bf16) with a few settings changed, trained for a few
 steps by the real loop (`rcc_model.training.loop.train`) in a fresh process; the rate is measured between
 the second step and the last, so model loading, the first evaluation, building a slot cache (once per
 run) and warm-up are not counted.
@@ -16,10 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 from _child import report, run_child  # noqa: E402
-from _report import write_report  # noqa: E402
+from _report import machine, write_report  # noqa: E402
 
 RECONSTRUCTION_ONLY = {"train_encoder": False, "objectives": {"reconstruction": 1.0}}
 SPANS_64 = {**RECONSTRUCTION_ONLY, "span": 64, "whole_window_share": 0.0}
@@ -44,6 +46,8 @@ VARIANTS = {
     "recipe, adapter inputs cast to float32 (peft's default)": PEFT_CASTS,
     f"{FASTEST}, adapter inputs cast to float32": {**SPANS_64_CACHED_EAGER, **PEFT_CASTS},
 }
+# float32 throughout: what a CPU without bfloat16 matrix instructions trains with (`"precision": "auto"` there)
+VARIANTS[f"{FASTEST}, fp32"] = {**SPANS_64_CACHED_EAGER, "precision": "no"}
 for batch in (16, 32):  # larger batches spread each operator's fixed cost over more rows
     VARIANTS[f"{FASTEST}, batch {batch}"] = {**SPANS_64_CACHED_EAGER, "batch_size": batch}
     VARIANTS[f"{FASTEST}, batch {batch}, compiled blocks"] = {**SPANS_64_CACHED_EAGER, "batch_size": batch,
@@ -55,6 +59,7 @@ def measure(name: str, data: str, steps: int) -> dict:
     from rcc_model.training.config import TrainConfig
 
     settings = json.loads((HERE.parents[1] / "configs" / "default.json").read_text())
+    settings["precision"] = "bf16"  # as the variants' names say, unless one sets its own
     settings.update(VARIANTS[name])
     if settings.pop("peft_input_casts", False):
         loop.skip_input_casts = lambda model: None
@@ -99,8 +104,8 @@ def main() -> None:
     table += [f"| {r['variant']} | {r['context_tokens_per_s']:.0f} | {r['seconds_per_step']:.1f} | "
               f"{r['context_tokens_per_s'] / baseline:.2f}x |" for r in rows]
     write_report(args.out,
-                 "Training throughput, SmolLM2-135M RCC (r = 4, W = 256, batch 8 unless named), this 2-core CPU",
-                 command, table, {"rows": rows})
+                 "Training throughput, SmolLM2-135M RCC (r = 4, W = 256, batch 8 and bf16 unless named), 2-core CPU",
+                 command, table, {"rows": rows}, measured_on=machine(torch.get_num_threads()))
 
 
 if __name__ == "__main__":

@@ -53,9 +53,10 @@ class TrainConfig:
             variant alike, after a first step that compiles (`benchmarks/training/throughput_compiled.md`,
             `throughput_batches.md`), so it is off by default; meant for accelerators, where it is not measured yet.
         precision: "bf16" (frozen weights stored in bf16, every step under bf16 autocast, trained weights in
-            float32), "fp16" or "no" (float32). On a CPU, bf16 needs bfloat16 matrix instructions (AVX-512, AMX,
-            Arm BF16: `bases.cpu_has_fast_bf16`); without them training refuses it, since PyTorch's emulation is
-            about 100x slower than float32.
+            float32), "fp16", "no" (float32), or "auto": bf16 where the hardware computes it (a bf16-capable
+            GPU; a CPU with bfloat16 matrix instructions, AVX-512, AMX or Arm BF16: `bases.cpu_has_fast_bf16`),
+            float32 elsewhere. A CPU without those instructions refuses "bf16": PyTorch emulates it there, about
+            100x slower than float32.
         bridge_lr_scale: the bridges' learning rate relative to `lr` (full d x d maps move faster than
             adapters under Adam).
         read_slots / read_alignments: written into the checkpoints the run saves (`final/`, `--export`): how
@@ -90,7 +91,7 @@ class TrainConfig:
     warmup: int = 50
     weight_decay: float = 0.0
     steps: int = 1000
-    precision: str = "bf16"
+    precision: str = "auto"
     eval_every: int = 100
     eval_batches: int = 4
     save_every: int = 50
@@ -106,8 +107,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:
             raise ValueError(f"`trainable` must be one of {TRAINABLE}, got {self.trainable!r}")
-        if self.precision not in ("bf16", "fp16", "no"):
-            raise ValueError(f"`precision` must be bf16, fp16 or no, got {self.precision!r}")
+        if self.precision not in ("auto", "bf16", "fp16", "no"):
+            raise ValueError(f"`precision` must be auto, bf16, fp16 or no, got {self.precision!r}")
         if self.rates is not None:  # checked here too, so a bad config fails before a model loads
             if not self.rates:
                 raise ValueError("`rate` must name at least one rate, got []")

@@ -131,17 +131,26 @@ def lr_at(config: TrainConfig, step: int) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def resolve_precision(precision: str) -> str:
+    """The accelerate mixed-precision mode for `TrainConfig.precision` on this machine (its "auto" resolved)."""
+    bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_fast_bf16()
+    if precision == "auto":
+        return "bf16" if bf16 else "no"
+    if precision == "bf16" and not bf16:
+        raise RuntimeError('"precision": "bf16" on hardware without bfloat16 matrix instructions: PyTorch would '
+                           'emulate them (on a CPU about 100x slower than float32). Set "precision": "auto" or "no"')
+    return precision
+
+
 def train(config: TrainConfig) -> Path:
     from accelerate import Accelerator
 
-    if config.precision == "bf16" and not torch.cuda.is_available() and not cpu_has_fast_bf16():
-        raise RuntimeError('"precision": "bf16" on this CPU, which has no bfloat16 matrix instructions: PyTorch '
-                           'would emulate them, about 100x slower than float32. Set "precision": "no"')
+    precision = resolve_precision(config.precision)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=config.precision, gradient_accumulation_steps=config.grad_accum)
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
     torch.manual_seed(config.seed)
-    frozen_dtype = "bfloat16" if config.precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
+    frozen_dtype = "bfloat16" if precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
         else "float32"
     model = build_model(config, frozen_dtype)
     attention = config.attention or ("eager" if accelerator.device.type == "cuda" else None)
@@ -151,7 +160,7 @@ def train(config: TrainConfig) -> Path:
     if config.compile:
         compile_blocks(model)
     params = mark_trainable(model, config.trainable)
-    if config.precision == "bf16":  # every step runs under bf16 autocast
+    if precision == "bf16":  # every step runs under bf16 autocast
         skip_input_casts(model)
     bridge_ids = {id(p) for p in model.bridges.parameters()}
     groups = [{"params": [p for p in params if id(p) in bridge_ids], "scale": config.bridge_lr_scale},
@@ -202,7 +211,7 @@ def train(config: TrainConfig) -> Path:
 
     trainable = sum(p.numel() for p in params)
     log({"event": "start", "step": start, "trainable_params": trainable, "config": config.to_dict(),
-         "processes": accelerator.num_processes, "device": str(accelerator.device),
+         "processes": accelerator.num_processes, "device": str(accelerator.device), "precision": precision,
          "attention": core.decoder.config._attn_implementation})
     began, context_tokens, losses = time.perf_counter(), 0, []
     model.train()

@@ -291,14 +291,18 @@ def bf16_accelerator():
     AcceleratorState._reset_state()
 
 
-def test_bf16_training_on_a_cpu_without_bf16_instructions_is_refused_before_anything_is_written(
+def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_before_anything_is_written_and_auto_is_fp32(
         run_config, tmp_path, monkeypatch):
     config = TrainConfig.load(run_config)
     config.precision, config.out = "bf16", str(tmp_path / "run")
     monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
-    with pytest.raises(RuntimeError, match=r'bfloat16 matrix instructions.*"precision": "no"'):
+    with pytest.raises(RuntimeError, match=r'bfloat16 matrix instructions.*"precision": "auto" or "no"'):
         train(config)
     assert not (tmp_path / "run").exists()
+    config.precision = "auto"  # float32 there
+    train(config)
+    start = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert start["precision"] == "no"
 
 
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no bfloat16 matrix instructions: bf16 training "
