@@ -42,8 +42,7 @@ def measure_rcc(n: int, batch_size: int) -> dict:
     peak = peak_rss_gib()
     dtype = str(model.encoder.dtype).removeprefix("torch.")  # "auto": float32 on a CPU without bf16 instructions
     return {"method": f"rcc ({dtype}, batch {batch_size}, slot states only)", "dtype": dtype, "tokens": n,
-            "seconds": seconds,
-            "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
+            "seconds": seconds, "tokens_per_s": n / seconds, "peak_rss_gib": peak, "rss_after_load_gib": before,
             "memory_gib": memory.nbytes / 2**30, "threads": torch.get_num_threads()}
 
 
