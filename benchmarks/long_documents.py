@@ -78,7 +78,8 @@ def main() -> None:
     command = (f"python benchmarks/long_documents.py --model {args.model}"
                + (f" --rate {args.rate}" if args.rate else "")
                + f" --chat-draws {args.chat_draws} --index-draws {args.index_draws}"
-               + (f" --alignments {' '.join(map(str, args.alignments))}" if args.alignments else ""))
+               + (f" --alignments {' '.join(map(str, args.alignments))}" if args.alignments else "")
+               + (f" --out {args.out}" if args.out != Path(__file__).with_name("long_documents") else ""))
     write_report(args.out, "Facts in documents longer than the decoder's positions, over many draws", command,
                  table, {"results": results})
 
