@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from rcc_model.adapters import skip_input_casts
-from rcc_model.bases import cpu_has_fast_bf16, decoder_layers
+from rcc_model.bases import decoder_layers, default_device, resolve_dtype
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
 from rcc_model.modeling import RCCModel
@@ -133,7 +133,7 @@ def lr_at(config: TrainConfig, step: int) -> float:
 
 def resolve_precision(precision: str) -> str:
     """The accelerate mixed-precision mode for `TrainConfig.precision` on this machine (its "auto" resolved)."""
-    bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_fast_bf16()
+    bf16 = resolve_dtype("auto", default_device()) == torch.bfloat16  # the model's own "auto" rule
     if precision == "auto":
         return "bf16" if bf16 else "no"
     if precision == "bf16" and not bf16:

@@ -9,8 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rcc_model import adapters
-from rcc_model.bases import cpu_has_fast_bf16
+from rcc_model import adapters, bases
 from rcc_model.training import loop, objectives
 from rcc_model.training.batch import IGNORE, collate
 from rcc_model.training.config import TrainConfig
@@ -295,7 +294,7 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_before_anything_is_w
         run_config, tmp_path, monkeypatch):
     config = TrainConfig.load(run_config)
     config.precision, config.out = "bf16", str(tmp_path / "run")
-    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(bases, "cpu_has_fast_bf16", lambda: False)
     with pytest.raises(RuntimeError, match=r'bfloat16 matrix instructions.*"precision": "auto" or "no"'):
         train(config)
     assert not (tmp_path / "run").exists()
@@ -305,7 +304,7 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_before_anything_is_w
     assert start["precision"] == "no"
 
 
-@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no bfloat16 matrix instructions: bf16 training "
+@pytest.mark.skipif(not bases.cpu_has_fast_bf16(), reason="this CPU has no bfloat16 matrix instructions: bf16 training "
                     "is refused here")
 def test_adapter_inputs_left_in_bf16_train_to_bitwise_the_same_weights(run_config, tmp_path, monkeypatch,
                                                                       bf16_accelerator):
