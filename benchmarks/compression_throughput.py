@@ -85,10 +85,9 @@ def roofline() -> dict:
         size = 2048 if dtype == torch.float32 or bases.cpu_has_fast_bf16() else 512  # emulated: ~1 GFLOP/s
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
         a @ b
-        start, reps = time.perf_counter(), 0
-        while reps < 20 and (reps == 0 or time.perf_counter() - start < 2):
+        start, reps = time.perf_counter(), 20
+        for _ in range(reps):
             a @ b
-            reps += 1
         flops = 2 * size**3 * reps / (time.perf_counter() - start)
         name = str(dtype).removeprefix("torch.")
         result[f"{name}_matmul_gflops"] = flops / 1e9
