@@ -62,8 +62,8 @@ class DecodeState:
 
 
 def merge_views(logits: torch.Tensor, views: int) -> torch.Tensor:
-    """(views, V) next-token logits of one answer read from several views -> (1, V): the mean of their
-    log-probabilities. Unchanged without views."""
+    """(views, ..., V) next-token logits of one answer read from several views -> (1, ..., V): the mean of
+    their log-probabilities. Unchanged without views."""
     return torch.log_softmax(logits, dim=-1).mean(0, keepdim=True) if views else logits
 
 
@@ -114,11 +114,9 @@ def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Seque
                        positions=full_mask.sum(-1), num_slots=slots, fingerprint=model.fingerprint)
 
 
-def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
-    """Feed more prompt tokens to a (cloned) single-row state (or one of views), e.g. a question after a
-    memory prefix."""
-    if not prompt:
-        return state
+def _feed(model, state: DecodeState, prompt: Sequence[int], keep: int) -> tuple[torch.Tensor, DecodeState]:
+    """Run the decoder on `prompt` after `state` (its cache grows in place): the logits of the last `keep`
+    positions, merged over views (1, keep, V) in float32, and the state after the prompt."""
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=model.device).expand(state.mask.shape[0], -1)
     mask = torch.cat([state.mask, torch.ones_like(ids)], dim=1)
     positions = state.positions[:, None] + torch.arange(ids.shape[1], device=ids.device)
@@ -126,9 +124,26 @@ def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
         raise ValueError(f"prompt of {len(prompt)} tokens does not fit after {state.num_slots} memory slots")
     with model.without_memory_adapters(state.num_slots == 0):
         out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache,
-                            use_cache=True, logits_to_keep=1)
-    return DecodeState(merge_views(out.logits[:, -1].float(), state.views), out.cache, mask,
-                       state.positions + ids.shape[1], state.num_slots, state.fingerprint, dict(state.extra))
+                            use_cache=True, logits_to_keep=keep)
+    logits = merge_views(out.logits.float(), state.views)
+    return logits, DecodeState(logits[:, -1], out.cache, mask, state.positions + ids.shape[1], state.num_slots,
+                               state.fingerprint, dict(state.extra))
+
+
+def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
+    """Feed more prompt tokens to a (cloned) single-row state (or one of views), e.g. a question after a
+    memory prefix."""
+    return _feed(model, state, prompt, keep=1)[1] if prompt else state
+
+
+def continuation_logprob(model, state: DecodeState, ids: Sequence[int]) -> float:
+    """Log-probability of `ids` as what follows `state`, from one forward pass (on a clone: `state` is kept)."""
+    total = torch.log_softmax(state.logits[0], -1)[ids[0]]
+    if len(ids) > 1:
+        logits, _ = _feed(model, state.clone(), ids[:-1], keep=len(ids) - 1)
+        log_probs = torch.log_softmax(logits[0], -1)  # (len(ids) - 1, V): the scores of ids[1:]
+        total = total + log_probs.gather(1, torch.tensor(ids[1:], device=log_probs.device)[:, None]).sum()
+    return float(total)
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
@@ -352,14 +367,17 @@ class GenerationMixin:
         return texts[0] if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)) else texts
 
     @torch.no_grad()
-    def generate_json(self, memory: MemoryInput, prompt: Prompt, schema: dict) -> object:
+    def generate_json(self, memory: MemoryInput, prompt: Prompt, schema: dict, *,
+                      max_new_tokens: int | None = None) -> object:
         """A JSON value matching `schema` (valid by construction), generated from memory and a prompt.
 
+        `max_new_tokens` caps the tokens the model writes into values (strings end early, arrays stop at
+        their minimum, numbers keep one digit); the structure is always completed, so the value stays valid.
         See `rcc_model.structured` for the supported schema subset; anything else is a `ValueError`.
         """
         from rcc_model.structured import generate_json
 
-        return generate_json(self, self.prefill_prompt(memory, prompt), schema)
+        return generate_json(self, self.prefill_prompt(memory, prompt), schema, max_new_tokens)[0]
 
     @torch.no_grad()
     def prefill_prompt(self, memory: MemoryInput, prompt: Prompt) -> DecodeState:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rcc_model.generation import DecodeState, extend
+from rcc_model.generation import DecodeState, continuation_logprob, extend
 
 _MAX_STRING_TOKENS = 64
 _MAX_NUMBER_TOKENS = 8
@@ -43,10 +43,20 @@ def _vocabulary(tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 @dataclass
 class Cursor:
     """A single-row decoder state under constrained writing: feed forced text, take chosen tokens, compare
-    the model's scores of alternatives (JSON here; other structured formats build on the same moves)."""
+    the model's scores of alternatives (JSON here; other structured formats build on the same moves).
+
+    `budget` caps the tokens the model chooses (`take`), the caller's max_tokens: forced structure is never
+    cut, so the output stays valid; `truncated` records that a value was cut short for it."""
 
     model: Any
     state: DecodeState
+    budget: int | None = None
+    taken: int = 0
+    truncated: bool = False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.budget is not None and self.taken >= self.budget
 
     @property
     def logits(self) -> torch.Tensor:
@@ -56,16 +66,12 @@ class Cursor:
         self.state = extend(self.model, self.state, self.model.encode_text(text))
 
     def take(self, token: int) -> None:
+        self.taken += 1
         self.state = extend(self.model, self.state, [token])
 
     def score(self, text: str) -> float:
         """Log-probability of `text` as the continuation (on a copy of the state)."""
-        ids = self.model.encode_text(text)
-        trial, total = self.state.clone(), 0.0
-        for token in ids:
-            total += torch.log_softmax(trial.logits[0], -1)[token].item()
-            trial = extend(self.model, trial, [token])
-        return total
+        return continuation_logprob(self.model, self.state, self.model.encode_text(text))
 
     def choose(self, options: list[str]) -> int:
         return max(range(len(options)), key=lambda i: self.score(options[i]))
@@ -177,6 +183,9 @@ class SchemaDecoder:
         values: list[Any] = []
         cursor.force("[")
         while len(values) < high:
+            if len(values) >= low and cursor.exhausted:
+                cursor.truncated = True
+                break
             if len(values) >= low:
                 more = ", " if values else self.opening(self.resolve(items))
                 if cursor.choose([more, "]"]) == 1:
@@ -190,24 +199,31 @@ class SchemaDecoder:
     def write_string(self, cursor: Cursor) -> str:
         cursor.force('"')
         ids: list[int] = []
-        for _ in range(_MAX_STRING_TOKENS):
+        while len(ids) < _MAX_STRING_TOKENS:
             logits = cursor.logits.masked_fill(~self.string_ok.to(cursor.logits.device), -math.inf)
             logits[self.quote] = cursor.logits[self.quote]
             token = int(logits.argmax())
             if token == self.quote:
                 break
+            if cursor.exhausted:
+                cursor.truncated = True
+                break
             ids.append(token)
             cursor.take(token)
-        cursor.take(self.quote)
+        cursor.force('"')
         # Decoded together: byte-level tokens of one multi-byte character are not text one by one.
         return self.model.tokenizer.decode(ids).replace("\ufffd", "")
 
     def write_number(self, cursor: Cursor, kind: str) -> int | float:
+        """Digits until the model prefers anything else; at least one, even past the budget (valid JSON)."""
         digits = self.digits.to(cursor.logits.device)
         text = ""
         for _ in range(_MAX_NUMBER_TOKENS):
             best = int(cursor.logits.argmax())
             if text and not digits[best]:
+                break
+            if text and cursor.exhausted:
+                cursor.truncated = True
                 break
             token = best if digits[best] else int(cursor.logits.masked_fill(~digits, -math.inf).argmax())
             text += self.texts[token]
@@ -215,11 +231,14 @@ class SchemaDecoder:
         return int(text) if kind == "integer" else float(text)
 
 
-def generate_json(model, state: DecodeState, schema: dict[str, Any]) -> Any:
-    """Write a JSON value matching `schema`, starting from a prefilled single-row `state`."""
+def generate_json(model, state: DecodeState, schema: dict[str, Any], max_new_tokens: int | None = None
+                  ) -> tuple[Any, bool]:
+    """Write a JSON value matching `schema`, starting from a prefilled single-row `state`, choosing at most
+    `max_new_tokens` tokens (see `Cursor`). Returns (value, whether a value was cut short for the budget)."""
     decoder = SchemaDecoder(model, schema)
+    cursor = Cursor(model, state, budget=max_new_tokens)
     with torch.no_grad():
-        return decoder.write(Cursor(model, state), schema)
+        return decoder.write(cursor, schema), cursor.truncated
 
 
 TOOL_CALL_PREFIX = '{"name": '
@@ -233,18 +252,19 @@ def prefers_tool_call(state: DecodeState, tokenizer, margin: float = 2.0) -> boo
     return bool(log_probs[brace] >= log_probs.max() - margin)
 
 
-def generate_tool_call(model, state: DecodeState, tools: dict[str, dict[str, Any]], name: str | None = None
-                       ) -> tuple[str, Any]:
+def generate_tool_call(model, state: DecodeState, tools: dict[str, dict[str, Any]], name: str | None = None,
+                       max_new_tokens: int | None = None) -> tuple[str, Any, bool]:
     """Write `{"name": ..., "arguments": {...}}` for one of `tools` (name -> parameters schema), choosing
-    the tool by the model's scores unless `name` is given; returns (name, arguments)."""
+    the tool by the model's scores unless `name` is given, the arguments' values in at most `max_new_tokens`
+    tokens; returns (name, arguments, whether an argument was cut short for the budget)."""
     decoders = {tool: SchemaDecoder(model, schema) for tool, schema in tools.items()}
     if name is not None and name not in tools:
         raise ValueError(f"tool_choice names {name!r}, which is not among the bound tools {sorted(tools)}")
     with torch.no_grad():
-        cursor = Cursor(model, state)
+        cursor = Cursor(model, state, budget=max_new_tokens)
         cursor.force(TOOL_CALL_PREFIX)
         names = list(tools)
         chosen = name or names[cursor.choose([json.dumps(n) for n in names])]
         cursor.force(json.dumps(chosen) + ', "arguments": ')
         arguments = decoders[chosen].write(cursor, tools[chosen])
-        return chosen, arguments
+        return chosen, arguments, cursor.truncated

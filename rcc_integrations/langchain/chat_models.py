@@ -181,9 +181,11 @@ class RCCChatModel(BaseChatModel):
             call = choice not in (None, "auto") or (
                 not after_tool_result and prefers_tool_call(state, model.tokenizer, self.tool_call_margin))
             if call:
-                name, arguments = generate_tool_call(model, state, schemas, None if choice == "any" else choice)
+                name, arguments, cut = generate_tool_call(model, state, schemas, None if choice == "any" else choice,
+                                                          sampling["max_new_tokens"])
                 text = json.dumps(arguments)
-                info.output_tokens, info.finish_reason = engine.count_tokens(text), "tool_calls"
+                info.output_tokens = engine.count_tokens(text)
+                info.finish_reason = "length" if cut else "tool_calls"
                 yield {"name": name, "args": text, "id": f"call_{uuid.uuid4().hex[:24]}", "index": 0,
                        "type": "tool_call_chunk"}
                 return

@@ -139,7 +139,8 @@ class RCCLLM(LLM):
         """One ReActAgent step in its format (see `react.py`): a complete action, or a streamed answer."""
         bias = -self.react_action_margin if observed else self.react_action_margin
         with engine.lock:
-            text, rest = react_step(engine.model, engine.model.prefill_prompt(memory, chat), tools, bias)
+            text, rest = react_step(engine.model, engine.model.prefill_prompt(memory, chat), tools, bias,
+                                    sampling["max_new_tokens"])
         yield text
         if rest is not None:
             yield from engine.stream(rest, None, info=info, **sampling)

@@ -43,6 +43,8 @@ def _thought(cursor: Cursor, limit: int) -> str:
     banned = torch.tensor(tokenizer.all_special_ids, dtype=torch.long)
     text = ""
     for _ in range(limit):
+        if cursor.exhausted:
+            break
         logits = cursor.logits.clone()
         logits[banned] = float("-inf")
         token = int(logits.argmax())
@@ -54,17 +56,18 @@ def _thought(cursor: Cursor, limit: int) -> str:
     return text.strip() or "I need to think about the question."
 
 
-def react_step(model, state: DecodeState, tools: dict[str, dict[str, Any]], action_bias: float
-               ) -> tuple[str, DecodeState | None]:
+def react_step(model, state: DecodeState, tools: dict[str, dict[str, Any]], action_bias: float,
+               max_new_tokens: int | None = None) -> tuple[str, DecodeState | None]:
     """Write one ReAct step from a prefilled single-row `state`.
 
     Returns the step's text and, when the step is an answer, the decoder state right after "Answer:" for
     the caller to stream the answer from (None when the step is a tool action, which is complete). The
     step acts when the model's score of "Action:" plus `action_bias` (nats) beats its score of "Answer:".
+    `max_new_tokens` caps the tokens the model writes into the thought and the tool input (see `Cursor`).
     """
     decoders = {name: SchemaDecoder(model, schema) for name, schema in tools.items()}  # unsupported: fail now
     with torch.no_grad():
-        cursor = Cursor(model, state)
+        cursor = Cursor(model, state, budget=max_new_tokens)
         cursor.force("Thought: ")
         text = "Thought: " + _thought(cursor, THOUGHT_TOKENS)
         cursor.force("\n")

@@ -63,7 +63,7 @@ def rcc(*args):
 
 def test_cli_compress_info_ask_reconstruct(tmp_path):
     text = tmp_path / "doc.txt"
-    text.write_text(passkey_document(777, sentences=30)[0])
+    text.write_text(passkey_document(777, sentences=8)[0])  # one window: reconstruct decodes 158 tokens
     done = rcc("compress", str(text), "-o", str(tmp_path / "doc.rccmem"), "--device", "cpu")
     assert done.returncode == 0, done.stderr
     info = json.loads(rcc("info", str(tmp_path / "doc.rccmem"), "--json").stdout)

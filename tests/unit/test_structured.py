@@ -2,9 +2,10 @@
 
 import jsonschema
 import pytest
+import torch
 from pydantic import BaseModel
 
-from rcc_model.structured import SchemaDecoder
+from rcc_model.structured import Cursor, SchemaDecoder
 
 DOC = "The lighthouse keeper wrote the date in the log every evening. " * 4
 
@@ -38,6 +39,18 @@ def test_pydantic_schemas_with_references_work(text_rcc):
     schema = Trip.model_json_schema()
     value = text_rcc.generate_json(text_rcc.compress(DOC), "Plan a trip:", schema)
     Trip.model_validate(value)
+
+
+def test_a_token_budget_cuts_values_short_and_keeps_the_json_valid(text_rcc):
+    schema = SCHEMAS[1]  # two strings, an array of strings, a number: a random model rambles in each
+    state = text_rcc.prefill_prompt(text_rcc.compress(DOC), "Answer in JSON.")
+    with torch.no_grad():
+        free, cut = Cursor(text_rcc, state.clone()), Cursor(text_rcc, state.clone(), budget=6)
+        SchemaDecoder(text_rcc, schema).write(free, schema)
+        value = SchemaDecoder(text_rcc, schema).write(cut, schema)
+    jsonschema.validate(value, schema)
+    assert free.taken > 6 and not free.truncated
+    assert cut.truncated and cut.taken <= 6 + 1  # a number keeps one digit past the budget
 
 
 def test_unsupported_schemas_are_refused_up_front(text_rcc):

@@ -142,3 +142,21 @@ def test_one_alignment_is_the_memory_itself_and_views_come_from_one_model(text_r
         text_rcc.aligned_views(memory, [DOC], alignments=text_rcc.config.rate + 1)
     with pytest.raises(MemoryMismatchError):
         MemoryViews((memory, make_rcc(window=32).compress(list(range(40)))))
+
+
+@pytest.mark.parametrize("alignments", [1, 2])
+def test_a_continuations_log_probability_in_one_pass_equals_token_by_token(text_rcc, alignments):
+    from rcc_model.generation import continuation_logprob, extend
+
+    memory = text_rcc.compress(DOC)
+    memory = text_rcc.aligned_views(memory, [DOC], alignments=2) if alignments == 2 else memory
+    ids = text_rcc.encode_text(" the lighthouse keeper")
+    with torch.no_grad():
+        state = text_rcc.prefill_prompt(memory, "Who wrote?")
+        one_pass = continuation_logprob(text_rcc, state, ids)
+        trial, stepwise = state.clone(), 0.0
+        for token in ids:
+            stepwise += torch.log_softmax(trial.logits[0], -1)[token].item()
+            trial = extend(text_rcc, trial, [token])
+        assert one_pass == pytest.approx(stepwise, abs=1e-4) and len(ids) > 2
+        assert continuation_logprob(text_rcc, state, ids) == one_pass  # the state itself is left as it was

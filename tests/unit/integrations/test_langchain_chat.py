@@ -178,13 +178,21 @@ def add(a: int, b: int) -> int:
 
 def test_forced_tool_calls_are_valid_by_construction(llm):
     bound = llm.bind_tools([get_weather, add], tool_choice="any")
-    message = bound.invoke("What is the weather in Paris for 3 days?")
+    message = bound.invoke("What is the weather in Paris for 3 days?", max_tokens=256)
     assert len(message.tool_calls) == 1
     call = message.tool_calls[0]
     assert call["name"] in ("get_weather", "add") and call["id"].startswith("call_")
     expected = {"get_weather": {"city": str, "days": int}, "add": {"a": int, "b": int}}[call["name"]]
     assert {k: type(v) for k, v in call["args"].items()} == expected
     assert message.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_max_tokens_cuts_tool_arguments_short_and_says_so(llm, text_rcc):
+    message = llm.bind_tools([get_weather], tool_choice="any").invoke("Weather in Paris?")  # max_tokens=8
+    args = message.tool_calls[0]["args"]
+    assert isinstance(args["city"], str) and isinstance(args["days"], int)
+    assert len(text_rcc.encode_text(args["city"])) <= 8  # a random model would write 64 tokens
+    assert message.response_metadata["finish_reason"] == "length"
 
 
 def test_a_named_tool_choice_is_honoured(llm):
