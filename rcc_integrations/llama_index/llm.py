@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from rcc_integrations._conversation import plan
 from rcc_integrations._runtime import READ_ALIGNMENTS_HELP, Engine, engine_for, iterate_in_thread, pop_sampling
-from rcc_integrations.llama_index.react import react_step, react_tools
+from rcc_integrations.llama_index.react import react_brief, react_step, react_tools
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 from rcc_model.reading import MemoryWithText
 
@@ -102,9 +102,9 @@ class RCCLLM(LLM):
             raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")
         header = turns[0][1] if turns and turns[0][0] == "system" else ""
         tools = react_tools(header) if self.react_guidance and not self.instruction_reconstruction else None
-        if tools:  # ReActAgent: its header holds the format and the tools; it stays plain text
+        if tools:  # ReActAgent: its header becomes a plain-text brief of the tools (see react_brief)
             conversation = plan(turns[1:], engine.count_tokens, self.compress_threshold, False, pieces)
-            conversation.chat.insert(0, {"role": "system", "content": header})
+            conversation.chat.insert(0, {"role": "system", "content": react_brief(header)})
         else:
             conversation = plan(turns, engine.count_tokens, self.compress_threshold,
                                 self.instruction_reconstruction, pieces)

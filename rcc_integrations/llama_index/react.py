@@ -4,7 +4,8 @@ LlamaIndex's `ReActAgent` puts its tools and the "Thought / Action / Action Inpu
 header and parses the LLM's text; a small model rarely keeps that format, so the agent never calls a tool.
 When `RCCLLM` sees that header it writes the structure itself and lets the model fill it in: a one-line
 thought (free text), act or answer (the model's scores, biased towards acting until a tool has answered),
-which tool (scores) and its input (JSON-schema-constrained decoding), or the answer (streamed).
+which tool (scores) and its input (JSON-schema-constrained decoding), or the answer (streamed). The model
+reads a brief of the tools in place of the header, whose format section it would otherwise copy.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from rcc_model.generation import DecodeState
 from rcc_model.structured import Cursor, SchemaDecoder
 
-_TOOL = re.compile(r"^> Tool Name: (?P<name>\S+)\n.*?^Tool Args: (?P<args>\{[^\n]*\})$", re.MULTILINE | re.DOTALL)
+_TOOL = re.compile(r"^> Tool Name: (?P<name>\S+)\n(?:Tool Description: )?(?P<description>.*?)"
+                   r"^Tool Args: (?P<args>\{[^\n]*\})$", re.MULTILINE | re.DOTALL)
 _FORMAT_MARKERS = ("## Output Format", "Action Input:")
 _STEP_WORDS = re.compile(r"\b(Thought|Action|Action Input|Answer|Observation):")
 THOUGHT_TOKENS = 48
@@ -35,6 +37,15 @@ def react_tools(system: str) -> dict[str, dict[str, Any]] | None:
         except json.JSONDecodeError as error:
             raise ValueError(f"ReAct tool {match['name']!r}: its Tool Args are not a JSON schema ({error})") from None
     return tools or None
+
+
+def react_brief(system: str) -> str:
+    """What the decoder reads in place of a ReAct header: the tools and what to do, without the header's
+    output-format section. The format is written by construction, and a small model copies that section's
+    placeholders ("hello world", "[your answer here ...]") into its tool inputs and answers."""
+    tools = "\n".join(f"- {m['name']}: {' '.join(m['description'].split())}" for m in _TOOL.finditer(system))
+    return ("You answer the user's question. You can look things up with these tools:\n" + tools +
+            "\nTo use a tool, give it the user's question. Once a tool has answered, answer from what it said.")
 
 
 def _thought(cursor: Cursor, limit: int) -> str:

@@ -92,6 +92,18 @@ def test_react_tools_are_read_from_the_react_header_only():
     assert react_tools(LONG) is None
 
 
+def test_the_decoder_reads_the_react_tools_without_the_headers_format_placeholders(text_rcc, monkeypatch):
+    from rcc_integrations.llama_index import llm as llm_module
+
+    read = []  # what the decoder would be prefilled with: the chat itself, through the patched prefill
+    monkeypatch.setattr(text_rcc, "prefill_prompt", lambda memory, chat: chat)
+    monkeypatch.setattr(llm_module, "react_step", lambda model, chat, *args: read.append(chat) or ("Thought: x", None))
+    RCCLLM(model=text_rcc, max_tokens=8).chat(react_messages(ChatMessage(role="user", content="Who lives in Oslo?")))
+    system = read[0][0]["content"]
+    assert "lookup: lookup(city: str, year: int) -> str" in system and "Population of a city" in system
+    assert "[your answer here" not in system and "hello world" not in system and "Output Format" not in system
+
+
 def test_react_steps_parse_as_actions_with_schema_valid_input_then_as_answers(text_rcc):
     from llama_index.core.agent.react.output_parser import ReActOutputParser
     from llama_index.core.agent.react.types import ActionReasoningStep, ResponseReasoningStep
