@@ -63,7 +63,10 @@ class Cursor:
         return self.state.logits[0]
 
     def force(self, text: str) -> None:
-        self.state = extend(self.model, self.state, self.model.encode_text(text))
+        self.force_ids(self.model.encode_text(text))
+
+    def force_ids(self, ids: list[int]) -> None:
+        self.state = extend(self.model, self.state, ids)
 
     def take(self, token: int) -> None:
         self.taken += 1
@@ -210,7 +213,7 @@ class SchemaDecoder:
                 break
             ids.append(token)
             cursor.take(token)
-        cursor.force('"')
+        cursor.force_ids([self.quote])
         # Decoded together: byte-level tokens of one multi-byte character are not text one by one.
         return self.model.tokenizer.decode(ids).replace("\ufffd", "")
 
