@@ -126,6 +126,8 @@ class SchemaDecoder:
             for sub in schema.get("properties", {}).values():
                 self.check(sub, depth + 1)
         elif kind == "array":
+            if "prefixItems" in schema:  # a tuple: one schema per position, not written by this decoder
+                raise ValueError(f"cannot constrain generation to a tuple schema ({json.dumps(schema)[:80]})")
             self.check(schema.get("items", {"type": "string"}), depth + 1)
         elif kind not in ("string", "integer", "number", "boolean", "null"):
             raise ValueError(f"cannot constrain generation to schema type {kind!r} ({json.dumps(schema)[:80]})")

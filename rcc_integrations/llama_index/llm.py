@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -18,13 +19,17 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
-from pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.prompts import BasePromptTemplate
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from rcc_integrations._conversation import plan
 from rcc_integrations._runtime import READ_ALIGNMENTS_HELP, Engine, engine_for, iterate_in_thread, pop_sampling
 from rcc_integrations.llama_index.react import react_brief, react_step, react_tools
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 from rcc_model.reading import MemoryWithText
+from rcc_model.structured import SchemaDecoder, generate_json
+
+Model = TypeVar("Model", bound=BaseModel)
 
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
           MessageRole.ASSISTANT: "assistant", MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant",
@@ -96,7 +101,7 @@ class RCCLLM(LLM):
     def _responses(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         engine = self.engine
         turns = [(_ROLES.get(m.role, "user"), m.content or "") for m in messages]
-        attached = kwargs.pop("memory", None)
+        attached, schema = kwargs.pop("memory", None), kwargs.pop("json_schema", None)
         pieces = list(attached) if isinstance(attached, (list, tuple)) else ([attached] if attached else [])
         if any(not isinstance(p, (str, CompressedMemory, MemoryWithText)) for p in pieces):
             raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")
@@ -115,7 +120,9 @@ class RCCLLM(LLM):
                                                 alignments=self.read_alignments)
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         info = GenerationInfo()
-        if tools:
+        if schema is not None:
+            stream = self._json(engine, memory, conversation.chat, schema, info, sampling)
+        elif tools:
             observed = turns[-1][1].startswith("Observation:")
             stream = self._react(engine, memory, conversation.chat, tools, observed, info, sampling)
         else:
@@ -132,6 +139,17 @@ class RCCLLM(LLM):
                  "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held}
         yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
+
+    @staticmethod
+    def _json(engine: Engine, memory: CompressedMemory, chat: list[dict[str, str]], schema: dict[str, Any],
+              info: GenerationInfo, sampling: dict[str, Any]) -> Iterator[str]:
+        """A JSON value for `schema`, valid by construction (`rcc_model.structured`), as one piece."""
+        with engine.lock:
+            value, cut = generate_json(engine.model, engine.model.prefill_prompt(memory, chat), schema,
+                                       sampling["max_new_tokens"])
+        text = json.dumps(value)
+        info.output_tokens, info.finish_reason = engine.count_tokens(text), "length" if cut else "stop"
+        yield text
 
     def _react(self, engine: Engine, memory: CompressedMemory, chat: list[dict[str, str]],
                tools: dict[str, dict[str, Any]], observed: bool, info: GenerationInfo, sampling: dict[str, Any]
@@ -167,6 +185,43 @@ class RCCLLM(LLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         return iterate_in_thread(lambda: self._responses(messages, **kwargs))
+
+    # ------------------------------------------------------------------ structured output
+    def structured_predict(self, output_cls: type[Model], prompt: BasePromptTemplate,
+                           llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any) -> Model:
+        """An `output_cls` written by JSON-schema-constrained decoding: it always parses and validates, where
+        LlamaIndex's default (ask for JSON, then parse) fails with a small model. `max_tokens` caps the values
+        (see `RCCModel.generate_json`); `llm_kwargs` go to `chat` (e.g. `memory=[...]`).
+
+        Example:
+            .. code-block:: python
+
+                person = llm.structured_predict(Person, PromptTemplate("Who signed it? {text}"), text=report)
+        """
+        schema = output_cls.model_json_schema()
+        SchemaDecoder.check_schema(schema)  # an unsupported schema fails before anything runs
+        response = self.chat(prompt.format_messages(**prompt_args), json_schema=schema, **(llm_kwargs or {}))
+        return output_cls.model_validate_json(response.message.content)
+
+    async def astructured_predict(self, output_cls: type[Model], prompt: BasePromptTemplate,
+                                  llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any) -> Model:
+        schema = output_cls.model_json_schema()
+        SchemaDecoder.check_schema(schema)
+        response = await self.achat(prompt.format_messages(**prompt_args), json_schema=schema, **(llm_kwargs or {}))
+        return output_cls.model_validate_json(response.message.content)
+
+    def stream_structured_predict(self, output_cls: type[Model], prompt: BasePromptTemplate,
+                                  llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any) -> Iterator[Model]:
+        """The finished object, once: a value is only known valid when its JSON is complete."""
+        yield self.structured_predict(output_cls, prompt, llm_kwargs, **prompt_args)
+
+    async def astream_structured_predict(self, output_cls: type[Model], prompt: BasePromptTemplate,
+                                         llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
+                                         ) -> AsyncIterator[Model]:
+        async def one() -> AsyncIterator[Model]:
+            yield await self.astructured_predict(output_cls, prompt, llm_kwargs, **prompt_args)
+
+        return one()
 
     # ------------------------------------------------------------------ completion (a one-message chat)
     def _completions(self, prompt: str, **kwargs: Any) -> CompletionResponseGen:

@@ -56,5 +56,7 @@ def test_a_token_budget_cuts_values_short_and_keeps_the_json_valid(text_rcc):
 def test_unsupported_schemas_are_refused_up_front(text_rcc):
     with pytest.raises(ValueError, match="cannot constrain"):
         SchemaDecoder(text_rcc, {"type": "object", "properties": {"x": {"type": "tuple"}}})
+    with pytest.raises(ValueError, match="cannot constrain"):  # pydantic's tuple[int, int]
+        SchemaDecoder(text_rcc, {"type": "array", "prefixItems": [{"type": "integer"}] * 2, "minItems": 2})
     with pytest.raises(ValueError, match="cannot follow"):
         SchemaDecoder(text_rcc, {"$ref": "http://example.invalid/schema"})

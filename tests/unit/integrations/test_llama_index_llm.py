@@ -5,6 +5,7 @@ import asyncio
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+from pydantic import BaseModel
 
 from rcc_integrations.llama_index import RCCLLM
 
@@ -136,3 +137,41 @@ def test_react_agent_calls_the_tool_and_answers(text_rcc):
     calls, result = asyncio.run(run())
     assert [c.tool_name for c in calls] == ["lookup"] and "people in" in str(calls[0].tool_output)
     assert isinstance(str(result), str)
+
+
+class Place(BaseModel):
+    name: str
+    founded: int | None
+
+
+class Trip(BaseModel):
+    destination: Place
+    nights: int
+    tags: list[str]
+
+
+def test_structured_predict_always_returns_the_model_even_from_a_random_decoder(llm):
+    from llama_index.core.prompts import PromptTemplate
+
+    prompt = PromptTemplate("Plan a trip to {city}.")
+    trip = llm.structured_predict(Trip, prompt, city="Oslo")
+    assert isinstance(trip, Trip) and isinstance(trip.destination, Place)
+    assert isinstance(asyncio.run(llm.astructured_predict(Trip, prompt, city="Oslo")), Trip)
+    assert [type(t) for t in llm.stream_structured_predict(Trip, prompt, city="Oslo")] == [Trip]
+    structured = llm.as_structured_llm(Trip).complete("Plan a trip to Oslo.")
+    assert isinstance(structured.raw, Trip)
+    before = llm.engine.compressions
+    read = llm.structured_predict(Trip, PromptTemplate("Where to?"), llm_kwargs={"memory": [LONG]})
+    assert isinstance(read, Trip) and llm.engine.compressions == before + 1  # the attached document was read
+
+
+def test_structured_predict_refuses_a_schema_it_cannot_honour_before_running(llm):
+    from llama_index.core.prompts import PromptTemplate
+
+    class Pair(BaseModel):
+        values: tuple[int, int]
+
+    before = llm.engine.compressions
+    with pytest.raises(ValueError, match="cannot constrain"):
+        llm.structured_predict(Pair, PromptTemplate(LONG))
+    assert llm.engine.compressions == before
