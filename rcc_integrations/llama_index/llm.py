@@ -198,16 +198,14 @@ class RCCLLM(LLM):
 
                 person = llm.structured_predict(Person, PromptTemplate("Who signed it? {text}"), text=report)
         """
-        schema = output_cls.model_json_schema()
-        SchemaDecoder.check_schema(schema)  # an unsupported schema fails before anything runs
-        response = self.chat(prompt.format_messages(**prompt_args), json_schema=schema, **(llm_kwargs or {}))
+        response = self.chat(prompt.format_messages(**prompt_args), json_schema=_checked_schema(output_cls),
+                             **(llm_kwargs or {}))
         return output_cls.model_validate_json(response.message.content)
 
     async def astructured_predict(self, output_cls: type[Model], prompt: BasePromptTemplate,
                                   llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any) -> Model:
-        schema = output_cls.model_json_schema()
-        SchemaDecoder.check_schema(schema)
-        response = await self.achat(prompt.format_messages(**prompt_args), json_schema=schema, **(llm_kwargs or {}))
+        response = await self.achat(prompt.format_messages(**prompt_args), json_schema=_checked_schema(output_cls),
+                                    **(llm_kwargs or {}))
         return output_cls.model_validate_json(response.message.content)
 
     def stream_structured_predict(self, output_cls: type[Model], prompt: BasePromptTemplate,
@@ -248,3 +246,10 @@ class RCCLLM(LLM):
     async def astream_complete(self, prompt: str, formatted: bool = False,
                                **kwargs: Any) -> CompletionResponseAsyncGen:
         return iterate_in_thread(lambda: self._completions(prompt, **kwargs))
+
+
+def _checked_schema(output_cls: type[BaseModel]) -> dict[str, Any]:
+    """The class's JSON schema, refused before anything runs if constrained decoding cannot honour it."""
+    schema = output_cls.model_json_schema()
+    SchemaDecoder.check_schema(schema)
+    return schema

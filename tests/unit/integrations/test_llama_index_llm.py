@@ -158,6 +158,11 @@ def test_structured_predict_always_returns_the_model_even_from_a_random_decoder(
     assert isinstance(trip, Trip) and isinstance(trip.destination, Place)
     assert isinstance(asyncio.run(llm.astructured_predict(Trip, prompt, city="Oslo")), Trip)
     assert [type(t) for t in llm.stream_structured_predict(Trip, prompt, city="Oslo")] == [Trip]
+
+    async def streamed() -> list:
+        return [t async for t in await llm.astream_structured_predict(Trip, prompt, city="Oslo")]
+
+    assert [type(t) for t in asyncio.run(streamed())] == [Trip]
     structured = llm.as_structured_llm(Trip).complete("Plan a trip to Oslo.")
     assert isinstance(structured.raw, Trip)
     before = llm.engine.compressions
