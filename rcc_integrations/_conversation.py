@@ -3,8 +3,10 @@ the rest stays in the chat template."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rcc_model import CompressedMemory
 from rcc_model.reading import MemoryWithText
@@ -46,3 +48,21 @@ def plan(turns: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], t
         else:
             result.chat.append({"role": role, "content": text})
     return result
+
+
+def tools_prompt(tools: Sequence[dict[str, Any]]) -> str:
+    """A system message describing the bound tools (OpenAI tool format) and the call format."""
+    lines = ["You can call these tools. To call one, reply with only a JSON object "
+             '{"name": <tool name>, "arguments": <arguments>}.']
+    for tool in tools:
+        function = tool["function"]
+        lines.append(f"- {function['name']}: {function.get('description', '')} "
+                     f"Arguments schema: {json.dumps(function.get('parameters', {}))}")
+    return "\n".join(lines)
+
+
+def with_system_text(chat: list[dict], text: str) -> list[dict]:
+    """`chat` with `text` appended to its system message (one added in front if it has none)."""
+    if chat and chat[0]["role"] == "system":
+        return [{"role": "system", "content": f"{chat[0]['content']}\n\n{text}"}, *chat[1:]]
+    return [{"role": "system", "content": text}, *chat]

@@ -8,24 +8,39 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rcc_integrations._conversation import DecoderInput
+from rcc_integrations._conversation import DecoderInput, tools_prompt, with_system_text
 from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
 from rcc_model.checkpoint import rate_folders, resolve_checkpoint
 from rcc_model.reading import MemoryWithText, Reading, read_within
+from rcc_model.structured import generate_tool_call, prefers_tool_call
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
 READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads are decoded together "
                         "(RCCModel.aligned_views): more of them copy codes more exactly, each costs one more "
                         "decoder row. None = the model's read_alignments (4 for the packaged default; 1 answers "
                         "about 4.5x sooner on a CPU)")
+
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call written by schema-constrained decoding: its arguments match the tool's schema."""
+
+    name: str
+    arguments: Any
+    id: str
+
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -178,6 +193,27 @@ class Engine:
         info.output_tokens, info.finish_reason = self.count_tokens(text), "stop"
         if text:
             yield text
+
+    def tool_call_or_text(self, memory: CompressedMemory | MemoryViews, chat: list[dict], tools: list[dict],
+                          choice: str | None, after_tool_result: bool, margin: float, info: GenerationInfo,
+                          sampling: dict[str, Any]) -> Iterator[str | ToolCall]:
+        """One prefill of memory + chat (with the tools described in its system message), then either one
+        `ToolCall` written by schema-constrained decoding or streamed text. `choice`: None (the model decides:
+        a call on a user turn when "{" scores within `margin` nats of its favourite token, text after a tool
+        result), "any" (must call), or a tool name (must call that one)."""
+        schemas = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in tools}
+        with self.lock:
+            state = self.model.prefill_prompt(memory, with_system_text(chat, tools_prompt(tools)))
+            if choice is not None or (not after_tool_result
+                                      and prefers_tool_call(state, self.model.tokenizer, margin)):
+                name, arguments, cut = generate_tool_call(self.model, state, schemas,
+                                                          None if choice == "any" else choice,
+                                                          sampling["max_new_tokens"])
+                info.output_tokens = self.count_tokens(json.dumps(arguments))
+                info.finish_reason = "length" if cut else "tool_calls"
+                yield ToolCall(name, arguments, f"call_{uuid.uuid4().hex[:24]}")
+                return
+        yield from self.stream(state, None, info=info, **sampling)
 
     def stream(self, memory: CompressedMemory | MemoryViews, prompt: Any, **kwargs) -> Iterator[str]:
         with self.lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -17,10 +16,18 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._runtime import READ_ALIGNMENTS_HELP, Engine, engine_for, iterate_in_thread, pop_sampling
-from rcc_integrations.langchain.messages import split_messages, tools_prompt
-from rcc_model import CompressedMemory, GenerationInfo, RCCModel
-from rcc_model.structured import SchemaDecoder, generate_tool_call, prefers_tool_call
+from rcc_integrations._conversation import tools_prompt, with_system_text
+from rcc_integrations._runtime import (
+    READ_ALIGNMENTS_HELP,
+    Engine,
+    ToolCall,
+    engine_for,
+    iterate_in_thread,
+    pop_sampling,
+)
+from rcc_integrations.langchain.messages import split_messages
+from rcc_model import GenerationInfo, RCCModel
+from rcc_model.structured import SchemaDecoder
 
 
 class RCCChatModel(BaseChatModel):
@@ -148,14 +155,17 @@ class RCCChatModel(BaseChatModel):
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         pieces: Iterator[str | dict]
         if decoder_input.question is None and tools and choice != "none":
-            chat = _with_system_text(chat, tools_prompt(tools))
-            pieces = self._tool_or_text(engine, memory, chat, tools, choice,
-                                        isinstance(messages[-1], ToolMessage), info, sampling)
+            chat = with_system_text(chat, tools_prompt(tools))  # counted below as what the decoder read
+            pieces = engine.tool_call_or_text(memory, decoder_input.chat, tools, choice,
+                                              isinstance(messages[-1], ToolMessage), self.tool_call_margin, info,
+                                              sampling)
         else:
             pieces = engine.answer(memory, decoder_input, info, **sampling)
         for piece in pieces:
-            if isinstance(piece, dict):
-                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
+            if isinstance(piece, ToolCall):
+                chunk = {"name": piece.name, "args": json.dumps(piece.arguments), "id": piece.id, "index": 0,
+                         "type": "tool_call_chunk"}
+                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
             else:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         plain = sum(engine.count_tokens(m["content"]) for m in chat)
@@ -169,27 +179,6 @@ class RCCChatModel(BaseChatModel):
                     "memory_windows": reading.windows_held, "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))
-
-    def _tool_or_text(self, engine: Engine, memory: CompressedMemory, chat: list[dict], tools: list[dict],
-                      choice: str | None, after_tool_result: bool, info: GenerationInfo, sampling: dict
-                      ) -> Iterator[str | dict]:
-        """A tool call (as one tool-call chunk) or a text answer, from one prefill of memory + chat."""
-        model = engine.model
-        schemas = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in tools}
-        with engine.lock:
-            state = model.prefill_prompt(memory, chat)
-            call = choice not in (None, "auto") or (
-                not after_tool_result and prefers_tool_call(state, model.tokenizer, self.tool_call_margin))
-            if call:
-                name, arguments, cut = generate_tool_call(model, state, schemas, None if choice == "any" else choice,
-                                                          sampling["max_new_tokens"])
-                text = json.dumps(arguments)
-                info.output_tokens = engine.count_tokens(text)
-                info.finish_reason = "length" if cut else "tool_calls"
-                yield {"name": name, "args": text, "id": f"call_{uuid.uuid4().hex[:24]}", "index": 0,
-                       "type": "tool_call_chunk"}
-                return
-        yield from engine.stream(state, None, info=info, **sampling)
 
     # ------------------------------------------------------------------ LangChain's entry points
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -236,12 +225,6 @@ def _tool_choice(choice: str | dict | bool | None) -> str | None:
     if isinstance(choice, dict):
         return choice.get("function", {}).get("name") or choice.get("name")
     return str(choice)
-
-
-def _with_system_text(chat: list[dict], text: str) -> list[dict]:
-    if chat and chat[0]["role"] == "system":
-        return [{"role": "system", "content": f"{chat[0]['content']}\n\n{text}"}, *chat[1:]]
-    return [{"role": "system", "content": text}, *chat]
 
 
 ChatRCC = RCCChatModel

@@ -46,17 +46,6 @@ def rendered_text(message: BaseMessage) -> str:
     return text
 
 
-def tools_prompt(tools: Sequence[dict[str, Any]]) -> str:
-    """A system message describing the bound tools (OpenAI tool format) and the call format."""
-    lines = ["You can call these tools. To call one, reply with only a JSON object "
-             '{"name": <tool name>, "arguments": <arguments>}.']
-    for tool in tools:
-        function = tool["function"]
-        lines.append(f"- {function['name']}: {function.get('description', '')} "
-                     f"Arguments schema: {json.dumps(function.get('parameters', {}))}")
-    return "\n".join(lines)
-
-
 def role_of(message: BaseMessage) -> str:
     for cls, role in _ROLES.items():
         if isinstance(message, cls):

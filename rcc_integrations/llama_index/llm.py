@@ -18,12 +18,21 @@ from llama_index.core.base.llms.types import (
     MessageRole,
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from rcc_integrations._conversation import plan
-from rcc_integrations._runtime import READ_ALIGNMENTS_HELP, Engine, engine_for, iterate_in_thread, pop_sampling
+from rcc_integrations._runtime import (
+    READ_ALIGNMENTS_HELP,
+    Engine,
+    ToolCall,
+    engine_for,
+    iterate_in_thread,
+    pop_sampling,
+)
 from rcc_integrations.llama_index.react import react_brief, react_step, react_tools
 from rcc_model import CompressedMemory, GenerationInfo, RCCModel
 from rcc_model.reading import MemoryWithText
@@ -36,7 +45,7 @@ _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", Message
           MessageRole.TOOL: "tool", MessageRole.FUNCTION: "tool"}
 
 
-class RCCLLM(LLM):
+class RCCLLM(FunctionCallingLLM):
     """LlamaIndex LLM over an RCC model: messages longer than `compress_threshold` tokens (and `memory=`
     attached documents or memories) are read through compressed memory; `metadata.context_window` is the
     number of original tokens the decoder can cover that way.
@@ -66,6 +75,10 @@ class RCCLLM(LLM):
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
         "to read well (its config's read_slots), else all the decoder's positions hold")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
+    tool_call_margin: float = Field(
+        default=2.0, description='with tools and no tool_required, call a tool on a user turn when "{" scores '
+        "within this many nats of the decoder's favourite token; float('inf') = always call on user turns and "
+        "answer in text after a tool result (a dependable FunctionAgent loop for small models)")
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
     react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
                                        "observation (and against, after one); float('inf') = always act first, "
@@ -95,13 +108,14 @@ class RCCLLM(LLM):
             rate, positions, name = facts["rate"], facts["max_positions"], str(self.model)
         rate = self.rate or rate
         return LLMMetadata(context_window=(positions - self.max_tokens) * rate, num_output=self.max_tokens,
-                           is_chat_model=True, is_function_calling_model=False, model_name=name)
+                           is_chat_model=True, is_function_calling_model=True, model_name=name)
 
     # ------------------------------------------------------------------ one synchronous core
     def _responses(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         engine = self.engine
-        turns = [(_ROLES.get(m.role, "user"), m.content or "") for m in messages]
+        turns = [(_ROLES.get(m.role, "user"), _rendered_text(m)) for m in messages]
         attached, schema = kwargs.pop("memory", None), kwargs.pop("json_schema", None)
+        functions, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         pieces = list(attached) if isinstance(attached, (list, tuple)) else ([attached] if attached else [])
         if any(not isinstance(p, (str, CompressedMemory, MemoryWithText)) for p in pieces):
             raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")
@@ -125,19 +139,25 @@ class RCCLLM(LLM):
         elif tools:
             observed = turns[-1][1].startswith("Observation:")
             stream = self._react(engine, memory, conversation.chat, tools, observed, info, sampling)
+        elif functions and choice != "none" and conversation.question is None:
+            stream = engine.tool_call_or_text(memory, conversation.chat, functions, choice, turns[-1][0] == "tool",
+                                              self.tool_call_margin, info, sampling)
         else:
             stream = engine.answer(memory, conversation, info, **sampling)
-        text = ""
+        text, calls = "", []
         for piece in stream:
+            if isinstance(piece, ToolCall):
+                calls.append({"id": piece.id, "name": piece.name, "arguments": piece.arguments})
+                piece = ""
             text += piece
-            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece)
+            yield ChatResponse(message=_assistant(text, calls), delta=piece)
         # every memory token given counts as prompt (read from cache or compressed now), read in full or not
         prompt_tokens = read + created + sum(engine.count_tokens(m["content"]) for m in conversation.chat)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
                  "memory_tokens_compressed": created, "memory_slots": memory.num_slots,
                  "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held}
-        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
+        yield ChatResponse(message=_assistant(text, calls), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
 
     @staticmethod
@@ -185,6 +205,30 @@ class RCCLLM(LLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         return iterate_in_thread(lambda: self._responses(messages, **kwargs))
+
+    # ------------------------------------------------------------------ function calling
+    def _prepare_chat_with_tools(self, tools: Sequence[BaseTool], user_msg: str | ChatMessage | None = None,
+                                 chat_history: list[ChatMessage] | None = None, verbose: bool = False,
+                                 allow_parallel_tool_calls: bool = False, tool_required: bool = False,
+                                 **kwargs: Any) -> dict[str, Any]:
+        """`chat` arguments for `chat_with_tools` (what `FunctionAgent` calls): one call per turn at most,
+        written by schema-constrained decoding; `tool_required` makes it certain, else `tool_call_margin`
+        decides."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str)
+                            else user_msg)
+        functions = [tool.metadata.to_openai_tool() for tool in tools]
+        for function in functions:  # refuse a schema that constrained decoding cannot honour, now
+            SchemaDecoder.check_schema(function["function"].get("parameters", {"type": "object"}))
+        return {"messages": messages, "tools": functions, "tool_choice": "any" if tool_required else None, **kwargs}
+
+    def get_tool_calls_from_response(self, response: ChatResponse, error_on_no_tool_call: bool = True,
+                                     **kwargs: Any) -> list[ToolSelection]:
+        calls = response.message.additional_kwargs.get("tool_calls", [])
+        if not calls and error_on_no_tool_call:
+            raise ValueError(f"expected a tool call, got text: {(response.message.content or '')[:80]!r}")
+        return [ToolSelection(tool_id=c["id"], tool_name=c["name"], tool_kwargs=c["arguments"]) for c in calls]
 
     # ------------------------------------------------------------------ structured output
     def structured_predict(self, output_cls: type[Model], prompt: BasePromptTemplate,
@@ -253,3 +297,16 @@ def _checked_schema(output_cls: type[BaseModel]) -> dict[str, Any]:
     schema = output_cls.model_json_schema()
     SchemaDecoder.check_schema(schema)
     return schema
+
+
+def _assistant(text: str, calls: list[dict[str, Any]]) -> ChatMessage:
+    return ChatMessage(role=MessageRole.ASSISTANT, content=text,
+                       additional_kwargs={"tool_calls": calls} if calls else {})
+
+
+def _rendered_text(message: ChatMessage) -> str:
+    """What the decoder reads of a message: an assistant's tool calls are written out as the JSON it produces
+    them in, so a conversation with tool results reads like the calls that led to them."""
+    calls = [json.dumps({"name": c["name"], "arguments": c["arguments"]})
+             for c in message.additional_kwargs.get("tool_calls", []) if "name" in c]
+    return "\n".join([message.content, *calls] if message.content else calls)

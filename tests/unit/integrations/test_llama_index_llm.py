@@ -1,6 +1,7 @@
 """RCCLLM on a tiny RCC with SmolLM2's tokenizer: real LlamaIndex objects, our own logic under test."""
 
 import asyncio
+import json
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -123,20 +124,56 @@ def test_react_steps_parse_as_actions_with_schema_valid_input_then_as_answers(te
     assert plain.chat(react_messages(question)).message.content != response.message.content
 
 
-def test_react_agent_calls_the_tool_and_answers(text_rcc):
-    from llama_index.core.agent.workflow import ReActAgent, ToolCallResult
-
-    llm = RCCLLM(model=text_rcc, max_tokens=8, compress_threshold=64, react_action_margin=float("inf"))
-    agent = ReActAgent(tools=[lookup], llm=llm)
+def run_agent(agent) -> tuple[list, object]:
+    """The agent's tool-call results and its final output for one question."""
+    from llama_index.core.agent.workflow import ToolCallResult
 
     async def run():
         handler = agent.run(user_msg="How many people lived in Oslo in 1900?")
         calls = [e async for e in handler.stream_events() if isinstance(e, ToolCallResult)]
         return calls, await handler
 
-    calls, result = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_react_agent_calls_the_tool_and_answers(text_rcc):
+    from llama_index.core.agent.workflow import ReActAgent
+
+    llm = RCCLLM(model=text_rcc, max_tokens=8, compress_threshold=64, react_action_margin=float("inf"))
+    calls, result = run_agent(ReActAgent(tools=[lookup], llm=llm))
     assert [c.tool_name for c in calls] == ["lookup"] and "people in" in str(calls[0].tool_output)
     assert isinstance(str(result), str)
+
+
+def test_a_function_agent_calls_the_tool_then_answers_in_text(text_rcc):
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    llm = RCCLLM(model=text_rcc, max_tokens=8, tool_call_margin=float("inf"))
+    assert llm.metadata.is_function_calling_model
+    calls, result = run_agent(FunctionAgent(tools=[lookup], llm=llm))
+    assert [c.tool_name for c in calls] == ["lookup"] and "people in" in str(calls[0].tool_output)
+    assert {k: type(v) for k, v in calls[0].tool_kwargs.items()} == {"city": str, "year": int}
+    assert result.tool_calls and not result.response.additional_kwargs.get("tool_calls")  # then text
+
+
+def test_chat_with_tools_required_always_calls_and_the_call_is_read_back_as_json(text_rcc, monkeypatch):
+    from llama_index.core.tools import FunctionTool
+
+    llm = RCCLLM(model=text_rcc, max_tokens=8)  # the default margin: a random model may not want a call
+    tool = FunctionTool.from_defaults(lookup)
+    response = llm.chat_with_tools([tool], user_msg="Oslo in 1900?", tool_required=True)
+    (call,) = llm.get_tool_calls_from_response(response)
+    assert call.tool_name == "lookup" and isinstance(call.tool_kwargs["year"], int)
+    assert response.raw["finish_reason"] in ("tool_calls", "length")
+    with pytest.raises(ValueError, match="expected a tool call"):
+        llm.get_tool_calls_from_response(llm.chat([ChatMessage(role=MessageRole.USER, content="Hi")]))
+    read = []  # the next turn's decoder input: the call written out as JSON before the tool's result
+    monkeypatch.setattr(text_rcc, "prefill_prompt", lambda memory, chat: read.append(chat) or 1 / 0)
+    history = [ChatMessage(role=MessageRole.USER, content="Oslo in 1900?"), response.message,
+               ChatMessage(role=MessageRole.TOOL, content="1200", additional_kwargs={"tool_call_id": call.tool_id})]
+    with pytest.raises(ZeroDivisionError):
+        llm.chat_with_tools([tool], chat_history=history)
+    assert json.loads(read[0][-2]["content"]) == {"name": "lookup", "arguments": call.tool_kwargs}
 
 
 class Place(BaseModel):
