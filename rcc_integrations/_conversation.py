@@ -3,7 +3,6 @@ the rest stays in the chat template."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,13 +50,17 @@ def plan(turns: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], t
 
 
 def tools_prompt(tools: Sequence[dict[str, Any]]) -> str:
-    """A system message describing the bound tools (OpenAI tool format) and the call format."""
+    """A system message describing the tools (OpenAI tool format) and the call format. Each tool reads as a
+    signature, `name(argument: type, ...)`, not its JSON schema, whose text a small model copied into its
+    arguments ("input.json.json..."); the schema is enforced by constrained decoding anyway."""
     lines = ["You can call these tools. To call one, reply with only a JSON object "
              '{"name": <tool name>, "arguments": <arguments>}.']
     for tool in tools:
         function = tool["function"]
-        lines.append(f"- {function['name']}: {function.get('description', '')} "
-                     f"Arguments schema: {json.dumps(function.get('parameters', {}))}")
+        properties = function.get("parameters", {}).get("properties", {})
+        arguments = ", ".join(f"{name}: {spec.get('type', 'value')}" for name, spec in properties.items())
+        description = " ".join(function.get("description", "").split())
+        lines.append(f"- {function['name']}({arguments}): {description}")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from rcc_integrations._conversation import DecoderInput, tools_prompt, with_syst
 from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
 from rcc_model.checkpoint import rate_folders, resolve_checkpoint
 from rcc_model.reading import MemoryWithText, Reading, read_within
-from rcc_model.structured import generate_tool_call, prefers_tool_call
+from rcc_model.structured import generate_tool_call, prefers_tool_call, text_only
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
 READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads are decoded together "
@@ -213,7 +213,7 @@ class Engine:
                 info.finish_reason = "length" if cut else "tool_calls"
                 yield ToolCall(name, arguments, f"call_{uuid.uuid4().hex[:24]}")
                 return
-        yield from self.stream(state, None, info=info, **sampling)
+        yield from self.stream(text_only(state, self.model.tokenizer), None, info=info, **sampling)
 
     def stream(self, memory: CompressedMemory | MemoryViews, prompt: Any, **kwargs) -> Iterator[str]:
         with self.lock:

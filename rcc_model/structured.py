@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -255,6 +255,14 @@ def prefers_tool_call(state: DecodeState, tokenizer, margin: float = 2.0) -> boo
     log_probs = torch.log_softmax(state.logits[0], -1)
     brace = tokenizer("{", add_special_tokens=False)["input_ids"][0]
     return bool(log_probs[brace] >= log_probs.max() - margin)
+
+
+def text_only(state: DecodeState, tokenizer) -> DecodeState:
+    """`state` with every token that opens a JSON object ruled out as the next one: once the decision is to
+    answer in text, a small model imitating the calls in its history still answers in text."""
+    texts = _vocabulary(tokenizer)[2]
+    braces = torch.tensor([i for i, t in enumerate(texts) if t.lstrip().startswith("{")], device=state.logits.device)
+    return replace(state, logits=state.logits.index_fill(1, braces, -math.inf))
 
 
 def generate_tool_call(model, state: DecodeState, tools: dict[str, dict[str, Any]], name: str | None = None,

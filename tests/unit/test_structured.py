@@ -60,3 +60,15 @@ def test_unsupported_schemas_are_refused_up_front(text_rcc):
         SchemaDecoder(text_rcc, {"type": "array", "prefixItems": [{"type": "integer"}] * 2, "minItems": 2})
     with pytest.raises(ValueError, match="cannot follow"):
         SchemaDecoder(text_rcc, {"$ref": "http://example.invalid/schema"})
+
+
+def test_text_only_rules_out_every_token_that_opens_a_json_object(text_rcc):
+    from rcc_model.structured import text_only
+
+    with torch.no_grad():
+        state = text_rcc.prefill_prompt(text_rcc.compress(DOC), "Call a tool.")
+    brace = text_rcc.encode_text("{")[0]
+    state.logits[0, brace] = 1e4  # the model "wants" to write a JSON call
+    answer = text_only(state, text_rcc.tokenizer)
+    assert not text_rcc.tokenizer.decode([int(answer.logits[0].argmax())]).lstrip().startswith("{")
+    assert int(state.logits[0].argmax()) == brace  # the state itself is untouched

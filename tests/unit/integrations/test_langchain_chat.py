@@ -210,6 +210,7 @@ def test_after_a_tool_result_auto_answers_in_text(llm):
                ToolMessage("sunny", tool_call_id="c1")]
     message = llm.bind_tools([get_weather]).invoke(history)
     assert message.tool_calls == [] and isinstance(message.content, str)
+    assert not message.content.lstrip().startswith("{")  # text, not a call imitated as text
 
 
 def test_structured_output_returns_a_validated_object(llm):
@@ -285,3 +286,13 @@ def test_a_rate_with_weights_of_its_own_answers_with_them(rate_weights_checkpoin
     message = llm.invoke([SystemMessage(LONG), HumanMessage("When did he write?")])
     assert message.response_metadata["compression_rate"] == 8
 
+
+
+def test_tools_are_described_as_signatures_not_json_schemas():
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from rcc_integrations._conversation import tools_prompt
+
+    prompt = tools_prompt([convert_to_openai_tool(get_weather)])
+    assert "- get_weather(city: string, days: integer): Weather forecast for a city." in prompt
+    assert "properties" not in prompt  # no schema text for a small model to copy into its arguments
