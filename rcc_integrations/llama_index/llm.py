@@ -59,6 +59,7 @@ class RCCLLM(FunctionCallingLLM):
             print(llm.complete(long_report + "\\n\\nWho signed it?"))
             for r in llm.stream_complete("Summarise: " + long_report):
                 print(r.delta, end="")
+            agent = FunctionAgent(tools=[lookup], llm=RCCLLM(tool_call_margin=float("inf")))  # tool, then text
     """
 
     model: Any = Field(default="default", description="packaged name, checkpoint folder, or an RCCModel")
