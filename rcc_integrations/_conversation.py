@@ -64,8 +64,10 @@ def tools_prompt(tools: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def with_system_text(chat: list[dict], text: str) -> list[dict]:
-    """`chat` with `text` appended to its system message (one added in front if it has none)."""
+def with_tools(chat: list[dict], tools: Sequence[dict[str, Any]]) -> list[dict]:
+    """`chat` with the tools described (`tools_prompt`) at the end of its system message (one added in
+    front if it has none)."""
+    text = tools_prompt(tools)
     if chat and chat[0]["role"] == "system":
         return [{"role": "system", "content": f"{chat[0]['content']}\n\n{text}"}, *chat[1:]]
     return [{"role": "system", "content": text}, *chat]

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rcc_integrations._conversation import DecoderInput, tools_prompt, with_system_text
+from rcc_integrations._conversation import DecoderInput
 from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
 from rcc_model.checkpoint import rate_folders, resolve_checkpoint
 from rcc_model.reading import MemoryWithText, Reading, read_within
@@ -30,7 +30,6 @@ READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads ar
                         "(RCCModel.aligned_views): more of them copy codes more exactly, each costs one more "
                         "decoder row. None = the model's read_alignments (4 for the packaged default; 1 answers "
                         "about 4.5x sooner on a CPU)")
-
 
 
 @dataclass(frozen=True)
@@ -197,13 +196,13 @@ class Engine:
     def tool_call_or_text(self, memory: CompressedMemory | MemoryViews, chat: list[dict], tools: list[dict],
                           choice: str | None, after_tool_result: bool, margin: float, info: GenerationInfo,
                           sampling: dict[str, Any]) -> Iterator[str | ToolCall]:
-        """One prefill of memory + chat (with the tools described in its system message), then either one
+        """One prefill of memory + chat (whose system message describes the tools: `with_tools`), then either one
         `ToolCall` written by schema-constrained decoding or streamed text. `choice`: None (the model decides:
         a call on a user turn when "{" scores within `margin` nats of its favourite token, text after a tool
         result), "any" (must call), or a tool name (must call that one)."""
         schemas = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in tools}
         with self.lock:
-            state = self.model.prefill_prompt(memory, with_system_text(chat, tools_prompt(tools)))
+            state = self.model.prefill_prompt(memory, chat)
             if choice is not None or (not after_tool_result
                                       and prefers_tool_call(state, self.model.tokenizer, margin)):
                 name, arguments, cut = generate_tool_call(self.model, state, schemas,

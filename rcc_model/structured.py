@@ -257,12 +257,17 @@ def prefers_tool_call(state: DecodeState, tokenizer, margin: float = 2.0) -> boo
     return bool(log_probs[brace] >= log_probs.max() - margin)
 
 
+@lru_cache(maxsize=4)
+def _object_openers(tokenizer) -> torch.Tensor:
+    """Mask of the tokens whose text opens a JSON object ("{", '{"', " {", ...), built once per tokenizer."""
+    return torch.tensor([t.lstrip().startswith("{") for t in _vocabulary(tokenizer)[2]])
+
+
 def text_only(state: DecodeState, tokenizer) -> DecodeState:
     """`state` with every token that opens a JSON object ruled out as the next one: once the decision is to
     answer in text, a small model imitating the calls in its history still answers in text."""
-    texts = _vocabulary(tokenizer)[2]
-    braces = torch.tensor([i for i, t in enumerate(texts) if t.lstrip().startswith("{")], device=state.logits.device)
-    return replace(state, logits=state.logits.index_fill(1, braces, -math.inf))
+    openers = _object_openers(tokenizer).to(state.logits.device)
+    return replace(state, logits=state.logits.masked_fill(openers, -math.inf))
 
 
 def generate_tool_call(model, state: DecodeState, tools: dict[str, dict[str, Any]], name: str | None = None,

@@ -16,7 +16,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._conversation import tools_prompt, with_system_text
+from rcc_integrations._conversation import with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
     Engine,
@@ -153,10 +153,10 @@ class RCCChatModel(BaseChatModel):
         reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget,
                                                 self.read_alignments)
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
-        pieces: Iterator[str | dict]
+        pieces: Iterator[str | ToolCall]
         if decoder_input.question is None and tools and choice != "none":
-            chat = with_system_text(chat, tools_prompt(tools))  # counted below as what the decoder read
-            pieces = engine.tool_call_or_text(memory, decoder_input.chat, tools, choice,
+            chat = with_tools(chat, tools)
+            pieces = engine.tool_call_or_text(memory, chat, tools, choice,
                                               isinstance(messages[-1], ToolMessage), self.tool_call_margin, info,
                                               sampling)
         else:

@@ -24,7 +24,7 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._conversation import plan
+from rcc_integrations._conversation import plan, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
     Engine,
@@ -141,6 +141,7 @@ class RCCLLM(FunctionCallingLLM):
             observed = turns[-1][1].startswith("Observation:")
             stream = self._react(engine, memory, conversation.chat, tools, observed, info, sampling)
         elif functions and choice != "none" and conversation.question is None:
+            conversation.chat = with_tools(conversation.chat, functions)  # read, and counted below, with the tools
             stream = engine.tool_call_or_text(memory, conversation.chat, functions, choice, turns[-1][0] == "tool",
                                               self.tool_call_margin, info, sampling)
         else:
