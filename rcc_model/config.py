@@ -56,6 +56,13 @@ class RCCConfig:
             (`RCCModel.aligned_views`, `MemoryViews`): 1 = the stored memory only; 2 = also its windows
             compressed again with slot boundaries moved by r / 2 (one encoder pass over the text read, one
             more decoder row). What this model was measured to read best with (its model card says how).
+        abstention: the answer this model was trained to give when its memory does not hold one (the
+            default's QA data: "The document does not say."); None = no such answer.
+        abstention_margin: with `abstention`, a greedy answer is the abstention only when the model scores it
+            more than this many nats above the best answer that does not begin with it
+            (`generation.weigh_abstention`); None = plain greedy decoding. Greedy decoding commits to
+            abstaining at its first token, while the code the model would have written, scored whole, can be
+            the likelier answer. Its model card says how the margin was measured.
     """
 
     base: str = "smollm2-135m-instruct"
@@ -72,6 +79,8 @@ class RCCConfig:
     base_fingerprint: str | None = None
     read_slots: int | None = None
     read_alignments: int = 1
+    abstention: str | None = None
+    abstention_margin: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +114,12 @@ class RCCConfig:
         if not isinstance(self.read_alignments, int) or not 1 <= self.read_alignments <= self.rate:
             raise ValueError(f"`read_alignments` must be an integer from 1 to the rate ({self.rate}), "
                              f"got {self.read_alignments!r}")
+        if self.abstention is not None and not (isinstance(self.abstention, str) and self.abstention.strip()):
+            raise ValueError(f"`abstention` must be a non-empty string or None, got {self.abstention!r}")
+        if self.abstention_margin is not None:
+            if self.abstention is None:
+                raise ValueError("`abstention_margin` needs `abstention`: the answer it weighs")
+            self.abstention_margin = float(self.abstention_margin)
 
     @property
     def trained_rates(self) -> list[int]:

@@ -6,6 +6,7 @@ Shapes: B rows, P_max slot positions (left-padded), T_max prompt tokens (left-pa
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -144,6 +145,77 @@ def continuation_logprob(model, state: DecodeState, ids: Sequence[int]) -> float
         log_probs = torch.log_softmax(logits[0], -1)  # (len(ids) - 1, V): the scores of ids[1:]
         total = total + log_probs.gather(1, torch.tensor(ids[1:], device=log_probs.device)[:, None]).sum()
     return float(total)
+
+
+ABSTENTION_PROBE_TOKENS = 32
+
+
+@dataclass
+class AbstentionWeighed:
+    """Where greedy decoding would write the model's abstention: by how many nats its log-probability beats the
+    best other answer's (`gap`, end of turn included; negative where the other answer is likelier; a lower
+    bound where the weighing stopped early), that answer's tokens so far, and the state that decodes it (the
+    abstention's first token ruled out)."""
+
+    gap: float
+    other: list[int]
+    ruled_out: DecodeState
+
+
+@torch.no_grad()
+def weigh_abstention(model, state: DecodeState, params: SamplingParams) -> DecodeState:
+    """`state` as it is, or with the first token of the model's abstention (`RCCConfig.abstention`) ruled out
+    where greedy decoding would write the abstention and the best other answer scores within
+    `abstention_margin` nats of it (`abstention_gap`). Sampling and batches are left alone."""
+    margin = model.config.abstention_margin
+    if margin is None or params.temperature > 0 or state.logits.shape[0] != 1:
+        return state
+    weighed = abstention_gap(model, state, params.max_new_tokens, margin)
+    if weighed is None or weighed.gap > margin:
+        return state
+    other = model.tokenizer.decode(weighed.other, skip_special_tokens=True)
+    if other.strip().casefold() == model.config.abstention.strip().casefold():
+        return state  # the best other answer is the abstention again, spelt otherwise ("the document ...")
+    return weighed.ruled_out
+
+
+@torch.no_grad()
+def abstention_gap(model, state: DecodeState, max_new_tokens: int = ABSTENTION_PROBE_TOKENS,
+                   margin: float | None = None) -> AbstentionWeighed | None:
+    """How much likelier the model's abstention is than its best other answer after single-row `state`; None
+    where greedy decoding would not write the abstention (or the model has none).
+
+    Greedy decoding commits at the first token: the "The" of "The document does not say." can outweigh the
+    first digit of a code whose tokens together are likelier than the whole abstention. So both are scored
+    whole: the other answer is decoded greedily with that first token ruled out, on a copy of the state, up to
+    `ABSTENTION_PROBE_TOKENS` (a longer answer is scored by that prefix), and no further once the gap is past
+    `margin`. `state` is left unchanged.
+    """
+    if model.config.abstention is None:
+        return None
+    abstention = model.encode_text(model.config.abstention)
+    first = torch.log_softmax(state.logits[0], -1)  # (V,)
+    if int(first.argmax()) != abstention[0]:
+        return None
+    eos = eos_token_ids(model)
+    end = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id in eos else min(eos)
+    logits, _ = _feed(model, state.clone(), abstention, keep=len(abstention))  # (1, L, V) after each token
+    if logits[0, :-1].argmax(-1).tolist() != abstention[1:]:
+        return None  # greedy decoding writes another answer that only begins like the abstention
+    following = torch.tensor([*abstention[1:], end], device=logits.device)[:, None]  # what each position scores
+    abstain = float(first[abstention[0]] + torch.log_softmax(logits[0], -1).gather(1, following).sum())
+    ruled_out = dataclasses.replace(state, logits=state.logits.index_fill(
+        1, torch.tensor([abstention[0]], device=state.logits.device), float("-inf")))
+    trial, other, score = ruled_out.clone(), [], 0.0
+    for _ in range(min(max_new_tokens, ABSTENTION_PROBE_TOKENS)):
+        log_probs = first if not other else torch.log_softmax(trial.logits[0], -1)
+        token = int(trial.logits[0].argmax())
+        other.append(token)
+        score += float(log_probs[token])
+        if token in eos or (margin is not None and abstain - score > margin):
+            break
+        trial = extend(model, trial, [token])
+    return AbstentionWeighed(abstain - score, other, ruled_out)
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
@@ -332,11 +404,14 @@ class GenerationMixin:
     def stream(self, memory: MemoryInput, prompt: Prompt = None, *, max_new_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                stop: Sequence[str] = (), info: GenerationInfo | None = None) -> Iterator[str]:
-        """Yield the answer's text piece by piece as it is generated; `info`, if given, is filled in."""
+        """Yield the answer's text piece by piece as it is generated; `info`, if given, is filled in.
+
+        A greedy answer is the model's abstention only where it outscores the best other answer by the
+        model's `abstention_margin` (`weigh_abstention`)."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
         ids = prompt_ids(self.tokenizer, prompt)
         with torch.no_grad():
-            state = self._start(memory, ids, params)
+            state = weigh_abstention(self, self._start(memory, ids, params), params)
             if info is not None:
                 info.prompt_tokens, info.memory_slots = len(ids), state.num_slots
             for _, piece in self._text_rows(state, params, stop, [info] if info is not None else []):
@@ -348,11 +423,13 @@ class GenerationMixin:
                  seed: int | None = None, stop: Sequence[str] = ()) -> str | list[str]:
         """Text generated from memory and a prompt (a string, token ids, or chat messages).
 
-        A list of memories with a list of as many prompts (or None) generates for all pairs in one batch.
+        A list of memories with a list of as many prompts (or None) generates for all pairs in one batch,
+        without weighing the abstention; one answer weighs it as `stream` does.
         """
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
         if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
-            state, rows = self._start(memory, prompt_ids(self.tokenizer, prompt), params), 1
+            state, rows = weigh_abstention(self, self._start(memory, prompt_ids(self.tokenizer, prompt), params),
+                                           params), 1
         else:
             memories = list(memory)
             prompts = [None] * len(memories) if prompt is None else list(prompt)

@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
                    "the windows that best match the question (BM25), as the integrations do (default: all)")
     p.add_argument("--read-alignments", type=int, help="passkey/needle with --read-slots: decode the windows "
                    "read at this many slot alignments together (default: the model's read_alignments)")
+    p.add_argument("--abstention-margin", type=_margin, default=argparse.SUPPRESS, help="answer with the model's "
+                   "abstention only where it beats its best other answer by this many nats, or 'none' for plain "
+                   "greedy decoding (default: the model's abstention_margin)")
     p.add_argument("--needle-sentence", help="needle: the hidden sentence, with {code} in it (default: the "
                    "protocol's own)")
     p.add_argument("--needle-question", help="needle: the question asked (default: the protocol's own)")
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     if args.read_alignments is not None:
         model.config = dataclasses.replace(model.config, read_alignments=args.read_alignments)  # checked
+    if hasattr(args, "abstention_margin"):  # given: else the model's own
+        model.config = dataclasses.replace(model.config, abstention_margin=args.abstention_margin)
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
         trained = model.config.trained_rates
@@ -73,9 +78,14 @@ def run(args: argparse.Namespace) -> int:
         result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
                                               else _base_of(model))
     result["model"] = args.model
+    result["abstention_margin"] = model.config.abstention_margin
     write(args.out, args.protocol, result)
     print((args.out / f"{args.protocol}.md").read_text())
     return 0
+
+
+def _margin(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
 
 
 def _need(data: Path | None) -> Path:

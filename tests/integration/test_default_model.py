@@ -41,6 +41,30 @@ def test_the_fingerprint_is_the_same_in_every_process(default_model):
     assert other.stdout.strip() == default_model.fingerprint
 
 
+def test_the_default_weighs_its_abstention_and_keeps_it_where_its_memory_holds_no_answer(default_model):
+    import dataclasses
+
+    from rcc_model.generation import abstention_gap
+
+    memory = default_model.compress("The harbour office keeps a ledger of every ship that docks there. The harbour "
+                                    "office was founded in 1862. Its keeper writes the tides on a slate by the door.")
+
+    def chat(question: str) -> list[dict]:
+        return [{"role": "user", "content": question}]
+
+    unanswerable = chat("What is the access code for the central depot?")
+    assert default_model.generate(memory, chat("In which year was the harbour office founded?")) == "1862"
+    weighed = abstention_gap(default_model, default_model.prefill_prompt(memory, unanswerable))
+    assert weighed.gap > default_model.config.abstention_margin  # weighed against another answer, and kept
+    assert default_model.generate(memory, unanswerable) == "The document does not say."
+    shipped = default_model.config
+    try:  # within a wider margin, the other answer is the abstention in lower case: kept as the model writes it
+        default_model.config = dataclasses.replace(shipped, abstention_margin=weighed.gap + 1)
+        assert default_model.generate(memory, unanswerable) == "The document does not say."
+    finally:
+        default_model.config = shipped
+
+
 def test_at_rate_8_the_default_reads_its_memory_with_weights_of_its_own(default_model, tmp_path):
     """Its r = 8 weights (`r8/`, MODEL_CARD stages 15 and 16) regenerate a window from its memory at 8 better than its
     r = 4 weights read at 8 do, and better than from another window's memory (they read it)."""

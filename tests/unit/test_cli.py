@@ -18,3 +18,19 @@ def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkp
     assert "rate 8" in capsys.readouterr().out
     assert main(["compress", str(text), "--rate", "16", *model]) == 2  # never trained at 16
     assert "trained at rate 4, not 16" in capsys.readouterr().err
+
+
+def test_eval_takes_the_abstention_margin_and_records_it(rate_weights_checkpoint, tmp_path, capsys):
+    import json
+
+    folder, _ = rate_weights_checkpoint
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text(json.dumps({"input": "The ledger is kept in the harbour office.", "prompt": "Where is the ledger?",
+                                "answer": "in the harbour office"}) + "\n")
+    command = ["eval", "qa", "--pwc", str(rows), "--no-baseline", "--model", folder, "--device", "cpu"]
+    assert main([*command, "--out", str(tmp_path / "own")]) == 0  # the model's own: this one has none
+    assert main([*command, "--abstention-margin", "none", "--out", str(tmp_path / "plain")]) == 0
+    for run in ("own", "plain"):
+        assert json.loads((tmp_path / run / "qa.json").read_text())["abstention_margin"] is None
+    assert main([*command, "--abstention-margin", "1.5", "--out", str(tmp_path / "weighed")]) == 2
+    assert "needs `abstention`" in capsys.readouterr().err  # this model was given no abstention to weigh

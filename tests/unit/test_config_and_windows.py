@@ -21,14 +21,16 @@ def test_every_rate_of_a_multi_rate_model_is_checked(rates, match):
 
 @pytest.mark.parametrize("field,value", [("rate", 0), ("window", -4), ("padding", "left"), ("dtype", "int4"),
                                          ("split", "word"), ("read_slots", 0), ("read_alignments", 0),
-                                         ("read_alignments", 5)])
+                                         ("read_alignments", 5), ("abstention", " "),
+                                         ("abstention_margin", 2.0)])
 def test_invalid_settings_are_rejected(field, value):
     with pytest.raises(ValueError):
         RCCConfig(**{field: value})
 
 
 def test_config_round_trips_through_json(tmp_path):
-    config = RCCConfig(rate=8, window=64, layer_map=[[1], [1, 2]], padding="tile")
+    config = RCCConfig(rate=8, window=64, layer_map=[[1], [1, 2]], padding="tile", abstention="Not said.",
+                       abstention_margin=1.5)
     config.save(tmp_path)
     assert RCCConfig.load(tmp_path) == config
 

@@ -160,3 +160,68 @@ def test_a_continuations_log_probability_in_one_pass_equals_token_by_token(text_
             trial = extend(text_rcc, trial, [token])
         assert one_pass == pytest.approx(stepwise, abs=1e-4) and len(ids) > 2
         assert continuation_logprob(text_rcc, state, ids) == one_pass  # the state itself is left as it was
+
+
+def _abstaining(text_rcc, length: int, swap_last: bool = False):
+    """`text_rcc` whose abstention is the first `length` tokens of its own greedy answer to a question (the last
+    one swapped for another token with `swap_last`: an answer that only begins like the abstention); the
+    memory, the question and that greedy answer's ids."""
+    import dataclasses
+
+    memory = text_rcc.compress(DOC)
+    question = [{"role": "user", "content": "Who wrote the log?"}]
+    greedy = text_rcc.generate_ids(memory, prompt_ids(text_rcc.tokenizer, question), max_new_tokens=16)
+    ids = [*greedy[:length - 1], greedy[length - 1] + 1 if swap_last else greedy[length - 1]]
+    abstention = text_rcc.tokenizer.decode(ids)
+    assert text_rcc.encode_text(abstention) == ids
+    text_rcc.config = dataclasses.replace(text_rcc.config, abstention=abstention)
+    return memory, question, greedy
+
+
+def test_the_abstention_gap_is_the_two_answers_log_probabilities_apart(text_rcc):
+    from rcc_model.generation import abstention_gap, continuation_logprob
+
+    memory, question, greedy = _abstaining(text_rcc, 3)
+    end = text_rcc.tokenizer.eos_token_id
+    with torch.no_grad():
+        state = text_rcc.prefill_prompt(memory, question)
+        weighed = abstention_gap(text_rcc, state, max_new_tokens=16)
+        assert weighed is not None and weighed.other[0] != greedy[0]  # the abstention's first token ruled out
+        expected = (continuation_logprob(text_rcc, state, [*greedy[:3], end])
+                    - continuation_logprob(text_rcc, state, weighed.other))
+    assert weighed.gap == pytest.approx(expected, abs=1e-4)
+    assert text_rcc.generate_ids(weighed.ruled_out, [], max_new_tokens=16) == weighed.other[:16]
+    with torch.no_grad():  # past a margin, the other answer is decoded no further: the gap is then a lower bound
+        early = abstention_gap(text_rcc, state, max_new_tokens=16, margin=weighed.gap - 2)
+    assert weighed.gap - 2 < early.gap <= weighed.gap + 1e-4 and early.other == weighed.other[:len(early.other)]
+
+
+def test_a_greedy_abstention_gives_way_to_the_other_answer_only_within_the_margin(text_rcc):
+    import dataclasses
+
+    from rcc_model.generation import abstention_gap
+
+    memory, question, _ = _abstaining(text_rcc, 3)
+    plain = text_rcc.generate(memory, question, max_new_tokens=16)
+    assert plain.startswith(text_rcc.config.abstention)
+    with torch.no_grad():
+        weighed = abstention_gap(text_rcc, text_rcc.prefill_prompt(memory, question), max_new_tokens=16)
+    other = text_rcc.tokenizer.decode(weighed.other, skip_special_tokens=True)
+    for margin, expected in ((weighed.gap - 1, plain), (weighed.gap + 1, other)):
+        text_rcc.config = dataclasses.replace(text_rcc.config, abstention_margin=margin)
+        assert text_rcc.generate(memory, question, max_new_tokens=16) == expected
+        assert "".join(text_rcc.stream(memory, question, max_new_tokens=16)) == expected
+    sampled = text_rcc.generate(memory, question, max_new_tokens=16, temperature=1.0, seed=3)
+    text_rcc.config = dataclasses.replace(text_rcc.config, abstention_margin=None)
+    assert text_rcc.generate(memory, question, max_new_tokens=16, temperature=1.0, seed=3) == sampled
+
+
+def test_an_answer_that_only_begins_like_the_abstention_is_not_weighed(text_rcc):
+    from rcc_model.generation import abstention_gap
+
+    memory, question, _ = _abstaining(text_rcc, 3, swap_last=True)
+    with torch.no_grad():
+        state = text_rcc.prefill_prompt(memory, question)
+        assert abstention_gap(text_rcc, state) is None
+        text_rcc.config.abstention = "zzzz qqqq"  # greedy decoding does not begin it at all
+        assert abstention_gap(text_rcc, state) is None
