@@ -26,7 +26,7 @@ from rcc_model import RCCModel
 from rcc_model.data.build import load_qa
 from rcc_model.data.qa import NOT_IN_DOCUMENT
 from rcc_model.evaluation.metrics import token_f1
-from rcc_model.generation import abstention_gap
+from rcc_model.generation import abstention_gap, keeps_abstention
 
 DEFAULT_OUT = Path(__file__).with_name("abstention")
 
@@ -47,18 +47,17 @@ def measure(model: RCCModel, examples, max_new_tokens: int) -> list[dict]:
     return rows
 
 
-def answer_at(row: dict, margin: float | None) -> str:
+def answer_at(row: dict, abstention: str, margin: float | None) -> str:
     """What `generate` answers with `abstention_margin` = margin (None: plain greedy), by
-    `generation.weigh_abstention`'s rule: the other answer where the gap is within the margin, unless it is the
-    abstention again in other letters."""
-    if row["gap"] is None or margin is None or row["gap"] > margin:
-        return row["greedy"]
-    return row["greedy"] if row["other"].strip().casefold() == NOT_IN_DOCUMENT.casefold() else row["other"]
+    `generation.weigh_abstention`'s own rule."""
+    return row["greedy"] if keeps_abstention(abstention, margin, row["gap"], row["other"] or "") else row["other"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
+    parser.add_argument("--rate", type=int, help="the checkpoint's weights for this rate (default: its own rate)")
+    parser.add_argument("--abstention", help="the abstention to weigh (default: the model's own)")
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--rows", type=int, nargs=2, default=[100, 300], metavar=("FROM", "TO"))
     parser.add_argument("--margins", type=float, nargs="+", default=[0, 0.5, 1, 2, 3, 4])
@@ -66,25 +65,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    model = RCCModel.from_pretrained(args.model)
-    if model.config.abstention is None:
-        raise SystemExit(f"{args.model} has no `abstention` in its config: nothing to weigh")
-    model.config = dataclasses.replace(model.config, abstention_margin=None)  # plain greedy: gaps measured apart
+    model = RCCModel.from_pretrained(args.model, rate=args.rate)
+    abstention = args.abstention or model.config.abstention
+    if abstention is None:
+        raise SystemExit(f"{args.model} has no `abstention` in its config: pass --abstention")
+    model.config = dataclasses.replace(model.config, abstention=abstention,
+                                       abstention_margin=None)  # plain greedy: gaps measured apart
     rows = measure(model, load_qa(args.data, "heldout")[args.rows[0]:args.rows[1]], args.max_new_tokens)
 
     unanswerable = [r for r in rows if r["unanswerable"]]
     answerable = [r for r in rows if not r["unanswerable"]]
     dtype = str(model.decoder.dtype).removeprefix("torch.")
-    body = [f"Model `{args.model}` in {dtype}; rows {args.rows[0]}-{args.rows[1]} of `{args.data}`'s held-out QA: "
+    body = [f"Model `{args.model}` at r = {model.config.rate} in {dtype}, abstention \"{abstention}\"; "
+            f"rows {args.rows[0]}-{args.rows[1]} of `{args.data}`'s held-out QA: "
             f"{len(answerable)} answerable, {len(unanswerable)} not (reference \"{NOT_IN_DOCUMENT}\").", "",
             "| margin (nats) | exact, answerable | exact, unanswerable | token F1, all | abstentions |",
             "|---|---:|---:|---:|---:|"]
     table = []
     for margin in [None, *args.margins]:
-        exact = {name: sum(answer_at(r, margin).strip() == r["reference"] for r in part)
+        exact = {name: sum(answer_at(r, abstention, margin).strip() == r["reference"] for r in part)
                  for name, part in (("answerable", answerable), ("unanswerable", unanswerable))}
-        f1 = float(np.mean([token_f1(answer_at(r, margin), r["reference"]) for r in rows]))
-        abstained = sum(answer_at(r, margin).strip() == NOT_IN_DOCUMENT for r in rows)
+        f1 = float(np.mean([token_f1(answer_at(r, abstention, margin), r["reference"]) for r in rows]))
+        abstained = sum(answer_at(r, abstention, margin).strip() == abstention for r in rows)
         table.append({"margin": margin, **exact, "f1": f1, "abstentions": abstained})
         body.append(f"| {'greedy' if margin is None else margin} | {exact['answerable']} / {len(answerable)} | "
                     f"{exact['unanswerable']} / {len(unanswerable)} | {f1:.3f} | {abstained} |")
@@ -95,6 +97,8 @@ def main() -> None:
              f"- answerable questions: {gaps['answerable']}"]
     command = (f"python benchmarks/abstention.py --model {args.model} --data {args.data} --rows {args.rows[0]} "
                f"{args.rows[1]} --margins {' '.join(str(m) for m in args.margins)}"
+               + (f" --rate {args.rate}" if args.rate else "")
+               + (f' --abstention "{args.abstention}"' if args.abstention else "")
                + ("" if args.out == DEFAULT_OUT else f" --out {args.out}"))
     title = "The abstention margin: how far the abstention leads where greedy decoding abstains"
     write_report(args.out, title, command, body, {"table": table, "gaps": gaps, "rows": rows})

@@ -154,29 +154,40 @@ ABSTENTION_PROBE_TOKENS = 32
 class AbstentionWeighed:
     """Where greedy decoding would write the model's abstention: by how many nats its log-probability beats the
     best other answer's (`gap`, end of turn included; negative where the other answer is likelier; a lower
-    bound where the weighing stopped early), that answer's tokens so far, and the state that decodes it (the
-    abstention's first token ruled out)."""
+    bound where the weighing stopped early), that answer's tokens so far (`other`), the state that decodes it
+    from its start (`ruled_out`: the abstention's first token ruled out), and the state with every token of
+    `other` but its last fed (`after_other`)."""
 
     gap: float
     other: list[int]
     ruled_out: DecodeState
+    after_other: DecodeState
+
+
+def keeps_abstention(abstention: str, margin: float | None, gap: float | None, other: str) -> bool:
+    """`weigh_abstention`'s rule, given `abstention_gap`'s findings (`gap` None where greedy decoding would not
+    write the abstention; `other` the other answer's text): whether greedy decoding's own answer stands, which
+    it does unless the abstention leads by at most `margin` nats and the other answer is not the abstention
+    again, spelt otherwise ("the document does not say.")."""
+    if gap is None or margin is None or gap > margin:
+        return True
+    return other.strip().casefold() == abstention.strip().casefold()
 
 
 @torch.no_grad()
-def weigh_abstention(model, state: DecodeState, params: SamplingParams) -> DecodeState:
-    """`state` as it is, or with the first token of the model's abstention (`RCCConfig.abstention`) ruled out
-    where greedy decoding would write the abstention and the best other answer scores within
-    `abstention_margin` nats of it (`abstention_gap`). Sampling and batches are left alone."""
+def weigh_abstention(model, state: DecodeState, params: SamplingParams) -> tuple[DecodeState, list[int]]:
+    """Where to decode an answer from, and the tokens already chosen before it: `(state, [])` as it is, or,
+    where greedy decoding would write the model's abstention (`RCCConfig.abstention`) and the best other answer
+    scores within `abstention_margin` nats of it (`abstention_gap`), that other answer as far as the weighing
+    decoded it and the state after it, so no token is decoded twice. Sampling and batches are left alone."""
     margin = model.config.abstention_margin
     if margin is None or params.temperature > 0 or state.logits.shape[0] != 1:
-        return state
+        return state, []
     weighed = abstention_gap(model, state, params.max_new_tokens, margin)
-    if weighed is None or weighed.gap > margin:
-        return state
-    other = model.tokenizer.decode(weighed.other, skip_special_tokens=True)
-    if other.strip().casefold() == model.config.abstention.strip().casefold():
-        return state  # the best other answer is the abstention again, spelt otherwise ("the document ...")
-    return weighed.ruled_out
+    other = "" if weighed is None else model.tokenizer.decode(weighed.other, skip_special_tokens=True)
+    if keeps_abstention(model.config.abstention, margin, None if weighed is None else weighed.gap, other):
+        return state, []
+    return weighed.after_other, weighed.other
 
 
 @torch.no_grad()
@@ -207,15 +218,15 @@ def abstention_gap(model, state: DecodeState, max_new_tokens: int = ABSTENTION_P
     ruled_out = dataclasses.replace(state, logits=state.logits.index_fill(
         1, torch.tensor([abstention[0]], device=state.logits.device), float("-inf")))
     trial, other, score = ruled_out.clone(), [], 0.0
-    for _ in range(min(max_new_tokens, ABSTENTION_PROBE_TOKENS)):
+    limit = min(max_new_tokens, ABSTENTION_PROBE_TOKENS)
+    while True:
         log_probs = first if not other else torch.log_softmax(trial.logits[0], -1)
         token = int(trial.logits[0].argmax())
         other.append(token)
         score += float(log_probs[token])
-        if token in eos or (margin is not None and abstain - score > margin):
-            break
+        if token in eos or len(other) == limit or (margin is not None and abstain - score > margin):
+            return AbstentionWeighed(abstain - score, other, ruled_out, trial)
         trial = extend(model, trial, [token])
-    return AbstentionWeighed(abstain - score, other, ruled_out)
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
@@ -374,13 +385,14 @@ class GenerationMixin:
         return outputs if batch else outputs[0]
 
     def _text_rows(self, state: DecodeState, params: SamplingParams, stop: Sequence[str],
-                   infos: Sequence[GenerationInfo] = ()) -> Iterator[tuple[int, str]]:
-        """Yield (row, text piece) as tokens arrive; a row ends at EOS, at a stop string, or at the limit."""
+                   infos: Sequence[GenerationInfo] = (), written: Sequence[int] = ()) -> Iterator[tuple[int, str]]:
+        """Yield (row, text piece) as tokens arrive; a row ends at EOS, at a stop string, or at the limit.
+        `written` are tokens of a single row chosen already (`weigh_abstention`), all but the last fed to `state`."""
         eos = eos_token_ids(self)
         streams = [TextStream(self._require_tokenizer(), stop) for _ in range(state.logits.shape[0])]
         done = [False] * len(streams)
         counts = [0] * len(streams)
-        for tokens in decode_tokens(self, state, params):
+        for tokens in self._tokens_after(state, params, written):
             for row, token in enumerate(tokens.tolist()):
                 if done[row]:
                     continue
@@ -401,6 +413,16 @@ class GenerationMixin:
         for info, finished, count in zip(infos, done, counts):
             info.finish_reason, info.output_tokens = ("stop" if finished else "length"), count
 
+    def _tokens_after(self, state: DecodeState, params: SamplingParams, written: Sequence[int]
+                      ) -> Iterator[torch.Tensor]:
+        """`decode_tokens` after `written`, tokens already chosen of which `state` has fed all but the last:
+        those first, then what follows them."""
+        for token in written:
+            yield torch.tensor([token])
+        if len(written) < params.max_new_tokens and not (written and written[-1] in eos_token_ids(self)):
+            yield from decode_tokens(self, extend(self, state, written[-1:]), dataclasses.replace(
+                params, max_new_tokens=params.max_new_tokens - len(written)))
+
     def stream(self, memory: MemoryInput, prompt: Prompt = None, *, max_new_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                stop: Sequence[str] = (), info: GenerationInfo | None = None) -> Iterator[str]:
@@ -411,10 +433,10 @@ class GenerationMixin:
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
         ids = prompt_ids(self.tokenizer, prompt)
         with torch.no_grad():
-            state = weigh_abstention(self, self._start(memory, ids, params), params)
+            state, written = weigh_abstention(self, self._start(memory, ids, params), params)
             if info is not None:
                 info.prompt_tokens, info.memory_slots = len(ids), state.num_slots
-            for _, piece in self._text_rows(state, params, stop, [info] if info is not None else []):
+            for _, piece in self._text_rows(state, params, stop, [info] if info is not None else [], written):
                 yield piece
 
     @torch.no_grad()
@@ -428,8 +450,9 @@ class GenerationMixin:
         """
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
         if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
-            state, rows = weigh_abstention(self, self._start(memory, prompt_ids(self.tokenizer, prompt), params),
-                                           params), 1
+            state, written = weigh_abstention(self, self._start(memory, prompt_ids(self.tokenizer, prompt), params),
+                                              params)
+            rows = 1
         else:
             memories = list(memory)
             prompts = [None] * len(memories) if prompt is None else list(prompt)
@@ -437,9 +460,9 @@ class GenerationMixin:
                 raise ValueError(f"pass one prompt per memory: {len(memories)} memories, {len(prompts)} prompts")
             state = prefill(self, memories, [prompt_ids(self.tokenizer, p) for p in prompts],
                             params.max_new_tokens)
-            rows = len(memories)
+            rows, written = len(memories), []
         texts = [""] * rows
-        for row, piece in self._text_rows(state, params, stop):
+        for row, piece in self._text_rows(state, params, stop, written=written):
             texts[row] += piece
         return texts[0] if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)) else texts
 

@@ -27,9 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
-    p.add_argument("--read-slots", type=int, help="passkey/needle: read only this many slots of each memory, "
+    p.add_argument("--read-slots", type=int, help="passkey/needle/qa: read only this many slots of each memory, "
                    "the windows that best match the question (BM25), as the integrations do (default: all)")
-    p.add_argument("--read-alignments", type=int, help="passkey/needle with --read-slots: decode the windows "
+    p.add_argument("--read-alignments", type=int, help="passkey/needle/qa with --read-slots: decode the windows "
                    "read at this many slot alignments together (default: the model's read_alignments)")
     p.add_argument("--abstention-margin", type=_margin, default=argparse.SUPPRESS, help="answer with the model's "
                    "abstention only where it beats its best other answer by this many nats, or 'none' for plain "
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                                   trials=args.trials, read_slots=args.read_slots, **phrasing)
     else:
         result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
-                                              else _base_of(model))
+                                              else _base_of(model), read_slots=args.read_slots)
     result["model"] = args.model
     result["abstention_margin"] = model.config.abstention_margin
     write(args.out, args.protocol, result)

@@ -171,20 +171,22 @@ def _full_text_answer(base, tokenizer, context: str, question: str, max_new_toke
 
 
 def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None,
-                       max_new_tokens: int = 48) -> dict:
+                       max_new_tokens: int = 48, read_slots: int | None = None) -> dict:
     """Token F1 and ROUGE-L from memory (question in plain text), and, with `base`, the same base model
-    reading the full text."""
+    reading the full text. With `read_slots`, the decoder reads only that much of each memory, as the
+    integrations do (`_read`)."""
     rows = []
     for example in examples:
-        memory = model.compress(example.context)
+        memory, read = _read(model, model.encode_text(example.context), example.question, read_slots)
         answer = model.ask(memory, example.question, max_new_tokens=max_new_tokens)
         row = {"question": example.question, "reference": example.answer, "rcc": answer,
                "rcc_f1": metrics.token_f1(answer, example.answer),
-               "rcc_rouge_l": metrics.rouge_l(answer, example.answer)}
+               "rcc_rouge_l": metrics.rouge_l(answer, example.answer), "windows_read": read}
         if base is not None:
             full = _full_text_answer(base, model.tokenizer, example.context, example.question, max_new_tokens)
             row.update(full_text=full, full_f1=metrics.token_f1(full, example.answer),
                        full_rouge_l=metrics.rouge_l(full, example.answer))
         rows.append(row)
     summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.endswith(("_f1", "_rouge_l"))}
-    return {"protocol": "qa", "examples": len(rows), **summary, "rows": rows}
+    return {"protocol": "qa", "examples": len(rows), **summary, "read_slots": read_slots,
+            "read_alignments": model.config.read_alignments if read_slots else 1, "rows": rows}

@@ -72,6 +72,18 @@ def test_qa_compares_memory_with_the_full_text_baseline(text_rcc):
     assert result["rows"][0]["reference"] == "teal"
 
 
+def test_qa_can_read_only_the_window_that_matches_the_question(text_rcc):
+    filler = "Real text does not repeat itself like filler does. " * 6
+    examples = [QAExample(filler[:60] + "The door of the depot is painted teal. " + filler * 2,
+                          "What colour is the door of the depot?", "teal", "fact")]
+    whole = protocols.question_answering(text_rcc, examples, max_new_tokens=4)
+    read = protocols.question_answering(text_rcc, examples, max_new_tokens=4, read_slots=8)  # one 32-token window
+    windows = text_rcc.window_texts(examples[0].context)
+    assert whole["rows"][0]["windows_read"] == list(range(len(windows))) and len(windows) > 3
+    (window,) = read["rows"][0]["windows_read"]
+    assert "door of the depot is painted teal" in windows[window] and read["read_slots"] == 8 and whole["read_slots"] is None
+
+
 def test_eval_writes_json_markdown_and_a_grid_plot(tmp_path):
     result = {"protocol": "needle", "accuracy": 0.5, "cells": [
         {"length": 1000, "depth": 0.1, "accuracy": 1.0}, {"length": 1000, "depth": 0.9, "accuracy": 0.0}]}

@@ -216,6 +216,30 @@ def test_a_greedy_abstention_gives_way_to_the_other_answer_only_within_the_margi
     assert text_rcc.generate(memory, question, max_new_tokens=16, temperature=1.0, seed=3) == sampled
 
 
+@pytest.mark.parametrize("max_new_tokens", [4, 16, 40])
+def test_an_answer_the_weighing_chose_is_not_decoded_again(text_rcc, max_new_tokens):
+    """Past the prefill and one pass that scores the abstention, the decoder runs as often as decoding the
+    other answer plainly takes, also where the answer runs on past what the weighing decodes (32 tokens)."""
+    import dataclasses
+
+    from rcc_model.generation import abstention_gap
+
+    memory, question, _ = _abstaining(text_rcc, 3)
+    with torch.no_grad():
+        weighed = abstention_gap(text_rcc, text_rcc.prefill_prompt(memory, question), max_new_tokens=max_new_tokens)
+    calls: list[int] = []
+    hook = text_rcc.decoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        plain = text_rcc.generate_ids(weighed.ruled_out, [], max_new_tokens=max_new_tokens)
+        plain_calls, calls[:] = len(calls), []
+        text_rcc.config = dataclasses.replace(text_rcc.config, abstention_margin=weighed.gap + 1)
+        flipped = text_rcc.generate(memory, question, max_new_tokens=max_new_tokens)
+    finally:
+        hook.remove()
+    assert flipped == text_rcc.tokenizer.decode(plain, skip_special_tokens=True)
+    assert len(calls) == 1 + 1 + plain_calls and (max_new_tokens < 40 or len(plain) > 32)
+
+
 def test_an_answer_that_only_begins_like_the_abstention_is_not_weighed(text_rcc):
     from rcc_model.generation import abstention_gap
 
