@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():
         module.add_parser(sub)
+    for command in sub.choices.values():  # `--rate 8` must not pass for `--rates 8`, nor any prefix for another
+        command.allow_abbrev = False
     return parser
 
 

@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", type=Path, help="folder from `rcc data build` (held-out split)")
     p.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default: %(default)s)")
     p.add_argument("--windows", type=int, default=32, help="reconstruction: held-out windows")
+    p.add_argument("--rate", type=int, help="evaluate the model at this rate, one it was trained at (default: its "
+                   "own); a model with weights of their own for that rate loads them")
     p.add_argument("--rates", type=int, nargs="+", help="reconstruction: read the model at each of these "
                    "compression rates (BLEU vs rate; default: the rate it was trained at)")
     p.add_argument("--stop-at-eos", action="store_true", help="reconstruction: end a window's text at the "
@@ -49,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model.cli import load_model
     from rcc_model.evaluation import protocols
 
-    model = load_model(args)
+    if args.rate is not None and args.rate not in own_rates(args.model):
+        raise ValueError(f"{args.model} was trained at rate {', '.join(map(str, own_rates(args.model)))}, not "
+                         f"{args.rate} (`--rates` reads reconstruction at rates a model was not trained at)")
+    model = load_model(args, rate=args.rate)
     if args.read_alignments is not None:
         model.config = dataclasses.replace(model.config, read_alignments=args.read_alignments)  # checked
     if hasattr(args, "abstention_margin"):  # given: else the model's own
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
                                               else _base_of(model), read_slots=args.read_slots)
     result["model"] = args.model
+    result.setdefault("rate", model.config.rate)
     result["abstention_margin"] = model.config.abstention_margin
     write(args.out, args.protocol, result)
     print((args.out / f"{args.protocol}.md").read_text())

@@ -34,3 +34,23 @@ def test_eval_takes_the_abstention_margin_and_records_it(rate_weights_checkpoint
         assert json.loads((tmp_path / run / "qa.json").read_text())["abstention_margin"] is None
     assert main([*command, "--abstention-margin", "1.5", "--out", str(tmp_path / "weighed")]) == 2
     assert "needs `abstention`" in capsys.readouterr().err  # this model was given no abstention to weigh
+
+
+def test_eval_reads_a_rate_with_weights_of_its_own_and_takes_no_abbreviations(rate_weights_checkpoint, tmp_path,
+                                                                                capsys):
+    import json
+
+    import pytest
+
+    folder, _ = rate_weights_checkpoint
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text(json.dumps({"input": "The ledger is kept in the harbour office.", "prompt": "Where is the ledger?",
+                                "answer": "in the harbour office"}) + "\n")
+    command = ["eval", "qa", "--pwc", str(rows), "--no-baseline", "--model", folder, "--device", "cpu"]
+    for rate in (4, 8):
+        assert main([*command, "--rate", str(rate), "--out", str(tmp_path / f"r{rate}")]) == 0
+        assert json.loads((tmp_path / f"r{rate}" / "qa.json").read_text())["rate"] == rate
+    assert main([*command, "--rate", "16", "--out", str(tmp_path / "r16")]) == 2
+    assert "not 16" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # once `--rate` read as `--rates`, and evaluated the default weights
+        main([*command, "--rat", "8", "--out", str(tmp_path / "abbreviated")])
