@@ -2,6 +2,8 @@
 measured on generated QA that no evaluation reads.
 
     python benchmarks/abstention.py --model default --data data --rows 100 300  # -> benchmarks/abstention.{json,md}
+    python benchmarks/abstention.py --model default --rate 8 --abstention "The document does not say." \
+        --data data --rows 100 300 --out benchmarks/abstention_r8  # a rate's own weights; an abstention to try
 
 `rcc eval qa` reads the first 50 rows of a data folder's held-out QA at most, so rows from 100 on are a
 validation split: the margin is chosen here and the evaluations measure it. Each row is compressed whole and
@@ -9,7 +11,8 @@ answered greedily as `RCCModel.generate` answers (one alignment); where the answ
 `generation.abstention_gap` scores it against the best answer that does not begin with it. The table gives,
 for each margin, what `generate` would then answer: the abstention is kept where its gap is above the margin.
 A margin below every gap on the unanswerable questions loses none of them: the packaged default's 0.5 is half
-the smallest one over this command's rows and `--data data-open --rows 100 200` (1.19 nats).
+the smallest one over this command's rows and `--data data-open --rows 100 200` (1.19 nats), its `r8/`'s 0.75
+half of 1.49 by the same rule.
 """
 
 from __future__ import annotations
