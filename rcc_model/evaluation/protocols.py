@@ -93,6 +93,11 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None
     return model.aligned_views(reading.memory, reading.texts), reading.windows[0]
 
 
+def _reading(model: RCCModel, read_slots: int | None) -> dict:
+    """How `_read` read the memories, for a result: the budget, and the alignments it read them at."""
+    return {"read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1}
+
+
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
           seed: int, read_slots: int | None = None) -> dict:
     """Run `build(rng, length, depth) -> (context ids, prompt, answer)` over a grid: per cell, exact accuracy,
@@ -117,7 +122,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                           "answers": answers})
     return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
             "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials,
-            "read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1}
+            **_reading(model, read_slots)}
 
 
 def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,
@@ -188,5 +193,4 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
                        full_rouge_l=metrics.rouge_l(full, example.answer))
         rows.append(row)
     summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.endswith(("_f1", "_rouge_l"))}
-    return {"protocol": "qa", "examples": len(rows), **summary, "read_slots": read_slots,
-            "read_alignments": model.config.read_alignments if read_slots else 1, "rows": rows}
+    return {"protocol": "qa", "examples": len(rows), **summary, **_reading(model, read_slots), "rows": rows}

@@ -20,14 +20,20 @@ def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkp
     assert "trained at rate 4, not 16" in capsys.readouterr().err
 
 
-def test_eval_takes_the_abstention_margin_and_records_it(rate_weights_checkpoint, tmp_path, capsys):
+def _eval_qa(folder: str, tmp_path) -> list[str]:
+    """`rcc eval qa` on one PwC-style row, without the full-text baseline, on the checkpoint in `folder`."""
     import json
 
-    folder, _ = rate_weights_checkpoint
     rows = tmp_path / "qa.jsonl"
     rows.write_text(json.dumps({"input": "The ledger is kept in the harbour office.", "prompt": "Where is the ledger?",
                                 "answer": "in the harbour office"}) + "\n")
-    command = ["eval", "qa", "--pwc", str(rows), "--no-baseline", "--model", folder, "--device", "cpu"]
+    return ["eval", "qa", "--pwc", str(rows), "--no-baseline", "--model", folder, "--device", "cpu"]
+
+
+def test_eval_takes_the_abstention_margin_and_records_it(rate_weights_checkpoint, tmp_path, capsys):
+    import json
+
+    command = _eval_qa(rate_weights_checkpoint[0], tmp_path)
     assert main([*command, "--out", str(tmp_path / "own")]) == 0  # the model's own: this one has none
     assert main([*command, "--abstention-margin", "none", "--out", str(tmp_path / "plain")]) == 0
     for run in ("own", "plain"):
@@ -42,11 +48,7 @@ def test_eval_reads_a_rate_with_weights_of_its_own_and_takes_no_abbreviations(ra
 
     import pytest
 
-    folder, _ = rate_weights_checkpoint
-    rows = tmp_path / "qa.jsonl"
-    rows.write_text(json.dumps({"input": "The ledger is kept in the harbour office.", "prompt": "Where is the ledger?",
-                                "answer": "in the harbour office"}) + "\n")
-    command = ["eval", "qa", "--pwc", str(rows), "--no-baseline", "--model", folder, "--device", "cpu"]
+    command = _eval_qa(rate_weights_checkpoint[0], tmp_path)
     for rate in (4, 8):
         assert main([*command, "--rate", str(rate), "--out", str(tmp_path / f"r{rate}")]) == 0
         assert json.loads((tmp_path / f"r{rate}" / "qa.json").read_text())["rate"] == rate
