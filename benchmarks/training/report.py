@@ -96,7 +96,7 @@ def main(paths: list[Path], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=100)
     command = " ".join(["python benchmarks/training/report.py", *map(str, paths)]
-                       + ([f"--out {out}"] if len(paths) > 1 else []))
+                       + ([f"--out {out}"] if out != paths[0].with_suffix("") else []))
     lines = [f"# {out.name}", "", f"Command: `{command}`", "",
              "| (re)started at step | settings |", "|---:|---|", *[f"| {s} | {d} |" for s, d in starts], "",
              *_heldout_table(heldout, millions), "",
