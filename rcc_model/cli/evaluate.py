@@ -48,14 +48,14 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model.checkpoint import own_rates
-    from rcc_model.cli import load_model, load_model_for
+    from rcc_model.cli import load_model
     from rcc_model.evaluation import protocols
 
     own = own_rates(args.model)
     if args.rate is not None and args.rate not in own:
         raise ValueError(f"{args.model} was trained at rate {', '.join(map(str, own))}, not {args.rate} (`--rates` "
                          "reads reconstruction at rates a model was not trained at)")
-    model = load_model_for(args, args.rate)
+    model = load_model(args, rate=args.rate)  # a rate of its own, checked above: its weights for that rate
     if args.read_alignments is not None:
         model.config = dataclasses.replace(model.config, read_alignments=args.read_alignments)  # checked
     if hasattr(args, "abstention_margin"):  # given: else the model's own
