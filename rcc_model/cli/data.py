@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--qa-values", choices=VALUES, default="fixed",
                    help="keepers' names from a list of ten (what the shipped stages trained on, and what taught "
                    "them to guess one) or generated for every fact (default: %(default)s)")
+    p.add_argument("--qa-instructions", type=float, default=0.0, metavar="SHARE",
+                   help="end this share of fact questions with an answer-format instruction such as \"Give only "
+                   "the number.\" (default: %(default)s, what the shipped stages trained on)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
                      qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_phrasing=args.qa_phrasing,
-                     qa_values=args.qa_values)
+                     qa_values=args.qa_values, qa_instructions=args.qa_instructions)
     print(json.dumps(manifest, indent=2))
     return 0

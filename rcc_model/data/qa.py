@@ -57,6 +57,20 @@ _TEMPLATES = (
      ("The flag over the {place} is {value}.", "What colour is the flag over the {place}?")),
 )
 
+# Answer-format instructions a user appends to a question, per fact kind (as `_TEMPLATES`), and any kind.
+# A model trained on bare questions abstains when one follows: the shipped default read 7 of 24 needles in one
+# window asked "... Answer with the number." and 17 of 24 without it. The protocol's own instruction stays out,
+# as its phrasing does. Unanswerable questions carry them as often, so an instruction is no cue to answer.
+_INSTRUCTIONS = (
+    ("Give only the number.", "Reply with the digits alone.", "Just the code, please.",
+     "Respond with the code and nothing else.", "Write the number only."),
+    ("Give only the name.", "Reply with the full name.", "Just the name, please.", "Name the person only."),
+    ("Give only the year.", "Reply with the year alone.", "Just the year, please.", "Write the year as digits."),
+    ("Give only the colour.", "One word, please.", "Reply with the colour alone.", "Name the colour only."),
+)
+_ANY_INSTRUCTIONS = ("Answer briefly.", "Be concise.", "Keep it short.", "Use only the document.",
+                     "Reply in as few words as possible.", "If the document does not say, say so.")
+
 
 @dataclass(frozen=True)
 class QAExample:
@@ -77,8 +91,10 @@ def generated_name(rng: random.Random) -> str:
     return f"{word(2)} {word(rng.randint(2, 3))}"
 
 
-def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed") -> tuple[str, str, str]:
-    """(sentence to hide, question, answer)."""
+def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed",
+          instructions: float = 0.0) -> tuple[str, str, str]:
+    """(sentence to hide, question, answer); an `instructions` share of questions end with an answer-format
+    instruction."""
     place = rng.choice(_PLACES)
     kind = rng.randrange(4)
     if kind == 0:
@@ -91,7 +107,10 @@ def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed") ->
     else:
         value = rng.choice(_COLOURS)
     sentence, question = _TEMPLATES[kind][0] if phrasing == "fixed" else rng.choice(_TEMPLATES[kind])
-    return sentence.format(place=place, value=value), question.format(place=place), value
+    question = question.format(place=place)
+    if instructions and rng.random() < instructions:  # no draw at 0: the sets built before stay byte for byte
+        question = f"{question} {rng.choice(_INSTRUCTIONS[kind] + _ANY_INSTRUCTIONS)}"
+    return sentence.format(place=place, value=value), question, value
 
 
 def _insert(text: str, sentence: str, depth: float) -> str:
@@ -103,10 +122,10 @@ def _insert(text: str, sentence: str, depth: float) -> str:
 
 
 def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool = True,
-                 phrasing: str = "fixed", values: str = "fixed") -> QAExample:
+                 phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0) -> QAExample:
     chosen, places = [], set()
     while len(chosen) < facts + (0 if answerable else 1):
-        fact = _fact(rng, phrasing, values)
+        fact = _fact(rng, phrasing, values, instructions)
         place = next(p for p in _PLACES if p in fact[0])
         if place not in places:
             places.add(place)
@@ -129,14 +148,18 @@ def definition_example(synsets: Sequence[Synset], rng: random.Random, entries: i
 
 
 def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: int,
-             phrasing: str = "fixed", values: str = "fixed") -> list[QAExample]:
+             phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0) -> list[QAExample]:
     """`count` examples, mixing the kinds; the same arguments always give the same examples. `phrasing`
     "varied" words each fact one of several ways (and codes have 4 to 7 digits); `values` "open" gives every
-    keeper a generated name; "fixed" for both is the set every shipped stage trained on."""
+    keeper a generated name; "fixed" for both is the set every shipped stage trained on. `instructions` is the
+    share of fact questions that end with an answer-format instruction ("Give only the number.")."""
     if phrasing not in PHRASINGS:
         raise ValueError(f"`phrasing` must be one of {PHRASINGS}, got {phrasing!r}")
     if values not in VALUES:
         raise ValueError(f"`values` must be one of {VALUES}, got {values!r}")
+    if not 0.0 <= instructions <= 1.0:
+        raise ValueError(f"`instructions` is a share, between 0 and 1; got {instructions!r}")
+    wording = {"phrasing": phrasing, "values": values, "instructions": instructions}
     rng = random.Random(seed)
     examples = []
     for _ in range(count):
@@ -146,10 +169,9 @@ def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: 
             continue
         text = rng.choice(texts)
         if roll < 0.55:
-            examples.append(fact_example(text, rng, phrasing=phrasing, values=values))
+            examples.append(fact_example(text, rng, **wording))
         elif roll < 0.8:
-            examples.append(fact_example(text, rng, facts=rng.randint(2, 4), phrasing=phrasing, values=values))
+            examples.append(fact_example(text, rng, facts=rng.randint(2, 4), **wording))
         else:
-            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False, phrasing=phrasing,
-                                         values=values))
+            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False, **wording))
     return examples

@@ -80,6 +80,22 @@ def test_open_values_give_every_keeper_a_new_name_and_fixed_values_keep_the_ship
         qa.generate([TEXT], [], 5, seed=0, values="other")
 
 
+def test_instructions_end_a_share_of_questions_answerable_or_not_and_leave_other_sets_unchanged():
+    synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
+    plain = qa.generate([TEXT], synsets, 400, seed=3)
+    assert qa.generate([TEXT], synsets, 400, seed=3, instructions=0.0) == plain  # the sets built before
+    instructed = qa.generate([TEXT], synsets, 400, seed=3, instructions=0.5)
+    facts = [e for e in instructed if e.kind != "definition"]
+    ended = [e for e in facts if not e.question.endswith("?")]
+    assert 0.35 < len(ended) / len(facts) < 0.65
+    assert {e.kind for e in ended} == {"fact", "multi-fact", "not-in-document"}  # no cue to answer
+    assert all(e.question.split("? ", 1)[1].endswith(".") for e in ended)
+    assert all(e.answer in e.context for e in facts if e.kind != "not-in-document")
+    assert not any("Answer with the number" in e.question for e in instructed)  # the needle's own stays out
+    with pytest.raises(ValueError, match="share"):
+        qa.generate([TEXT], [], 5, seed=0, instructions=1.5)
+
+
 def test_definition_questions_ask_about_a_word_on_the_page():
     synsets = [Synset(f"word{i}", "noun", f"meaning number {i}", ()) for i in range(50)]
     example = qa.definition_example(synsets, random.Random(0))
