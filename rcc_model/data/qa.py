@@ -57,10 +57,11 @@ _TEMPLATES = (
      ("The flag over the {place} is {value}.", "What colour is the flag over the {place}?")),
 )
 
-# Answer-format instructions a user appends to a question, per fact kind (as `_TEMPLATES`), and any kind.
-# A model trained on bare questions abstains when one follows: the shipped default read 7 of 24 needles in one
-# window asked "... Answer with the number." and 17 of 24 without it. The protocol's own instruction stays out,
-# as its phrasing does. Unanswerable questions carry them as often, so an instruction is no cue to answer.
+# Answer-format instructions a user appends to a question, per fact kind (as `_TEMPLATES`), and any kind. The
+# shipped default read 7 of 24 needles in one window asked "What is the secret code of the archive? Answer with
+# the number." and 17 without the instruction; trained on these (stage 18), it read the needle no better, as the
+# pair of unseen subject and instruction, not instructions, made it abstain (MODEL_CARD.md). The protocol's own
+# instruction stays out, as its phrasing does. Unanswerable questions carry them as often: no cue to answer.
 _INSTRUCTIONS = (
     ("Give only the number.", "Reply with the digits alone.", "Just the code, please.",
      "Respond with the code and nothing else.", "Write the number only."),
