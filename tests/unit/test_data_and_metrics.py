@@ -83,7 +83,8 @@ def test_open_values_give_every_keeper_a_new_name_and_fixed_values_keep_the_ship
 def test_instructions_end_a_share_of_questions_answerable_or_not_and_leave_other_sets_unchanged():
     synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
     plain = qa.generate([TEXT], synsets, 400, seed=3)
-    assert qa.generate([TEXT], synsets, 400, seed=3, instructions=0.0) == plain  # the sets built before
+    assert qa.generate([TEXT], synsets, 400, seed=3, instructions=0.0) == plain  # 0 is the default
+    assert all(e.question.endswith("?") for e in plain if e.kind != "definition")  # what shipped stages saw
     instructed = qa.generate([TEXT], synsets, 400, seed=3, instructions=0.5)
     facts = [e for e in instructed if e.kind != "definition"]
     ended = [e for e in facts if not e.question.endswith("?")]
