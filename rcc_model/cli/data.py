@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rcc_model.data.qa import PHRASINGS, VALUES
+from rcc_model.data.qa import PHRASINGS, SUBJECTS, VALUES
 
 
 def add_parser(sub) -> None:
@@ -28,6 +28,11 @@ def add_parser(sub) -> None:
     p.add_argument("--qa-instructions", type=float, default=0.0, metavar="SHARE",
                    help="end this share of fact questions with an answer-format instruction such as \"Give only "
                    "the number.\" (default: %(default)s, what the shipped stages trained on)")
+    p.add_argument("--qa-subjects", choices=SUBJECTS, default="fixed",
+                   help="ask about ten places and \"the access code\", unanswerable questions about places the "
+                   "document never names (what the shipped stages trained on), or generate places and code names "
+                   "and ask half the unanswerable questions about places the document describes "
+                   "(default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
                      qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_phrasing=args.qa_phrasing,
-                     qa_values=args.qa_values, qa_instructions=args.qa_instructions)
+                     qa_values=args.qa_values, qa_instructions=args.qa_instructions,
+                     qa_subjects=args.qa_subjects)
     print(json.dumps(manifest, indent=2))
     return 0

@@ -28,6 +28,29 @@ VALUES = ("fixed", "open")
 # one of ten names instead of reading the one in its memory. "open" generates a new name for every fact.
 
 
+SUBJECTS = ("fixed", "open")
+# "fixed" asks about ten places and names every code "the access code" (what every shipped stage trained on), and
+# its unanswerable questions ask about a place the document never mentions: a model can learn to answer from the
+# question's words, and the shipped default abstains when the needle asks for "the secret code of the archive" (7
+# of 24 in one window, 18 of 24 asked for "the access code"). "open" generates the place and names each code
+# among many ("the gate PIN", "the badge number"), and half its unanswerable questions ask about a place the
+# document does describe, for a kind of fact it does not give: whether the answer is there must be read from
+# memory.
+_PLACE_WORDS = ["north", "south", "east", "west", "old", "new", "central", "upper", "lower", "river", "harbour",
+                "mountain", "city", "village", "forest", "market", "garden", "stone", "glass", "signal", "royal",
+                "county", "island", "valley"]
+_BUILDINGS = ["archive", "office", "laboratory", "station", "observatory", "depot", "lodge", "library", "tower",
+              "workshop", "museum", "warehouse", "clinic", "school", "mill", "bakery", "hangar", "chapel", "garage",
+              "studio", "boathouse", "greenhouse", "pavilion", "gallery", "bridge", "theatre", "dock", "farm"]
+_CODE_NAMES = ["access code", "door code", "gate code", "vault code", "master code", "entry code", "service code",
+               "night code", "alarm code", "locker code", "staff code", "visitor code", "delivery code", "reset code",
+               "backup code", "door PIN", "alarm PIN", "staff PIN", "safe combination", "room number",
+               "account number", "badge number", "serial number", "parcel reference", "phone extension",
+               "licence number", "key number", "member number"]  # never "secret code": the needle's own
+_CODE_TEMPLATES = (("The {code} of the {place} is {value}.", "What is the {code} of the {place}?"),
+                   ("The {code} for the {place} is {value}.", "What is the {code} for the {place}?"),
+                   ("At the {place}, the {code} is {value}.", "What is the {code} at the {place}?"))
+
 PHRASINGS = ("fixed", "varied")
 # (sentence, question) per fact kind: codes, keepers, years, colours. "fixed" uses the first of each (what
 # every shipped stage trained on); "varied" draws among them, so that a model learns to read a question rather
@@ -92,11 +115,33 @@ def generated_name(rng: random.Random) -> str:
     return f"{word(2)} {word(rng.randint(2, 3))}"
 
 
-def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed",
-          instructions: float = 0.0) -> tuple[str, str, str]:
-    """(sentence to hide, question, answer); an `instructions` share of questions end with an answer-format
+@dataclass(frozen=True)
+class _Fact:
+    sentence: str  # to hide in the document
+    question: str
+    answer: str
+    place: str
+    kind: int  # 0 codes, 1 keepers, 2 years, 3 colours
+
+    @property
+    def subject(self) -> str:
+        """Facts in one document never share it, so that each question has one answer: the building, as "the
+        archive" and "the north archive" would read as one."""
+        return self.place.split()[-1]
+
+
+def open_place(rng: random.Random) -> str:
+    """A place no fixed list holds, sometimes a bare building ("valley bakery", "theatre")."""
+    building = rng.choice(_BUILDINGS)
+    return building if rng.random() < 0.2 else f"{rng.choice(_PLACE_WORDS)} {building}"
+
+
+def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
+          subjects: str = "fixed", place: str | None = None) -> _Fact:
+    """A fact about `place` (drawn when None); an `instructions` share of questions end with an answer-format
     instruction."""
-    place = rng.choice(_PLACES)
+    if place is None:
+        place = rng.choice(_PLACES) if subjects == "fixed" else open_place(rng)
     kind = rng.randrange(4)
     if kind == 0:
         digits = 5 if phrasing == "fixed" else rng.randint(4, 7)
@@ -107,11 +152,15 @@ def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed",
         value = str(rng.randint(1700, 2020))
     else:
         value = rng.choice(_COLOURS)
-    sentence, question = _TEMPLATES[kind][0] if phrasing == "fixed" else rng.choice(_TEMPLATES[kind])
+    if kind == 0 and subjects == "open":
+        code = rng.choice(_CODE_NAMES)
+        sentence, question = (t.replace("{code}", code) for t in rng.choice(_CODE_TEMPLATES))
+    else:
+        sentence, question = _TEMPLATES[kind][0] if phrasing == "fixed" else rng.choice(_TEMPLATES[kind])
     question = question.format(place=place)
     if instructions and rng.random() < instructions:  # no draw at 0: the sets built before stay byte for byte
         question = f"{question} {rng.choice(_INSTRUCTIONS[kind] + _ANY_INSTRUCTIONS)}"
-    return sentence.format(place=place, value=value), question, value
+    return _Fact(sentence.format(place=place, value=value), question, value, place, kind)
 
 
 def _insert(text: str, sentence: str, depth: float) -> str:
@@ -123,22 +172,31 @@ def _insert(text: str, sentence: str, depth: float) -> str:
 
 
 def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool = True,
-                 phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0) -> QAExample:
-    chosen, places = [], set()
-    while len(chosen) < facts + (0 if answerable else 1):
-        fact = _fact(rng, phrasing, values, instructions)
-        place = next(p for p in _PLACES if p in fact[0])
-        if place not in places:
-            places.add(place)
+                 phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
+                 subjects: str = "fixed") -> QAExample:
+    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects}
+    # With open subjects half the unanswerable questions ask about a subject the document describes.
+    described = not answerable and subjects == "open" and rng.random() < 0.5
+    chosen, subjects_used = [], set()
+    while len(chosen) < facts + (0 if answerable or described else 1):
+        fact = _fact(rng, **wording)
+        if fact.subject not in subjects_used:
+            subjects_used.add(fact.subject)
             chosen.append(fact)
+    if described:
+        told = chosen[0]
+        asked = _fact(rng, **wording, place=told.place)
+        while asked.kind == told.kind:  # "the door PIN" where it gives "the door code" would be unfair
+            asked = _fact(rng, **wording, place=told.place)
+        chosen.insert(0, asked)
     asked = chosen[0]
     hidden = chosen if answerable else chosen[1:]
-    for sentence, _, _ in hidden:
-        text = _insert(text, sentence, rng.uniform(0.05, 0.95))
+    for fact in hidden:
+        text = _insert(text, fact.sentence, rng.uniform(0.05, 0.95))
     kind = "fact" if facts == 1 else "multi-fact"
     if not answerable:
-        return QAExample(text, asked[1], NOT_IN_DOCUMENT, "not-in-document")
-    return QAExample(text, asked[1], asked[2], kind)
+        return QAExample(text, asked.question, NOT_IN_DOCUMENT, "not-in-document")
+    return QAExample(text, asked.question, asked.answer, kind)
 
 
 def definition_example(synsets: Sequence[Synset], rng: random.Random, entries: int = 12) -> QAExample:
@@ -149,18 +207,23 @@ def definition_example(synsets: Sequence[Synset], rng: random.Random, entries: i
 
 
 def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: int,
-             phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0) -> list[QAExample]:
+             phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
+             subjects: str = "fixed") -> list[QAExample]:
     """`count` examples, mixing the kinds; the same arguments always give the same examples. `phrasing`
     "varied" words each fact one of several ways (and codes have 4 to 7 digits); `values` "open" gives every
     keeper a generated name; "fixed" for both is the set every shipped stage trained on. `instructions` is the
-    share of fact questions that end with an answer-format instruction ("Give only the number.")."""
+    share of fact questions that end with an answer-format instruction ("Give only the number."). `subjects`
+    "open" generates places and code names, and asks unanswerable questions about places the document
+    describes."""
     if phrasing not in PHRASINGS:
         raise ValueError(f"`phrasing` must be one of {PHRASINGS}, got {phrasing!r}")
     if values not in VALUES:
         raise ValueError(f"`values` must be one of {VALUES}, got {values!r}")
     if not 0.0 <= instructions <= 1.0:
         raise ValueError(f"`instructions` is a share, between 0 and 1; got {instructions!r}")
-    wording = {"phrasing": phrasing, "values": values, "instructions": instructions}
+    if subjects not in SUBJECTS:
+        raise ValueError(f"`subjects` must be one of {SUBJECTS}, got {subjects!r}")
+    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects}
     rng = random.Random(seed)
     examples = []
     for _ in range(count):

@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 
 import pytest
 
@@ -95,6 +96,26 @@ def test_instructions_end_a_share_of_questions_answerable_or_not_and_leave_other
     assert not any("Answer with the number" in e.question for e in instructed)  # the needle's own stays out
     with pytest.raises(ValueError, match="share"):
         qa.generate([TEXT], [], 5, seed=0, instructions=1.5)
+
+
+def test_open_subjects_ask_about_described_places_and_name_codes_many_ways_but_never_as_the_needle():
+    synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
+    plain = qa.generate([TEXT], synsets, 600, seed=4)
+    assert qa.generate([TEXT], synsets, 600, seed=4, subjects="fixed") == plain  # "fixed" is the default
+    opened = qa.generate([TEXT], synsets, 600, seed=4, values="open", subjects="open")
+    facts = [e for e in opened if e.kind in ("fact", "multi-fact")]
+    assert all(e.answer in e.context for e in facts)
+    codes = [e.question for e in facts if e.answer.isdigit() and len(e.answer) == 5]
+    assert len({q.split(" of the ")[0].split(" for the ")[0].split(" at the ")[0] for q in codes}) > 10
+    unanswerable = [e for e in opened if e.kind == "not-in-document"]
+    place = re.compile(r"the ((?:[a-z]+ )?[a-z]+)(?: founded| open| date| begin)?\?")
+    asked = [place.findall(e.question)[-1] for e in unanswerable]
+    described = [p for p, e in zip(asked, unanswerable) if f"the {p} " in e.context or f"The {p} " in e.context]
+    assert 0.35 < len(described) / len(unanswerable) < 0.65  # half ask about a place the document describes
+    assert len(set(asked)) > 3 * len(qa._PLACES)  # generated, not ten
+    assert not any("secret code" in e.question or "secret code" in e.context for e in opened)
+    with pytest.raises(ValueError, match="subjects"):
+        qa.generate([TEXT], [], 5, seed=0, subjects="other")
 
 
 def test_definition_questions_ask_about_a_word_on_the_page():
