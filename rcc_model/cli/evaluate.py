@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     result["model"] = args.model
     result.setdefault("rate", model.config.rate)
     result["abstention_margin"] = model.config.abstention_margin
+    result["dtype"] = str(model.decoder.dtype).removeprefix("torch.")  # bf16 and float32 read a few answers apart
     write(args.out, args.protocol, result)
     print((args.out / f"{args.protocol}.md").read_text())
     return 0

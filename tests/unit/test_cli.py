@@ -30,14 +30,16 @@ def _eval_qa(folder: str, tmp_path) -> list[str]:
     return ["eval", "qa", "--pwc", str(rows), "--no-baseline", "--model", folder, "--device", "cpu"]
 
 
-def test_eval_takes_the_abstention_margin_and_records_it(rate_weights_checkpoint, tmp_path, capsys):
+def test_eval_takes_the_abstention_margin_and_records_it_and_the_dtype(rate_weights_checkpoint, tmp_path, capsys):
     import json
 
     command = _eval_qa(rate_weights_checkpoint[0], tmp_path)
     assert main([*command, "--out", str(tmp_path / "own")]) == 0  # the model's own: this one has none
-    assert main([*command, "--abstention-margin", "none", "--out", str(tmp_path / "plain")]) == 0
+    assert main([*command, "--abstention-margin", "none", "--dtype", "bfloat16", "--out", str(tmp_path / "plain")]) == 0
     for run in ("own", "plain"):
         assert json.loads((tmp_path / run / "qa.json").read_text())["abstention_margin"] is None
+    assert json.loads((tmp_path / "plain" / "qa.json").read_text())["dtype"] == "bfloat16"
+    assert "| dtype | bfloat16 |" in (tmp_path / "plain" / "qa.md").read_text()
     assert main([*command, "--abstention-margin", "1.5", "--out", str(tmp_path / "weighed")]) == 2
     assert "needs `abstention`" in capsys.readouterr().err  # this model was given no abstention to weigh
 
