@@ -177,11 +177,11 @@ def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool
     wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects}
     # With open subjects half the unanswerable questions ask about a subject the document describes.
     described = not answerable and subjects == "open" and rng.random() < 0.5
-    chosen, subjects_used = [], set()
+    chosen, seen = [], set()
     while len(chosen) < facts + (0 if answerable or described else 1):
         fact = _fact(rng, **wording)
-        if fact.subject not in subjects_used:
-            subjects_used.add(fact.subject)
+        if fact.subject not in seen:
+            seen.add(fact.subject)
             chosen.append(fact)
     if described:
         told = chosen[0]
