@@ -35,7 +35,8 @@ SUBJECTS = ("fixed", "open")
 # of 24 in one window, 18 of 24 asked for "the access code"). "open" generates the place and names each code
 # among many ("the gate PIN", "the badge number"), and half its unanswerable questions ask about a place the
 # document does describe, for a kind of fact it does not give: whether the answer is there must be read from
-# memory.
+# memory. Trained on it, the default read that needle in one window 10 times (stage 19), 14 with instructions too
+# (stage 20), but answered PwC's summary-like questions worse (MODEL_CARD.md).
 _PLACE_WORDS = ["north", "south", "east", "west", "old", "new", "central", "upper", "lower", "river", "harbour",
                 "mountain", "city", "village", "forest", "market", "garden", "stone", "glass", "signal", "royal",
                 "county", "island", "valley"]
