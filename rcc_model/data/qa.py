@@ -185,8 +185,7 @@ def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool
             seen.add(fact.subject)
             chosen.append(fact)
     if described:
-        told = chosen[0]
-        asked = _fact(rng, **wording, place=told.place)
+        told = asked = chosen[0]
         while asked.kind == told.kind:  # "the door PIN" where it gives "the door code" would be unfair
             asked = _fact(rng, **wording, place=told.place)
         chosen.insert(0, asked)
