@@ -66,8 +66,8 @@ def test_the_default_weighs_its_abstention_and_keeps_it_where_its_memory_holds_n
 
 
 def test_at_rate_8_the_default_reads_its_memory_with_weights_of_its_own(default_model, tmp_path):
-    """Its r = 8 weights (`r8/`, MODEL_CARD stages 15 and 16) regenerate a window from its memory at 8 better than its
-    r = 4 weights read at 8 do, and better than from another window's memory (they read it)."""
+    """Its r = 8 weights (`r8/`, MODEL_CARD stages 15, 16 and 21) regenerate a window from its memory at 8 better
+    than its r = 4 weights read at 8 do, and better than from another window's memory (they read it)."""
     packaged = resolve_checkpoint("default")
     for name in ("rcc_config.json", "rcc_weights.safetensors"):  # the r = 4 weights alone: read at 8 as a measure
         shutil.copy(packaged / name, tmp_path / name)
