@@ -19,13 +19,16 @@ from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
 @dataclass(frozen=True)
 class SamplingParams:
     """Greedy when `temperature` is 0; otherwise temperature + nucleus (`top_p`) sampling. EOS is
-    suppressed for the first `min_new_tokens` steps (reconstruction knows each window's length)."""
+    suppressed for the first `min_new_tokens` steps (reconstruction knows each window's length). With
+    `no_repeat_ngram_size` n > 0, no row repeats an n-gram of tokens it generated (as in transformers), which
+    stops a decoder from looping over a passage it has already written."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
     min_new_tokens: int = 0
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -36,6 +39,8 @@ class SamplingParams:
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(f"`min_new_tokens` must be in [0, max_new_tokens], got {self.min_new_tokens}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"`no_repeat_ngram_size` must be >= 0, got {self.no_repeat_ngram_size}")
 
 
 @dataclass
@@ -229,6 +234,37 @@ def abstention_gap(model, state: DecodeState, max_new_tokens: int = ABSTENTION_P
         trial = extend(model, trial, [token])
 
 
+class NGramBlocker:
+    """Per row, the tokens that would complete an n-gram the row has already generated, kept up to date
+    token by token (a dict from each (n - 1)-token prefix to the tokens that followed it)."""
+
+    def __init__(self, n: int, rows: int):
+        self.n = n
+        self.history: list[list[int]] = [[] for _ in range(rows)]
+        self.followers: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(rows)]
+
+    def block(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, V) logits with every token that would repeat an n-gram set to -inf (a copy where any is)."""
+        rows, banned = [], []
+        for row, ids in enumerate(self.history):
+            prefix = tuple(ids[len(ids) - self.n + 1:]) if self.n > 1 else ()
+            for token in self.followers[row].get(prefix, ()) if len(ids) >= self.n - 1 else ():
+                rows.append(row)
+                banned.append(token)
+        if not rows:
+            return logits
+        logits = logits.clone()
+        logits[torch.tensor(rows, device=logits.device), torch.tensor(banned, device=logits.device)] = float("-inf")
+        return logits
+
+    def push(self, tokens: torch.Tensor) -> None:
+        for row, token in enumerate(tokens.tolist()):
+            ids = self.history[row]
+            ids.append(token)
+            if len(ids) >= self.n:
+                self.followers[row].setdefault(tuple(ids[len(ids) - self.n:-1]), set()).add(token)
+
+
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
     """(B, V) logits -> (B,) next tokens."""
     if params.temperature == 0:
@@ -254,10 +290,15 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
         generator = torch.Generator().manual_seed(params.seed)
     logits, mask, positions, cache = state.logits, state.mask, state.positions, state.cache
     eos = torch.tensor(sorted(eos_token_ids(model)), dtype=torch.long, device=logits.device)
+    blocker = NGramBlocker(params.no_repeat_ngram_size, logits.shape[0]) if params.no_repeat_ngram_size else None
     for step in range(params.max_new_tokens):
         if step < params.min_new_tokens:  # out of place: a forked DecodeState shares its logits
             logits = logits.index_fill(1, eos, float("-inf"))
+        if blocker is not None:
+            logits = blocker.block(logits)
         tokens = sample(logits, params, generator)
+        if blocker is not None:
+            blocker.push(tokens)
         yield tokens
         if step + 1 == params.max_new_tokens:
             return
@@ -356,13 +397,14 @@ class GenerationMixin:
     def generate_ids(self, memory: MemoryInput | Sequence[CompressedMemory],
                      prompt_ids: Sequence[int] | Sequence[Sequence[int]] | None = None, *,
                      max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                     seed: int | None = None, min_new_tokens: int = 0) -> list[int] | list[list[int]]:
+                     seed: int | None = None, min_new_tokens: int = 0,
+                     no_repeat_ngram_size: int = 0) -> list[int] | list[list[int]]:
         """Token ids generated from memory (+ prompt ids) until EOS or `max_new_tokens`; greedy by default.
-        EOS cannot end a row before `min_new_tokens`.
+        EOS cannot end a row before `min_new_tokens`; `no_repeat_ngram_size` as in `SamplingParams`.
 
         Pass lists of memories and prompts to generate for all of them in one padded batch.
         """
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed, min_new_tokens)
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed, min_new_tokens, no_repeat_ngram_size)
         if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
             state = self._start(memory, list(prompt_ids or []), params)
             batch = False
@@ -514,8 +556,10 @@ class GenerationMixin:
         return answer.strip()
 
     @torch.no_grad()
-    def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8) -> str | list[int]:
+    def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8,
+                    no_repeat_ngram_size: int = 0) -> str | list[int]:
         """The text the memory holds, regenerated window by window (batched); token ids without a tokenizer.
+        `no_repeat_ngram_size` n > 0 keeps each window's text from repeating an n-gram of its own.
 
         Each window is decoded from its own slots, as in training, so length is not limited by the
         decoder's position range. The memory records each window's token count, so a window is decoded to
@@ -527,7 +571,8 @@ class GenerationMixin:
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
             length = max(m.token_count for m in chunk)
-            rows = self.generate_ids(chunk, max_new_tokens=length, min_new_tokens=length)
+            rows = self.generate_ids(chunk, max_new_tokens=length, min_new_tokens=length,
+                                     no_repeat_ngram_size=no_repeat_ngram_size)
             for window, row in zip(chunk, rows):
                 ids.extend(row[: window.token_count])
         if self.tokenizer is None:

@@ -13,6 +13,8 @@ def add_parser(sub) -> None:
                        description="Regenerate the text a memory file holds, window by window.")
     p.add_argument("memory", type=Path, help="memory file written by `rcc compress`")
     p.add_argument("--batch-size", type=int, default=8, help="windows decoded at once (default: 8)")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram of "
+                   "tokens a window's text already holds (default: 0, off)")
     add_model_options(p)
 
 
@@ -21,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model.cli import load_model_for
 
     memory = CompressedMemory.load(args.memory)
-    print(load_model_for(args, memory.rate).reconstruct(memory, batch_size=args.batch_size))
+    print(load_model_for(args, memory.rate).reconstruct(memory, batch_size=args.batch_size,
+                                                              no_repeat_ngram_size=args.no_repeat_ngram))
     return 0

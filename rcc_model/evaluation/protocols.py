@@ -34,10 +34,11 @@ def first_integer(text: str) -> str | None:
 
 
 def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed: int = 0,
-                   batch_size: int = 8, stop_at_eos: bool = False, rate: int | None = None) -> dict:
+                   batch_size: int = 8, stop_at_eos: bool = False, rate: int | None = None,
+                   no_repeat_ngram_size: int = 0) -> dict:
     """Compress held-out windows of W tokens one by one at `rate` (the model's default, or another of its
     trained rates) and regenerate them greedily, each to its known length as `RCCModel.reconstruct` does
-    (or, with `stop_at_eos`, until the decoder emits EOS)."""
+    (or, with `stop_at_eos`, until the decoder emits EOS), optionally never repeating an n-gram."""
     rate = model.check_rate(rate)
     rng = random.Random(seed)
     width = model.config.window
@@ -48,7 +49,8 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
         chunk = references[i:i + batch_size]
         memories = model.compress(chunk, rate=rate)
         generated += [row[:width] for row in model.generate_ids(
-            memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width)]
+            memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width,
+            no_repeat_ngram_size=no_repeat_ngram_size)]
     own = teacher_forced_loss(model, references, references, batch_size, rate)
     other = teacher_forced_loss(model, references[1:] + references[:1], references, batch_size, rate)
     decode = model.tokenizer.decode
@@ -57,6 +59,7 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     return {
         "rate": rate, "window": width, "windows": windows,
         "length": "until EOS" if stop_at_eos else "the window's token count",
+        "no_repeat_ngram_size": no_repeat_ngram_size,
         "teacher_forced_loss": own, "loss_with_another_windows_memory": other,
         "bleu4": metrics.corpus_bleu4([h.split() for h in hyp_text], [r.split() for r in ref_text]),
         "sacrebleu": metrics.sacrebleu_score(hyp_text, ref_text),
