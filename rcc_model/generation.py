@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
 from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
@@ -234,37 +235,6 @@ def abstention_gap(model, state: DecodeState, max_new_tokens: int = ABSTENTION_P
         trial = extend(model, trial, [token])
 
 
-class NGramBlocker:
-    """Per row, the tokens that would complete an n-gram the row has already generated, kept up to date
-    token by token (a dict from each (n - 1)-token prefix to the tokens that followed it)."""
-
-    def __init__(self, n: int, rows: int):
-        self.n = n
-        self.history: list[list[int]] = [[] for _ in range(rows)]
-        self.followers: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(rows)]
-
-    def block(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, V) logits with every token that would repeat an n-gram set to -inf (a copy where any is)."""
-        rows, banned = [], []
-        for row, ids in enumerate(self.history):
-            prefix = tuple(ids[len(ids) - self.n + 1:]) if self.n > 1 else ()
-            for token in self.followers[row].get(prefix, ()) if len(ids) >= self.n - 1 else ():
-                rows.append(row)
-                banned.append(token)
-        if not rows:
-            return logits
-        logits = logits.clone()
-        logits[torch.tensor(rows, device=logits.device), torch.tensor(banned, device=logits.device)] = float("-inf")
-        return logits
-
-    def push(self, tokens: torch.Tensor) -> None:
-        for row, token in enumerate(tokens.tolist()):
-            ids = self.history[row]
-            ids.append(token)
-            if len(ids) >= self.n:
-                self.followers[row].setdefault(tuple(ids[len(ids) - self.n:-1]), set()).add(token)
-
-
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
     """(B, V) logits -> (B,) next tokens."""
     if params.temperature == 0:
@@ -290,15 +260,16 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
         generator = torch.Generator().manual_seed(params.seed)
     logits, mask, positions, cache = state.logits, state.mask, state.positions, state.cache
     eos = torch.tensor(sorted(eos_token_ids(model)), dtype=torch.long, device=logits.device)
-    blocker = NGramBlocker(params.no_repeat_ngram_size, logits.shape[0]) if params.no_repeat_ngram_size else None
+    blocker = NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size) if params.no_repeat_ngram_size else None
+    generated = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)  # (B, t), for the blocker
     for step in range(params.max_new_tokens):
         if step < params.min_new_tokens:  # out of place: a forked DecodeState shares its logits
             logits = logits.index_fill(1, eos, float("-inf"))
-        if blocker is not None:
-            logits = blocker.block(logits)
+        if blocker is not None:  # out of place too
+            logits = blocker(generated, logits)
         tokens = sample(logits, params, generator)
         if blocker is not None:
-            blocker.push(tokens)
+            generated = torch.cat([generated, tokens[:, None]], dim=1)
         yield tokens
         if step + 1 == params.max_new_tokens:
             return

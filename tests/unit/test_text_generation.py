@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from rcc_model.generation import NGramBlocker, SamplingParams, TextStream
+from rcc_model.generation import SamplingParams, TextStream
 from rcc_model.prompts import instruction_frame, prompt_ids
 
 DOC = "The lighthouse keeper wrote the date in the log every evening. " * 6
@@ -253,15 +253,10 @@ def test_an_answer_that_only_begins_like_the_abstention_is_not_weighed(text_rcc)
         assert abstention_gap(text_rcc, state) is None
 
 
-def test_the_ngram_blocker_forbids_only_the_token_that_would_repeat_an_ngram():
-    blocker = NGramBlocker(3, rows=2)
-    for step in ([1, 5], [2, 5], [3, 5], [1, 5], [2, 6]):  # row 0 wrote 1 2 3 1 2, row 1 wrote 5 5 5 5 6
-        blocker.push(torch.tensor(step))
-    logits = torch.zeros(2, 8)
-    blocked = blocker.block(logits)
-    assert blocked[0].isinf().nonzero().flatten().tolist() == [3]  # "1 2" was followed by 3 once
-    assert not blocked[1].isinf().any()  # "5 6" has not occurred before
-    assert not logits.isinf().any()  # the caller's logits are left as they were
+def test_an_ngram_block_longer_than_the_output_changes_nothing(text_rcc):
+    memory = text_rcc.compress(DOC)
+    greedy = text_rcc.generate_ids(memory, max_new_tokens=40, min_new_tokens=40)
+    assert text_rcc.generate_ids(memory, max_new_tokens=40, min_new_tokens=40, no_repeat_ngram_size=41) == greedy
 
 
 def test_generation_without_repeated_ngrams_repeats_none(text_rcc):
