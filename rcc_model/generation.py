@@ -248,6 +248,17 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
 
 
+def advance(model, state: DecodeState, tokens: torch.Tensor) -> DecodeState:
+    """Feed one token per cache row, (rows,), after `state`: the state one position on (its cache grown in
+    place), its logits merged over views."""
+    mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
+    with model.without_memory_adapters(state.num_slots == 0):
+        out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=state.positions[:, None],
+                            cache=state.cache, use_cache=True)
+    return DecodeState(merge_views(out.logits[:, -1].float(), state.views), out.cache, mask, state.positions + 1,
+                       state.num_slots, state.fingerprint, state.extra)
+
+
 @torch.no_grad()
 def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator[torch.Tensor]:
     """Yield (B,) tokens, one step at a time, for up to `params.max_new_tokens` steps.
@@ -258,7 +269,7 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
     generator = None
     if params.seed is not None:
         generator = torch.Generator().manual_seed(params.seed)
-    logits, mask, positions, cache = state.logits, state.mask, state.positions, state.cache
+    logits = state.logits
     eos = torch.tensor(sorted(eos_token_ids(model)), dtype=torch.long, device=logits.device)
     blocker = NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size) if params.no_repeat_ngram_size else None
     generated = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)  # (B, t), for the blocker
@@ -273,13 +284,8 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
         yield tokens
         if step + 1 == params.max_new_tokens:
             return
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        fed = tokens.expand(mask.shape[0])  # read from views: one answer, the same token in every view's row
-        with model.without_memory_adapters(state.num_slots == 0):
-            out = model.decoder(input_ids=fed[:, None], attention_mask=mask, position_ids=positions[:, None],
-                                cache=cache, use_cache=True)
-        logits = merge_views(out.logits[:, -1].float(), state.views)
-        cache, positions = out.cache, positions + 1
+        state = advance(model, state, tokens.expand(state.mask.shape[0]))  # views: the same token in every row
+        logits = state.logits
 
 
 def eos_token_ids(model) -> set[int]:
@@ -528,22 +534,34 @@ class GenerationMixin:
 
     @torch.no_grad()
     def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8,
-                    no_repeat_ngram_size: int = 0) -> str | list[int]:
+                    no_repeat_ngram_size: int = 0, num_beams: int = 1) -> str | list[int]:
         """The text the memory holds, regenerated window by window (batched); token ids without a tokenizer.
-        `no_repeat_ngram_size` n > 0 keeps each window's text from repeating an n-gram of its own.
+        `no_repeat_ngram_size` n > 0 keeps each window's text from repeating an n-gram of its own;
+        `num_beams` > 1 decodes each window by beam search (`rcc_model.beam_search`; k times the rows).
 
         Each window is decoded from its own slots, as in training, so length is not limited by the
         decoder's position range. The memory records each window's token count, so a window is decoded to
         exactly that length: an early EOS would only cut the text short.
         """
+        from rcc_model.beam_search import beam_search
+
         self.check_memory(memory)
         ids: list[int] = []
         windows = memory.windows()
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
-            length = max(m.token_count for m in chunk)
-            rows = self.generate_ids(chunk, max_new_tokens=length, min_new_tokens=length,
-                                     no_repeat_ngram_size=no_repeat_ngram_size)
+            if num_beams != 1:  # beam_search refuses fewer than 1
+                # the best hypothesis of a longer length, cut, is not the best of its own: search each length apart
+                found = {}
+                for length in {m.token_count for m in chunk}:
+                    same = [i for i, m in enumerate(chunk) if m.token_count == length]
+                    rows = beam_search(self, [chunk[i] for i in same], length, num_beams, no_repeat_ngram_size).ids
+                    found.update(zip(same, rows))
+                rows = [found[i] for i in range(len(chunk))]
+            else:
+                length = max(m.token_count for m in chunk)
+                rows = self.generate_ids(chunk, max_new_tokens=length, min_new_tokens=length,
+                                         no_repeat_ngram_size=no_repeat_ngram_size)
             for window, row in zip(chunk, rows):
                 ids.extend(row[: window.token_count])
         if self.tokenizer is None:

@@ -15,6 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows decoded at once (default: 8)")
     p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram of "
                    "tokens a window's text already holds (default: 0, off)")
+    p.add_argument("--beams", type=int, default=1, metavar="K", help="decode each window by beam search with K "
+                   "hypotheses: slower, often closer to the text (default: 1, greedy)")
     add_model_options(p)
 
 
@@ -24,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
 
     memory = CompressedMemory.load(args.memory)
     print(load_model_for(args, memory.rate).reconstruct(memory, batch_size=args.batch_size,
-                                                              no_repeat_ngram_size=args.no_repeat_ngram))
+                                                              no_repeat_ngram_size=args.no_repeat_ngram,
+                                                              num_beams=args.beams))
     return 0

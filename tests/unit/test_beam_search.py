@@ -1,0 +1,72 @@
+"""Beam search for reconstruction on a tiny random model with SmolLM2's tokenizer: its bookkeeping (cache rows
+reordered with their hypotheses) against scores computed from scratch."""
+
+import itertools
+
+import pytest
+import torch
+
+from rcc_model.beam_search import beam_search
+from rcc_model.generation import continuation_logprob, eos_token_ids, extend, prefill
+
+DOC = "The lighthouse keeper wrote the date in the log every evening. " * 6
+
+
+def test_one_beam_is_greedy_reconstruction(text_rcc):
+    memories = text_rcc.compress([DOC, "A short note on the harbour."])
+    greedy = text_rcc.generate_ids(memories, max_new_tokens=30, min_new_tokens=30)
+    assert beam_search(text_rcc, memories, 30, num_beams=1).ids == greedy
+
+
+def test_the_score_is_the_log_probability_of_the_tokens_returned(text_rcc):
+    memories = text_rcc.compress([DOC, "A short note on the harbour."])
+    result = beam_search(text_rcc, memories, 24, num_beams=3)
+    with torch.no_grad():
+        for memory, ids, score in zip(memories, result.ids, result.scores):
+            assert len(ids) == 24
+            assert continuation_logprob(text_rcc, prefill(text_rcc, [memory], [[]]), ids) == pytest.approx(
+                score, abs=1e-3)
+
+
+def test_two_tokens_find_the_best_pair_through_the_k_likeliest_first_tokens(text_rcc):
+    memory = text_rcc.compress(DOC)
+    k = 4
+    with torch.no_grad():
+        start = prefill(text_rcc, [memory], [[]])
+        eos = sorted(eos_token_ids(text_rcc))
+        first = torch.log_softmax(start.logits[0], -1).index_fill(0, torch.tensor(eos), float("-inf"))
+        best = float("-inf")
+        for token in first.topk(k).indices.tolist():
+            second = torch.log_softmax(extend(text_rcc, start.clone(), [token]).logits[0], -1)
+            best = max(best, float(first[token] + second.index_fill(0, torch.tensor(eos), float("-inf")).max()))
+    assert beam_search(text_rcc, [memory], 2, num_beams=k).scores[0] == pytest.approx(best, abs=1e-4)
+
+
+def test_beams_keep_the_ngram_block(text_rcc):
+    memory = text_rcc.compress(DOC)
+    ids = beam_search(text_rcc, [memory], 40, num_beams=3, no_repeat_ngram_size=2).ids[0]
+    bigrams = list(itertools.pairwise(ids))
+    assert len(set(bigrams)) == len(bigrams)
+
+
+def test_reconstruct_searches_each_window_at_its_own_length(text_rcc):
+    memory = text_rcc.compress(DOC)
+    windows = memory.windows()
+    assert len({w.token_count for w in windows}) == 2  # whole windows and a shorter last one
+    alone = [token for w in windows for token in beam_search(text_rcc, [w], w.token_count, 2).ids[0]]
+    assert text_rcc.reconstruct(memory, num_beams=2, batch_size=8) == text_rcc.tokenizer.decode(
+        alone, skip_special_tokens=True)
+    with pytest.raises(ValueError, match="num_beams"):
+        text_rcc.reconstruct(memory, num_beams=0)
+
+
+def test_the_reconstruction_protocol_reads_by_beam_search_to_known_lengths_only(text_rcc):
+    import numpy as np
+
+    from rcc_model.evaluation.protocols import reconstruction
+
+    tokens = np.array(text_rcc.encode_text(DOC * 2))
+    result = reconstruction(text_rcc, tokens, windows=2, num_beams=2)
+    assert result["num_beams"] == 2 and 0 <= result["bleu4"] <= 1
+    with pytest.raises(ValueError, match="known length"):
+        reconstruction(text_rcc, tokens, windows=2, num_beams=2, stop_at_eos=True)
