@@ -5,6 +5,13 @@ window off course. Beam search keeps the `num_beams` likeliest partial windows i
 same length, so scores are plain sums of log-probabilities (no length penalty) and EOS is ruled out, as greedy
 reconstruction rules it out (`min_new_tokens`).
 
+The memory can also check a hypothesis (`verify`): the encoder is causal, so slot j is a function of the
+window's tokens up to the end of block j alone. Each time a hypothesis completes a block, the encoder reads the
+block after the hypothesis's own earlier blocks (its KV cache), and the hypothesis pays `verify` nats per unit of
+distance between that state and the memory's slot. The right block lands within bfloat16 noise of the slot
+(relative distance ~0.01); one wrong token puts it 0.14-0.77 away (MODEL_CARD, "Decoding that checks itself
+against the memory").
+
 Shapes: B memories, k beams, V vocabulary; cache rows are memory-major (row b * k + j is beam j of memory b).
 """
 
@@ -19,6 +26,7 @@ from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.generation import advance, eos_token_ids, prefill
 from rcc_model.memory import CompressedMemory
+from rcc_model.windows import slot_positions
 
 
 @dataclass
@@ -29,16 +37,80 @@ class BeamResult:
     scores: list[float]
 
 
+def state_distance(states: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """(N, K, H) re-encoded states vs (N, K, H) memory slots -> (N,): the relative L2 distance of each of the K
+    entries (embedding and every layer, whose scales differ by orders of magnitude), averaged."""
+    states, slots = states.float(), slots.float()
+    return ((states - slots).norm(dim=-1) / slots.norm(dim=-1).clamp(min=1e-6)).mean(-1)
+
+
+def anchor_tokens(model, memory: CompressedMemory) -> list[int]:
+    """The token at each slot position of a one-window memory, read from the slot's first entry: the encoder's
+    input embedding of the block's last token (no layer has run on it yet), matched to the nearest row of the
+    embedding matrix. One token in r is thus known exactly before any decoding."""
+    table = model.encoder.get_input_embeddings().weight  # (V, H)
+    entries = memory.states[:, 0].to(device=table.device, dtype=torch.float32)  # (S, H)
+    return torch.cdist(entries, table.float()).argmin(dim=-1).tolist()
+
+
+class _BlockChecker:
+    """The encoder side of `verify`: one encoder KV cache row per hypothesis as of its last completed block, and
+    which of those rows each current hypothesis descends from."""
+
+    def __init__(self, model, memories: Sequence[CompressedMemory], length: int, k: int):
+        rate = memories[0].rate
+        self.model, self.k = model, k
+        self.ends = set(slot_positions(length, rate))  # positions that complete a block
+        self.slots = torch.stack([m.states for m in memories])  # (B, S, K, H)
+        self.cache = None
+        self.ancestors = torch.arange(len(memories) * k)  # (B k,)
+        self.start = 0
+
+    def follow(self, parents: torch.Tensor) -> None:
+        self.ancestors = self.ancestors[parents.cpu()]
+
+    def distances(self, position: int, history: torch.Tensor) -> torch.Tensor | None:
+        """(B k,) distances to the memory if `position` completes a block, else None."""
+        if position not in self.ends:
+            return None
+        if self.cache is not None:
+            self.cache.reorder_cache(self.ancestors.to(history.device))
+        block = history[:, self.start:position + 1]  # (B k, tokens of the block)
+        out = self.model.encoder.base_model(input_ids=block, cache=self.cache, use_cache=True,
+                                            output_hidden_states=True)
+        self.cache, self.start = out.cache, position + 1
+        self.ancestors = torch.arange(block.shape[0])
+        states = torch.stack([h[:, -1] for h in out.hidden_states], dim=1)  # (B k, K, H)
+        slot = len([e for e in self.ends if e < position])
+        target = self.slots[:, slot].to(states.device).repeat_interleave(self.k, dim=0)  # (B k, K, H)
+        return state_distance(states, target)
+
+
 @torch.no_grad()
 def beam_search(model, memories: Sequence[CompressedMemory], length: int, num_beams: int,
-                no_repeat_ngram_size: int = 0) -> BeamResult:
+                no_repeat_ngram_size: int = 0, verify: float = 0.0, anchored: bool = False) -> BeamResult:
     """Exactly `length` tokens from each memory (no prompt): the likeliest sequence `num_beams` hypotheses per
-    memory find; `no_repeat_ngram_size` n > 0 forbids a hypothesis to repeat an n-gram of its own."""
+    memory find; `no_repeat_ngram_size` n > 0 forbids a hypothesis to repeat an n-gram of its own. With `verify`
+    > 0 each memory is one window of `length` tokens, and a hypothesis also pays `verify` nats per unit of
+    `state_distance` between each block it completes, re-encoded, and the memory's slot; `scores` include it.
+    `anchored` (one window per memory too) writes `anchor_tokens` at the slot positions, scored as the decoder
+    scores them."""
     if num_beams < 1:
         raise ValueError(f"`num_beams` must be at least 1, got {num_beams}")
     if length < 1:
         raise ValueError(f"`length` must be at least 1, got {length}")
+    if verify < 0:
+        raise ValueError(f"`verify` must be >= 0, got {verify}")
     rows, k = len(memories), num_beams
+    if (verify or anchored) and any(m.num_windows != 1 or m.token_count != length for m in memories):
+        raise ValueError("`verify` and `anchored` read one window of `length` tokens per memory: pass "
+                         "`memory.windows()`")
+    checker = _BlockChecker(model, memories, length, k) if verify else None
+    anchors = {}  # position -> (B k,) the token every hypothesis must write there
+    if anchored:
+        ends = slot_positions(length, memories[0].rate)
+        known = torch.tensor([anchor_tokens(model, m) for m in memories]).repeat_interleave(k, dim=0)  # (B k, S)
+        anchors = {end: known[:, j] for j, end in enumerate(ends)}
     state = prefill(model, [m for m in memories for _ in range(k)], [[]] * (rows * k), length)
     device = state.logits.device
     eos = torch.tensor(sorted(eos_token_ids(model)), dtype=torch.long, device=device)
@@ -51,11 +123,19 @@ def beam_search(model, memories: Sequence[CompressedMemory], length: int, num_be
         log_probs = torch.log_softmax(state.logits, dim=-1).index_fill(1, eos, float("-inf"))  # (B k, V)
         if blocker is not None:
             log_probs = blocker(history, log_probs)
+        if step in anchors:
+            column = anchors[step].to(device)[:, None]
+            log_probs = torch.full_like(log_probs, float("-inf")).scatter(1, column, log_probs.gather(1, column))
         vocab = log_probs.shape[-1]
         candidates = (scores[..., None] + log_probs.view(rows, k, vocab)).view(rows, k * vocab)
         scores, chosen = candidates.topk(k, dim=-1)  # (B, k)
         parents = (first_row + chosen // vocab).view(-1)  # (B k,): the cache row each new hypothesis extends
         history = torch.cat([history[parents], (chosen % vocab).view(-1, 1)], dim=1)
+        if checker is not None:
+            checker.follow(parents)
+            distances = checker.distances(step, history)
+            if distances is not None:
+                scores = scores - verify * distances.view(rows, k).to(device)
         if step + 1 < length:
             state.cache.reorder_cache(parents)
             state = advance(model, dataclasses.replace(state, mask=state.mask[parents],

@@ -534,10 +534,13 @@ class GenerationMixin:
 
     @torch.no_grad()
     def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8,
-                    no_repeat_ngram_size: int = 0, num_beams: int = 1) -> str | list[int]:
+                    no_repeat_ngram_size: int = 0, num_beams: int = 1, verify: float = 0.0,
+                    anchored: bool = False) -> str | list[int]:
         """The text the memory holds, regenerated window by window (batched); token ids without a tokenizer.
         `no_repeat_ngram_size` n > 0 keeps each window's text from repeating an n-gram of its own;
-        `num_beams` > 1 decodes each window by beam search (`rcc_model.beam_search`; k times the rows).
+        `num_beams` > 1 decodes each window by beam search (k times the rows), which can also check each block
+        it writes against the memory (`verify`, nats per unit of distance; 30 measured best at r = 8) and
+        write the token the memory holds at each slot position (`anchored`): `rcc_model.beam_search`.
 
         Each window is decoded from its own slots, as in training, so length is not limited by the
         decoder's position range. The memory records each window's token count, so a window is decoded to
@@ -550,12 +553,13 @@ class GenerationMixin:
         windows = memory.windows()
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
-            if num_beams != 1:  # beam_search refuses fewer than 1
+            if num_beams != 1 or verify or anchored:  # beam_search refuses fewer than 1 beam
                 # the best hypothesis of a longer length, cut, is not the best of its own: search each length apart
                 found = {}
                 for length in {m.token_count for m in chunk}:
                     same = [i for i, m in enumerate(chunk) if m.token_count == length]
-                    rows = beam_search(self, [chunk[i] for i in same], length, num_beams, no_repeat_ngram_size).ids
+                    rows = beam_search(self, [chunk[i] for i in same], length, num_beams, no_repeat_ngram_size,
+                                       verify, anchored).ids
                     found.update(zip(same, rows))
                 rows = [found[i] for i in range(len(chunk))]
             else:

@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
                    "tokens a window's text already holds (default: 0, off)")
     p.add_argument("--beams", type=int, default=1, metavar="K", help="decode each window by beam search with K "
                    "hypotheses: slower, often closer to the text (default: 1, greedy)")
+    p.add_argument("--verify", type=float, default=0.0, metavar="NATS", help="re-encode each block a hypothesis "
+                   "writes and charge NATS per unit of distance from the memory (30 measured best at r = 8)")
+    p.add_argument("--anchored", action="store_true", help="write the token the memory holds at each slot position")
     add_model_options(p)
 
 
@@ -27,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
     memory = CompressedMemory.load(args.memory)
     print(load_model_for(args, memory.rate).reconstruct(memory, batch_size=args.batch_size,
                                                               no_repeat_ngram_size=args.no_repeat_ngram,
-                                                              num_beams=args.beams))
+                                                              num_beams=args.beams, verify=args.verify,
+                                                              anchored=args.anchored))
     return 0

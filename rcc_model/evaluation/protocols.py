@@ -36,12 +36,15 @@ def first_integer(text: str) -> str | None:
 
 def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed: int = 0,
                    batch_size: int = 8, stop_at_eos: bool = False, rate: int | None = None,
-                   no_repeat_ngram_size: int = 0, num_beams: int = 1) -> dict:
+                   no_repeat_ngram_size: int = 0, num_beams: int = 1, verify: float = 0.0,
+                   anchored: bool = False) -> dict:
     """Compress held-out windows of W tokens one by one at `rate` (the model's default, or another of its
-    trained rates) and regenerate them greedily (or by beam search, `num_beams` > 1), each to its known length
-    as `RCCModel.reconstruct` does (or, with `stop_at_eos`, until the decoder emits EOS; greedy only),
-    optionally never repeating an n-gram."""
-    if num_beams != 1 and stop_at_eos:
+    trained rates) and regenerate them greedily (or by beam search, `num_beams` > 1, optionally checked against
+    the memory, `verify` and `anchored`: `rcc_model.beam_search`), each to its known length as
+    `RCCModel.reconstruct` does (or, with `stop_at_eos`, until the decoder emits EOS; greedy only), optionally
+    never repeating an n-gram."""
+    searched = num_beams != 1 or verify or anchored
+    if searched and stop_at_eos:
         raise ValueError("beam search decodes each window to its known length: drop `stop_at_eos`")
     rate = model.check_rate(rate)
     rng = random.Random(seed)
@@ -52,8 +55,8 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     for i in range(0, len(references), batch_size):
         chunk = references[i:i + batch_size]
         memories = model.compress(chunk, rate=rate)
-        if num_beams != 1:
-            generated += beam_search(model, memories, width, num_beams, no_repeat_ngram_size).ids
+        if searched:
+            generated += beam_search(model, memories, width, num_beams, no_repeat_ngram_size, verify, anchored).ids
             continue
         generated += [row[:width] for row in model.generate_ids(
             memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width,
@@ -67,6 +70,7 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
         "rate": rate, "window": width, "windows": windows,
         "length": "until EOS" if stop_at_eos else "the window's token count",
         "no_repeat_ngram_size": no_repeat_ngram_size, "num_beams": num_beams,
+        "verify": verify, "anchored": anchored,
         "teacher_forced_loss": own, "loss_with_another_windows_memory": other,
         "bleu4": metrics.corpus_bleu4([h.split() for h in hyp_text], [r.split() for r in ref_text]),
         "sacrebleu": metrics.sacrebleu_score(hyp_text, ref_text),

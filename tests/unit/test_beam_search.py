@@ -70,3 +70,36 @@ def test_the_reconstruction_protocol_reads_by_beam_search_to_known_lengths_only(
     assert result["num_beams"] == 2 and 0 <= result["bleu4"] <= 1
     with pytest.raises(ValueError, match="known length"):
         reconstruction(text_rcc, tokens, windows=2, num_beams=2, stop_at_eos=True)
+
+
+def test_anchors_are_the_tokens_at_the_slot_positions(text_rcc):
+    from rcc_model.beam_search import anchor_tokens
+    from rcc_model.windows import slot_positions
+
+    ids = text_rcc.encode_text(DOC)[:30]  # one window of 32 with a partial last block
+    memory = text_rcc.compress(ids)
+    positions = slot_positions(len(ids), text_rcc.config.rate)
+    assert anchor_tokens(text_rcc, memory) == [ids[p] for p in positions]
+    written = beam_search(text_rcc, [memory], len(ids), num_beams=2, anchored=True).ids[0]
+    assert [written[p] for p in positions] == [ids[p] for p in positions]
+
+
+def test_a_verified_score_pays_the_distance_of_each_block_re_encoded(text_rcc):
+    from rcc_model.beam_search import state_distance
+
+    ids = text_rcc.encode_text(DOC)[:30]
+    memory = text_rcc.compress(ids)
+    result = beam_search(text_rcc, [memory], len(ids), num_beams=3, verify=5.0)
+    written = result.ids[0]
+    with torch.no_grad():
+        log_prob = continuation_logprob(text_rcc, prefill(text_rcc, [memory], [[]]), written)
+        paid = state_distance(text_rcc.compress(written).states, memory.states).sum()  # every slot, whole
+    assert result.scores[0] == pytest.approx(log_prob - 5.0 * float(paid), abs=1e-3)
+
+
+def test_checking_against_the_memory_needs_one_window_per_memory(text_rcc):
+    memory = text_rcc.compress(DOC)  # three windows
+    with pytest.raises(ValueError, match="one window"):
+        beam_search(text_rcc, [memory], memory.token_count, num_beams=2, verify=1.0)
+    with pytest.raises(ValueError, match="verify"):
+        beam_search(text_rcc, memory.windows()[:1], 32, num_beams=2, verify=-1.0)

@@ -13,7 +13,8 @@ def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkp
     memory = CompressedMemory.load(tmp_path / "doc.rccmem")
     assert (memory.rate, memory.fingerprint) == (8, fingerprints[8])
     assert main(["reconstruct", str(tmp_path / "doc.rccmem"), *model]) == 0  # the r = 8 weights read it back
-    assert main(["reconstruct", str(tmp_path / "doc.rccmem"), "--no-repeat-ngram", "3", "--beams", "2", *model]) == 0
+    assert main(["reconstruct", str(tmp_path / "doc.rccmem"), "--no-repeat-ngram", "3", "--beams", "2",
+                 "--verify", "30", "--anchored", *model]) == 0
     assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2", *model]) == 0
     assert main(["demo", "--rate", "8", *model]) == 0
     assert "rate 8" in capsys.readouterr().out
