@@ -117,3 +117,24 @@ def test_cli_help_explains_the_commands():
     out = rcc("--help").stdout
     for command in ("compress", "ask", "reconstruct", "info", "demo"):
         assert command in out
+
+
+PROSE = ("When the ferry stopped running in the winter of that year, the island's school moved into the back room of "
+         "the post office. Twelve children sat at two long tables, and the postmistress, who had once trained as a "
+         "teacher, taught arithmetic between the morning and afternoon deliveries. The older pupils sorted letters "
+         "for practice and learned the names of every harbour on the coast from the stamps.")
+
+
+def test_decoding_checked_against_the_memory_keeps_a_window_in_place(default_model):
+    from rcc_model.beam_search import beam_search
+
+    ids = default_model.encode_text(PROSE)
+    memory = default_model.compress(ids)
+    assert memory.num_windows == 1
+
+    def in_place(written: list[int]) -> float:
+        return sum(a == b for a, b in zip(written, ids)) / len(ids)
+
+    greedy = default_model.generate_ids(memory, max_new_tokens=len(ids), min_new_tokens=len(ids))
+    checked = beam_search(default_model, [memory], len(ids), num_beams=8, verify=30.0, anchored=True).ids[0]
+    assert in_place(checked) >= 0.5 and in_place(checked) > in_place(greedy)
