@@ -9,8 +9,9 @@ The memory can also check a hypothesis (`verify`): the encoder is causal, so slo
 window's tokens up to the end of block j alone. Each time a hypothesis completes a block, the encoder reads the
 block after the hypothesis's own earlier blocks (its KV cache), and the hypothesis pays `verify` nats per unit of
 distance between that state and the memory's slot. The right block lands within bfloat16 noise of the slot
-(relative distance ~0.01); one wrong token puts it 0.14-0.77 away (MODEL_CARD, "Decoding that checks itself
-against the memory").
+(relative distance 0.007-0.016 at r = 8); one changed token puts it 0.08-0.87 away, 0.69 on average where it is
+the block's last (`benchmarks/checked_decoding_r8.md`). And a slot's first entry is the embedding of its block's
+last token, so that token can be read back exactly and written there (`anchored`).
 
 Shapes: B memories, k beams, V vocabulary; cache rows are memory-major (row b * k + j is beam j of memory b).
 """
@@ -31,7 +32,8 @@ from rcc_model.windows import slot_positions
 
 @dataclass
 class BeamResult:
-    """Per memory, the best hypothesis's tokens and its total log-probability (nats)."""
+    """Per memory, the best hypothesis's tokens and its score: total log-probability (nats), less what `verify`
+    charged it."""
 
     ids: list[list[int]]
     scores: list[float]
@@ -47,10 +49,11 @@ def state_distance(states: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
 def anchor_tokens(model, memory: CompressedMemory) -> list[int]:
     """The token at each slot position of a one-window memory, read from the slot's first entry: the encoder's
     input embedding of the block's last token (no layer has run on it yet), matched to the nearest row of the
-    embedding matrix. One token in r is thus known exactly before any decoding."""
-    table = model.encoder.get_input_embeddings().weight  # (V, H)
-    entries = memory.states[:, 0].to(device=table.device, dtype=torch.float32)  # (S, H)
-    return torch.cdist(entries, table.float()).argmin(dim=-1).tolist()
+    embedding matrix by cosine (bases that scale their embeddings, as Gemma does, keep the direction). One token
+    in r is thus known exactly before any decoding."""
+    table = torch.nn.functional.normalize(model.encoder.get_input_embeddings().weight.float(), dim=-1)  # (V, H)
+    entries = torch.nn.functional.normalize(memory.states[:, 0].to(table.device, torch.float32), dim=-1)  # (S, H)
+    return (entries @ table.T).argmax(dim=-1).tolist()
 
 
 class _BlockChecker:
@@ -60,7 +63,7 @@ class _BlockChecker:
     def __init__(self, model, memories: Sequence[CompressedMemory], length: int, k: int):
         rate = memories[0].rate
         self.model, self.k = model, k
-        self.ends = set(slot_positions(length, rate))  # positions that complete a block
+        self.slot_of = {end: j for j, end in enumerate(slot_positions(length, rate))}  # block end -> its slot
         self.slots = torch.stack([m.states for m in memories])  # (B, S, K, H)
         self.cache = None
         self.ancestors = torch.arange(len(memories) * k)  # (B k,)
@@ -71,7 +74,7 @@ class _BlockChecker:
 
     def distances(self, position: int, history: torch.Tensor) -> torch.Tensor | None:
         """(B k,) distances to the memory if `position` completes a block, else None."""
-        if position not in self.ends:
+        if position not in self.slot_of:
             return None
         if self.cache is not None:
             self.cache.reorder_cache(self.ancestors.to(history.device))
@@ -81,8 +84,7 @@ class _BlockChecker:
         self.cache, self.start = out.cache, position + 1
         self.ancestors = torch.arange(block.shape[0])
         states = torch.stack([h[:, -1] for h in out.hidden_states], dim=1)  # (B k, K, H)
-        slot = len([e for e in self.ends if e < position])
-        target = self.slots[:, slot].to(states.device).repeat_interleave(self.k, dim=0)  # (B k, K, H)
+        target = self.slots[:, self.slot_of[position]].to(states.device).repeat_interleave(self.k, dim=0)  # (B k, K, H)
         return state_distance(states, target)
 
 
