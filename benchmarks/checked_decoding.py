@@ -20,7 +20,7 @@ from pathlib import Path
 from _report import machine, write_report
 
 from rcc_model import RCCModel
-from rcc_model.beam_search import state_distance
+from rcc_model.beam_search import encode_block, state_distance
 from rcc_model.data.build import load_tokens
 from rcc_model.evaluation.protocols import reconstruction
 
@@ -42,22 +42,18 @@ def slot_distances(model: RCCModel, ids: list[int], rate: int) -> dict[str, list
     import torch
 
     slots = model.compress(ids, rate=rate).states  # (S, K, H)
-    encoder = model.encoder.base_model
     found: dict[str, list[float]] = {}
     with torch.no_grad():
         cache, states = None, []
         for start in range(0, len(ids), rate):
-            out = encoder(input_ids=torch.tensor([ids[start:start + rate]]), cache=cache, use_cache=True,
-                          output_hidden_states=True)
-            cache = out.cache
-            states.append(torch.stack([h[0, -1] for h in out.hidden_states]))
-        found["true text"] = state_distance(torch.stack(states), slots).tolist()
+            state, cache = encode_block(model, torch.tensor([ids[start:start + rate]]), cache)
+            states.append(state)
+        found["true text"] = state_distance(torch.cat(states), slots).tolist()
         end = 6 * rate  # block 5 is tokens [5r, 6r)
         for offset, name in ((0, "first"), (rate // 2, "middle"), (rate - 1, "last")):
             changed = ids[:end]
             changed[5 * rate + offset] = (changed[5 * rate + offset] + 1) % model.encoder.config.vocab_size
-            out = encoder(input_ids=torch.tensor([changed]), output_hidden_states=True)
-            state = torch.stack([h[0, -1] for h in out.hidden_states])[None]
+            state, _ = encode_block(model, torch.tensor([changed]))
             found[f"block 5, its {name} token changed"] = state_distance(state, slots[5:6]).tolist()
     return found
 

@@ -56,6 +56,13 @@ def anchor_tokens(model, memory: CompressedMemory) -> list[int]:
     return (entries @ table.T).argmax(dim=-1).tolist()
 
 
+def encode_block(model, block: torch.Tensor, cache=None) -> tuple[torch.Tensor, object]:
+    """The encoder on (N, T) tokens after `cache` (the rows' earlier blocks; None at a window's start): the state
+    of each row's last token, (N, K, H), as a slot holds it, and the grown cache."""
+    out = model.encoder.base_model(input_ids=block, cache=cache, use_cache=True, output_hidden_states=True)
+    return torch.stack([h[:, -1] for h in out.hidden_states], dim=1), out.cache
+
+
 class _BlockChecker:
     """The encoder side of `verify`: one encoder KV cache row per hypothesis as of its last completed block, and
     which of those rows each current hypothesis descends from."""
@@ -79,11 +86,9 @@ class _BlockChecker:
         if self.cache is not None:
             self.cache.reorder_cache(self.ancestors.to(history.device))
         block = history[:, self.start:position + 1]  # (B k, tokens of the block)
-        out = self.model.encoder.base_model(input_ids=block, cache=self.cache, use_cache=True,
-                                            output_hidden_states=True)
-        self.cache, self.start = out.cache, position + 1
+        states, self.cache = encode_block(self.model, block, self.cache)  # (B k, K, H)
+        self.start = position + 1
         self.ancestors = torch.arange(block.shape[0])
-        states = torch.stack([h[:, -1] for h in out.hidden_states], dim=1)  # (B k, K, H)
         target = self.slots[:, self.slot_of[position]].to(states.device).repeat_interleave(self.k, dim=0)  # (B k, K, H)
         return state_distance(states, target)
 
