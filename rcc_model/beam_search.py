@@ -30,6 +30,28 @@ from rcc_model.memory import CompressedMemory
 from rcc_model.windows import slot_positions
 
 
+@dataclass(frozen=True)
+class Search:
+    """How reconstruction decodes each window: greedy (the defaults), or by beam search with `num_beams`
+    hypotheses, optionally checked against the memory (`verify`, `anchored`); `beam_search` checks the values."""
+
+    num_beams: int = 1
+    verify: float = 0.0
+    anchored: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.num_beams == 1 and not self.verify and not self.anchored
+
+    @classmethod
+    def of(cls, config, num_beams: int | None = None, verify: float | None = None,
+           anchored: bool | None = None) -> Search:
+        """A model's own settings (`RCCConfig.reconstruct_*`), each replaced where given."""
+        return cls(config.reconstruct_beams if num_beams is None else num_beams,
+                   config.reconstruct_verify if verify is None else verify,
+                   config.reconstruct_anchored if anchored is None else anchored)
+
+
 @dataclass
 class BeamResult:
     """Per memory, the best hypothesis's tokens and its score: total log-probability (nats), less what `verify`

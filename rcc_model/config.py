@@ -63,6 +63,11 @@ class RCCConfig:
             (`generation.weigh_abstention`); None = plain greedy decoding. Greedy decoding commits to
             abstaining at its first token, while the code the model would have written, scored whole, can be
             the likelier answer. Its model card says how the margin was measured.
+        reconstruct_beams / reconstruct_verify / reconstruct_anchored: how `RCCModel.reconstruct` decodes each
+            window unless told otherwise (`rcc_model.beam_search.Search`): 1, 0.0, False = greedy; more beams,
+            each block checked against the memory (nats per unit of distance) and the token each slot holds
+            written in place are slower and, for weights that pack their slots well, closer to the text. Its
+            model card says how they were measured.
     """
 
     base: str = "smollm2-135m-instruct"
@@ -81,6 +86,9 @@ class RCCConfig:
     read_alignments: int = 1
     abstention: str | None = None
     abstention_margin: float | None = None
+    reconstruct_beams: int = 1
+    reconstruct_verify: float = 0.0
+    reconstruct_anchored: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +128,13 @@ class RCCConfig:
             if self.abstention is None:
                 raise ValueError("`abstention_margin` needs `abstention`: the answer it weighs")
             self.abstention_margin = float(self.abstention_margin)
+        if not isinstance(self.reconstruct_beams, int) or self.reconstruct_beams < 1:
+            raise ValueError(f"`reconstruct_beams` must be a positive integer, got {self.reconstruct_beams!r}")
+        if not isinstance(self.reconstruct_verify, (int, float)) or self.reconstruct_verify < 0:
+            raise ValueError(f"`reconstruct_verify` must be a number >= 0, got {self.reconstruct_verify!r}")
+        self.reconstruct_verify = float(self.reconstruct_verify)
+        if not isinstance(self.reconstruct_anchored, bool):
+            raise ValueError(f"`reconstruct_anchored` must be true or false, got {self.reconstruct_anchored!r}")
 
     @property
     def trained_rates(self) -> list[int]:

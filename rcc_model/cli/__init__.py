@@ -64,3 +64,28 @@ def load_model_for(args: argparse.Namespace, rate: int | None):
     from rcc_model.checkpoint import own_rates
 
     return load_model(args, rate if rate in own_rates(args.model) else None)
+
+
+def add_search_options(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """How reconstruction decodes each window; left out, the model's own settings (`RCCConfig.reconstruct_*`).
+    `scope` prefixes each help text (e.g. "reconstruction: ")."""
+    parser.add_argument("--beams", type=int, default=None, metavar="K", help=f"{scope}decode each window by beam "
+                        "search with K hypotheses (default: the model's; the packaged default's 8)")
+    parser.add_argument("--verify", type=float, default=None, metavar="NATS", help=f"{scope}re-encode each block a "
+                        "hypothesis writes and charge NATS per unit of distance from the memory's slot (default: the "
+                        "model's; the packaged default's 30)")
+    parser.add_argument("--anchored", action=argparse.BooleanOptionalAction, default=None, help=f"{scope}write the "
+                        "token the memory holds at each slot position (default: the model's; the packaged default "
+                        "does)")
+    parser.add_argument("--greedy", action="store_true", help=f"{scope}plain greedy decoding, about 3x faster: "
+                        "--beams 1 --verify 0 --no-anchored")
+
+
+def search_options(args: argparse.Namespace) -> dict:
+    """`num_beams`, `verify`, `anchored` as given (None: the model's own), `--greedy` spelt out."""
+    given = {"num_beams": args.beams, "verify": args.verify, "anchored": args.anchored}
+    if not args.greedy:
+        return given
+    if any(value is not None for value in given.values()):
+        raise ValueError("--greedy is --beams 1 --verify 0 --no-anchored: give it alone")
+    return {"num_beams": 1, "verify": 0.0, "anchored": False}

@@ -11,7 +11,7 @@ PROTOCOLS = ("reconstruction", "passkey", "needle", "qa")
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options
+    from rcc_model.cli import add_model_options, add_search_options
 
     p = sub.add_parser("eval", help="evaluate a model (reconstruction, passkey, needle, qa)",
                        description="Evaluate an RCC model on held-out data and write PROTOCOL.json, "
@@ -28,12 +28,7 @@ def add_parser(sub) -> None:
                    "first EOS instead of decoding it to its known length")
     p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="reconstruction: never repeat an "
                    "N-gram of tokens a window's text already holds (default: 0, greedy alone)")
-    p.add_argument("--beams", type=int, default=1, metavar="K", help="reconstruction: decode each window by beam "
-                   "search with K hypotheses (default: 1, greedy)")
-    p.add_argument("--verify", type=float, default=0.0, metavar="NATS", help="reconstruction: re-encode each block "
-                   "a hypothesis writes and charge NATS per unit of distance from the memory's slot (30 at r = 8)")
-    p.add_argument("--anchored", action="store_true", help="reconstruction: write the token the memory holds at "
-                   "each slot position (the slot's embedding entry)")
+    add_search_options(p, "reconstruction: ")
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
@@ -56,7 +51,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model.checkpoint import own_rates
-    from rcc_model.cli import load_model
+    from rcc_model.cli import load_model, search_options
     from rcc_model.evaluation import protocols
 
     own = own_rates(args.model)
@@ -75,13 +70,13 @@ def run(args: argparse.Namespace) -> int:
             protocols.reconstruction(model if r in trained else load_model(args, rate=r), tokens,
                                      windows=args.windows, stop_at_eos=args.stop_at_eos,
                                      rate=r if r in trained else None, no_repeat_ngram_size=args.no_repeat_ngram,
-                                     num_beams=args.beams, verify=args.verify, anchored=args.anchored)
+                                     **search_options(args))
             for r in args.rates]
         result = {"trained_rates": own_rates(args.model), "length": by_rate[0]["length"], "by_rate": by_rate}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
                                           stop_at_eos=args.stop_at_eos, no_repeat_ngram_size=args.no_repeat_ngram,
-                                          num_beams=args.beams, verify=args.verify, anchored=args.anchored)
+                                          **search_options(args))
     elif args.protocol == "passkey":
         result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials, read_slots=args.read_slots)
     elif args.protocol == "needle":

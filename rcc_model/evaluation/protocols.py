@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rcc_model.beam_search import beam_search
+from rcc_model.beam_search import Search, beam_search
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
 from rcc_model.memory import CompressedMemory, MemoryViews
@@ -36,16 +36,19 @@ def first_integer(text: str) -> str | None:
 
 def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed: int = 0,
                    batch_size: int = 8, stop_at_eos: bool = False, rate: int | None = None,
-                   no_repeat_ngram_size: int = 0, num_beams: int = 1, verify: float = 0.0,
-                   anchored: bool = False) -> dict:
+                   no_repeat_ngram_size: int = 0, num_beams: int | None = None, verify: float | None = None,
+                   anchored: bool | None = None) -> dict:
     """Compress held-out windows of W tokens one by one at `rate` (the model's default, or another of its
-    trained rates) and regenerate them greedily (or by beam search, `num_beams` > 1, optionally checked against
-    the memory, `verify` and `anchored`: `rcc_model.beam_search`), each to its known length as
-    `RCCModel.reconstruct` does (or, with `stop_at_eos`, until the decoder emits EOS; greedy only), optionally
-    never repeating an n-gram."""
-    searched = num_beams != 1 or verify or anchored
-    if searched and stop_at_eos:
-        raise ValueError("beam search decodes each window to its known length: drop `stop_at_eos`")
+    trained rates) and regenerate each to its known length as `RCCModel.reconstruct` does: by the model's own
+    search settings, each of `num_beams`, `verify`, `anchored` replacing its own where given
+    (`rcc_model.beam_search`), optionally never repeating an n-gram. With `stop_at_eos`, greedily until the
+    decoder emits EOS."""
+    if stop_at_eos:
+        if not Search(num_beams or 1, verify or 0.0, bool(anchored)).greedy:
+            raise ValueError("beam search decodes each window to its known length: drop `stop_at_eos`")
+        search = Search()
+    else:
+        search = Search.of(model.config, num_beams, verify, anchored)
     rate = model.check_rate(rate)
     rng = random.Random(seed)
     width = model.config.window
@@ -55,8 +58,9 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     for i in range(0, len(references), batch_size):
         chunk = references[i:i + batch_size]
         memories = model.compress(chunk, rate=rate)
-        if searched:
-            generated += beam_search(model, memories, width, num_beams, no_repeat_ngram_size, verify, anchored).ids
+        if not search.greedy:
+            generated += beam_search(model, memories, width, search.num_beams, no_repeat_ngram_size, search.verify,
+                                     search.anchored).ids
             continue
         generated += [row[:width] for row in model.generate_ids(
             memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width,
@@ -69,8 +73,8 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     return {
         "rate": rate, "window": width, "windows": windows,
         "length": "until EOS" if stop_at_eos else "the window's token count",
-        "no_repeat_ngram_size": no_repeat_ngram_size, "num_beams": num_beams,
-        "verify": verify, "anchored": anchored,
+        "no_repeat_ngram_size": no_repeat_ngram_size, "num_beams": search.num_beams,
+        "verify": search.verify, "anchored": search.anchored,
         "teacher_forced_loss": own, "loss_with_another_windows_memory": other,
         "bleu4": metrics.corpus_bleu4([h.split() for h in hyp_text], [r.split() for r in ref_text]),
         "sacrebleu": metrics.sacrebleu_score(hyp_text, ref_text),

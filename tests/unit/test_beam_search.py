@@ -1,6 +1,7 @@
 """Beam search for reconstruction on a tiny random model with SmolLM2's tokenizer: its bookkeeping (cache rows
 reordered with their hypotheses) against scores computed from scratch."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -60,6 +61,19 @@ def test_reconstruct_searches_each_window_at_its_own_length(text_rcc):
         text_rcc.reconstruct(memory, num_beams=0)
 
 
+def test_reconstruct_decodes_as_the_models_settings_say_unless_told(text_rcc):
+    memory = text_rcc.compress(DOC)
+    checked = text_rcc.reconstruct(memory, num_beams=2, verify=5.0, anchored=True)
+    greedy = text_rcc.reconstruct(memory)  # this model's settings: greedy
+    assert checked != greedy
+    text_rcc.config = dataclasses.replace(text_rcc.config, reconstruct_beams=2, reconstruct_verify=5.0,
+                                          reconstruct_anchored=True)
+    assert text_rcc.reconstruct(memory) == checked
+    assert text_rcc.reconstruct(memory, num_beams=1, verify=0, anchored=False) == greedy
+    assert text_rcc.reconstruct(memory, anchored=False) == text_rcc.reconstruct(memory, num_beams=2, verify=5.0,
+                                                                                 anchored=False)
+
+
 def test_the_reconstruction_protocol_reads_by_beam_search_to_known_lengths_only(text_rcc):
     import numpy as np
 
@@ -70,6 +84,10 @@ def test_the_reconstruction_protocol_reads_by_beam_search_to_known_lengths_only(
     assert result["num_beams"] == 2 and 0 <= result["bleu4"] <= 1
     with pytest.raises(ValueError, match="known length"):
         reconstruction(text_rcc, tokens, windows=2, num_beams=2, stop_at_eos=True)
+    text_rcc.config = dataclasses.replace(text_rcc.config, reconstruct_beams=2, reconstruct_anchored=True)
+    own = reconstruction(text_rcc, tokens, windows=2)  # the model's own settings, recorded
+    assert (own["num_beams"], own["verify"], own["anchored"]) == (2, 0.0, True)
+    assert reconstruction(text_rcc, tokens, windows=2, stop_at_eos=True)["num_beams"] == 1  # EOS: greedy
 
 
 def test_anchors_are_the_tokens_at_the_slot_positions(text_rcc):

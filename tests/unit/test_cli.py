@@ -15,6 +15,10 @@ def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkp
     assert main(["reconstruct", str(tmp_path / "doc.rccmem"), *model]) == 0  # the r = 8 weights read it back
     assert main(["reconstruct", str(tmp_path / "doc.rccmem"), "--no-repeat-ngram", "3", "--beams", "2",
                  "--verify", "30", "--anchored", *model]) == 0
+    assert main(["reconstruct", str(tmp_path / "doc.rccmem"), "--greedy", *model]) == 0
+    capsys.readouterr()
+    assert main(["reconstruct", str(tmp_path / "doc.rccmem"), "--greedy", "--beams", "2", *model]) == 2
+    assert "--greedy is --beams 1 --verify 0 --no-anchored" in capsys.readouterr().err
     assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2", *model]) == 0
     assert main(["demo", "--rate", "8", *model]) == 0
     assert "rate 8" in capsys.readouterr().out
@@ -60,3 +64,4 @@ def test_eval_reads_a_rate_with_weights_of_its_own_and_takes_no_abbreviations(ra
     assert "not 16" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # once `--rate` read as `--rates`, and evaluated the default weights
         main([*command, "--rat", "8", "--out", str(tmp_path / "abbreviated")])
+

@@ -22,7 +22,8 @@ def test_every_rate_of_a_multi_rate_model_is_checked(rates, match):
 @pytest.mark.parametrize("field,value", [("rate", 0), ("window", -4), ("padding", "left"), ("dtype", "int4"),
                                          ("split", "word"), ("read_slots", 0), ("read_alignments", 0),
                                          ("read_alignments", 5), ("abstention", " "),
-                                         ("abstention_margin", 2.0)])
+                                         ("abstention_margin", 2.0), ("reconstruct_beams", 0),
+                                         ("reconstruct_verify", -1.0), ("reconstruct_anchored", "yes")])
 def test_invalid_settings_are_rejected(field, value):
     with pytest.raises(ValueError):
         RCCConfig(**{field: value})
@@ -30,7 +31,7 @@ def test_invalid_settings_are_rejected(field, value):
 
 def test_config_round_trips_through_json(tmp_path):
     config = RCCConfig(rate=8, window=64, layer_map=[[1], [1, 2]], padding="tile", abstention="Not said.",
-                       abstention_margin=1.5)
+                       abstention_margin=1.5, reconstruct_beams=8, reconstruct_verify=30, reconstruct_anchored=True)
     config.save(tmp_path)
     assert RCCConfig.load(tmp_path) == config
 
