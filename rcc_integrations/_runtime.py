@@ -145,11 +145,11 @@ class Engine:
         return read_within(question or "", memories, texts, budget), read, created
 
     def _window_texts(self, piece: str | CompressedMemory | MemoryWithText) -> list[str] | None:
-        """The text of each window of a piece: split from a text, given with a `MemoryWithText`, unknown for
-        a bare memory."""
+        """The text of each window of a piece: split from a text, given with a `MemoryWithText` or kept in the
+        memory (`compress(..., keep_text=True)`), else unknown."""
         if isinstance(piece, str):
             return self.model.window_texts(piece)
-        return piece.texts if isinstance(piece, MemoryWithText) else None
+        return piece.texts if isinstance(piece, MemoryWithText) else piece.window_texts
 
     def realigns(self, slots: int, alignments: int | None = None) -> bool:
         """Whether `views` reads a memory of `slots` slots at more than one alignment (`alignments`, default

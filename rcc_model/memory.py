@@ -41,7 +41,10 @@ class CompressedMemory:
     """Compressed text: `states` (S, K, H) plus what is needed to check and read it.
 
     `window_tokens[i]` is how many tokens window i was encoded from; its slots are the next
-    ceil(window_tokens[i] / rate) rows of `states`.
+    ceil(window_tokens[i] / rate) rows of `states`. `window_texts`, when kept (`RCCModel.compress(...,
+    keep_text=True)`), is the text of each window: what lets a reader rank the windows of a memory larger than
+    it reads well against a question (`rcc_model.reading`) and read them at other slot alignments. It makes the
+    memory carry its text, so it is off by default.
     """
 
     states: torch.Tensor
@@ -54,6 +57,7 @@ class CompressedMemory:
     token_count: int
     source_hash: str
     extra: dict[str, str] = field(default_factory=dict)
+    window_texts: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.states.dim() != 3:
@@ -63,6 +67,9 @@ class CompressedMemory:
             raise ValueError(
                 f"memory holds {self.states.shape[0]} slots but its windows {self.window_tokens} need {expected}"
             )
+        if self.window_texts is not None and len(self.window_texts) != len(self.window_tokens):
+            raise ValueError(f"a memory of {len(self.window_tokens)} windows given {len(self.window_texts)} "
+                             "window texts")
 
     def __len__(self) -> int:
         return self.num_slots
@@ -90,9 +97,11 @@ class CompressedMemory:
     def windows(self) -> list[CompressedMemory]:
         """One memory per encoder window, in order (each window's slots only depend on its own text)."""
         sizes = [num_slots(n, self.rate) for n in self.window_tokens]
+        texts = self.window_texts or [None] * len(sizes)
         return [
-            replace(self, states=states, window_tokens=[n], token_count=n, extra={})
-            for states, n in zip(torch.split(self.states, sizes), self.window_tokens)
+            replace(self, states=states, window_tokens=[n], token_count=n, extra={},
+                    window_texts=None if text is None else [text])
+            for states, n, text in zip(torch.split(self.states, sizes), self.window_tokens, texts)
         ]
 
     def to(self, *args, **kwargs) -> CompressedMemory:
@@ -119,6 +128,8 @@ class CompressedMemory:
             token_count=sum(m.token_count for m in memories),
             source_hash=digest,
             extra={},
+            window_texts=None if any(m.window_texts is None for m in memories)
+            else [t for m in memories for t in m.window_texts],
         )
 
     def _serialisable(self, dtype: str | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -141,6 +152,7 @@ class CompressedMemory:
             "base": self.base, "rate": self.rate, "window": self.window, "padding": self.padding,
             "window_tokens": self.window_tokens, "token_count": self.token_count,
             "source_hash": self.source_hash, "dtype": compute_dtype, "extra": self.extra,
+            "window_texts": self.window_texts,
         }
         return tensors, {"rcc": json.dumps(header)}
 
@@ -212,7 +224,7 @@ class CompressedMemory:
                 base=header["base"], rate=int(header["rate"]), window=int(header["window"]),
                 padding=header["padding"], window_tokens=[int(n) for n in header["window_tokens"]],
                 token_count=int(header["token_count"]), source_hash=header["source_hash"],
-                extra=dict(header.get("extra", {})),
+                extra=dict(header.get("extra", {})), window_texts=header.get("window_texts"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e

@@ -274,12 +274,13 @@ class RCCModel(nn.Module, GenerationMixin):
 
     @torch.no_grad()
     def compress(self, inputs: TokenInput | Sequence[TokenInput], *, batch_size: int = 8,
-                 progress: bool | None = None, rate: int | None = None, offset: int = 0
-                 ) -> CompressedMemory | list[CompressedMemory]:
+                 progress: bool | None = None, rate: int | None = None, offset: int = 0,
+                 keep_text: bool = False) -> CompressedMemory | list[CompressedMemory]:
         """Compress a string, a list of token ids, or a batch of either, into memory, at `rate` (the model's
         default, or another of its `trained_rates`). With `offset`, the first `offset` tokens of each
         document are a window of their own, so every slot boundary after them moves by `offset`: the same
-        text at another alignment (`aligned_views`).
+        text at another alignment (`aligned_views`). With `keep_text`, the memory keeps each window's text
+        (`CompressedMemory.window_texts`), so that a question can read the windows that match it best.
 
         Windows of all documents go through the encoder `batch_size` at a time; only slot states are
         kept, written into one preallocated tensor per document, so peak memory is the output plus one
@@ -288,6 +289,7 @@ class RCCModel(nn.Module, GenerationMixin):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
+        decode = self._require_tokenizer().decode if keep_text else None
         cfg, rate = self.config, self.check_rate(rate)
         if not 0 <= offset < cfg.window:
             raise ValueError(f"`offset` must be in [0, {cfg.window}), got {offset}")
@@ -323,6 +325,7 @@ class RCCModel(nn.Module, GenerationMixin):
                 states=out, fingerprint=fingerprint, base=cfg.base, rate=rate, window=cfg.window,
                 padding=cfg.padding, window_tokens=[len(w) for w in wins], token_count=len(doc),
                 source_hash=hashlib.sha256(array("q", doc).tobytes()).hexdigest(),
+                window_texts=[decode(w) for w in wins] if decode else None,
             )
             for out, wins, doc in zip(outputs, per_doc, documents)
         ]

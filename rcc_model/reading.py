@@ -51,7 +51,8 @@ def bm25(query: str, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> 
 class MemoryWithText:
     """A memory with the text of each of its windows (`RCCModel.window_texts`), which a reader can rank
     (`read_within`) and read again at other slot alignments (`RCCModel.aligned_views`) as it would a text it
-    compressed itself: what an index passes for the stored memory of its documents."""
+    compressed itself: what an index passes for the stored memory of its documents. A memory compressed with
+    `keep_text=True` carries the same texts itself (`CompressedMemory.window_texts`)."""
 
     memory: CompressedMemory
     texts: list[str]

@@ -11,7 +11,10 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("ask", help="answer a question from a memory file",
                        description="Answer a question from a memory file, streaming the answer. Without a "
-                       "question, the one compressed with the text (`compress --question`) is answered.")
+                       "question, the one compressed with the text (`compress --question`) is answered. A memory "
+                       "larger than the model reads well (its read_slots) that keeps its text (`compress "
+                       "--keep-text`) is read through the windows that best match the question, as the "
+                       "integrations read it.")
     p.add_argument("memory", type=Path, help="memory file written by `rcc compress`")
     p.add_argument("question", nargs="?", help="the question (omit for instruction reconstruction)")
     p.add_argument("--max-new-tokens", type=int, default=256)
@@ -32,7 +35,29 @@ def run(args: argparse.Namespace) -> int:
     if args.question is None:
         print(model.ask(memory, None, **sampling))
         return 0
-    for piece in model.stream(memory, [{"role": "user", "content": args.question}], **sampling):
+    for piece in model.stream(_read(model, memory, args.question), [{"role": "user", "content": args.question}],
+                              **sampling):
         print(piece, end="", flush=True)
     print()
     return 0
+
+
+def _read(model, memory, question: str):
+    """What the question reads, as the integrations read it: the whole memory, or, beyond the model's
+    `read_slots` with the windows' text kept, the windows that best match it (`rcc_model.reading`); with the
+    text, at the model's slot alignments (`RCCModel.aligned_views`)."""
+    import sys
+
+    from rcc_model.reading import read_within
+
+    budget, texts = model.config.read_slots, memory.window_texts
+    if budget and memory.num_slots > budget:
+        if texts is None:
+            print(f"note: {memory.num_slots} slots, more than this model reads well ({budget}); a memory compressed "
+                  "with --keep-text is read through the windows that match the question", file=sys.stderr)
+            return memory
+        reading = read_within(question, [memory], [texts], budget)
+        print(f"reading {reading.windows_read} of {reading.windows_held} windows, those that best match the "
+              "question", file=sys.stderr)
+        memory, texts = reading.memory, reading.texts
+    return model.aligned_views(memory, texts)

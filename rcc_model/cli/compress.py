@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per encoder batch (default: 8)")
     p.add_argument("--storage", choices=["bfloat16", "float16", "float32", "int8"],
                    help="dtype of the stored states (default: the model's memory dtype)")
+    p.add_argument("--keep-text", action="store_true", help="store each window's text in the file too, so that "
+                   "`rcc ask` reads the windows that best match a question when the memory is larger than the "
+                   "model reads well (the file then holds the text)")
     add_model_options(p)
 
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         text = f"{text}\n\n{args.question}"
     output = args.output or Path(f"{args.file}.rccmem" if str(args.file) != "-" else "stdin.rccmem")
     model = load_model_for(args, args.rate)
-    memory = model.compress(text, batch_size=args.batch_size, progress=True, rate=args.rate)
+    memory = model.compress(text, batch_size=args.batch_size, progress=True, rate=args.rate, keep_text=args.keep_text)
     memory.save(output, dtype=args.storage)
     print(f"{output}: {memory.token_count} tokens -> {memory.num_slots} slots "
           f"({output.stat().st_size / 1e6:.1f} MB), model {memory.fingerprint}")

@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
                    "instead of --data")
     p.add_argument("--limit", type=int, default=50, help="qa: at most this many examples")
     p.add_argument("--no-baseline", action="store_true", help="qa: skip the full-text baseline")
+    p.add_argument("--compressed-question", action="store_true", help="qa: compress each question after its "
+                   "context and let the decoder recall it before answering (the paper's instruction "
+                   "reconstruction); the baseline still reads the question in plain text")
     add_model_options(p)
 
 
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                                   trials=args.trials, read_slots=args.read_slots, **phrasing)
     else:
         result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
-                                              else _base_of(model), read_slots=args.read_slots)
+                                              else _base_of(model), read_slots=args.read_slots,
+                                              compressed_question=args.compressed_question)
     result["model"] = args.model
     result.setdefault("rate", model.config.rate)
     result["abstention_margin"] = model.config.abstention_margin

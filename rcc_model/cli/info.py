@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
         "window": memory.window, "padding": memory.padding, "entries": memory.states.shape[1],
         "hidden": memory.states.shape[2], "dtype": str(memory.dtype).removeprefix("torch."),
         "base": memory.base, "model": memory.fingerprint, "source_sha256": memory.source_hash,
+        "window_texts": "kept" if memory.window_texts is not None else "not kept",
     }
     if args.json:
         print(json.dumps(facts, indent=2))

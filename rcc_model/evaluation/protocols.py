@@ -194,14 +194,24 @@ def _full_text_answer(base, tokenizer, context: str, question: str, max_new_toke
 
 
 def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None,
-                       max_new_tokens: int = 48, read_slots: int | None = None) -> dict:
+                       max_new_tokens: int = 48, read_slots: int | None = None,
+                       compressed_question: bool = False) -> dict:
     """Token F1 and ROUGE-L from memory (question in plain text), and, with `base`, the same base model
     reading the full text. With `read_slots`, the decoder reads only that much of each memory, as the
-    integrations do (`_read`)."""
+    integrations do (`_read`). With `compressed_question`, the paper's instruction reconstruction: the
+    question is compressed after the context (`context + "\n\n" + question`) and the decoder recalls it
+    from memory before answering (`RCCModel.ask(memory, None)`); the whole memory is read."""
+    if compressed_question and read_slots is not None:
+        raise ValueError("a compressed question is read from the whole memory: drop `read_slots`")
     rows = []
     for example in examples:
-        memory, read = _read(model, model.encode_text(example.context), example.question, read_slots)
-        answer = model.ask(memory, example.question, max_new_tokens=max_new_tokens)
+        if compressed_question:
+            context = model.encode_text(f"{example.context}\n\n{example.question}")
+            memory, read = _read(model, context, example.question, None)
+            answer = model.ask(memory, None, max_new_tokens=max_new_tokens)
+        else:
+            memory, read = _read(model, model.encode_text(example.context), example.question, read_slots)
+            answer = model.ask(memory, example.question, max_new_tokens=max_new_tokens)
         row = {"question": example.question, "reference": example.answer, "rcc": answer,
                "rcc_f1": metrics.token_f1(answer, example.answer),
                "rcc_rouge_l": metrics.rouge_l(answer, example.answer), "windows_read": read}
@@ -211,4 +221,5 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
                        full_rouge_l=metrics.rouge_l(full, example.answer))
         rows.append(row)
     summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.endswith(("_f1", "_rouge_l"))}
-    return {"protocol": "qa", "examples": len(rows), **summary, **_reading(model, read_slots), "rows": rows}
+    return {"protocol": "qa", "examples": len(rows), "question_mode": "compressed" if compressed_question else "plain",
+            **summary, **_reading(model, read_slots), "rows": rows}

@@ -99,6 +99,18 @@ def test_cli_compress_info_ask_reconstruct(tmp_path):
     assert rebuilt.returncode == 0 and len(rebuilt.stdout) > 100, rebuilt.stderr
 
 
+def test_cli_ask_reads_a_long_memory_that_keeps_its_text_where_the_question_matches(tmp_path):
+    text = tmp_path / "doc.txt"
+    text.write_text(passkey_document(27182, sentences=120)[0])  # 8 windows, 498 slots: more than read_slots (64)
+    done = rcc("compress", str(text), "-o", str(tmp_path / "doc.rccmem"), "--keep-text", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(rcc("info", str(tmp_path / "doc.rccmem"), "--json").stdout)["window_texts"] == "kept"
+    answer = rcc("ask", str(tmp_path / "doc.rccmem"), "What is the pass key?", "--max-new-tokens", "12",
+                 "--device", "cpu")
+    assert answer.returncode == 0 and "reading 1 of 8 windows" in answer.stderr, answer.stderr
+    assert "27182" in answer.stdout
+
+
 def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     bad = tmp_path / "bad.rccmem"
     bad.write_bytes(b"nope")

@@ -65,3 +65,20 @@ def test_eval_reads_a_rate_with_weights_of_its_own_and_takes_no_abbreviations(ra
     with pytest.raises(SystemExit):  # once `--rate` read as `--rates`, and evaluated the default weights
         main([*command, "--rat", "8", "--out", str(tmp_path / "abbreviated")])
 
+
+def test_ask_reads_the_windows_that_match_when_the_memory_keeps_its_text(text_rcc, capsys):
+    import dataclasses
+
+    from rcc_model.cli.ask import _read
+
+    text_rcc.config = dataclasses.replace(text_rcc.config, read_slots=8, read_alignments=2)  # one 32-token window
+    filler = "Real text does not repeat itself like filler does. " * 6
+    report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
+    kept = text_rcc.compress(report, keep_text=True)
+    read = _read(text_rcc, kept, "What colour is the door of the depot?")
+    assert len(read.views) == 2 and read.views[0].num_slots == 8
+    assert "door of the depot is painted teal" in read.views[0].window_texts[0]
+    assert "reading 1 of" in capsys.readouterr().err
+    bare = text_rcc.compress(report)
+    assert _read(text_rcc, bare, "What colour is the door of the depot?") is bare  # no text: read whole
+    assert "--keep-text" in capsys.readouterr().err

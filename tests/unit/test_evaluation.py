@@ -72,6 +72,17 @@ def test_qa_compares_memory_with_the_full_text_baseline(text_rcc):
     assert result["rows"][0]["reference"] == "teal"
 
 
+def test_qa_can_compress_the_question_with_the_context(text_rcc):
+    example = QAExample("The door is painted teal. " * 10, "What colour is the door?", "teal", "fact")
+    result = protocols.question_answering(text_rcc, [example], max_new_tokens=4, compressed_question=True)
+    memory = text_rcc.compress(example.context + "\n\n" + example.question)
+    assert result["question_mode"] == "compressed"
+    assert result["rows"][0]["rcc"] == text_rcc.ask(memory, None, max_new_tokens=4)
+    assert result["rows"][0]["windows_read"] == list(range(memory.num_windows))
+    with pytest.raises(ValueError, match="whole memory"):
+        protocols.question_answering(text_rcc, [example], read_slots=8, compressed_question=True)
+
+
 def test_qa_can_read_only_the_window_that_matches_the_question(text_rcc):
     filler = "Real text does not repeat itself like filler does. " * 6
     examples = [QAExample(filler[:60] + "The door of the depot is painted teal. " + filler * 2,

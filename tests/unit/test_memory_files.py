@@ -1,5 +1,6 @@
 """Memory files: safetensors round trips, corruption, and memories from other models."""
 
+import dataclasses
 import json
 
 import pytest
@@ -115,3 +116,19 @@ def test_bytes_round_trip_like_files(memory, dtype):
 def test_damaged_bytes_are_a_clear_error(memory, damage):
     with pytest.raises(MemoryFileError):
         CompressedMemory.from_bytes(damage(memory.to_bytes()))
+
+
+def test_kept_window_texts_travel_with_the_memory(tmp_path, text_rcc):
+    text = "The harbour office keeps a ledger of every ship. " * 10
+    memory = text_rcc.compress(text, keep_text=True)
+    assert memory.window_texts == text_rcc.window_texts(text) and memory.num_windows > 2
+    assert text_rcc.compress(text).window_texts is None  # off by default: the file would hold the text
+    for loaded in (CompressedMemory.load(memory.save(tmp_path / "doc.rccmem")),
+                   CompressedMemory.from_bytes(memory.to_bytes("int8"))):
+        assert loaded.window_texts == memory.window_texts
+    assert [w.window_texts for w in memory.windows()] == [[t] for t in memory.window_texts]
+    both = CompressedMemory.concat([memory, memory])
+    assert both.window_texts == memory.window_texts * 2
+    assert CompressedMemory.concat([memory, text_rcc.compress(text)]).window_texts is None  # one without: unknown
+    with pytest.raises(ValueError, match="window texts"):
+        dataclasses.replace(memory, window_texts=memory.window_texts[1:])

@@ -272,8 +272,10 @@ def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, mo
     stored = MemoryWithText(text_rcc.compress(report), text_rcc.window_texts(report))
     llm.invoke(question, memory=stored)  # with its text: ranked and realigned like the document itself
     assert seen[1] == reading.texts
+    llm.invoke(question, memory=text_rcc.compress(report, keep_text=True))  # a memory that keeps its own text
+    assert seen[2] == reading.texts
     llm.model_copy(update={"read_alignments": 1}).invoke(question, memory=[Document(page_content=report)])
-    assert len(seen) == 2
+    assert len(seen) == 3
     with pytest.raises(ValueError, match="window texts"):
         MemoryWithText(stored.memory, stored.texts[1:])
 
