@@ -103,11 +103,11 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None
     """The memory of `context`, whole (`read_slots` None) or the part that the question reads within
     `read_slots` slots, the windows ranked by BM25 and read at the model's `read_alignments`, as the
     integrations read them; and the windows read."""
-    memory = model.compress(context)
+    memory = model.compress(context, keep_text=read_slots is not None)  # its windows' text, as `rcc ask` reads it
     if read_slots is None:
         return memory, list(range(memory.num_windows))
     question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
-    reading = read_within(question, [memory], [model.window_texts(context)], read_slots)
+    reading = read_within(question, [memory], [memory.window_texts], read_slots)
     return model.aligned_views(reading.memory, reading.texts), reading.windows[0]
 
 
