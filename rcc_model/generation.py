@@ -9,12 +9,16 @@ import copy
 import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
 from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
+
+if TYPE_CHECKING:
+    from rcc_model.reading import Reading
 
 
 @dataclass(frozen=True)
@@ -548,11 +552,23 @@ class GenerationMixin:
         decoder's position range. The memory records each window's token count, so a window is decoded to
         exactly that length: an early EOS would only cut the text short.
         """
+        rows = self.reconstruct_windows(memory, batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size,
+                                        num_beams=num_beams, verify=verify, anchored=anchored)
+        ids = [token for row in rows for token in row]
+        if self.tokenizer is None:
+            return ids
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def reconstruct_windows(self, memory: CompressedMemory, *, batch_size: int = 8, no_repeat_ngram_size: int = 0,
+                            num_beams: int | None = None, verify: float | None = None,
+                            anchored: bool | None = None) -> list[list[int]]:
+        """The token ids of each window's text, as `reconstruct` regenerates them (same arguments)."""
         from rcc_model.beam_search import Search, beam_search
 
         self.check_memory(memory)
         search = Search.of(self.config, num_beams, verify, anchored)
-        ids: list[int] = []
+        texts: list[list[int]] = []
         windows = memory.windows()
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
@@ -569,8 +585,55 @@ class GenerationMixin:
                 length = max(m.token_count for m in chunk)
                 rows = self.generate_ids(chunk, max_new_tokens=length, min_new_tokens=length,
                                          no_repeat_ngram_size=no_repeat_ngram_size)
-            for window, row in zip(chunk, rows):
-                ids.extend(row[: window.token_count])
-        if self.tokenizer is None:
-            return ids
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+            texts += [list(row[: window.token_count]) for window, row in zip(chunk, rows)]
+        return texts
+
+    @torch.no_grad()
+    def reconstruction_prompt(self, memory: CompressedMemory, prompt: str | Sequence[dict],
+                              read_slots: int | None = None, **search) -> tuple[str | list[dict], Reading]:
+        """`prompt` with the text the memory holds put before its question (its last user turn, or the whole
+        string), and what was read: the prompt the decoder, without memory, answers as the base model would
+        from the original text (`ask_from_reconstruction`).
+
+        Why: the decoder reads a fact from its own reconstruction of a window far better than from the
+        window's slots (PwC: 0.19 token F1 reconstructing greedily vs 0.11 from slots, against 0.28 for the
+        base with the original text; MODEL_CARD). It costs the reconstruction (seconds per window on a CPU)
+        and an answer whose KV cache holds the text read, r times the slots it came from. With `read_slots`,
+        a memory larger than that is read through the reconstructed windows that best match the question
+        (`rcc_model.reading.read_within`, BM25 over the reconstructions: the memory alone, no stored text).
+        `search` is `reconstruct`'s (`num_beams`, `verify`, `anchored`, ...).
+        """
+        from rcc_model.reading import read_within
+
+        if isinstance(prompt, str):
+            question = prompt
+        elif prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") == "user":
+            question = prompt[-1]["content"]
+        else:
+            raise ValueError("a prompt read with a reconstruction is a string or chat messages ending in a user turn")
+        tokenizer = self._require_tokenizer()
+        texts = [tokenizer.decode(ids, skip_special_tokens=True)
+                 for ids in self.reconstruct_windows(memory, **search)]
+        reading = read_within(question, [memory], [texts], read_slots or max(memory.num_slots, 1))
+        read = f"{''.join(reading.texts or [])}\n\n{question}"
+        if isinstance(prompt, str):
+            return read, reading
+        return [*prompt[:-1], {**prompt[-1], "content": read}], reading
+
+    @torch.no_grad()
+    def ask_from_reconstruction(self, memory: CompressedMemory, question: str, *, read_slots: int | None = None,
+                                max_new_tokens: int = 256, stop: Sequence[str] = (), search: dict | None = None,
+                                **sampling) -> str:
+        """Answer a question from the memory's reconstructed text, which the decoder reads without memory (the
+        untouched base model) in its chat template: `reconstruction_prompt`, whose `read_slots` and `search`
+        (`reconstruct`'s settings; the model's own where left out) this takes.
+
+        Example:
+            .. code-block:: python
+
+                memory = model.compress(report)           # stored, without the text
+                model.ask_from_reconstruction(memory, "Who signed the contract?", read_slots=64)
+        """
+        prompt, _ = self.reconstruction_prompt(memory, [{"role": "user", "content": question}], read_slots,
+                                               **(search or {}))
+        return self.generate(self.empty_memory(), prompt, max_new_tokens=max_new_tokens, stop=stop, **sampling)

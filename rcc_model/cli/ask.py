@@ -7,26 +7,35 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options
+    from rcc_model.cli import add_model_options, add_search_options
 
     p = sub.add_parser("ask", help="answer a question from a memory file",
                        description="Answer a question from a memory file, streaming the answer. Without a "
                        "question, the one compressed with the text (`compress --question`) is answered. A memory "
                        "larger than the model reads well (its read_slots) that keeps its text (`compress "
                        "--keep-text`) is read through the windows that best match the question, as the "
-                       "integrations read it.")
+                       "integrations read it. With --from-reconstruction, the decoder answers from the text it "
+                       "reconstructs from the memory instead (slower; reads facts more exactly).")
     p.add_argument("memory", type=Path, help="memory file written by `rcc compress`")
     p.add_argument("question", nargs="?", help="the question (omit for instruction reconstruction)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--read-slots", type=int, help="read at most this many slots' worth of the memory, the windows "
+                   "that best match the question (default: the model's read_slots)")
+    p.add_argument("--from-reconstruction", action="store_true", help="answer from the memory's reconstructed "
+                   "text, read by the decoder without memory (RCCModel.ask_from_reconstruction); windows ranked "
+                   "by their reconstruction, so the memory needs no kept text")
+    add_search_options(p, "--from-reconstruction: ")
     add_model_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from rcc_model import CompressedMemory
-    from rcc_model.cli import load_model_for
+    from rcc_model.cli import load_model_for, search_options
 
     memory = CompressedMemory.load(args.memory)
     model = load_model_for(args, memory.rate)
@@ -35,14 +44,22 @@ def run(args: argparse.Namespace) -> int:
     if args.question is None:
         print(model.ask(memory, None, **sampling))
         return 0
-    for piece in model.stream(_read(model, memory, args.question), [{"role": "user", "content": args.question}],
-                              **sampling):
+    budget = args.read_slots or model.config.read_slots
+    prompt = [{"role": "user", "content": args.question}]
+    if args.from_reconstruction:
+        prompt, reading = model.reconstruction_prompt(memory, prompt, budget, **search_options(args))
+        print(f"reading the reconstruction of {reading.windows_read} of {reading.windows_held} windows",
+              file=sys.stderr)
+        memory = model.empty_memory()
+    else:
+        memory = _read(model, memory, args.question, budget)
+    for piece in model.stream(memory, prompt, **sampling):
         print(piece, end="", flush=True)
     print()
     return 0
 
 
-def _read(model, memory, question: str):
+def _read(model, memory, question: str, budget: int | None):
     """What the question reads, as the integrations read it: the whole memory, or, beyond the model's
     `read_slots` with the windows' text kept, the windows that best match it (`rcc_model.reading`); with the
     text, at the model's slot alignments (`RCCModel.aligned_views`)."""
@@ -50,7 +67,7 @@ def _read(model, memory, question: str):
 
     from rcc_model.reading import read_within
 
-    budget, texts = model.config.read_slots, memory.window_texts
+    texts = memory.window_texts
     if budget and memory.num_slots > budget:
         if texts is None:
             print(f"note: {memory.num_slots} slots, more than this model reads well ({budget}); a memory compressed "

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                    "first EOS instead of decoding it to its known length")
     p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="reconstruction: never repeat an "
                    "N-gram of tokens a window's text already holds (default: 0, greedy alone)")
-    add_search_options(p, "reconstruction: ")
+    add_search_options(p, "reconstruction, --from-reconstruction: ")
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
     p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                    "the windows that best match the question (BM25), as the integrations do (default: all)")
     p.add_argument("--read-alignments", type=int, help="passkey/needle/qa with --read-slots: decode the windows "
                    "read at this many slot alignments together (default: the model's read_alignments)")
+    p.add_argument("--from-reconstruction", action="store_true", help="passkey/needle/qa: answer from the memory's "
+                   "reconstructed text, read by the decoder without memory (RCCModel.ask_from_reconstruction; "
+                   "with --read-slots, the reconstructed windows that best match the question)")
     p.add_argument("--abstention-margin", type=_margin, default=argparse.SUPPRESS, help="answer with the model's "
                    "abstention only where it beats its best other answer by this many nats, or 'none' for plain "
                    "greedy decoding (default: the model's abstention_margin)")
@@ -57,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model.cli import load_model, search_options
     from rcc_model.evaluation import protocols
 
+    if args.from_reconstruction and args.protocol == "reconstruction":
+        raise ValueError("--from-reconstruction answers questions (passkey, needle, qa); reconstruction is measured "
+                         "by the reconstruction protocol itself")
     own = own_rates(args.model)
     if args.rate is not None and args.rate not in own:
         raise ValueError(f"{args.model} was trained at rate {', '.join(map(str, own))}, not {args.rate} (`--rates` "
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         model.config = dataclasses.replace(model.config, read_alignments=args.read_alignments)  # checked
     if hasattr(args, "abstention_margin"):  # given: else the model's own
         model.config = dataclasses.replace(model.config, abstention_margin=args.abstention_margin)
+    reconstructed = search_options(args) if args.from_reconstruction else None
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
         trained = model.config.trained_rates
@@ -81,18 +88,21 @@ def run(args: argparse.Namespace) -> int:
                                           stop_at_eos=args.stop_at_eos, no_repeat_ngram_size=args.no_repeat_ngram,
                                           **search_options(args))
     elif args.protocol == "passkey":
-        result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials, read_slots=args.read_slots)
+        result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials, read_slots=args.read_slots,
+                                   reconstructed=reconstructed)
     elif args.protocol == "needle":
         from rcc_model.data.build import load_tokens
 
         phrasing = {"sentence": args.needle_sentence or protocols.NEEDLE_SENTENCE,
                     "question": args.needle_question or protocols.NEEDLE_QUESTION}
         result = protocols.needle(model, load_tokens(_need(args.data), "heldout"), args.lengths, args.depths,
-                                  trials=args.trials, read_slots=args.read_slots, **phrasing)
+                                  trials=args.trials, read_slots=args.read_slots, reconstructed=reconstructed,
+                                  **phrasing)
     else:
         result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
                                               else _base_of(model), read_slots=args.read_slots,
-                                              compressed_question=args.compressed_question)
+                                              compressed_question=args.compressed_question,
+                                              reconstructed=reconstructed)
     result["model"] = args.model
     result.setdefault("rate", model.config.rate)
     result["abstention_margin"] = model.config.abstention_margin

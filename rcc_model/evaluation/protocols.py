@@ -17,6 +17,7 @@ from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.modeling import RCCModel
+from rcc_model.prompts import Prompt
 from rcc_model.reading import read_within
 from rcc_model.training.batch import collate
 from rcc_model.training.objectives import Example
@@ -98,30 +99,43 @@ def teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: lis
     return float(np.mean(losses))
 
 
-def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None
-          ) -> tuple[CompressedMemory | MemoryViews, list]:
-    """The memory of `context`, whole (`read_slots` None) or the part that the question reads within
-    `read_slots` slots, the windows ranked by BM25 and read at the model's `read_alignments`, as the
-    integrations read them; and the windows read."""
-    memory = model.compress(context, keep_text=read_slots is not None)  # its windows' text, as `rcc ask` reads it
+def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, reconstructed: dict | None = None
+          ) -> tuple[CompressedMemory | MemoryViews, Prompt, list]:
+    """What the decoder reads to answer `prompt` about `context`, the prompt it answers, and the windows read:
+    the memory of `context`, whole (`read_slots` None) or the part that the question reads within `read_slots`
+    slots, the windows ranked by BM25 and read at the model's `read_alignments`, as the integrations read
+    them. With `reconstructed` (`reconstruct`'s search settings, {} for the model's own), no memory and the
+    prompt with the memory's reconstructed text instead (`RCCModel.reconstruction_prompt`, windows ranked
+    by their reconstructions)."""
+    memory = model.compress(context, keep_text=read_slots is not None and reconstructed is None)
+    if reconstructed is not None:
+        prompt, reading = model.reconstruction_prompt(memory, prompt, read_slots, **reconstructed)
+        return model.empty_memory(), prompt, reading.windows[0]
     if read_slots is None:
-        return memory, list(range(memory.num_windows))
+        return memory, prompt, list(range(memory.num_windows))
     question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
-    reading = read_within(question, [memory], [memory.window_texts], read_slots)
-    return model.aligned_views(reading.memory, reading.texts), reading.windows[0]
+    reading = read_within(question, [memory], [memory.window_texts], read_slots)  # as `rcc ask` reads it
+    return model.aligned_views(reading.memory, reading.texts), prompt, reading.windows[0]
 
 
-def _reading(model: RCCModel, read_slots: int | None) -> dict:
-    """How `_read` read the memories, for a result: the budget, and the alignments it read them at."""
-    return {"read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1}
+def _reading(model: RCCModel, read_slots: int | None, reconstructed: dict | None = None) -> dict:
+    """How `_read` read the memories, for a result: the budget, the alignments it read them at, and whether
+    it read their reconstruction (with the search that wrote it)."""
+    if reconstructed is None:
+        return {"read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1,
+                "read_from": "slots"}
+    search = Search.of(model.config, **reconstructed)
+    return {"read_slots": read_slots, "read_from": "reconstruction", "reconstruct_beams": search.num_beams,
+            "reconstruct_verify": search.verify, "reconstruct_anchored": search.anchored}
 
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
-          seed: int, read_slots: int | None = None) -> dict:
+          seed: int, read_slots: int | None = None, reconstructed: dict | None = None) -> dict:
     """Run `build(rng, length, depth) -> (context ids, prompt, answer)` over a grid: per cell, exact accuracy,
     the share of the code's digits recalled in place (partial credit shows progress before exact recall
     does), and every answer given. With `read_slots`, the decoder reads only that much of each memory
-    (`_read`): the protocol as the integrations run it, retrieval included."""
+    (`_read`): the protocol as the integrations run it, retrieval included; with `reconstructed`, it reads
+    the memory's reconstruction (`_read`)."""
     rng = random.Random(seed)
     cells = []
     for length in lengths:
@@ -129,7 +143,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
             answers = []
             for _ in range(trials):
                 context, prompt, answer = build(rng, length, depth)
-                memory, read = _read(model, context, prompt, read_slots)
+                memory, prompt, read = _read(model, context, prompt, read_slots, reconstructed)
                 answers.append({"expected": answer, "output": model.generate(memory, prompt, max_new_tokens=12),
                                 "windows_read": read})
             found = [first_integer(a["output"]) or "" for a in answers]
@@ -140,11 +154,11 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                           "answers": answers})
     return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
             "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials,
-            **_reading(model, read_slots)}
+            **_reading(model, read_slots, reconstructed)}
 
 
 def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,
-            seed: int = 0, read_slots: int | None = None) -> dict:
+            seed: int = 0, read_slots: int | None = None, reconstructed: dict | None = None) -> dict:
     """Mohtashami & Jaggi's passkey template (repeated filler), compressed; the question in plain text."""
     filler = model.encode_text(PASSKEY_FILLER)
     intro = model.encode_text(PASSKEY_INTRO)
@@ -156,12 +170,12 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
         cut = int(len(body) * depth)
         return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key
 
-    return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed, read_slots)}
+    return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed)}
 
 
 def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], depths: Sequence[float],
            trials: int = 2, seed: int = 0, read_slots: int | None = None, sentence: str = NEEDLE_SENTENCE,
-           question: str = NEEDLE_QUESTION) -> dict:
+           question: str = NEEDLE_QUESTION, reconstructed: dict | None = None) -> dict:
     """A code hidden in real, non-repeating held-out text; the question through the chat template.
 
     `sentence` (with `{code}`) and `question` change the phrasing, e.g. to the generated QA set's own
@@ -178,7 +192,7 @@ def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], dep
         return body[:cut] + hidden + body[cut:], [{"role": "user", "content": question}], code
 
     return {"protocol": "needle", "sentence": sentence, "question": question,
-            **_grid(model, build, lengths, depths, trials, seed, read_slots)}
+            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed)}
 
 
 @torch.no_grad()
@@ -195,23 +209,26 @@ def _full_text_answer(base, tokenizer, context: str, question: str, max_new_toke
 
 def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None,
                        max_new_tokens: int = 48, read_slots: int | None = None,
-                       compressed_question: bool = False) -> dict:
+                       compressed_question: bool = False, reconstructed: dict | None = None) -> dict:
     """Token F1 and ROUGE-L from memory (question in plain text), and, with `base`, the same base model
     reading the full text. With `read_slots`, the decoder reads only that much of each memory, as the
     integrations do (`_read`). With `compressed_question`, the paper's instruction reconstruction: the
     question is compressed after the context (`context + "\n\n" + question`) and the decoder recalls it
-    from memory before answering (`RCCModel.ask(memory, None)`); the whole memory is read."""
-    if compressed_question and read_slots is not None:
-        raise ValueError("a compressed question is read from the whole memory: drop `read_slots`")
+    from memory before answering (`RCCModel.ask(memory, None)`); the whole memory is read. With
+    `reconstructed`, the decoder answers from the memory's reconstructed text (`_read`)."""
+    if compressed_question and (read_slots is not None or reconstructed is not None):
+        raise ValueError("a compressed question is read from the whole memory's slots: drop `read_slots` and "
+                         "`reconstructed`")
     rows = []
     for example in examples:
         if compressed_question:
             context = model.encode_text(f"{example.context}\n\n{example.question}")
-            memory, read = _read(model, context, example.question, None)
+            memory, _, read = _read(model, context, example.question, None)
             answer = model.ask(memory, None, max_new_tokens=max_new_tokens)
         else:
-            memory, read = _read(model, model.encode_text(example.context), example.question, read_slots)
-            answer = model.ask(memory, example.question, max_new_tokens=max_new_tokens)
+            memory, prompt, read = _read(model, model.encode_text(example.context),
+                                         [{"role": "user", "content": example.question}], read_slots, reconstructed)
+            answer = model.generate(memory, prompt, max_new_tokens=max_new_tokens)
         row = {"question": example.question, "reference": example.answer, "rcc": answer,
                "rcc_f1": metrics.token_f1(answer, example.answer),
                "rcc_rouge_l": metrics.rouge_l(answer, example.answer), "windows_read": read}
@@ -222,4 +239,4 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
         rows.append(row)
     summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.endswith(("_f1", "_rouge_l"))}
     return {"protocol": "qa", "examples": len(rows), "question_mode": "compressed" if compressed_question else "plain",
-            **summary, **_reading(model, read_slots), "rows": rows}
+            **summary, **_reading(model, read_slots, reconstructed), "rows": rows}

@@ -20,6 +20,9 @@ def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkp
     assert main(["reconstruct", str(tmp_path / "doc.rccmem"), "--greedy", "--beams", "2", *model]) == 2
     assert "--greedy is --beams 1 --verify 0 --no-anchored" in capsys.readouterr().err
     assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2", *model]) == 0
+    assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2",
+                 "--from-reconstruction", "--greedy", "--read-slots", "4", *model]) == 0
+    assert "reading the reconstruction of 1 of" in capsys.readouterr().err
     assert main(["demo", "--rate", "8", *model]) == 0
     assert "rate 8" in capsys.readouterr().out
     assert main(["compress", str(text), "--rate", "16", *model]) == 2  # never trained at 16
@@ -48,6 +51,10 @@ def test_eval_takes_the_abstention_margin_and_records_it_and_the_dtype(rate_weig
     assert "| dtype | bfloat16 |" in (tmp_path / "plain" / "qa.md").read_text()
     assert main([*command, "--abstention-margin", "1.5", "--out", str(tmp_path / "weighed")]) == 2
     assert "needs `abstention`" in capsys.readouterr().err  # this model was given no abstention to weigh
+    assert main([*command, "--from-reconstruction", "--out", str(tmp_path / "reconstructed")]) == 0
+    assert json.loads((tmp_path / "reconstructed" / "qa.json").read_text())["read_from"] == "reconstruction"
+    assert main(["eval", "reconstruction", "--from-reconstruction", "--model", rate_weights_checkpoint[0]]) == 2
+    assert "--from-reconstruction answers questions" in capsys.readouterr().err
 
 
 def test_eval_reads_a_rate_with_weights_of_its_own_and_takes_no_abbreviations(rate_weights_checkpoint, tmp_path,
@@ -75,10 +82,10 @@ def test_ask_reads_the_windows_that_match_when_the_memory_keeps_its_text(text_rc
     filler = "Real text does not repeat itself like filler does. " * 6
     report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
     kept = text_rcc.compress(report, keep_text=True)
-    read = _read(text_rcc, kept, "What colour is the door of the depot?")
+    read = _read(text_rcc, kept, "What colour is the door of the depot?", 8)
     assert len(read.views) == 2 and read.views[0].num_slots == 8
     assert "door of the depot is painted teal" in read.views[0].window_texts[0]
     assert "reading 1 of" in capsys.readouterr().err
     bare = text_rcc.compress(report)
-    assert _read(text_rcc, bare, "What colour is the door of the depot?") is bare  # no text: read whole
+    assert _read(text_rcc, bare, "What colour is the door of the depot?", 8) is bare  # no text: read whole
     assert "--keep-text" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def test_needle_can_read_only_the_window_that_matches_the_question(text_rcc, smo
     filler = text_rcc.encode_text(" Real text does not repeat itself like filler does." * 12)[:96]  # 3 windows
     context = filler + text_rcc.encode_text(" The secret code of the archive is 48213. ") + filler
     question = [{"role": "user", "content": "What is the secret code of the archive?"}]
-    memory, (window,) = protocols._read(text_rcc, context, question, read_slots=8)  # one 32-token window
+    memory, _, (window,) = protocols._read(text_rcc, context, question, read_slots=8)  # one 32-token window
     assert memory.num_slots == 8
     assert "48213" in smollm2_tokenizer.decode(text_rcc.windows_of(context)[window])
 
@@ -94,6 +94,24 @@ def test_qa_can_read_only_the_window_that_matches_the_question(text_rcc):
     (window,) = read["rows"][0]["windows_read"]
     assert "door of the depot is painted teal" in windows[window]
     assert (read["read_slots"], whole["read_slots"]) == (8, None)
+
+
+def test_qa_and_needle_can_answer_from_the_memorys_reconstruction(text_rcc, smollm2_tokenizer):
+    example = QAExample("The door is painted teal. " * 10, "What colour is the door?", "teal", "fact")
+    result = protocols.question_answering(text_rcc, [example], max_new_tokens=4, reconstructed={})
+    chat, _ = text_rcc.reconstruction_prompt(text_rcc.compress(example.context),
+                                             [{"role": "user", "content": example.question}])
+    assert (result["read_from"], result["reconstruct_beams"]) == ("reconstruction", 1)  # the model's own search
+    assert result["rows"][0]["rcc"] == text_rcc.generate(text_rcc.empty_memory(), chat, max_new_tokens=4)
+    with pytest.raises(ValueError, match="whole memory"):
+        protocols.question_answering(text_rcc, [example], compressed_question=True, reconstructed={})
+
+    haystack = np.asarray(smollm2_tokenizer("Real text does not repeat itself. " * 40)["input_ids"], dtype=np.uint32)
+    needle = protocols.needle(text_rcc, haystack, [200], [0.5], trials=1, read_slots=8,
+                              reconstructed={"num_beams": 1})
+    assert needle["read_from"] == "reconstruction" and "read_alignments" not in needle
+    assert len(needle["cells"][0]["answers"][0]["windows_read"]) == 1  # the best-matching reconstructed window
+    assert protocols.needle(text_rcc, haystack, [200], [0.5], trials=1)["read_from"] == "slots"
 
 
 def test_eval_writes_json_markdown_and_a_grid_plot(tmp_path):

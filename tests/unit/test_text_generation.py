@@ -60,6 +60,39 @@ def test_reconstruct_decodes_each_window_to_its_own_length(text_rcc):
     assert abs(len(ids) - memory.token_count) <= memory.num_windows * 2  # re-tokenising may merge at seams
 
 
+def test_reconstruct_joins_the_reconstruction_of_each_window(text_rcc):
+    memory = text_rcc.compress(DOC)
+    rows = text_rcc.reconstruct_windows(memory)
+    assert [len(row) for row in rows] == [window.token_count for window in memory.windows()]
+    joined = text_rcc.tokenizer.decode([t for row in rows for t in row], skip_special_tokens=True)
+    assert text_rcc.reconstruct(memory) == joined
+
+
+def test_an_answer_from_the_reconstruction_reads_the_reconstructed_window_that_matches(text_rcc, monkeypatch):
+    filler = "Real text does not repeat itself like filler does. " * 6
+    report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
+    memory = text_rcc.compress(report)
+    perfect = text_rcc.windows_of(text_rcc.encode_text(report))  # stands in for a reconstruction without error
+    searched = []
+    monkeypatch.setattr(text_rcc, "reconstruct_windows", lambda m, **search: searched.append(search) or perfect)
+    question = "What colour is the door of the depot?"
+    system = {"role": "system", "content": "Answer briefly."}
+    chat, reading = text_rcc.reconstruction_prompt(memory, [system, {"role": "user", "content": question}],
+                                                   read_slots=8, num_beams=1)  # one 32-token window
+    assert (reading.windows_read, reading.windows_held) == (1, memory.num_windows) and memory.num_windows > 3
+    text, _, asked = chat[1]["content"].rpartition("\n\n")
+    assert chat[0] == system and chat[1]["role"] == "user" and asked == question
+    assert "door of the depot is painted teal" in text and searched[-1] == {"num_beams": 1}
+    whole, reading = text_rcc.reconstruction_prompt(memory, question)  # a string prompt; no budget: all of it
+    decode = text_rcc.tokenizer.decode
+    assert whole == "".join(decode(w, skip_special_tokens=True) for w in perfect) + "\n\n" + question
+    assert reading.windows_read == memory.num_windows
+    answer = text_rcc.ask_from_reconstruction(memory, question, read_slots=8, max_new_tokens=4)
+    assert answer == text_rcc.generate(text_rcc.empty_memory(), chat[1:], max_new_tokens=4)  # no memory read
+    with pytest.raises(ValueError, match="user turn"):
+        text_rcc.reconstruction_prompt(memory, [{"role": "assistant", "content": "Hello."}])
+
+
 def test_ask_in_both_prompt_modes_returns_text(text_rcc):
     plain = text_rcc.ask(text_rcc.compress(DOC), "What did the keeper write?", max_new_tokens=5)
     reconstructed = text_rcc.ask(text_rcc.compress(DOC + "\n\nWhat did the keeper write?"), max_new_tokens=5)
