@@ -135,7 +135,9 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
     the share of the code's digits recalled in place (partial credit shows progress before exact recall
     does), and every answer given. With `read_slots`, the decoder reads only that much of each memory
     (`_read`): the protocol as the integrations run it, retrieval included; with `reconstructed`, it reads
-    the memory's reconstruction (`_read`)."""
+    the memory's reconstruction (`_read`), and the answer may be 32 tokens long instead of 12: the base model
+    writes the code in a sentence ("The secret code of the archive is 60494" is 15 tokens)."""
+    answer_tokens = 32 if reconstructed is not None else 12
     rng = random.Random(seed)
     cells = []
     for length in lengths:
@@ -144,8 +146,8 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
             for _ in range(trials):
                 context, prompt, answer = build(rng, length, depth)
                 memory, prompt, read = _read(model, context, prompt, read_slots, reconstructed)
-                answers.append({"expected": answer, "output": model.generate(memory, prompt, max_new_tokens=12),
-                                "windows_read": read})
+                output = model.generate(memory, prompt, max_new_tokens=answer_tokens)
+                answers.append({"expected": answer, "output": output, "windows_read": read})
             found = [first_integer(a["output"]) or "" for a in answers]
             cells.append({"length": length, "depth": depth,
                           "accuracy": float(np.mean([f == a["expected"] for f, a in zip(found, answers)])),
@@ -154,6 +156,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                           "answers": answers})
     return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
             "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials,
+            "answer_tokens": answer_tokens,
             **_reading(model, read_slots, reconstructed)}
 
 

@@ -111,6 +111,17 @@ def test_cli_ask_reads_a_long_memory_that_keeps_its_text_where_the_question_matc
     assert "27182" in answer.stdout
 
 
+def test_cli_ask_answers_from_the_reconstruction_of_a_memory_without_its_text(tmp_path):
+    text = tmp_path / "doc.txt"
+    text.write_text(passkey_document(48213, sentences=40)[0])  # 3 windows, the pass key whole in the second
+    done = rcc("compress", str(text), "-o", str(tmp_path / "doc.rccmem"), "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    answer = rcc("ask", str(tmp_path / "doc.rccmem"), "What is the pass key?", "--from-reconstruction",
+                 "--max-new-tokens", "12", "--device", "cpu")
+    assert answer.returncode == 0 and "reading the reconstruction of 1 of 3 windows" in answer.stderr, answer.stderr
+    assert "48213" in answer.stdout
+
+
 def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     bad = tmp_path / "bad.rccmem"
     bad.write_bytes(b"nope")

@@ -110,8 +110,10 @@ def test_qa_and_needle_can_answer_from_the_memorys_reconstruction(text_rcc, smol
     needle = protocols.needle(text_rcc, haystack, [200], [0.5], trials=1, read_slots=8,
                               reconstructed={"num_beams": 1})
     assert needle["read_from"] == "reconstruction" and "read_alignments" not in needle
+    assert needle["answer_tokens"] == 32  # the base model writes the code in a sentence
     assert len(needle["cells"][0]["answers"][0]["windows_read"]) == 1  # the best-matching reconstructed window
-    assert protocols.needle(text_rcc, haystack, [200], [0.5], trials=1)["read_from"] == "slots"
+    from_slots = protocols.needle(text_rcc, haystack, [200], [0.5], trials=1)
+    assert (from_slots["read_from"], from_slots["answer_tokens"]) == ("slots", 12)
 
 
 def test_eval_writes_json_markdown_and_a_grid_plot(tmp_path):
