@@ -595,10 +595,11 @@ class GenerationMixin:
         string), and what was read: the prompt the decoder, without memory, answers as the base model would
         from the original text (`ask_from_reconstruction`).
 
-        Why: the decoder reads a fact from its own reconstruction of a window far better than from the
-        window's slots (PwC: 0.19 token F1 reconstructing greedily vs 0.11 from slots, against 0.28 for the
-        base with the original text; MODEL_CARD). It costs the reconstruction (seconds per window on a CPU)
-        and an answer whose KV cache holds the text read, r times the slots it came from. With `read_slots`,
+        Why: the decoder regenerates a window far more faithfully than it answers from the window's slots
+        (PwC, the packaged default: 0.29 token F1 from the checked reconstruction, 0.19 from a greedy one, 0.11
+        from the slots, 0.28 for the base with the original text; MODEL_CARD). It costs the reconstruction
+        (seconds per window on a CPU) and an answer whose KV cache holds the text read, r times the slots it
+        came from. With `read_slots`,
         a memory larger than that is read through the reconstructed windows that best match the question
         (`rcc_model.reading.read_within`, BM25 over the reconstructions: the memory alone, no stored text).
         `search` is `reconstruct`'s (`num_beams`, `verify`, `anchored`, ...).

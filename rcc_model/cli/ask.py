@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                        "larger than the model reads well (its read_slots) that keeps its text (`compress "
                        "--keep-text`) is read through the windows that best match the question, as the "
                        "integrations read it. With --from-reconstruction, the decoder answers from the text it "
-                       "reconstructs from the memory instead (slower; reads facts more exactly).")
+                       "reconstructs from the memory instead (slower; answers open questions far better).")
     p.add_argument("memory", type=Path, help="memory file written by `rcc compress`")
     p.add_argument("question", nargs="?", help="the question (omit for instruction reconstruction)")
     p.add_argument("--max-new-tokens", type=int, default=256)
