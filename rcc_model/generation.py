@@ -599,9 +599,9 @@ class GenerationMixin:
         (PwC, the packaged default: 0.29 token F1 from the checked reconstruction, 0.19 from a greedy one, 0.11
         from the slots, 0.28 for the base with the original text; MODEL_CARD). It costs the reconstruction
         (seconds per window on a CPU) and an answer whose KV cache holds the text read, r times the slots it
-        came from. With `read_slots`,
-        a memory larger than that is read through the reconstructed windows that best match the question
-        (`rcc_model.reading.read_within`, BM25 over the reconstructions: the memory alone, no stored text).
+        came from. With `read_slots`, a memory larger than that is read through the reconstructed windows that
+        best match the question (`rcc_model.reading.read_within`, BM25 over the reconstructions: the memory
+        alone, no stored text).
         `search` is `reconstruct`'s (`num_beams`, `verify`, `anchored`, ...).
         """
         from rcc_model.reading import read_within
