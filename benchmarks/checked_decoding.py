@@ -26,12 +26,15 @@ from rcc_model.evaluation.protocols import reconstruction
 
 HERE = Path(__file__).resolve().parent
 
-# name -> protocols.reconstruction settings
+# name -> protocols.reconstruction settings, every one given: those left out would be the model's own
 VARIANTS = {
-    "greedy": {},
-    "beams 8": {"num_beams": 8},
-    "beams 8, anchored": {"num_beams": 8, "anchored": True},
-    "beams 8, verify 30": {"num_beams": 8, "verify": 30.0},
+    "greedy": {"num_beams": 1, "verify": 0.0, "anchored": False},
+    "greedy, anchored": {"num_beams": 1, "verify": 0.0, "anchored": True},
+    "beams 2, verify 30, anchored": {"num_beams": 2, "verify": 30.0, "anchored": True},
+    "beams 4, verify 30, anchored": {"num_beams": 4, "verify": 30.0, "anchored": True},
+    "beams 8": {"num_beams": 8, "verify": 0.0, "anchored": False},
+    "beams 8, anchored": {"num_beams": 8, "verify": 0.0, "anchored": True},
+    "beams 8, verify 30": {"num_beams": 8, "verify": 30.0, "anchored": False},
     "beams 8, verify 30, anchored": {"num_beams": 8, "verify": 30.0, "anchored": True},
 }
 
