@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
@@ -50,6 +51,13 @@ class Search:
         return cls(config.reconstruct_beams if num_beams is None else num_beams,
                    config.reconstruct_verify if verify is None else verify,
                    config.reconstruct_anchored if anchored is None else anchored)
+
+
+GREEDY = MappingProxyType({"num_beams": 1, "verify": 0.0, "anchored": False})
+"""`RCCModel.reconstruct`'s settings for plain greedy decoding, whatever the model's own."""
+ANCHORED_GREEDY = MappingProxyType({**GREEDY, "anchored": True})
+"""Greedy decoding that writes the token each slot holds: one token in r is right, so a window the decoder
+goes astray in comes back to its text at the next slot (`benchmarks/checked_decoding_r4.md`)."""
 
 
 @dataclass

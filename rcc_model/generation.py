@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -590,7 +590,8 @@ class GenerationMixin:
 
     @torch.no_grad()
     def reconstruction_prompt(self, memory: CompressedMemory, prompt: str | Sequence[dict],
-                              read_slots: int | None = None, **search) -> tuple[str | list[dict], Reading]:
+                              read_slots: int | None = None, rank: Mapping | None = None,
+                              **search) -> tuple[str | list[dict], Reading]:
         """`prompt` with the text the memory holds put before its question (its last user turn, or the whole
         string), and what was read: the prompt the decoder, without memory, answers as the base model would
         from the original text (`ask_from_reconstruction`).
@@ -601,7 +602,9 @@ class GenerationMixin:
         (seconds per window on a CPU) and an answer whose KV cache holds the text read, r times the slots it
         came from. With `read_slots`, a memory larger than that is read through the reconstructed windows that
         best match the question (`rcc_model.reading.read_within`, BM25 over the reconstructions: the memory
-        alone, no stored text).
+        alone, no stored text). `rank` (`reconstruct`'s settings, e.g. `rcc_model.beam_search.ANCHORED_GREEDY`)
+        reconstructs the windows for that ranking alone, more cheaply, and only the windows read again with
+        `search`; None ranks on the reconstructions read.
         `search` is `reconstruct`'s (`num_beams`, `verify`, `anchored`, ...).
         """
         from rcc_model.reading import read_within
@@ -613,9 +616,16 @@ class GenerationMixin:
         else:
             raise ValueError("a prompt read with a reconstruction is a string or chat messages ending in a user turn")
         tokenizer = self._require_tokenizer()
-        texts = [tokenizer.decode(ids, skip_special_tokens=True)
-                 for ids in self.reconstruct_windows(memory, **search)]
-        reading = read_within(question, [memory], [texts], read_slots or max(memory.num_slots, 1))
+
+        def texts(memory: CompressedMemory, search: Mapping) -> list[str]:
+            return [tokenizer.decode(ids, skip_special_tokens=True)
+                    for ids in self.reconstruct_windows(memory, **search)]
+
+        budget = read_slots or max(memory.num_slots, 1)
+        ranked = rank is not None and memory.num_slots > budget
+        reading = read_within(question, [memory], [texts(memory, rank if ranked else search)], budget)
+        if ranked:
+            reading.texts = texts(reading.memory, search)
         read = f"{''.join(reading.texts or [])}\n\n{question}"
         if isinstance(prompt, str):
             return read, reading
@@ -626,14 +636,17 @@ class GenerationMixin:
                                 max_new_tokens: int = 256, stop: Sequence[str] = (), search: dict | None = None,
                                 **sampling) -> str:
         """Answer a question from the memory's reconstructed text, which the decoder reads without memory (the
-        untouched base model) in its chat template: `reconstruction_prompt`, whose `read_slots` and `search`
-        (`reconstruct`'s settings; the model's own where left out) this takes.
+        untouched base model) in its chat template: `reconstruction_prompt`, whose `read_slots` this takes, and
+        its other settings in `search` (`reconstruct`'s, the model's own where left out, and `rank`).
 
         Example:
             .. code-block:: python
 
                 memory = model.compress(report)           # stored, without the text
                 model.ask_from_reconstruction(memory, "Who signed the contract?", read_slots=64)
+                # rank the windows on cheap reconstructions; only the one read is decoded with the checks
+                model.ask_from_reconstruction(memory, "Who signed the contract?", read_slots=64,
+                                              search={"rank": ANCHORED_GREEDY})
         """
         prompt, _ = self.reconstruction_prompt(memory, [{"role": "user", "content": question}], read_slots,
                                                **(search or {}))

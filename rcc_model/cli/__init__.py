@@ -88,4 +88,30 @@ def search_options(args: argparse.Namespace) -> dict:
         return given
     if any(value is not None for value in given.values()):
         raise ValueError("--greedy is --beams 1 --verify 0 --no-anchored: give it alone")
-    return {"num_beams": 1, "verify": 0.0, "anchored": False}
+    from rcc_model.beam_search import GREEDY
+
+    return dict(GREEDY)
+
+
+RANKINGS = ("read", "greedy", "anchored-greedy")
+
+
+def add_rank_option(parser: argparse.ArgumentParser) -> None:
+    """How `--from-reconstruction` ranks the windows of a memory larger than it reads (`reconstruction_prompt`)."""
+    parser.add_argument("--rank", choices=RANKINGS, default="read", help="--from-reconstruction beyond the slots "
+                        "read: rank the windows on the reconstructions read (read, the default), or on a cheaper "
+                        "greedy pass (greedy; anchored-greedy writes the token each slot holds), decoding only the "
+                        "windows read with the search settings")
+
+
+def reconstruction_options(args: argparse.Namespace) -> dict | None:
+    """With `--from-reconstruction`, `RCCModel.reconstruction_prompt`'s settings: the search
+    (`search_options`) and the ranking (`--rank`); else None."""
+    from rcc_model.beam_search import ANCHORED_GREEDY, GREEDY
+
+    if not args.from_reconstruction:
+        if args.rank != "read":
+            raise ValueError("--rank ranks reconstructed windows: it needs --from-reconstruction")
+        return None
+    rank = {"read": None, "greedy": GREEDY, "anchored-greedy": ANCHORED_GREEDY}[args.rank]
+    return {**search_options(args), "rank": rank}

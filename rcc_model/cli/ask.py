@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options, add_search_options
+    from rcc_model.cli import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("ask", help="answer a question from a memory file",
                        description="Answer a question from a memory file, streaming the answer. Without a "
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
                    "text, read by the decoder without memory (RCCModel.ask_from_reconstruction); windows ranked "
                    "by their reconstruction, so the memory needs no kept text")
     add_search_options(p, "--from-reconstruction: ")
+    add_rank_option(p)
     add_model_options(p)
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from rcc_model import CompressedMemory
-    from rcc_model.cli import load_model_for, search_options
+    from rcc_model.cli import load_model_for, reconstruction_options
 
     memory = CompressedMemory.load(args.memory)
     model = load_model_for(args, memory.rate)
@@ -46,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     budget = args.read_slots or model.config.read_slots
     prompt = [{"role": "user", "content": args.question}]
-    if args.from_reconstruction:
-        prompt, reading = model.reconstruction_prompt(memory, prompt, budget, **search_options(args))
+    reconstructed = reconstruction_options(args)
+    if reconstructed is not None:
+        prompt, reading = model.reconstruction_prompt(memory, prompt, budget, **reconstructed)
         print(f"reading the reconstruction of {reading.windows_read} of {reading.windows_held} windows",
               file=sys.stderr)
         memory = model.empty_memory()

@@ -11,7 +11,7 @@ PROTOCOLS = ("reconstruction", "passkey", "needle", "qa")
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options, add_search_options
+    from rcc_model.cli import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("eval", help="evaluate a model (reconstruction, passkey, needle, qa)",
                        description="Evaluate an RCC model on held-out data and write PROTOCOL.json, "
@@ -39,6 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--from-reconstruction", action="store_true", help="passkey/needle/qa: answer from the memory's "
                    "reconstructed text, read by the decoder without memory (RCCModel.ask_from_reconstruction; "
                    "with --read-slots, the reconstructed windows that best match the question)")
+    add_rank_option(p)
     p.add_argument("--abstention-margin", type=_margin, default=argparse.SUPPRESS, help="answer with the model's "
                    "abstention only where it beats its best other answer by this many nats, or 'none' for plain "
                    "greedy decoding (default: the model's abstention_margin)")
@@ -57,12 +58,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model.checkpoint import own_rates
-    from rcc_model.cli import load_model, search_options
+    from rcc_model.cli import load_model, reconstruction_options, search_options
     from rcc_model.evaluation import protocols
 
     if args.from_reconstruction and args.protocol == "reconstruction":
         raise ValueError("--from-reconstruction answers questions (passkey, needle, qa); reconstruction is measured "
                          "by the reconstruction protocol itself")
+    reconstructed = reconstruction_options(args)
     own = own_rates(args.model)
     if args.rate is not None and args.rate not in own:
         raise ValueError(f"{args.model} was trained at rate {', '.join(map(str, own))}, not {args.rate} (`--rates` "
@@ -72,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         model.config = dataclasses.replace(model.config, read_alignments=args.read_alignments)  # checked
     if hasattr(args, "abstention_margin"):  # given: else the model's own
         model.config = dataclasses.replace(model.config, abstention_margin=args.abstention_margin)
-    reconstructed = search_options(args) if args.from_reconstruction else None
     if args.protocol == "reconstruction" and args.rates:
         tokens = _reconstruction_tokens(args, model)
         trained = model.config.trained_rates

@@ -104,9 +104,9 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, r
     """What the decoder reads to answer `prompt` about `context`, the prompt it answers, and the windows read:
     the memory of `context`, whole (`read_slots` None) or the part that the question reads within `read_slots`
     slots, the windows ranked by BM25 and read at the model's `read_alignments`, as the integrations read
-    them. With `reconstructed` (`reconstruct`'s search settings, {} for the model's own), no memory and the
-    prompt with the memory's reconstructed text instead (`RCCModel.reconstruction_prompt`, windows ranked
-    by their reconstructions)."""
+    them. With `reconstructed` (`RCCModel.reconstruction_prompt`'s settings: `reconstruct`'s search, {} for
+    the model's own, and `rank`), no memory and the prompt with the memory's reconstructed text instead,
+    windows ranked by their reconstructions."""
     memory = model.compress(context, keep_text=read_slots is not None and reconstructed is None)
     if reconstructed is not None:
         prompt, reading = model.reconstruction_prompt(memory, prompt, read_slots, **reconstructed)
@@ -124,17 +124,28 @@ def _reading(model: RCCModel, read_slots: int | None, reconstructed: dict | None
     if reconstructed is None:
         return {"read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1,
                 "read_from": "slots"}
-    search = Search.of(model.config, **reconstructed)
+    settings = dict(reconstructed)
+    rank = settings.pop("rank", None)
+    search = Search.of(model.config, **settings)
     return {"read_slots": read_slots, "read_from": "reconstruction", "reconstruct_beams": search.num_beams,
-            "reconstruct_verify": search.verify, "reconstruct_anchored": search.anchored}
+            "reconstruct_verify": search.verify, "reconstruct_anchored": search.anchored,
+            "ranked_on": "the reconstructions read" if rank is None else dict(rank)}
+
+
+def _windows_holding(model: RCCModel, context: list[int], span: tuple[int, int]) -> list[int]:
+    """The windows of `context`'s memory that hold a token of `span` (start, end): the code's sentence."""
+    bounds = np.cumsum([0] + [len(window) for window in model.windows_of(context)])
+    return [i for i in range(len(bounds) - 1) if bounds[i] < span[1] and bounds[i + 1] > span[0]]
 
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
           seed: int, read_slots: int | None = None, reconstructed: dict | None = None) -> dict:
-    """Run `build(rng, length, depth) -> (context ids, prompt, answer)` over a grid: per cell, exact accuracy,
-    the share of the code's digits recalled in place (partial credit shows progress before exact recall
-    does), and every answer given. With `read_slots`, the decoder reads only that much of each memory
-    (`_read`): the protocol as the integrations run it, retrieval included; with `reconstructed`, it reads
+    """Run `build(rng, length, depth) -> (context ids, prompt, answer, the answer's token span)` over a grid:
+    per cell, exact accuracy, the share of the code's digits recalled in place (partial credit shows progress
+    before exact recall does), and every answer given, with the windows read and those holding the code.
+    With `read_slots`, the decoder reads only that much of each memory (`_read`): the protocol as the
+    integrations run it, retrieval included, and `found` is the share of readings that took a window holding
+    the code, which tells a miss in finding it from a miss in reading it. With `reconstructed`, it reads
     the memory's reconstruction (`_read`), and the answer may be 32 tokens long instead of 12: the base model
     writes the code in a sentence ("The secret code of the archive is 60494" is 15 tokens)."""
     answer_tokens = 32 if reconstructed is not None else 12
@@ -144,10 +155,11 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
         for depth in depths:
             answers = []
             for _ in range(trials):
-                context, prompt, answer = build(rng, length, depth)
+                context, prompt, answer, span = build(rng, length, depth)
                 memory, prompt, read = _read(model, context, prompt, read_slots, reconstructed)
                 output = model.generate(memory, prompt, max_new_tokens=answer_tokens)
-                answers.append({"expected": answer, "output": output, "windows_read": read})
+                answers.append({"expected": answer, "output": output, "windows_read": read,
+                                "windows_holding": _windows_holding(model, context, span)})
             found = [first_integer(a["output"]) or "" for a in answers]
             cells.append({"length": length, "depth": depth,
                           "accuracy": float(np.mean([f == a["expected"] for f, a in zip(found, answers)])),
@@ -155,7 +167,9 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                                                            for f, a in zip(found, answers)])),
                           "answers": answers})
     return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
-            "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])), "trials": trials,
+            "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])),
+            "found": float(np.mean([bool(set(a["windows_read"]) & set(a["windows_holding"]))
+                                    for c in cells for a in c["answers"]])), "trials": trials,
             "answer_tokens": answer_tokens,
             **_reading(model, read_slots, reconstructed)}
 
@@ -171,7 +185,8 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
         needle = model.encode_text(f" The pass key is {key}. Remember it. {key} is the pass key. ")
         body = (filler * (length // len(filler) + 1))[: max(0, length - len(intro) - len(needle))]
         cut = int(len(body) * depth)
-        return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key
+        start = len(intro) + cut
+        return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key, (start, start + len(needle))
 
     return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed)}
 
@@ -192,7 +207,8 @@ def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], dep
         body = [int(t) for t in haystack[start:start + length]]  # numpy memmap rows -> token ids
         hidden = model.encode_text(f" {sentence.format(code=code)} ")
         cut = int(len(body) * depth)
-        return body[:cut] + hidden + body[cut:], [{"role": "user", "content": question}], code
+        return (body[:cut] + hidden + body[cut:], [{"role": "user", "content": question}], code,
+                (cut, cut + len(hidden)))
 
     return {"protocol": "needle", "sentence": sentence, "question": question,
             **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed)}

@@ -23,6 +23,11 @@ def test_compress_and_read_at_a_rate_with_weights_of_its_own(rate_weights_checkp
     assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2",
                  "--from-reconstruction", "--greedy", "--read-slots", "4", *model]) == 0
     assert "reading the reconstruction of 1 of" in capsys.readouterr().err
+    assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--max-new-tokens", "2",
+                 "--from-reconstruction", "--read-slots", "4", "--rank", "anchored-greedy", *model]) == 0
+    assert "reading the reconstruction of 1 of" in capsys.readouterr().err
+    assert main(["ask", str(tmp_path / "doc.rccmem"), "Who keeps a ledger?", "--rank", "greedy", *model]) == 2
+    assert "--rank ranks reconstructed windows: it needs --from-reconstruction" in capsys.readouterr().err
     assert main(["demo", "--rate", "8", *model]) == 0
     assert "rate 8" in capsys.readouterr().out
     assert main(["compress", str(text), "--rate", "16", *model]) == 2  # never trained at 16

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from rcc_model.beam_search import GREEDY
 from rcc_model.cli.evaluate import write
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import protocols
@@ -46,11 +47,14 @@ def test_needle_can_read_only_the_window_that_matches_the_question(text_rcc, smo
     memory, _, (window,) = protocols._read(text_rcc, context, question, read_slots=8)  # one 32-token window
     assert memory.num_slots == 8
     assert "48213" in smollm2_tokenizer.decode(text_rcc.windows_of(context)[window])
+    holding = protocols._windows_holding(text_rcc, context, (len(filler), len(context) - len(filler)))
+    assert window in holding and 0 not in holding and len(holding) <= 2  # the sentence, cut by a window edge or not
 
     haystack = np.asarray(filler * 3, dtype=np.uint32)
     needle = protocols.needle(text_rcc, haystack, [300], [0.1, 0.9], trials=1, read_slots=8)
     assert needle["read_slots"] == 8
     assert all(len(a["windows_read"]) == 1 for c in needle["cells"] for a in c["answers"])
+    assert needle["found"] == 1.0  # BM25 over the kept text finds the code's window
     whole = protocols.needle(text_rcc, haystack, [300], [0.5], trials=1)
     assert len(whole["cells"][0]["answers"][0]["windows_read"]) > 8
 
@@ -112,6 +116,10 @@ def test_qa_and_needle_can_answer_from_the_memorys_reconstruction(text_rcc, smol
     assert needle["read_from"] == "reconstruction" and "read_alignments" not in needle
     assert needle["answer_tokens"] == 32  # the base model writes the code in a sentence
     assert len(needle["cells"][0]["answers"][0]["windows_read"]) == 1  # the best-matching reconstructed window
+    assert needle["ranked_on"] == "the reconstructions read"
+    ranked = protocols.needle(text_rcc, haystack, [200], [0.5], trials=1, read_slots=8,
+                              reconstructed={"num_beams": 1, "rank": GREEDY})
+    assert ranked["ranked_on"] == dict(GREEDY) and json.dumps(ranked)  # what `rcc eval` writes
     from_slots = protocols.needle(text_rcc, haystack, [200], [0.5], trials=1)
     assert (from_slots["read_from"], from_slots["answer_tokens"]) == ("slots", 12)
 

@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from rcc_model.beam_search import ANCHORED_GREEDY
 from rcc_model.generation import SamplingParams, TextStream
 from rcc_model.prompts import instruction_frame, prompt_ids
 
@@ -91,6 +92,31 @@ def test_an_answer_from_the_reconstruction_reads_the_reconstructed_window_that_m
     assert answer == text_rcc.generate(text_rcc.empty_memory(), chat[1:], max_new_tokens=4)  # no memory read
     with pytest.raises(ValueError, match="user turn"):
         text_rcc.reconstruction_prompt(memory, [{"role": "assistant", "content": "Hello."}])
+
+
+def test_windows_ranked_on_cheap_reconstructions_are_read_from_the_search_given(text_rcc, monkeypatch):
+    filler = "Real text does not repeat itself like filler does. " * 6
+    report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
+    memory = text_rcc.compress(report)
+    perfect = text_rcc.windows_of(text_rcc.encode_text(report))  # the cheap pass, here without error
+    checked = text_rcc.encode_text("The door is teal.")  # what the search given writes for each window read
+    calls = []
+
+    def reconstruct_windows(m, **search):
+        calls.append((m.num_windows, search))
+        return perfect if search == ANCHORED_GREEDY else [checked] * m.num_windows
+
+    monkeypatch.setattr(text_rcc, "reconstruct_windows", reconstruct_windows)
+    question = "What colour is the door of the depot?"
+    prompt, reading = text_rcc.reconstruction_prompt(memory, question, read_slots=8, rank=ANCHORED_GREEDY,
+                                                     num_beams=8)
+    (window,) = reading.windows[0]
+    assert "painted teal" in text_rcc.tokenizer.decode(perfect[window])  # ranked on the cheap pass
+    assert prompt == f"The door is teal.\n\n{question}"  # read from the search given, that window alone
+    assert calls == [(memory.num_windows, ANCHORED_GREEDY), (1, {"num_beams": 8})]
+    calls.clear()
+    text_rcc.reconstruction_prompt(memory, question, rank=ANCHORED_GREEDY, num_beams=8)  # all fits: nothing ranked
+    assert calls == [(memory.num_windows, {"num_beams": 8})]
 
 
 def test_ask_in_both_prompt_modes_returns_text(text_rcc):
