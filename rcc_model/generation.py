@@ -645,6 +645,8 @@ class GenerationMixin:
                 memory = model.compress(report)           # stored, without the text
                 model.ask_from_reconstruction(memory, "Who signed the contract?", read_slots=64)
                 # rank the windows on cheap reconstructions; only the one read is decoded with the checks
+                from rcc_model.beam_search import ANCHORED_GREEDY
+
                 model.ask_from_reconstruction(memory, "Who signed the contract?", read_slots=64,
                                               search={"rank": ANCHORED_GREEDY})
         """

@@ -129,7 +129,12 @@ def _reading(model: RCCModel, read_slots: int | None, reconstructed: dict | None
     search = Search.of(model.config, **settings)
     return {"read_slots": read_slots, "read_from": "reconstruction", "reconstruct_beams": search.num_beams,
             "reconstruct_verify": search.verify, "reconstruct_anchored": search.anchored,
-            "ranked_on": "the reconstructions read" if rank is None else dict(rank)}
+            "ranked_on": "the reconstructions read" if rank is None else _described(Search.of(model.config, **rank))}
+
+
+def _described(search: Search) -> str:
+    """A search's settings in one line, for a result's table."""
+    return f"reconstructions by beams {search.num_beams}, verify {search.verify:g}, anchored {search.anchored}"
 
 
 def _windows_holding(model: RCCModel, context: list[int], span: tuple[int, int]) -> list[int]:
