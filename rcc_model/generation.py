@@ -617,9 +617,9 @@ class GenerationMixin:
             raise ValueError("a prompt read with a reconstruction is a string or chat messages ending in a user turn")
         tokenizer = self._require_tokenizer()
 
-        def texts(memory: CompressedMemory, search: Mapping) -> list[str]:
+        def texts(windows: CompressedMemory, settings: Mapping) -> list[str]:
             return [tokenizer.decode(ids, skip_special_tokens=True)
-                    for ids in self.reconstruct_windows(memory, **search)]
+                    for ids in self.reconstruct_windows(windows, **settings)]
 
         budget = read_slots or max(memory.num_slots, 1)
         ranked = rank is not None and memory.num_slots > budget
