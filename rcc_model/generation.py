@@ -15,7 +15,7 @@ import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
+from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, question_of
 
 if TYPE_CHECKING:
     from rcc_model.reading import Reading
@@ -609,12 +609,7 @@ class GenerationMixin:
         """
         from rcc_model.reading import read_within
 
-        if isinstance(prompt, str):
-            question = prompt
-        elif prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") == "user":
-            question = prompt[-1]["content"]
-        else:
-            raise ValueError("a prompt read with a reconstruction is a string or chat messages ending in a user turn")
+        question = question_of(prompt)
         tokenizer = self._require_tokenizer()
 
         def texts(windows: CompressedMemory, settings: Mapping) -> list[str]:

@@ -24,6 +24,16 @@ class InstructionFrame:
     turn_end: str
 
 
+def question_of(prompt: str | Sequence[dict]) -> str:
+    """The question a prompt asks: a string itself, or the content of chat messages' last turn, a user's
+    (what a reader ranks windows against)."""
+    if isinstance(prompt, str):
+        return prompt
+    if prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") == "user":
+        return prompt[-1]["content"]
+    raise ValueError("a question is a string or chat messages ending in a user turn")
+
+
 def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
     """Token ids of a prompt: None/"" -> [], str -> raw text, list of ints -> as is, messages -> template."""
     if prompt is None or prompt == "":

@@ -17,7 +17,7 @@ from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.modeling import RCCModel
-from rcc_model.prompts import Prompt
+from rcc_model.prompts import Prompt, question_of
 from rcc_model.reading import read_within
 from rcc_model.training.batch import collate
 from rcc_model.training.objectives import Example
@@ -113,8 +113,7 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, r
         return model.empty_memory(), prompt, reading.windows[0]
     if read_slots is None:
         return memory, prompt, list(range(memory.num_windows))
-    question = prompt if isinstance(prompt, str) else prompt[-1]["content"]
-    reading = read_within(question, [memory], [memory.window_texts], read_slots)  # as `rcc ask` reads it
+    reading = read_within(question_of(prompt), [memory], [memory.window_texts], read_slots)  # as `rcc ask` reads it
     return model.aligned_views(reading.memory, reading.texts), prompt, reading.windows[0]
 
 
