@@ -49,7 +49,8 @@ def add_parser(sub) -> None:
     p.add_argument("--pwc", type=Path, help="qa, reconstruction: a PwC jsonl file (input, prompt, answer) "
                    "instead of --data")
     p.add_argument("--limit", type=int, default=50, help="qa: at most this many examples")
-    p.add_argument("--no-baseline", action="store_true", help="qa: skip the full-text baseline")
+    p.add_argument("--no-baseline", action="store_true", help="qa, passkey, needle: skip the baseline, the same base "
+                   "model with the full text in its window (where it fits)")
     p.add_argument("--compressed-question", action="store_true", help="qa: compress each question after its "
                    "context and let the decoder recall it before answering (the paper's instruction "
                    "reconstruction); the baseline still reads the question in plain text")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                                           **search_options(args))
     elif args.protocol == "passkey":
         result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials, read_slots=args.read_slots,
-                                   reconstructed=reconstructed)
+                                   reconstructed=reconstructed, base=_baseline(args, model))
     elif args.protocol == "needle":
         from rcc_model.data.build import load_tokens
 
@@ -98,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
                     "question": args.needle_question or protocols.NEEDLE_QUESTION}
         result = protocols.needle(model, load_tokens(_need(args.data), "heldout"), args.lengths, args.depths,
                                   trials=args.trials, read_slots=args.read_slots, reconstructed=reconstructed,
-                                  **phrasing)
+                                  base=_baseline(args, model), **phrasing)
     else:
-        result = protocols.question_answering(model, _qa_examples(args), base=None if args.no_baseline
-                                              else _base_of(model), read_slots=args.read_slots,
+        result = protocols.question_answering(model, _qa_examples(args), base=_baseline(args, model),
+                                              read_slots=args.read_slots,
                                               compressed_question=args.compressed_question,
                                               reconstructed=reconstructed)
     result["model"] = args.model
@@ -150,7 +151,11 @@ def _qa_examples(args):
     return examples[: args.limit]
 
 
-def _base_of(model):
+def _baseline(args: argparse.Namespace, model):
+    """The base model the memory's answers are compared with (it reads the full text), or None with
+    `--no-baseline`."""
+    if args.no_baseline:
+        return None
     from rcc_model import bases
 
     path = bases.resolve_base(model.config.base)
@@ -170,6 +175,13 @@ def write(out: Path, name: str, result: dict) -> None:
         lines += ["", "| length \\ depth | " + " | ".join(f"{d:.0%}" for d in depths) + " |",
                   "|---|" + "---|" * len(depths)]
         lines += [f"| {n} | " + " | ".join(f"{table[n, d]:.0%}" for d in depths) + " |" for n in lengths]
+        if "full_text_accuracy" in result:
+            full = {(c["length"], c["depth"]): c["full_text_accuracy"] for c in result["cells"]}
+            lines += ["", "The same base model with the full text in its window (– where it does not fit):", "",
+                      "| length \\ depth | " + " | ".join(f"{d:.0%}" for d in depths) + " |",
+                      "|---|" + "---|" * len(depths)]
+            lines += [f"| {n} | " + " | ".join("–" if full[n, d] is None else f"{full[n, d]:.0%}" for d in depths)
+                      + " |" for n in lengths]
         _plot_grid(out / f"{name}.png", name, lengths, depths, table)
     if "by_rate" in result:
         lines += ["", "| rate | BLEU-4 (0-1) | sacreBLEU | exact match | token accuracy | TF loss | "

@@ -28,6 +28,8 @@ PASSKEY_FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here 
 PASSKEY_QUESTION = "What is the pass key? The pass key is"
 NEEDLE_SENTENCE = "The secret code of the archive is {code}."
 NEEDLE_QUESTION = "What is the secret code of the archive? Answer with the number."
+# the base model writes a code in a sentence: "The secret code of the archive is 60494" is 15 tokens
+SENTENCE_ANSWER_TOKENS = 32
 
 
 def first_integer(text: str) -> str | None:
@@ -143,7 +145,7 @@ def _windows_holding(model: RCCModel, context: list[int], span: tuple[int, int])
 
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
-          seed: int, read_slots: int | None = None, reconstructed: dict | None = None) -> dict:
+          seed: int, read_slots: int | None = None, reconstructed: dict | None = None, base=None) -> dict:
     """Run `build(rng, length, depth) -> (context ids, prompt, answer, the answer's token span)` over a grid:
     per cell, exact accuracy, the share of the code's digits recalled in place (partial credit shows progress
     before exact recall does), and every answer given, with the windows read and those holding the code.
@@ -151,8 +153,10 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
     integrations run it, retrieval included, and `found` is the share of readings that took a window holding
     the code, which tells a miss in finding it from a miss in reading it. With `reconstructed`, it reads
     the memory's reconstruction (`_read`), and the answer may be 32 tokens long instead of 12: the base model
-    writes the code in a sentence ("The secret code of the archive is 60494" is 15 tokens)."""
-    answer_tokens = 32 if reconstructed is not None else 12
+    writes the code in a sentence ("The secret code of the archive is 60494" is 15 tokens). With `base`, the
+    same base model also answers with the whole context in its window where it fits (`full_text`, None where
+    it does not; 32 tokens): the ceiling a compressed reading is measured against, in the same run."""
+    answer_tokens = SENTENCE_ANSWER_TOKENS if reconstructed is not None else 12
     rng = random.Random(seed)
     cells = []
     for length in lengths:
@@ -164,22 +168,35 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                 output = model.generate(memory, prompt, max_new_tokens=answer_tokens)
                 answers.append({"expected": answer, "output": output, "windows_read": read,
                                 "windows_holding": _windows_holding(model, context, span)})
+                if base is not None:
+                    answers[-1]["full_text"] = _full_text_answer(base, model.tokenizer, context, question_of(prompt),
+                                                                 SENTENCE_ANSWER_TOKENS)
             found = [first_integer(a["output"]) or "" for a in answers]
             cells.append({"length": length, "depth": depth,
                           "accuracy": float(np.mean([f == a["expected"] for f, a in zip(found, answers)])),
                           "digit_accuracy": float(np.mean([metrics.digits_in_place(f, a["expected"])
                                                            for f, a in zip(found, answers)])),
+                          **({"full_text_accuracy": _full_text_accuracy(answers)} if base is not None else {}),
                           "answers": answers})
+    every = [a for c in cells for a in c["answers"]]
+    baseline = {} if base is None else {"full_text_accuracy": _full_text_accuracy(every),
+                                        "full_text_fitted": sum(a["full_text"] is not None for a in every)}
     return {"cells": cells, "accuracy": float(np.mean([c["accuracy"] for c in cells])),
             "digit_accuracy": float(np.mean([c["digit_accuracy"] for c in cells])),
-            "found": float(np.mean([bool(set(a["windows_read"]) & set(a["windows_holding"]))
-                                    for c in cells for a in c["answers"]])), "trials": trials,
-            "answer_tokens": answer_tokens,
+            "found": float(np.mean([bool(set(a["windows_read"]) & set(a["windows_holding"])) for a in every])),
+            "trials": trials, "answer_tokens": answer_tokens, **baseline,
             **_reading(model, read_slots, reconstructed)}
 
 
+def _full_text_accuracy(answers: Sequence[dict]) -> float | None:
+    """The share of the base model's full-text answers (`full_text`) that hold the code first, over those
+    whose context fitted its window; None where none did."""
+    fitted = [a for a in answers if a["full_text"] is not None]
+    return float(np.mean([first_integer(a["full_text"]) == a["expected"] for a in fitted])) if fitted else None
+
+
 def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,
-            seed: int = 0, read_slots: int | None = None, reconstructed: dict | None = None) -> dict:
+            seed: int = 0, read_slots: int | None = None, reconstructed: dict | None = None, base=None) -> dict:
     """Mohtashami & Jaggi's passkey template (repeated filler), compressed; the question in plain text."""
     filler = model.encode_text(PASSKEY_FILLER)
     intro = model.encode_text(PASSKEY_INTRO)
@@ -192,12 +209,13 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
         start = len(intro) + cut
         return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key, (start, start + len(needle))
 
-    return {"protocol": "passkey", **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed)}
+    return {"protocol": "passkey",
+            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed, base)}
 
 
 def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], depths: Sequence[float],
            trials: int = 2, seed: int = 0, read_slots: int | None = None, sentence: str = NEEDLE_SENTENCE,
-           question: str = NEEDLE_QUESTION, reconstructed: dict | None = None) -> dict:
+           question: str = NEEDLE_QUESTION, reconstructed: dict | None = None, base=None) -> dict:
     """A code hidden in real, non-repeating held-out text; the question through the chat template.
 
     `sentence` (with `{code}`) and `question` change the phrasing, e.g. to the generated QA set's own
@@ -215,17 +233,24 @@ def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], dep
                 (cut, cut + len(hidden)))
 
     return {"protocol": "needle", "sentence": sentence, "question": question,
-            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed)}
+            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed, base)}
 
 
 @torch.no_grad()
-def _full_text_answer(base, tokenizer, context: str, question: str, max_new_tokens: int) -> str:
-    """The same base model with the whole text in its context window (greedy)."""
+def _full_text_answer(base, tokenizer, context: str | Sequence[int], question: str, max_new_tokens: int
+                      ) -> str | None:
+    """The same base model with the whole text (or its token ids) in its context window, greedy, in the prompt
+    `reconstruction_prompt` writes; None where it does not fit."""
+    window = base.config.max_position_embeddings
+    if not isinstance(context, str):
+        if len(context) + max_new_tokens > window:  # before decoding a text that may run to a million tokens
+            return None
+        context = tokenizer.decode(context)
     messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                         return_dict=True)["input_ids"].to(base.device)
-    if ids.shape[1] + max_new_tokens > base.config.max_position_embeddings:
-        return ""
+    if ids.shape[1] + max_new_tokens > window:
+        return None
     out = base.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
@@ -256,7 +281,7 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
                "rcc_f1": metrics.token_f1(answer, example.answer),
                "rcc_rouge_l": metrics.rouge_l(answer, example.answer), "windows_read": read}
         if base is not None:
-            full = _full_text_answer(base, model.tokenizer, example.context, example.question, max_new_tokens)
+            full = _full_text_answer(base, model.tokenizer, example.context, example.question, max_new_tokens) or ""
             row.update(full_text=full, full_f1=metrics.token_f1(full, example.answer),
                        full_rouge_l=metrics.rouge_l(full, example.answer))
         rows.append(row)

@@ -69,6 +69,18 @@ def test_needle_phrasing_can_be_changed(text_rcc, smollm2_tokenizer):
         protocols.needle(text_rcc, haystack, [150], [0.5], sentence="No code here.")
 
 
+def test_needle_compares_memory_with_the_full_text_where_it_fits(text_rcc, smollm2_tokenizer):
+    haystack = np.asarray(smollm2_tokenizer("Real text does not repeat itself. " * 200)["input_ids"], dtype=np.uint32)
+    result = protocols.needle(text_rcc, haystack, [150, 1100], [0.5], trials=2, base=text_rcc.decoder)
+    short, long = result["cells"]  # the tiny base reads 1,024 positions: 1,100 tokens do not fit
+    assert all(isinstance(a["full_text"], str) for a in short["answers"])
+    assert all(a["full_text"] is None for a in long["answers"]) and long["full_text_accuracy"] is None
+    assert short["full_text_accuracy"] == np.mean([protocols.first_integer(a["full_text"]) == a["expected"]
+                                                   for a in short["answers"]])
+    assert (result["full_text_accuracy"], result["full_text_fitted"]) == (short["full_text_accuracy"], 2)
+    assert "full_text_accuracy" not in protocols.needle(text_rcc, haystack, [150], [0.5], trials=1)
+
+
 def test_qa_compares_memory_with_the_full_text_baseline(text_rcc):
     examples = [QAExample("The door is painted teal. " * 10, "What colour is the door?", "teal", "fact")]
     result = protocols.question_answering(text_rcc, examples, base=text_rcc.decoder, max_new_tokens=4)
@@ -132,6 +144,9 @@ def test_eval_writes_json_markdown_and_a_grid_plot(tmp_path):
     markdown = (tmp_path / "needle.md").read_text()
     assert "| 1000 | 100% | 0% |" in markdown
     assert (tmp_path / "needle.png").read_bytes()[:4] == b"\x89PNG"
+    result["cells"][0]["full_text_accuracy"], result["cells"][1]["full_text_accuracy"] = 0.5, None
+    write(tmp_path, "needle", {**result, "full_text_accuracy": 0.5})
+    assert "| 1000 | 50% | – |" in (tmp_path / "needle.md").read_text()  # the base with the full text, where it fits
 
 
 def test_first_integer_is_what_passkey_scoring_reads():
