@@ -41,6 +41,7 @@ def measure(kind: str, n: int, memory_file: Path, model_name: str) -> dict:
 
     from rcc_model import CompressedMemory, RCCModel
     from rcc_model.checkpoint import describe
+    from rcc_model.prompts import text_then_question
 
     torch.set_grad_enabled(False)
     full_text = kind == "full text"
@@ -59,7 +60,7 @@ def measure(kind: str, n: int, memory_file: Path, model_name: str) -> dict:
         memory = CompressedMemory.load(memory_file)
         seconds = time.perf_counter() - start + first_token_seconds(model, memory, chat)
     elif full_text:
-        prompt = [{"role": "user", "content": f"{text}\n\n{QUESTION}"}]
+        prompt = [{"role": "user", "content": text_then_question(text, QUESTION)}]
         seconds = first_token_seconds(model, model.empty_memory(), prompt)
     else:
         raise ValueError(f"unknown method {kind!r}")

@@ -15,7 +15,7 @@ import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, question_of
+from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, question_of, text_then_question
 
 if TYPE_CHECKING:
     from rcc_model.reading import Reading
@@ -621,7 +621,7 @@ class GenerationMixin:
         reading = read_within(question, [memory], [texts(memory, rank if ranked else search)], budget)
         if ranked:
             reading.texts = texts(reading.memory, search)
-        read = f"{''.join(reading.texts or [])}\n\n{question}"
+        read = text_then_question("".join(reading.texts or []), question)
         if isinstance(prompt, str):
             return read, reading
         return [*prompt[:-1], {**prompt[-1], "content": read}], reading

@@ -34,6 +34,13 @@ def question_of(prompt: str | Sequence[dict]) -> str:
     raise ValueError("a question is a string or chat messages ending in a user turn")
 
 
+def text_then_question(text: str, question: str) -> str:
+    """A question about a text, as the base model reads it in its user turn: the text, a blank line, the
+    question. The full-text baseline and answers from the reconstruction share it, so that they differ only in
+    the text read."""
+    return f"{text}\n\n{question}"
+
+
 def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
     """Token ids of a prompt: None/"" -> [], str -> raw text, list of ints -> as is, messages -> template."""
     if prompt is None or prompt == "":

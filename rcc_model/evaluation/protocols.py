@@ -17,7 +17,7 @@ from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.modeling import RCCModel
-from rcc_model.prompts import Prompt, question_of
+from rcc_model.prompts import Prompt, question_of, text_then_question
 from rcc_model.reading import read_within
 from rcc_model.training.batch import collate
 from rcc_model.training.objectives import Example
@@ -246,7 +246,7 @@ def _full_text_answer(base, tokenizer, context: str | Sequence[int], question: s
         if len(context) + max_new_tokens > window:  # before decoding a text that may run to a million tokens
             return None
         context = tokenizer.decode(context)
-    messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
+    messages = [{"role": "user", "content": text_then_question(context, question)}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                         return_dict=True)["input_ids"].to(base.device)
     if ids.shape[1] + max_new_tokens > window:
