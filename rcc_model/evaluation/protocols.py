@@ -163,13 +163,13 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
         for depth in depths:
             answers = []
             for _ in range(trials):
-                context, prompt, answer, span = build(rng, length, depth)
-                memory, prompt, read = _read(model, context, prompt, read_slots, reconstructed)
+                context, asked, answer, span = build(rng, length, depth)
+                memory, prompt, read = _read(model, context, asked, read_slots, reconstructed)
                 output = model.generate(memory, prompt, max_new_tokens=answer_tokens)
                 answers.append({"expected": answer, "output": output, "windows_read": read,
                                 "windows_holding": _windows_holding(model, context, span)})
-                if base is not None:
-                    answers[-1]["full_text"] = _full_text_answer(base, model.tokenizer, context, question_of(prompt),
+                if base is not None:  # the question as asked: `prompt` may hold the reconstruction read
+                    answers[-1]["full_text"] = _full_text_answer(base, model.tokenizer, context, question_of(asked),
                                                                  SENTENCE_ANSWER_TOKENS)
             found = [first_integer(a["output"]) or "" for a in answers]
             cells.append({"length": length, "depth": depth,

@@ -81,6 +81,17 @@ def test_needle_compares_memory_with_the_full_text_where_it_fits(text_rcc, smoll
     assert "full_text_accuracy" not in protocols.needle(text_rcc, haystack, [150], [0.5], trials=1)
 
 
+def test_the_full_text_baseline_reads_the_question_asked_not_the_reconstruction(text_rcc, smollm2_tokenizer,
+                                                                                 monkeypatch):
+    haystack = np.asarray(smollm2_tokenizer("Real text does not repeat itself. " * 40)["input_ids"], dtype=np.uint32)
+    asked = []
+    monkeypatch.setattr(protocols, "_full_text_answer", lambda base, tokenizer, context, question, tokens:
+                        asked.append(question) or "The secret code of the archive is 12345.")
+    protocols.needle(text_rcc, haystack, [200], [0.5], trials=1, read_slots=8, reconstructed={"num_beams": 1},
+                     base=text_rcc.decoder)
+    assert asked == [protocols.NEEDLE_QUESTION]
+
+
 def test_qa_compares_memory_with_the_full_text_baseline(text_rcc):
     examples = [QAExample("The door is painted teal. " * 10, "What colour is the door?", "teal", "fact")]
     result = protocols.question_answering(text_rcc, examples, base=text_rcc.decoder, max_new_tokens=4)
