@@ -172,16 +172,18 @@ def write(out: Path, name: str, result: dict) -> None:
         lengths = sorted({c["length"] for c in result["cells"]})
         depths = sorted({c["depth"] for c in result["cells"]})
         table = {(c["length"], c["depth"]): c["accuracy"] for c in result["cells"]}
-        lines += ["", "| length \\ depth | " + " | ".join(f"{d:.0%}" for d in depths) + " |",
-                  "|---|" + "---|" * len(depths)]
-        lines += [f"| {n} | " + " | ".join(f"{table[n, d]:.0%}" for d in depths) + " |" for n in lengths]
+
+        def grid(key: str) -> list[str]:  # one cell's `key` per length x depth; "–" where it is None
+            values = {(c["length"], c["depth"]): c[key] for c in result["cells"]}
+            return (["| length \\ depth | " + " | ".join(f"{d:.0%}" for d in depths) + " |",
+                     "|---|" + "---|" * len(depths)]
+                    + [f"| {n} | " + " | ".join("–" if values[n, d] is None else f"{values[n, d]:.0%}"
+                                                for d in depths) + " |" for n in lengths])
+
+        lines += ["", *grid("accuracy")]
         if "full_text_accuracy" in result:
-            full = {(c["length"], c["depth"]): c["full_text_accuracy"] for c in result["cells"]}
             lines += ["", "The same base model with the full text in its window (– where it does not fit):", "",
-                      "| length \\ depth | " + " | ".join(f"{d:.0%}" for d in depths) + " |",
-                      "|---|" + "---|" * len(depths)]
-            lines += [f"| {n} | " + " | ".join("–" if full[n, d] is None else f"{full[n, d]:.0%}" for d in depths)
-                      + " |" for n in lengths]
+                      *grid("full_text_accuracy")]
         _plot_grid(out / f"{name}.png", name, lengths, depths, table)
     if "by_rate" in result:
         lines += ["", "| rate | BLEU-4 (0-1) | sacreBLEU | exact match | token accuracy | TF loss | "
