@@ -218,8 +218,7 @@ def abstention_gap(model, state: DecodeState, max_new_tokens: int = ABSTENTION_P
     first = torch.log_softmax(state.logits[0], -1)  # (V,)
     if int(first.argmax()) != abstention[0]:
         return None
-    eos = eos_token_ids(model)
-    end = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id in eos else min(eos)
+    eos, end = eos_token_ids(model), answer_end_id(model)
     logits, _ = _feed(model, state.clone(), abstention, keep=len(abstention))  # (1, L, V) after each token
     if logits[0, :-1].argmax(-1).tolist() != abstention[1:]:
         return None  # greedy decoding writes another answer that only begins like the abstention
@@ -293,14 +292,27 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
 
 
 def eos_token_ids(model) -> set[int]:
-    ids: set[int] = set()
+    """The tokens that end an answer: the decoder's generation config's (where `generate` stops), else its model
+    config's, else the tokenizer's. The first that names any, not their union: transformers 5.17 converts
+    SmolLM2's GGUF with `<|im_start|>` as the tokenizer's EOS, and a model trained to end its answers with that
+    token ran on past every answer where the base model stops (stage 25, MODEL_CARD.md)."""
     for source in (model.decoder.generation_config, model.decoder.config, model.tokenizer):
         value = getattr(source, "eos_token_id", None)
         if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return ids
+            return {value}
+        if isinstance(value, (list, tuple)) and value:
+            return {int(v) for v in value}
+    return set()
+
+
+def answer_end_id(model) -> int:
+    """The one token written after an answer (training targets, a scored abstention): the tokenizer's EOS where
+    the model stops at it, else the smallest of the tokens it stops at."""
+    eos = eos_token_ids(model)
+    if not eos:
+        raise ValueError("the model names no end-of-sequence token (generation config, config or tokenizer)")
+    tokenizer_eos = getattr(model.tokenizer, "eos_token_id", None)
+    return tokenizer_eos if tokenizer_eos in eos else min(eos)
 
 
 class TextStream:

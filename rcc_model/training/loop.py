@@ -20,6 +20,7 @@ from rcc_model.adapters import skip_input_casts
 from rcc_model.bases import decoder_layers, default_device, resolve_dtype
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
+from rcc_model.generation import answer_end_id
 from rcc_model.modeling import RCCModel
 from rcc_model.training import objectives
 from rcc_model.training.batch import collate
@@ -102,7 +103,8 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: i
     if config.objectives.get("qa", 0) > 0:
         builders["qa"] = objectives.question_answering(load_qa(data, split), model.tokenizer, config.window,
                                                        config.long_context_windows, config.qa_reconstruct_instruction,
-                                                       tokens, config.qa_haystack, config.qa_kinds)
+                                                       tokens, config.qa_haystack, config.qa_kinds,
+                                                       answer_end=answer_end_id(model))
     return objectives.mixture(builders, config.objectives)
 
 

@@ -116,7 +116,8 @@ def long_context(tokens: np.ndarray, window: int, windows: int, span: int, cue: 
 
 def question_answering(examples: Sequence[QAExample], tokenizer, window: int, windows: int,
                        reconstruct_instruction: float, haystack: np.ndarray | None = None,
-                       haystack_share: float = 0.0, kinds: dict[str, float] | None = None) -> Builder:
+                       haystack_share: float = 0.0, kinds: dict[str, float] | None = None, *,
+                       answer_end: int) -> Builder:
     """Answer generated questions from memory, in both prompt modes of the paper: the question in plain text
     through the chat template, or (with probability `reconstruct_instruction`) compressed after the context,
     with the decoder regenerating it before answering.
@@ -126,11 +127,11 @@ def question_answering(examples: Sequence[QAExample], tokenizer, window: int, wi
     up to `windows` windows, so the answer must be found among many slots (the needle setting).
 
     `kinds` weights the examples' kinds (e.g. more "fact" than "definition"); None draws every example with
-    the same chance, as the generated set mixes them."""
+    the same chance, as the generated set mixes them. `answer_end` follows every answer: the token generation
+    stops at (`generation.answer_end_id`), which a tokenizer's own EOS need not be."""
     draw = _weighted_draw(examples, kinds)
     frame = instruction_frame(tokenizer)
     header = prompt_ids(tokenizer, frame.header)
-    eos = [tokenizer.eos_token_id]
     budget = window * windows
 
     def encode(text: str) -> list[int]:
@@ -148,7 +149,7 @@ def question_answering(examples: Sequence[QAExample], tokenizer, window: int, wi
 
     def build(rng: random.Random) -> Example:
         qa = draw(rng)
-        answer = encode(qa.answer) + eos
+        answer = [*encode(qa.answer), answer_end]
         if rng.random() < reconstruct_instruction:
             question = encode("\n\n" + qa.question)
             context = document(qa, budget - len(question), rng) + question

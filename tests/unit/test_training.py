@@ -1,5 +1,6 @@
 """Objectives, collation, the training forward, and the training loop with exact resume, on tiny models."""
 
+import copy
 import json
 import random
 import re
@@ -404,20 +405,45 @@ def test_qa_documents_are_hidden_in_real_text_at_varied_lengths_and_depths(smoll
     doc = "The access code for the signal tower is 48213."
     qa = [QAExample(doc, "What is the access code for the signal tower?", "48213", "fact")]
     ids = smollm2_tokenizer(doc, add_special_tokens=False)["input_ids"]
+    eos = smollm2_tokenizer.eos_token_id
     stream = np.asarray(smollm2_tokenizer("Python's os module wraps the system calls of the platform. " * 200,
                                           add_special_tokens=False)["input_ids"], dtype=np.uint32)
     plain = objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=4, reconstruct_instruction=0,
-                                          haystack=stream, haystack_share=0.0)
+                                          haystack=stream, haystack_share=0.0, answer_end=eos)
     assert plain(random.Random(0)).context == ids
 
     hidden = objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=4, reconstruct_instruction=0.5,
-                                           haystack=stream, haystack_share=1.0)
+                                           haystack=stream, haystack_share=1.0, answer_end=eos)
     examples = [hidden(random.Random(seed)) for seed in range(40)]
     lengths = {len(e.context) for e in examples}
     depths = {_contains(e.context, ids) for e in examples}
     assert -1 not in depths and max(lengths) <= 32 * 4  # the document whole, within the budget
     assert len(lengths) > 10 and len(depths) > 10 and max(lengths) > 32 * 2
-    assert all(e.target[-1] == smollm2_tokenizer.eos_token_id for e in examples)
+    assert all(e.target[-1] == eos for e in examples)
+
+
+def test_qa_answers_end_with_the_token_generation_stops_at_whatever_the_tokenizer_calls_its_eos(text_rcc, tmp_path):
+    """transformers 5.17 converts SmolLM2's GGUF with <|im_start|> as the tokenizer's EOS; stage 25, trained on
+    such a conversion, ended every answer with that token, and read here it never stopped after an answer."""
+    from rcc_model.data.qa import QAExample
+    from rcc_model.generation import answer_end_id, eos_token_ids
+
+    data = tmp_path / "data"
+    data.mkdir()
+    TOKENS.tofile(data / "heldout.tokens")
+    example = QAExample("The door is teal.", "What colour is the door?", "teal", "fact")
+    (data / "qa-heldout.jsonl").write_text(json.dumps(example.to_dict()) + "\n")
+    im_end = text_rcc.tokenizer.convert_tokens_to_ids("<|im_end|>")  # what SmolLM2's own configs name
+    text_rcc.decoder.config.eos_token_id = text_rcc.decoder.generation_config.eos_token_id = im_end
+    stops = eos_token_ids(text_rcc)
+    text_rcc.tokenizer = copy.deepcopy(text_rcc.tokenizer)
+    text_rcc.tokenizer.eos_token = "<|im_start|>"
+    assert text_rcc.tokenizer.eos_token_id not in stops
+    assert eos_token_ids(text_rcc) == stops and answer_end_id(text_rcc) in stops
+
+    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), window=32, objectives={"qa": 1.0})
+    build = loop.build_objective(config, text_rcc, "heldout")
+    assert {build(random.Random(seed)).target[-1] for seed in range(8)} <= stops
 
 
 def test_qa_kind_weights_choose_what_is_asked(smollm2_tokenizer):
@@ -429,7 +455,7 @@ def test_qa_kind_weights_choose_what_is_asked(smollm2_tokenizer):
 
     def facts(kinds):
         build = objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=1, reconstruct_instruction=0,
-                                              kinds=kinds)
+                                              kinds=kinds, answer_end=smollm2_tokenizer.eos_token_id)
         rng = random.Random(0)
         return sum(build(rng).target[:-1] == answer for _ in range(400))
 
@@ -438,7 +464,7 @@ def test_qa_kind_weights_choose_what_is_asked(smollm2_tokenizer):
     assert 150 < facts({"fact": 1.0, "not-in-document": 1.0}) < 250
     with pytest.raises(ValueError, match="kinds"):
         objectives.question_answering(qa, smollm2_tokenizer, window=32, windows=1, reconstruct_instruction=0,
-                                      kinds={"definition": 1.0})
+                                      kinds={"definition": 1.0}, answer_end=smollm2_tokenizer.eos_token_id)
 
 
 def test_numbers_are_written_into_real_text_at_every_slot_offset_and_regenerated_whole(smollm2_tokenizer):
