@@ -536,7 +536,7 @@ class GenerationMixin:
         params = SamplingParams(max_new_tokens, **sampling)
         state = self._start(memory, prompt_ids(tokenizer, frame.header), params)
         text = TextStream(tokenizer, skip_special_tokens=False)
-        end = tokenizer.eos_token or ""
+        end = tokenizer.decode([answer_end_id(self)]) if eos_token_ids(self) else ""  # where decoding stops
         for tokens in decode_tokens(self, state, params):
             text.push(int(tokens[0]))
             _, found, answer = text.text.partition(frame.turn_end)
