@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
                    "document never names (what the shipped stages trained on), or generate places and code names "
                    "and ask half the unanswerable questions about places the document describes "
                    "(default: %(default)s)")
+    p.add_argument("--qa-codes", type=float, default=None, metavar="SHARE",
+                   help="make this share of generated facts codes, the kind the needle asks for (default: one in "
+                   "four, what the shipped stages trained on)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
                      qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_phrasing=args.qa_phrasing,
                      qa_values=args.qa_values, qa_instructions=args.qa_instructions,
-                     qa_subjects=args.qa_subjects)
+                     qa_subjects=args.qa_subjects, qa_codes=args.qa_codes)
     print(json.dumps(manifest, indent=2))
     return 0

@@ -80,7 +80,8 @@ def _write_jsonl(path: Path, rows) -> None:
 
 def build(out: Path, tokenizer, *, work: Path | None = None, heldout_share: float = 0.05, seed: int = 0,
           qa_train: int = 20000, qa_heldout: int = 300, qa_phrasing: str = "fixed", qa_values: str = "fixed",
-          qa_instructions: float = 0.0, qa_subjects: str = "fixed") -> dict:
+          qa_instructions: float = 0.0, qa_subjects: str = "fixed",
+          qa_codes: float | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     work = work or out / "sources"
     split = split_documents(list(python_docs(work)), heldout_share)
@@ -95,14 +96,15 @@ def build(out: Path, tokenizer, *, work: Path | None = None, heldout_share: floa
     _write_jsonl(out / "heldout-docs.jsonl", ({"title": d.title, "text": d.text} for d in split.heldout))
     _write_jsonl(out / "qa-train.jsonl",
                  (e.to_dict() for e in qa.generate(_paragraph_texts(split.train), train_synsets, qa_train, seed,
-                                                   qa_phrasing, qa_values, qa_instructions, qa_subjects)))
+                                                   qa_phrasing, qa_values, qa_instructions, qa_subjects,
+                                                   qa_codes)))
     _write_jsonl(out / "qa-heldout.jsonl", (e.to_dict() for e in qa.generate(
         _paragraph_texts(split.heldout), heldout_synsets, qa_heldout, seed + 1, qa_phrasing, qa_values,
-        qa_instructions, qa_subjects)))
+        qa_instructions, qa_subjects, qa_codes)))
     manifest = {"sources": ["debian:python3.11-doc", "debian:wordnet-base"], "heldout_share": heldout_share,
                 "split_unit_documents": RUN_LENGTH, "seed": seed, "qa_train": qa_train, "qa_heldout": qa_heldout,
                 "qa_phrasing": qa_phrasing, "qa_values": qa_values, "qa_instructions": qa_instructions,
-                "qa_subjects": qa_subjects,
+                "qa_subjects": qa_subjects, "qa_codes": qa_codes,
                 "tokenizer_vocab": len(tokenizer), "eos_token_id": tokenizer.eos_token_id, **counts}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

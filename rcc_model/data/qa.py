@@ -138,12 +138,12 @@ def open_place(rng: random.Random) -> str:
 
 
 def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
-          subjects: str = "fixed", place: str | None = None) -> _Fact:
+          subjects: str = "fixed", codes: float | None = None, place: str | None = None) -> _Fact:
     """A fact about `place` (drawn when None); an `instructions` share of questions end with an answer-format
-    instruction."""
+    instruction; a `codes` share of facts are codes (None: one kind in four, drawn as every earlier set was)."""
     if place is None:
         place = rng.choice(_PLACES) if subjects == "fixed" else open_place(rng)
-    kind = rng.randrange(4)
+    kind = rng.randrange(4) if codes is None else 0 if rng.random() < codes else rng.randrange(1, 4)
     if kind == 0:
         digits = 5 if phrasing == "fixed" else rng.randint(4, 7)
         value = str(rng.randint(10 ** (digits - 1), 10**digits - 1))
@@ -174,8 +174,9 @@ def _insert(text: str, sentence: str, depth: float) -> str:
 
 def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool = True,
                  phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
-                 subjects: str = "fixed") -> QAExample:
-    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects}
+                 subjects: str = "fixed", codes: float | None = None) -> QAExample:
+    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects,
+               "codes": codes}
     # With open subjects half the unanswerable questions ask about a subject the document describes.
     described = not answerable and subjects == "open" and rng.random() < 0.5
     chosen, seen = [], set()
@@ -208,13 +209,14 @@ def definition_example(synsets: Sequence[Synset], rng: random.Random, entries: i
 
 def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: int,
              phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
-             subjects: str = "fixed") -> list[QAExample]:
+             subjects: str = "fixed", codes: float | None = None) -> list[QAExample]:
     """`count` examples, mixing the kinds; the same arguments always give the same examples. `phrasing`
     "varied" words each fact one of several ways (and codes have 4 to 7 digits); `values` "open" gives every
     keeper a generated name; "fixed" for both is the set every shipped stage trained on. `instructions` is the
     share of fact questions that end with an answer-format instruction ("Give only the number."). `subjects`
     "open" generates places and code names, and asks unanswerable questions about places the document
-    describes."""
+    describes. `codes` is the share of facts that are codes (None: a quarter, as in the sets built before it);
+    the needle asks for a code, and at r = 8 its misses are digits out of order."""
     if phrasing not in PHRASINGS:
         raise ValueError(f"`phrasing` must be one of {PHRASINGS}, got {phrasing!r}")
     if values not in VALUES:
@@ -223,7 +225,10 @@ def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: 
         raise ValueError(f"`instructions` is a share, between 0 and 1; got {instructions!r}")
     if subjects not in SUBJECTS:
         raise ValueError(f"`subjects` must be one of {SUBJECTS}, got {subjects!r}")
-    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects}
+    if codes is not None and not 0.0 <= codes < 1.0:  # 1 would leave no other kind to ask about in its place
+        raise ValueError(f"`codes` is a share of facts, at least 0 and below 1; got {codes!r}")
+    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects,
+               "codes": codes}
     rng = random.Random(seed)
     examples = []
     for _ in range(count):

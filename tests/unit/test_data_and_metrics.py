@@ -81,6 +81,24 @@ def test_open_values_give_every_keeper_a_new_name_and_fixed_values_keep_the_ship
         qa.generate([TEXT], [], 5, seed=0, values="other")
 
 
+def test_codes_set_the_share_of_facts_that_are_codes_and_leave_other_sets_unchanged():
+    synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
+    assert qa.generate([TEXT], synsets, 400, seed=3, codes=None) == qa.generate([TEXT], synsets, 400, seed=3)
+
+    def code_share(examples):
+        facts = [e for e in examples if e.kind == "fact"]
+        return sum(len(e.answer) == 5 and e.answer.isdigit() for e in facts) / len(facts)  # years have 4 digits
+
+    assert 0.15 < code_share(qa.generate([TEXT], synsets, 1000, seed=3)) < 0.35
+    coded = qa.generate([TEXT], synsets, 1000, seed=3, codes=0.7, subjects="open")
+    assert 0.6 < code_share(coded) < 0.8
+    assert all(e.answer in e.context for e in coded if e.kind in ("fact", "multi-fact"))
+    assert code_share(qa.generate([TEXT], synsets, 300, seed=3, codes=0.0)) == 0.0
+    for share in (1.0, -0.1):
+        with pytest.raises(ValueError, match="codes"):
+            qa.generate([TEXT], [], 5, seed=0, codes=share)
+
+
 def test_instructions_end_a_share_of_questions_answerable_or_not_and_leave_other_sets_unchanged():
     synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
     plain = qa.generate([TEXT], synsets, 400, seed=3)
