@@ -536,15 +536,16 @@ class GenerationMixin:
         params = SamplingParams(max_new_tokens, **sampling)
         state = self._start(memory, prompt_ids(tokenizer, frame.header), params)
         text = TextStream(tokenizer, skip_special_tokens=False)
-        end = tokenizer.decode([answer_end_id(self)]) if eos_token_ids(self) else ""  # where decoding stops
+        # Where decoding stops: the text of any token the model ends an answer with. The question's turn may end
+        # with one of them, so the answer is cut at their text rather than decoding stopping at the token.
+        ends = [end for end in (tokenizer.decode([i]) for i in sorted(eos_token_ids(self))) if end]
         for tokens in decode_tokens(self, state, params):
             text.push(int(tokens[0]))
             _, found, answer = text.text.partition(frame.turn_end)
-            if found and end and end in answer:
+            if found and any(end in answer for end in ends):
                 break
         _, found, answer = text.text.partition(frame.turn_end)
-        answer = answer.split(end)[0] if end else answer
-        for s in stop:
+        for s in (*ends, *stop):
             answer = answer.split(s)[0] if s else answer
         return answer.strip()
 

@@ -148,6 +148,15 @@ def test_instruction_reconstruction_returns_only_the_answer(text_rcc, smollm2_to
     assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == "The date."
 
 
+def test_instruction_reconstruction_stops_at_any_of_the_models_end_tokens(text_rcc, smollm2_tokenizer, monkeypatch):
+    script = "What did the keeper write?<|im_end|>\n<|im_start|>assistant\nThe date.<|endoftext|>ignored<|im_end|>"
+    tokens = smollm2_tokenizer(script, add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr("rcc_model.generation.decode_tokens", scripted(tokens))
+    ends = [smollm2_tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    monkeypatch.setattr(text_rcc.decoder.generation_config, "eos_token_id", ends)
+    assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == "The date."
+
+
 def test_instruction_reconstruction_that_never_closes_the_question_returns_nothing(text_rcc, smollm2_tokenizer,
                                                                                   monkeypatch):
     tokens = smollm2_tokenizer("What did the keeper", add_special_tokens=False)["input_ids"]
