@@ -11,8 +11,8 @@ answered greedily as `RCCModel.generate` answers (one alignment); where the answ
 `generation.abstention_gap` scores it against the best answer that does not begin with it. The table gives,
 for each margin, what `generate` would then answer: the abstention is kept where its gap is above the margin.
 A margin below every gap on the unanswerable questions loses none of them: the packaged default's 0.5 is half
-the smallest one over this command's rows and `--data data-open --rows 100 200` (1.19 nats), its `r8/`'s 0.4
-half of 0.87 by the same rule (`benchmarks/abstention_r8_stage21*.md`; 0.75 for the stage-16 weights before it).
+the smallest one over this command's rows and `--data data-open --rows 100 200` (1.19 nats), its `r8/`'s 0.8
+half of 1.60 by the same rule (`benchmarks/abstention_r8_stage27*.md`; 0.4 for stage 21, 0.75 for stage 16).
 """
 
 from __future__ import annotations
