@@ -44,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model import RCCConfig, bases
     from rcc_model.checkpoint import resolve_checkpoint
     from rcc_model.data.build import build
+    from rcc_model.data.qa import Wording
 
     base = RCCConfig.load(resolve_checkpoint(args.model)).base
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
-                     qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_phrasing=args.qa_phrasing,
-                     qa_values=args.qa_values, qa_instructions=args.qa_instructions,
-                     qa_subjects=args.qa_subjects, qa_codes=args.qa_codes)
+                     qa_train=args.qa_train, qa_heldout=args.qa_heldout,
+                     qa_wording=Wording(args.qa_phrasing, args.qa_values, args.qa_instructions, args.qa_subjects,
+                                        args.qa_codes))
     print(json.dumps(manifest, indent=2))
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +79,7 @@ def _write_jsonl(path: Path, rows) -> None:
 
 
 def build(out: Path, tokenizer, *, work: Path | None = None, heldout_share: float = 0.05, seed: int = 0,
-          qa_train: int = 20000, qa_heldout: int = 300, qa_phrasing: str = "fixed", qa_values: str = "fixed",
-          qa_instructions: float = 0.0, qa_subjects: str = "fixed",
-          qa_codes: float | None = None) -> dict:
+          qa_train: int = 20000, qa_heldout: int = 300, qa_wording: qa.Wording = qa.SHIPPED_WORDING) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     work = work or out / "sources"
     split = split_documents(list(python_docs(work)), heldout_share)
@@ -96,15 +94,12 @@ def build(out: Path, tokenizer, *, work: Path | None = None, heldout_share: floa
     _write_jsonl(out / "heldout-docs.jsonl", ({"title": d.title, "text": d.text} for d in split.heldout))
     _write_jsonl(out / "qa-train.jsonl",
                  (e.to_dict() for e in qa.generate(_paragraph_texts(split.train), train_synsets, qa_train, seed,
-                                                   qa_phrasing, qa_values, qa_instructions, qa_subjects,
-                                                   qa_codes)))
+                                                   qa_wording)))
     _write_jsonl(out / "qa-heldout.jsonl", (e.to_dict() for e in qa.generate(
-        _paragraph_texts(split.heldout), heldout_synsets, qa_heldout, seed + 1, qa_phrasing, qa_values,
-        qa_instructions, qa_subjects, qa_codes)))
+        _paragraph_texts(split.heldout), heldout_synsets, qa_heldout, seed + 1, qa_wording)))
     manifest = {"sources": ["debian:python3.11-doc", "debian:wordnet-base"], "heldout_share": heldout_share,
                 "split_unit_documents": RUN_LENGTH, "seed": seed, "qa_train": qa_train, "qa_heldout": qa_heldout,
-                "qa_phrasing": qa_phrasing, "qa_values": qa_values, "qa_instructions": qa_instructions,
-                "qa_subjects": qa_subjects, "qa_codes": qa_codes,
+                **{f"qa_{name}": value for name, value in asdict(qa_wording).items()},
                 "tokenizer_vocab": len(tokenizer), "eos_token_id": tokenizer.eos_token_id, **counts}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -98,6 +98,40 @@ _ANY_INSTRUCTIONS = ("Answer briefly.", "Be concise.", "Keep it short.", "Use on
 
 
 @dataclass(frozen=True)
+class Wording:
+    """How generated facts and questions are worded; the defaults are the set every shipped stage trained on.
+
+    `phrasing` "varied" words each fact one of several ways (and codes have 4 to 7 digits); `values` "open" gives
+    every keeper a generated name; `instructions` is the share of fact questions that end with an answer-format
+    instruction ("Give only the number."); `subjects` "open" generates places and code names, and asks
+    unanswerable questions about places the document describes; `codes` is the share of facts that are codes
+    (None: a quarter, drawn as the sets built before it were): the needle asks for a code, and at r = 8 its
+    misses are digits out of order."""
+
+    phrasing: str = "fixed"
+    values: str = "fixed"
+    instructions: float = 0.0
+    subjects: str = "fixed"
+    codes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.phrasing not in PHRASINGS:
+            raise ValueError(f"`phrasing` must be one of {PHRASINGS}, got {self.phrasing!r}")
+        if self.values not in VALUES:
+            raise ValueError(f"`values` must be one of {VALUES}, got {self.values!r}")
+        if not 0.0 <= self.instructions <= 1.0:
+            raise ValueError(f"`instructions` is a share, between 0 and 1; got {self.instructions!r}")
+        if self.subjects not in SUBJECTS:
+            raise ValueError(f"`subjects` must be one of {SUBJECTS}, got {self.subjects!r}")
+        if self.codes is not None and not 0.0 <= self.codes < 1.0:  # 1 would leave no other kind to ask instead
+            raise ValueError(f"`codes` is a share of facts, at least 0 and below 1; got {self.codes!r}")
+
+
+SHIPPED_WORDING = Wording()
+"""The wording of the set every shipped stage trained on."""
+
+
+@dataclass(frozen=True)
 class QAExample:
     context: str
     question: str
@@ -137,29 +171,32 @@ def open_place(rng: random.Random) -> str:
     return building if rng.random() < 0.2 else f"{rng.choice(_PLACE_WORDS)} {building}"
 
 
-def _fact(rng: random.Random, phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
-          subjects: str = "fixed", codes: float | None = None, place: str | None = None) -> _Fact:
-    """A fact about `place` (drawn when None); an `instructions` share of questions end with an answer-format
-    instruction; a `codes` share of facts are codes (None: one kind in four, drawn as every earlier set was)."""
+def _fact(rng: random.Random, wording: Wording, place: str | None = None) -> _Fact:
+    """A fact about `place` (drawn when None), worded as `wording` says."""
     if place is None:
-        place = rng.choice(_PLACES) if subjects == "fixed" else open_place(rng)
-    kind = rng.randrange(4) if codes is None else 0 if rng.random() < codes else rng.randrange(1, 4)
+        place = rng.choice(_PLACES) if wording.subjects == "fixed" else open_place(rng)
+    if wording.codes is None:
+        kind = rng.randrange(4)
+    elif rng.random() < wording.codes:
+        kind = 0
+    else:
+        kind = rng.randrange(1, 4)
     if kind == 0:
-        digits = 5 if phrasing == "fixed" else rng.randint(4, 7)
+        digits = 5 if wording.phrasing == "fixed" else rng.randint(4, 7)
         value = str(rng.randint(10 ** (digits - 1), 10**digits - 1))
     elif kind == 1:
-        value = rng.choice(_NAMES) if values == "fixed" else generated_name(rng)
+        value = rng.choice(_NAMES) if wording.values == "fixed" else generated_name(rng)
     elif kind == 2:
         value = str(rng.randint(1700, 2020))
     else:
         value = rng.choice(_COLOURS)
-    if kind == 0 and subjects == "open":
+    if kind == 0 and wording.subjects == "open":
         code = rng.choice(_CODE_NAMES)
         sentence, question = (t.replace("{code}", code) for t in rng.choice(_CODE_TEMPLATES))
     else:
-        sentence, question = _TEMPLATES[kind][0] if phrasing == "fixed" else rng.choice(_TEMPLATES[kind])
+        sentence, question = _TEMPLATES[kind][0] if wording.phrasing == "fixed" else rng.choice(_TEMPLATES[kind])
     question = question.format(place=place)
-    if instructions and rng.random() < instructions:  # no draw at 0: the sets built before stay byte for byte
+    if wording.instructions and rng.random() < wording.instructions:  # no draw at 0: earlier sets stay as built
         question = f"{question} {rng.choice(_INSTRUCTIONS[kind] + _ANY_INSTRUCTIONS)}"
     return _Fact(sentence.format(place=place, value=value), question, value, place, kind)
 
@@ -173,22 +210,19 @@ def _insert(text: str, sentence: str, depth: float) -> str:
 
 
 def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool = True,
-                 phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
-                 subjects: str = "fixed", codes: float | None = None) -> QAExample:
-    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects,
-               "codes": codes}
+                 wording: Wording = SHIPPED_WORDING) -> QAExample:
     # With open subjects half the unanswerable questions ask about a subject the document describes.
-    described = not answerable and subjects == "open" and rng.random() < 0.5
+    described = not answerable and wording.subjects == "open" and rng.random() < 0.5
     chosen, seen = [], set()
     while len(chosen) < facts + (0 if answerable or described else 1):
-        fact = _fact(rng, **wording)
+        fact = _fact(rng, wording)
         if fact.subject not in seen:
             seen.add(fact.subject)
             chosen.append(fact)
     if described:
         told = asked = chosen[0]
         while asked.kind == told.kind:  # "the door PIN" where it gives "the door code" would be unfair
-            asked = _fact(rng, **wording, place=told.place)
+            asked = _fact(rng, wording, place=told.place)
         chosen.insert(0, asked)
     asked = chosen[0]
     hidden = chosen if answerable else chosen[1:]
@@ -208,27 +242,9 @@ def definition_example(synsets: Sequence[Synset], rng: random.Random, entries: i
 
 
 def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: int,
-             phrasing: str = "fixed", values: str = "fixed", instructions: float = 0.0,
-             subjects: str = "fixed", codes: float | None = None) -> list[QAExample]:
-    """`count` examples, mixing the kinds; the same arguments always give the same examples. `phrasing`
-    "varied" words each fact one of several ways (and codes have 4 to 7 digits); `values` "open" gives every
-    keeper a generated name; "fixed" for both is the set every shipped stage trained on. `instructions` is the
-    share of fact questions that end with an answer-format instruction ("Give only the number."). `subjects`
-    "open" generates places and code names, and asks unanswerable questions about places the document
-    describes. `codes` is the share of facts that are codes (None: a quarter, as in the sets built before it);
-    the needle asks for a code, and at r = 8 its misses are digits out of order."""
-    if phrasing not in PHRASINGS:
-        raise ValueError(f"`phrasing` must be one of {PHRASINGS}, got {phrasing!r}")
-    if values not in VALUES:
-        raise ValueError(f"`values` must be one of {VALUES}, got {values!r}")
-    if not 0.0 <= instructions <= 1.0:
-        raise ValueError(f"`instructions` is a share, between 0 and 1; got {instructions!r}")
-    if subjects not in SUBJECTS:
-        raise ValueError(f"`subjects` must be one of {SUBJECTS}, got {subjects!r}")
-    if codes is not None and not 0.0 <= codes < 1.0:  # 1 would leave no other kind to ask about in its place
-        raise ValueError(f"`codes` is a share of facts, at least 0 and below 1; got {codes!r}")
-    wording = {"phrasing": phrasing, "values": values, "instructions": instructions, "subjects": subjects,
-               "codes": codes}
+             wording: Wording = SHIPPED_WORDING) -> list[QAExample]:
+    """`count` examples, mixing the kinds, the facts worded as `wording` says; the same arguments always give
+    the same examples."""
     rng = random.Random(seed)
     examples = []
     for _ in range(count):
@@ -238,9 +254,10 @@ def generate(texts: Sequence[str], synsets: Sequence[Synset], count: int, seed: 
             continue
         text = rng.choice(texts)
         if roll < 0.55:
-            examples.append(fact_example(text, rng, **wording))
+            examples.append(fact_example(text, rng, wording=wording))
         elif roll < 0.8:
-            examples.append(fact_example(text, rng, facts=rng.randint(2, 4), **wording))
+            examples.append(fact_example(text, rng, facts=rng.randint(2, 4), wording=wording))
         else:
-            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False, **wording))
+            examples.append(fact_example(text, rng, facts=rng.randint(1, 2), answerable=False,
+                                         wording=wording))
     return examples

@@ -52,24 +52,27 @@ def test_an_unanswerable_question_has_no_fact_about_its_subject():
 
 
 def test_varied_phrasing_words_facts_many_ways_and_keeps_the_needle_phrasing_out():
-    examples = [qa.fact_example(TEXT, random.Random(seed), phrasing="varied") for seed in range(200)]
+    varied = qa.Wording(phrasing="varied")
+    examples = [qa.fact_example(TEXT, random.Random(seed), wording=varied) for seed in range(200)]
     assert all(e.answer in e.context for e in examples)
     assert len({e.question.split(" the ")[0] for e in examples}) > 10  # many question forms, not four
     codes = [e.answer for e in examples if e.answer.isdigit() and "year" not in e.question
              and not e.question.startswith("When")]
     assert {len(code) for code in codes} == {4, 5, 6, 7}
     assert not any("secret" in e.context.lower() or "secret" in e.question.lower() for e in examples)
-    unanswerable = qa.fact_example(TEXT, random.Random(1), facts=2, answerable=False, phrasing="varied")
+    unanswerable = qa.fact_example(TEXT, random.Random(1), facts=2, answerable=False,
+                                    wording=varied)
     assert unanswerable.answer == qa.NOT_IN_DOCUMENT
     fixed = {qa.fact_example(TEXT, random.Random(seed)).question.split(" the ")[0] for seed in range(200)}
     assert fixed == {"What is", "Who is", "In which year was", "What colour is"}  # what shipped stages saw
     with pytest.raises(ValueError, match="phrasing"):
-        qa.generate([TEXT], [], 5, seed=0, phrasing="other")
+        qa.Wording(phrasing="other")
 
 
 def test_open_values_give_every_keeper_a_new_name_and_fixed_values_keep_the_shipped_ten():
     def keepers(values: str) -> list[str]:
-        examples = [qa.fact_example(TEXT, random.Random(seed), values=values) for seed in range(400)]
+        wording = qa.Wording(values=values)
+        examples = [qa.fact_example(TEXT, random.Random(seed), wording=wording) for seed in range(400)]
         assert all(e.answer in e.context for e in examples)
         return [e.answer for e in examples if e.question.startswith("Who")]
 
@@ -78,33 +81,34 @@ def test_open_values_give_every_keeper_a_new_name_and_fixed_values_keep_the_ship
     assert len(generated) > 50 and len(set(generated)) > 0.9 * len(generated)
     assert all(name.istitle() and len(name.split()) == 2 for name in generated)
     with pytest.raises(ValueError, match="values"):
-        qa.generate([TEXT], [], 5, seed=0, values="other")
+        qa.Wording(values="other")
 
 
 def test_codes_set_the_share_of_facts_that_are_codes_and_leave_other_sets_unchanged():
     synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
-    assert qa.generate([TEXT], synsets, 400, seed=3, codes=None) == qa.generate([TEXT], synsets, 400, seed=3)
+    plain = qa.generate([TEXT], synsets, 400, seed=3)
+    assert qa.generate([TEXT], synsets, 400, seed=3, wording=qa.Wording(codes=None)) == plain
 
     def code_share(examples):
         facts = [e for e in examples if e.kind == "fact"]
         return sum(len(e.answer) == 5 and e.answer.isdigit() for e in facts) / len(facts)  # years have 4 digits
 
     assert 0.15 < code_share(qa.generate([TEXT], synsets, 1000, seed=3)) < 0.35
-    coded = qa.generate([TEXT], synsets, 1000, seed=3, codes=0.7, subjects="open")
+    coded = qa.generate([TEXT], synsets, 1000, seed=3, wording=qa.Wording(codes=0.7, subjects="open"))
     assert 0.6 < code_share(coded) < 0.8
     assert all(e.answer in e.context for e in coded if e.kind in ("fact", "multi-fact"))
-    assert code_share(qa.generate([TEXT], synsets, 300, seed=3, codes=0.0)) == 0.0
+    assert code_share(qa.generate([TEXT], synsets, 300, seed=3, wording=qa.Wording(codes=0.0))) == 0.0
     for share in (1.0, -0.1):
         with pytest.raises(ValueError, match="codes"):
-            qa.generate([TEXT], [], 5, seed=0, codes=share)
+            qa.Wording(codes=share)
 
 
 def test_instructions_end_a_share_of_questions_answerable_or_not_and_leave_other_sets_unchanged():
     synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
     plain = qa.generate([TEXT], synsets, 400, seed=3)
-    assert qa.generate([TEXT], synsets, 400, seed=3, instructions=0.0) == plain  # 0 is the default
+    assert qa.generate([TEXT], synsets, 400, seed=3, wording=qa.Wording(instructions=0.0)) == plain  # 0 is the default
     assert all(e.question.endswith("?") for e in plain if e.kind != "definition")  # what shipped stages saw
-    instructed = qa.generate([TEXT], synsets, 400, seed=3, instructions=0.5)
+    instructed = qa.generate([TEXT], synsets, 400, seed=3, wording=qa.Wording(instructions=0.5))
     facts = [e for e in instructed if e.kind != "definition"]
     ended = [e for e in facts if not e.question.endswith("?")]
     assert 0.35 < len(ended) / len(facts) < 0.65
@@ -113,14 +117,14 @@ def test_instructions_end_a_share_of_questions_answerable_or_not_and_leave_other
     assert all(e.answer in e.context for e in facts if e.kind != "not-in-document")
     assert not any("Answer with the number" in e.question for e in instructed)  # the needle's own stays out
     with pytest.raises(ValueError, match="share"):
-        qa.generate([TEXT], [], 5, seed=0, instructions=1.5)
+        qa.Wording(instructions=1.5)
 
 
 def test_open_subjects_ask_about_described_places_and_name_codes_many_ways_but_never_as_the_needle():
     synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
     plain = qa.generate([TEXT], synsets, 600, seed=4)
-    assert qa.generate([TEXT], synsets, 600, seed=4, subjects="fixed") == plain  # "fixed" is the default
-    opened = qa.generate([TEXT], synsets, 600, seed=4, values="open", subjects="open")
+    assert qa.generate([TEXT], synsets, 600, seed=4, wording=qa.Wording(subjects="fixed")) == plain  # the default
+    opened = qa.generate([TEXT], synsets, 600, seed=4, wording=qa.Wording(values="open", subjects="open"))
     facts = [e for e in opened if e.kind in ("fact", "multi-fact")]
     assert all(e.answer in e.context for e in facts)
     codes = [e.question for e in facts if e.answer.isdigit() and len(e.answer) == 5]
@@ -133,7 +137,7 @@ def test_open_subjects_ask_about_described_places_and_name_codes_many_ways_but_n
     assert len(set(asked)) > 3 * len(qa._PLACES)  # generated, not ten
     assert not any("secret code" in e.question or "secret code" in e.context for e in opened)
     with pytest.raises(ValueError, match="subjects"):
-        qa.generate([TEXT], [], 5, seed=0, subjects="other")
+        qa.Wording(subjects="other")
 
 
 def test_definition_questions_ask_about_a_word_on_the_page():
