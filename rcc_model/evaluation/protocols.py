@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rcc_model.beam_search import Search, beam_search
+from rcc_model.beam_search import Search
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
 from rcc_model.memory import CompressedMemory, MemoryViews
@@ -59,15 +59,14 @@ def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed:
     references = [tokens[s:s + width].tolist() for s in starts]
     generated: list[list[int]] = []
     for i in range(0, len(references), batch_size):
-        chunk = references[i:i + batch_size]
-        memories = model.compress(chunk, rate=rate)
-        if not search.greedy:
-            generated += beam_search(model, memories, width, search.num_beams, no_repeat_ngram_size, search.verify,
-                                     search.anchored).ids
-            continue
-        generated += [row[:width] for row in model.generate_ids(
-            memories, max_new_tokens=width, min_new_tokens=0 if stop_at_eos else width,
-            no_repeat_ngram_size=no_repeat_ngram_size)]
+        memories = model.compress(references[i:i + batch_size], rate=rate)
+        if stop_at_eos:
+            generated += [row[:width] for row in model.generate_ids(
+                memories, max_new_tokens=width, no_repeat_ngram_size=no_repeat_ngram_size)]
+        else:
+            generated += model.reconstruct_windows(
+                CompressedMemory.concat(memories), batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size,
+                num_beams=search.num_beams, verify=search.verify, anchored=search.anchored)
     own = teacher_forced_loss(model, references, references, batch_size, rate)
     other = teacher_forced_loss(model, references[1:] + references[:1], references, batch_size, rate)
     decode = model.tokenizer.decode
@@ -224,16 +223,24 @@ def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], dep
         raise ValueError(f"the needle sentence must hold {{code}}, got {sentence!r}")
 
     def build(rng: random.Random, length: int, depth: float):
-        code = str(rng.randint(10000, 99999))
-        start = rng.randrange(0, max(1, len(haystack) - length))
-        body = [int(t) for t in haystack[start:start + length]]  # numpy memmap rows -> token ids
-        hidden = model.encode_text(f" {sentence.format(code=code)} ")
-        cut = int(len(body) * depth)
-        return (body[:cut] + hidden + body[cut:], [{"role": "user", "content": question}], code,
-                (cut, cut + len(hidden)))
+        return needle_case(model, haystack, rng, length, depth, sentence, question)
 
     return {"protocol": "needle", "sentence": sentence, "question": question,
             **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed, base)}
+
+
+def needle_case(model: RCCModel, haystack: Sequence[int], rng: random.Random, length: int, depth: float,
+                sentence: str = NEEDLE_SENTENCE, question: str = NEEDLE_QUESTION
+                ) -> tuple[list[int], list[dict], str, tuple[int, int]]:
+    """One needle: `length` tokens of `haystack` from a random start with `sentence` and a random 5-digit code
+    at `depth`; (context ids, the question as chat messages, the code, the sentence's token span)."""
+    code = str(rng.randint(10000, 99999))
+    start = rng.randrange(0, max(1, len(haystack) - length))
+    body = [int(t) for t in haystack[start:start + length]]  # numpy memmap rows -> token ids
+    hidden = model.encode_text(f" {sentence.format(code=code)} ")
+    cut = int(len(body) * depth)
+    return (body[:cut] + hidden + body[cut:], [{"role": "user", "content": question}], code,
+            (cut, cut + len(hidden)))
 
 
 @torch.no_grad()
