@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
                      qa_train=args.qa_train, qa_heldout=args.qa_heldout,
-                     qa_wording=Wording(args.qa_phrasing, args.qa_values, args.qa_instructions, args.qa_subjects,
-                                        args.qa_codes))
+                     qa_wording=Wording(phrasing=args.qa_phrasing, values=args.qa_values,
+                                        instructions=args.qa_instructions, subjects=args.qa_subjects,
+                                        codes=args.qa_codes))
     print(json.dumps(manifest, indent=2))
     return 0
