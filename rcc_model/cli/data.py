@@ -46,12 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model.data.build import build
     from rcc_model.data.qa import Wording
 
+    wording = Wording(phrasing=args.qa_phrasing, values=args.qa_values, instructions=args.qa_instructions,
+                      subjects=args.qa_subjects, codes=args.qa_codes)  # checked before anything is downloaded
     base = RCCConfig.load(resolve_checkpoint(args.model)).base
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,
-                     qa_train=args.qa_train, qa_heldout=args.qa_heldout,
-                     qa_wording=Wording(phrasing=args.qa_phrasing, values=args.qa_values,
-                                        instructions=args.qa_instructions, subjects=args.qa_subjects,
-                                        codes=args.qa_codes))
+                     qa_train=args.qa_train, qa_heldout=args.qa_heldout, qa_wording=wording)
     print(json.dumps(manifest, indent=2))
     return 0

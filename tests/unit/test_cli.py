@@ -94,3 +94,12 @@ def test_ask_reads_the_windows_that_match_when_the_memory_keeps_its_text(text_rc
     bare = text_rcc.compress(report)
     assert _read(text_rcc, bare, "What colour is the door of the depot?", 8) is bare  # no text: read whole
     assert "--keep-text" in capsys.readouterr().err
+
+
+def test_data_build_refuses_a_bad_wording_before_it_writes_anything(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(["data", "build", "--out", str(out), "--qa-codes", "1.0", "--model", "no-such-model"]) == 2
+    assert "`codes` is a share of facts" in capsys.readouterr().err
+    assert main(["data", "build", "--out", str(out), "--qa-instructions", "-0.5", "--model", "no-such-model"]) == 2
+    assert "`instructions` is a share" in capsys.readouterr().err
+    assert not out.exists()
