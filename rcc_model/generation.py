@@ -9,16 +9,13 @@ import copy
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
 from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, question_of, text_then_question
-
-if TYPE_CHECKING:
-    from rcc_model.reading import Reading
+from rcc_model.reading import Reading, read_within
 
 
 @dataclass(frozen=True)
@@ -620,8 +617,6 @@ class GenerationMixin:
         `search`; None ranks on the reconstructions read.
         `search` is `reconstruct`'s (`num_beams`, `verify`, `anchored`, ...).
         """
-        from rcc_model.reading import read_within
-
         question = question_of(prompt)
         tokenizer = self._require_tokenizer()
 

@@ -22,6 +22,7 @@ from rcc_model.config import RCCConfig
 from rcc_model.generation import GenerationMixin
 from rcc_model.injection import SlotInjector
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
+from rcc_model.reading import Reading, read_within
 from rcc_model.windows import num_slots, slot_positions, split_windows
 
 TokenInput = str | Sequence[int] | torch.Tensor
@@ -353,6 +354,23 @@ class RCCModel(nn.Module, GenerationMixin):
                                                                   offset=i * memory.rate // alignments))
                             for i in range(1, alignments)]
         return MemoryViews(tuple(views))
+
+    def reading_for(self, memory: CompressedMemory, question: str, read_slots: int | None,
+                    texts: Sequence[str] | None = None) -> tuple[CompressedMemory | MemoryViews, Reading]:
+        """What the decoder reads to answer `question` from `memory`, and which windows that is: the part
+        within `read_slots` slots (`rcc_model.reading.read_within`: beyond the budget, the windows whose text
+        best matches the question) at the model's slot alignments (`aligned_views`), or, with `read_slots`
+        None, all of it as stored. `texts` are the windows' texts (default the memory's own,
+        `compress(..., keep_text=True)`); a memory without them is read whole and as stored.
+
+        `rcc ask`, the demo and the evaluation protocols read a memory this way, as the integrations do
+        (`rcc_integrations`), so a figure measured by a protocol is what a user's question gets.
+        """
+        texts = memory.window_texts if texts is None else texts
+        if read_slots is None:
+            return memory, read_within(question, [memory], [None], max(memory.num_slots, 1))
+        reading = read_within(question, [memory], [texts], read_slots)
+        return self.aligned_views(reading.memory, reading.texts), reading
 
     def empty_memory(self) -> CompressedMemory:
         """A memory of nothing: generation from it is the base decoder (adapters off) on the prompt."""

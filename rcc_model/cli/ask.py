@@ -62,21 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read(model, memory, question: str, budget: int | None):
-    """What the question reads, as the integrations read it: the whole memory, or, beyond the model's
-    `read_slots` with the windows' text kept, the windows that best match it (`rcc_model.reading`); with the
-    text, at the model's slot alignments (`RCCModel.aligned_views`)."""
+    """What the question reads (`RCCModel.reading_for`), saying so where that is not the whole memory."""
     import sys
 
-    from rcc_model.reading import read_within
-
-    texts = memory.window_texts
-    if budget and memory.num_slots > budget:
-        if texts is None:
-            print(f"note: {memory.num_slots} slots, more than this model reads well ({budget}); a memory compressed "
-                  "with --keep-text is read through the windows that match the question", file=sys.stderr)
-            return memory
-        reading = read_within(question, [memory], [texts], budget)
+    if budget and memory.num_slots > budget and memory.window_texts is None:
+        print(f"note: {memory.num_slots} slots, more than this model reads well ({budget}); a memory compressed "
+              "with --keep-text is read through the windows that match the question", file=sys.stderr)
+    read, reading = model.reading_for(memory, question, budget or None)
+    if reading.selected:
         print(f"reading {reading.windows_read} of {reading.windows_held} windows, those that best match the "
               "question", file=sys.stderr)
-        memory, texts = reading.memory, reading.texts
-    return model.aligned_views(memory, texts)
+    return read

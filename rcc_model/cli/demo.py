@@ -20,7 +20,6 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rcc_model.cli import load_model_for
-    from rcc_model.reading import read_within
     from rcc_model.samples import passkey_document
 
     start = time.perf_counter()
@@ -37,12 +36,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"compressed {memory.token_count} tokens into {memory.num_slots} slots in {seconds:.1f}s "
           f"({memory.token_count / seconds:.0f} tokens/s, {memory.nbytes / 1e6:.1f} MB of memory)")
     print(f"question: {question}")
-    if model.config.read_slots:
-        reading = read_within(question, [memory], [model.window_texts(document)], model.config.read_slots)
-        if reading.selected:
-            print(f"reading {reading.windows_read} of {reading.windows_held} windows, the best match for the "
-                  f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")
-        memory = model.aligned_views(reading.memory, reading.texts)
+    memory, reading = model.reading_for(memory, question, model.config.read_slots, model.window_texts(document))
+    if reading.selected:
+        print(f"reading {reading.windows_read} of {reading.windows_held} windows, the best match for the "
+              f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")
     answer = model.ask(memory, question, max_new_tokens=32)
     print(f"answer from memory: {answer}")
     print(f"expected: {args.passkey}")

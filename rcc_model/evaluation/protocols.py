@@ -18,7 +18,6 @@ from rcc_model.evaluation import metrics
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.modeling import RCCModel
 from rcc_model.prompts import Prompt, question_of, text_then_question
-from rcc_model.reading import read_within
 from rcc_model.training.batch import collate
 from rcc_model.training.objectives import Example
 
@@ -104,18 +103,16 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, r
           ) -> tuple[CompressedMemory | MemoryViews, Prompt, list]:
     """What the decoder reads to answer `prompt` about `context`, the prompt it answers, and the windows read:
     the memory of `context`, whole (`read_slots` None) or the part that the question reads within `read_slots`
-    slots, the windows ranked by BM25 and read at the model's `read_alignments`, as the integrations read
-    them. With `reconstructed` (`RCCModel.reconstruction_prompt`'s settings: `reconstruct`'s search, {} for
-    the model's own, and `rank`), no memory and the prompt with the memory's reconstructed text instead,
-    windows ranked by their reconstructions."""
+    slots, read as the integrations read it (`RCCModel.reading_for`). With `reconstructed`
+    (`RCCModel.reconstruction_prompt`'s settings: `reconstruct`'s search, {} for the model's own, and `rank`),
+    no memory and the prompt with the memory's reconstructed text instead, windows ranked by their
+    reconstructions."""
     memory = model.compress(context, keep_text=read_slots is not None and reconstructed is None)
     if reconstructed is not None:
         prompt, reading = model.reconstruction_prompt(memory, prompt, read_slots, **reconstructed)
         return model.empty_memory(), prompt, reading.windows[0]
-    if read_slots is None:
-        return memory, prompt, list(range(memory.num_windows))
-    reading = read_within(question_of(prompt), [memory], [memory.window_texts], read_slots)  # as `rcc ask` reads it
-    return model.aligned_views(reading.memory, reading.texts), prompt, reading.windows[0]
+    read, reading = model.reading_for(memory, question_of(prompt), read_slots)  # as `rcc ask` reads it
+    return read, prompt, reading.windows[0]
 
 
 def _reading(model: RCCModel, read_slots: int | None, reconstructed: dict | None = None) -> dict:

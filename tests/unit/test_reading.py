@@ -17,7 +17,7 @@ def test_bm25_prefers_rare_matching_words_and_scores_no_match_zero():
 def test_everything_is_read_while_it_fits(text_rcc):
     memory = text_rcc.compress(FILLER * 4)
     reading = read_within("Which ferry?", [memory], [None], budget=memory.num_slots)
-    assert reading.memory.states.equal(memory.states) and not reading.selected
+    assert reading.memory is memory and not reading.selected  # one memory read whole is not copied
     assert reading.windows == [list(range(memory.num_windows))]
 
 
@@ -64,3 +64,22 @@ def test_the_text_of_what_is_read_comes_with_it_when_every_window_has_its_text(t
     part = read_within("Who is the lighthouse keeper?", memories, texts, budget=slots)
     assert part.texts == [texts[0][part.windows[0][0]]]
     assert read_within("ferry", memories, [None, texts[1]], budget=10**6).texts is None
+
+
+def test_a_model_reads_what_its_budget_holds_at_its_alignments_or_all_as_stored(text_rcc):
+    import dataclasses
+
+    text_rcc.config = dataclasses.replace(text_rcc.config, read_alignments=2)
+    report = FILLER * 3 + "The lighthouse keeper is Amara Quist. " + FILLER * 3
+    kept = text_rcc.compress(report, keep_text=True)
+    slots = text_rcc.config.window // text_rcc.config.rate
+    read, reading = text_rcc.reading_for(kept, "Who is the lighthouse keeper?", slots)
+    (chosen,) = reading.windows[0]
+    assert "lighthouse" in kept.window_texts[chosen] and reading.selected
+    assert len(read.views) == 2 and read.views[0].states.equal(kept.windows()[chosen].states)
+    whole, reading = text_rcc.reading_for(kept, "Who is the lighthouse keeper?", None)
+    assert whole is kept and reading.windows == [list(range(kept.num_windows))]
+    bare = text_rcc.compress(report)  # no text to rank or realign: read whole, as stored
+    assert text_rcc.reading_for(bare, "Who is the lighthouse keeper?", slots)[0] is bare
+    given, _ = text_rcc.reading_for(bare, "Who is the lighthouse keeper?", slots, kept.window_texts)
+    assert len(given.views) == 2 and given.num_slots == slots
