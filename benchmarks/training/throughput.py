@@ -46,6 +46,9 @@ VARIANTS = {
     "recipe, adapter inputs cast to float32 (peft's default)": PEFT_CASTS,
     f"{FASTEST}, adapter inputs cast to float32": {**SPANS_64_CACHED_EAGER, **PEFT_CASTS},
 }
+# r = 8, as the packaged `r8/` weights are trained: half the slots per context token for the decoder to read
+VARIANTS["naive fp32 loop (recipe, fp32), r = 8"] = {"precision": "no", "rate": 8}
+VARIANTS[f"{FASTEST}, r = 8"] = {**SPANS_64_CACHED_EAGER, "rate": 8}
 # float32 throughout: what a CPU without bfloat16 matrix instructions trains with (`"precision": "auto"` there)
 VARIANTS[f"{FASTEST}, fp32"] = {**SPANS_64_CACHED_EAGER, "precision": "no"}
 for batch in (16, 32):  # larger batches spread each operator's fixed cost over more rows
