@@ -109,10 +109,13 @@ class CompressedMemory:
 
     @classmethod
     def concat(cls, memories: Sequence[CompressedMemory]) -> CompressedMemory:
-        """One memory reading several, in order; all must come from the same model and settings."""
+        """One memory reading several, in order; all must come from the same model and settings. One memory is
+        returned as it is, not copied."""
         if not memories:
             raise ValueError("concat needs at least one memory")
         first = memories[0]
+        if len(memories) == 1:
+            return first
         for other in memories[1:]:
             for name in ("fingerprint", "rate", "window", "padding"):
                 if getattr(other, name) != getattr(first, name):

@@ -366,10 +366,9 @@ class RCCModel(nn.Module, GenerationMixin):
         `rcc ask`, the demo and the evaluation protocols read a memory this way, as the integrations do
         (`rcc_integrations`), so a figure measured by a protocol is what a user's question gets.
         """
-        texts = memory.window_texts if texts is None else texts
         if read_slots is None:
-            return memory, read_within(question, [memory], [None], max(memory.num_slots, 1))
-        reading = read_within(question, [memory], [texts], read_slots)
+            return memory, read_within(question, [memory], [None], memory.num_slots)
+        reading = read_within(question, [memory], [memory.window_texts if texts is None else texts], read_slots)
         return self.aligned_views(reading.memory, reading.texts), reading
 
     def empty_memory(self) -> CompressedMemory:

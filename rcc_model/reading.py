@@ -115,9 +115,8 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
         if text is not None and len(text) != count:
             raise ValueError(f"memory {i} has {count} windows but {len(text)} window texts")
     if sum(m.num_slots for m in memories) <= budget or all(text is None for text in texts):  # nothing to rank
-        whole = memories[0] if len(memories) == 1 else CompressedMemory.concat(memories)  # no copy of one
-        return Reading(whole, [list(range(n)) for n in counts], [[] for _ in memories], counts,
-                       _texts_read(texts, [range(n) for n in counts]))
+        return Reading(CompressedMemory.concat(memories), [list(range(n)) for n in counts], [[] for _ in memories],
+                       counts, _texts_read(texts, [range(n) for n in counts]))
 
     windows = [m.windows() for m in memories]
     left = budget - sum(m.num_slots for m, text in zip(memories, texts) if text is None)

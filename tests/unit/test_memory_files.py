@@ -96,6 +96,7 @@ def test_concat_reads_documents_in_order(memory):
     assert both.token_count == 49 and both.window_tokens == memory.window_tokens + other.window_tokens
     assert len(both) == both.num_slots
     assert [w.token_count for w in both.windows()] == [16, 16, 8, 9]
+    assert CompressedMemory.concat([memory]) is memory  # one memory reads itself: no copy
 
 
 def test_concat_refuses_memories_of_different_models(memory):
