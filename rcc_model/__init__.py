@@ -20,6 +20,7 @@ _EXPORTS = {
     "GenerationInfo": "rcc_model.generation",
     "MemoryFileError": "rcc_model.memory",
     "MemoryMismatchError": "rcc_model.memory",
+    "MemoryStore": "rcc_model.store",
     "MemoryViews": "rcc_model.memory",
     "RCCConfig": "rcc_model.config",
     "RCCModel": "rcc_model.modeling",
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from rcc_model.memory import MemoryMismatchError as MemoryMismatchError
     from rcc_model.memory import MemoryViews as MemoryViews
     from rcc_model.modeling import RCCModel as RCCModel
+    from rcc_model.store import MemoryStore as MemoryStore
 
 
 def __getattr__(name: str):

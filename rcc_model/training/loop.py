@@ -150,7 +150,10 @@ def train(config: TrainConfig) -> Path:
     precision = resolve_precision(config.precision)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+    # Without an accelerator, processes launched together (`accelerate launch --multi_gpu`, torchrun) train on
+    # the CPU over gloo.
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
+                              cpu=default_device().type == "cpu")
     torch.manual_seed(config.seed)
     frozen_dtype = "bfloat16" if precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
         else "float32"
@@ -170,7 +173,8 @@ def train(config: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)
     start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
-    model, optimizer = accelerator.prepare(model, optimizer)
+    with model.rewriting_base_in_place():
+        model, optimizer = accelerator.prepare(model, optimizer)
     core: RCCModel = accelerator.unwrap_model(model)
     rates = core.config.trained_rates  # trained in turn, one per micro-batch
     cache = None
@@ -184,8 +188,12 @@ def train(config: TrainConfig) -> Path:
     heldout_examples = build_objective(config, core, "heldout")  # evaluated with the (frozen) encoder live
 
     def batch_for(builder, seed, *key):
-        rng = random.Random(json.dumps([seed, *key, accelerator.process_index]))
-        return collate([builder(rng) for _ in range(config.batch_size)], config.window, config.padding)
+        """This process's share of one global batch drawn from (seed, *key): N processes of `batch_size` train on
+        the very examples that one process of N x `batch_size` would. (The key's last 0 once was the process
+        index; keeping it keeps every one-process run's batches as they were.)"""
+        rng = random.Random(json.dumps([seed, *key, 0]))
+        drawn = [builder(rng) for _ in range(config.batch_size * (accelerator.process_index + 1))]
+        return collate(drawn[-config.batch_size:], config.window, config.padding)
 
     def run(batch, train_encoder, rate):
         batch = batch.to(accelerator.device)

@@ -17,8 +17,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_public_surface_is_pinned():
     assert rcc_model.__all__ == ["CompressedMemory", "DecodeState", "GenerationInfo", "MemoryFileError",
-                                 "MemoryMismatchError", "MemoryViews", "RCCConfig", "RCCModel", "SamplingParams",
-                                 "__version__"]
+                                 "MemoryMismatchError", "MemoryStore", "MemoryViews", "RCCConfig", "RCCModel",
+                                 "SamplingParams", "__version__"]
     for name in rcc_model.__all__:
         assert getattr(rcc_model, name) is not None
 
