@@ -351,8 +351,8 @@ class RCCModel(nn.Module, GenerationMixin):
         empty) `memory` is read as it is.
 
         Stage 8 copied 33 of 47 codes exactly from the stored memory of their window, 43 at two alignments
-        and 45 at four (`benchmarks/window_codes_alignments.md`); the shipped default 34 and 47 at one and
-        four (`benchmarks/window_codes_stage13.md`). Each alignment costs one encoder pass over `texts` and one
+        and 45 at four (`benchmarks/window_codes/`); the shipped default 34 and 47 at one and
+        four (`benchmarks/window_codes/`). Each alignment costs one encoder pass over `texts` and one
         more decoder row per answer.
         """
         alignments = self.config.read_alignments if alignments is None else alignments
@@ -448,7 +448,7 @@ class RCCModel(nn.Module, GenerationMixin):
             group_labels = labels[index, :tokens]
             # full-vocabulary logits only at the input positions some row scores (position P-1+j predicts
             # input_ids[:, j]), gathered into one contiguous product: 1.11x per CPU step
-            # (benchmarks/training/step_kernels.md). Positions as a 1D tensor, which every HF causal LM takes.
+            # (benchmarks/step_kernels/). Positions as a 1D tensor, which every HF causal LM takes.
             kept = (group_labels != -100).any(dim=0).nonzero().squeeze(1)  # (n,)
             out = self.decode(padded, slot_mask, input_ids[index, :tokens], attention_mask[index, :tokens],
                               logits_to_keep=kept + slots - 1)

@@ -4,7 +4,7 @@ windows whose text matches it best, in document order, within a budget of slots.
 Windows are encoded independently, so any subset of a memory's windows is itself a valid memory. Ranking is
 lexical (Okapi BM25 over each window's own text): on 24 facts hidden in eight 16K-token documents (516
 windows), BM25 put the fact's window first 22 times, the cosine between the encoder's own mean states of
-question and window 0 times (`benchmarks/reading.md`).
+question and window 0 times (`benchmarks/reading/`).
 
 Example:
     .. code-block:: python
@@ -103,7 +103,7 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
     to their neighbours, nearest first, so that a sentence cut by a window boundary is read on both sides.
     Windows that merely share the question's common words stay out: with the packaged default, two windows
     answered 9 of 24 facts with the cutoff and 7 without it, the next-best window being a like fact about
-    another place (`benchmarks/reading.md`). `texts[i]` is the text of each window of memory i
+    another place (`benchmarks/reading/`). `texts[i]` is the text of each window of memory i
     (`RCCModel.window_texts`).
     """
     if not memories:

@@ -46,11 +46,11 @@ class TrainConfig:
             gradients from the first step (the all-masked rows of left-padded memory slots, most likely), while
             eager, which masks with a finite minimum, trained; on a CPU sdpa trains (every CPU stage used it)
             and is faster on the recipe's long rows, while eager is faster on short ones (64-token spans from a
-            slot cache: 796 vs 585 context tokens/s, `benchmarks/training/throughput.md`).
+            slot cache: 796 vs 585 context tokens/s, `benchmarks/training_throughput/`).
         compile: torch.compile each transformer block's parts but its attention (MLP, norms) in encoder and
             decoder, to fuse their elementwise work; attention and the slot-injection hooks on whole blocks stay
             eager. The same losses; on this 2-core CPU it gained only 1.00-1.03x, on the recipe and on the fastest
-            variant alike, after a first step that compiles (`benchmarks/training/throughput_compiled.md`,
+            variant alike, after a first step that compiles (`benchmarks/training_throughput/`,
             `throughput_batches.md`), so it is off by default; meant for accelerators, where it is not measured yet.
         precision: "bf16" (frozen weights stored in bf16, every step under bf16 autocast, trained weights in
             float32), "fp16", "no" (float32), or "auto": bf16 where the hardware computes it (a bf16-capable

@@ -81,7 +81,7 @@ def numbers(tokens: np.ndarray, tokenizer, window: int, per_window: tuple[int, i
     the whole window.
 
     Why: every trained stage reads the window that holds a code and still swaps two neighbouring digits
-    (27611 -> 27166, 87678 -> 87687; `benchmarks/window_codes.md`), the order of tokens inside one slot. Prose
+    (27611 -> 27166, 87678 -> 87687; `benchmarks/window_codes/`), the order of tokens inside one slot. Prose
     rarely depends on that order and numbers always do, and real text holds few of them; here the digits
     fall at every offset of a slot."""
 
