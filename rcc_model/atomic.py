@@ -33,6 +33,7 @@ from pathlib import Path
 JOURNAL = ".rcc-files.json"
 TMP_SUFFIX = ".rcc-tmp"
 STAGING = ".rcc-staging."
+_abandoned: set[Path] = set()  # temporaries this process failed to remove: stale although their writer lives
 
 
 # ---------------------------------------------------------------------------------------------- one file
@@ -55,7 +56,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
             os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     _sync(target.parent)
 
@@ -106,7 +107,7 @@ def atomic_folder(folder: str | Path, kind: str, accepts: Callable[[Path], bool]
         _finish(folder, journal)
     except BaseException:
         if (_read_journal(folder) or {}).get("staging") != staging.name:  # not committed: discard
-            shutil.rmtree(staging, ignore_errors=True)
+            _discard(staging)
         raise
 
 
@@ -126,6 +127,7 @@ def recover(folder: str | Path) -> bool:
                                   f"it must be finished before the folder is read, which failed: {e}. Open it "
                                   "once with write permission") from e
     _remove_stale(folder, STAGING, suffix="")
+    _remove_stale(folder, f"{JOURNAL}.")
     return finished
 
 
@@ -145,7 +147,7 @@ def _finish(folder: Path, journal: dict) -> None:
             parent.rmdir()
             parent = parent.parent
     _sync(folder)
-    shutil.rmtree(staging, ignore_errors=True)
+    _discard(staging)
     _write_journal(folder, {"kind": journal["kind"], "files": journal["files"]})
 
 
@@ -229,7 +231,7 @@ def fresh_folder(target: str | Path) -> Iterator[Path]:
                 raise
         _sync(target.parent)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -239,15 +241,26 @@ def _tag() -> str:
 
 
 def _remove_stale(folder: Path, prefix: str, suffix: str = TMP_SUFFIX) -> None:
-    """Remove the temporaries in `folder` named `prefix`, a writer's tag, `suffix` whose writer has ended."""
+    """Remove the temporaries in `folder` named `prefix`, a writer's tag, `suffix` whose writer has ended (or
+    that this process failed to remove before)."""
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)-[0-9a-f]+{re.escape(suffix)}$")
     for path in folder.iterdir():
         match = pattern.match(path.name)
-        if match and not _alive(int(match.group(1))):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        if match and (path in _abandoned or not _alive(int(match.group(1)))):
+            _discard(path)
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file or folder; one that cannot be removed now is left for the next write."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        _abandoned.add(path)
+    else:
+        _abandoned.discard(path)
 
 
 def _alive(pid: int) -> bool:
