@@ -152,9 +152,9 @@ class CompressedMemory:
         header = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
             "base": self.base, "rate": self.rate, "window": self.window, "padding": self.padding,
-            "window_tokens": self.window_tokens, "token_count": self.token_count,
-            "source_hash": self.source_hash, "extra": self.extra, "window_texts": self.window_texts,
+            "window_tokens": self.window_tokens, "token_count": self.token_count, "source_hash": self.source_hash,
             "dtype": str(self.dtype).removeprefix("torch.") if scales is not None else storage,
+            "extra": self.extra, "window_texts": self.window_texts,
         }
         return getattr(torch, storage), scales, {"rcc": json.dumps(header)}
 
@@ -245,7 +245,7 @@ class CompressedMemory:
             raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e
 
 
-_BLOCK_BYTES = 64 << 20  # float32 bytes of the slots converted at a time when a memory is saved or loaded
+_BLOCK_BYTES = 16 << 20  # float32 bytes of the slots converted at a time when a memory is saved or loaded
 
 
 def _row_chunks(states: torch.Tensor) -> Iterator[slice]:
