@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from rcc_model.adapters import skip_input_casts
+from rcc_model.atomic import recover
 from rcc_model.bases import decoder_layers, default_device, resolve_dtype
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
@@ -111,6 +112,7 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: i
 def export(config: TrainConfig, directory: Path) -> Path:
     """Write the run's latest state as an RCC checkpoint (`from_pretrained`-ready), weights in bfloat16."""
     state = Path(config.out) / "state"
+    recover(state)  # a save interrupted after it committed is finished before it is read
     if not (state / "state.json").is_file():
         raise FileNotFoundError(f"{state} holds no training state to export")
     model = build_model(config, "auto")
