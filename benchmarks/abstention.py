@@ -26,10 +26,10 @@ import torch
 from _report import write_report
 
 from rcc_model import RCCModel
+from rcc_model.abstention import abstention_gap, keeps_abstention
 from rcc_model.data.build import load_qa
 from rcc_model.data.qa import NOT_IN_DOCUMENT
 from rcc_model.evaluation.metrics import token_f1
-from rcc_model.generation import abstention_gap, keeps_abstention
 
 DEFAULT_OUT = Path(__file__).with_name("abstention")
 

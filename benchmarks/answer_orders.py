@@ -22,8 +22,8 @@ from _report import machine, write_report
 
 from rcc_model import RCCModel
 from rcc_model.data.build import load_tokens
+from rcc_model.decoding import continuation_logprob
 from rcc_model.evaluation.protocols import _read, first_integer, needle_case
-from rcc_model.generation import continuation_logprob
 
 HERE = Path(__file__).resolve().parent
 

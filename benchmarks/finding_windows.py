@@ -31,8 +31,8 @@ from _report import write_report
 
 from rcc_model import CompressedMemory, RCCModel
 from rcc_model.data.build import load_tokens
+from rcc_model.decoding import advance, eos_token_ids, prefill
 from rcc_model.evaluation.protocols import NEEDLE_QUESTION, NEEDLE_SENTENCE
-from rcc_model.generation import advance, eos_token_ids, prefill
 from rcc_model.prompts import prompt_ids
 from rcc_model.reading import bm25
 

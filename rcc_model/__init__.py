@@ -16,23 +16,23 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 _EXPORTS = {
     "CompressedMemory": "rcc_model.memory",
-    "DecodeState": "rcc_model.generation",
+    "DecodeState": "rcc_model.decoding",
     "GenerationInfo": "rcc_model.generation",
     "MemoryFileError": "rcc_model.memory",
     "MemoryMismatchError": "rcc_model.memory",
     "MemoryViews": "rcc_model.memory",
     "RCCConfig": "rcc_model.config",
     "RCCModel": "rcc_model.modeling",
-    "SamplingParams": "rcc_model.generation",
+    "SamplingParams": "rcc_model.decoding",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
     from rcc_model.config import RCCConfig as RCCConfig
-    from rcc_model.generation import DecodeState as DecodeState
+    from rcc_model.decoding import DecodeState as DecodeState
+    from rcc_model.decoding import SamplingParams as SamplingParams
     from rcc_model.generation import GenerationInfo as GenerationInfo
-    from rcc_model.generation import SamplingParams as SamplingParams
     from rcc_model.memory import CompressedMemory as CompressedMemory
     from rcc_model.memory import MemoryFileError as MemoryFileError
     from rcc_model.memory import MemoryMismatchError as MemoryMismatchError

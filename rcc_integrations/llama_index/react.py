@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rcc_model.generation import DecodeState
+from rcc_model.decoding import DecodeState
 from rcc_model.structured import Cursor, SchemaDecoder
 
 _TOOL = re.compile(r"^> Tool Name: (?P<name>\S+)\n(?:Tool Description: )?(?P<description>.*?)"

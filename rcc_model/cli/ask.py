@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options, add_rank_option, add_search_options
+    from rcc_model.cli.options import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("ask", help="answer a question from a memory file",
                        description="Answer a question from a memory file, streaming the answer. Without a "
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from rcc_model import CompressedMemory
-    from rcc_model.cli import load_model_for, reconstruction_options
+    from rcc_model.cli.options import load_model_for, reconstruction_options
 
     memory = CompressedMemory.load(args.memory)
     model = load_model_for(args, memory.rate)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options
+    from rcc_model.cli.options import add_model_options
 
     p = sub.add_parser("compress", help="compress a text file into a memory file",
                        description="Compress a UTF-8 text file into an RCC memory file (safetensors).")
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rcc_model.cli import load_model_for
+    from rcc_model.cli.options import load_model_for
 
     text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
     if args.question:

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options
+    from rcc_model.cli.options import add_model_options
 
     p = sub.add_parser("demo", help="compress a sample document and answer a question about it",
                        description="Compress a generated document several windows long, then answer a "
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from rcc_model.cli import load_model_for
+    from rcc_model.cli.options import load_model_for
     from rcc_model.samples import passkey_document
 
     start = time.perf_counter()

@@ -11,7 +11,7 @@ PROTOCOLS = ("reconstruction", "passkey", "needle", "qa")
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options, add_rank_option, add_search_options
+    from rcc_model.cli.options import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("eval", help="evaluate a model (reconstruction, passkey, needle, qa)",
                        description="Evaluate an RCC model on held-out data and write PROTOCOL.json, "
@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model.checkpoint import own_rates
-    from rcc_model.cli import load_model, reconstruction_options, search_options
+    from rcc_model.cli.options import load_model, reconstruction_options, search_options
     from rcc_model.evaluation import protocols
 
     if args.from_reconstruction and args.protocol == "reconstruction":

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from rcc_model.beam_search import ANCHORED_GREEDY
-from rcc_model.generation import SamplingParams, TextStream
+from rcc_model.decoding import SamplingParams
 from rcc_model.prompts import instruction_frame, prompt_ids
+from rcc_model.text_stream import TextStream
 
 DOC = "The lighthouse keeper wrote the date in the log every evening. " * 6
 
@@ -216,7 +217,7 @@ def test_one_alignment_is_the_memory_itself_and_views_come_from_one_model(text_r
 
 @pytest.mark.parametrize("alignments", [1, 2])
 def test_a_continuations_log_probability_in_one_pass_equals_token_by_token(text_rcc, alignments):
-    from rcc_model.generation import continuation_logprob, extend
+    from rcc_model.decoding import continuation_logprob, extend
 
     memory = text_rcc.compress(DOC)
     memory = text_rcc.aligned_views(memory, [DOC], alignments=2) if alignments == 2 else memory
@@ -249,7 +250,8 @@ def _abstaining(text_rcc, length: int, swap_last: bool = False):
 
 
 def test_the_abstention_gap_is_the_two_answers_log_probabilities_apart(text_rcc):
-    from rcc_model.generation import abstention_gap, continuation_logprob
+    from rcc_model.abstention import abstention_gap
+    from rcc_model.decoding import continuation_logprob
 
     memory, question, greedy = _abstaining(text_rcc, 3)
     end = text_rcc.tokenizer.eos_token_id
@@ -269,7 +271,7 @@ def test_the_abstention_gap_is_the_two_answers_log_probabilities_apart(text_rcc)
 def test_a_greedy_abstention_gives_way_to_the_other_answer_only_within_the_margin(text_rcc):
     import dataclasses
 
-    from rcc_model.generation import abstention_gap
+    from rcc_model.abstention import abstention_gap
 
     memory, question, _ = _abstaining(text_rcc, 3)
     plain = text_rcc.generate(memory, question, max_new_tokens=16)
@@ -292,7 +294,7 @@ def test_an_answer_the_weighing_chose_is_not_decoded_again(text_rcc, max_new_tok
     other answer plainly takes, also where the answer runs on past what the weighing decodes (32 tokens)."""
     import dataclasses
 
-    from rcc_model.generation import abstention_gap
+    from rcc_model.abstention import abstention_gap
 
     memory, question, _ = _abstaining(text_rcc, 3)
     with torch.no_grad():
@@ -311,7 +313,7 @@ def test_an_answer_the_weighing_chose_is_not_decoded_again(text_rcc, max_new_tok
 
 
 def test_an_answer_that_only_begins_like_the_abstention_is_not_weighed(text_rcc):
-    from rcc_model.generation import abstention_gap
+    from rcc_model.abstention import abstention_gap
 
     memory, question, _ = _abstaining(text_rcc, 3, swap_last=True)
     with torch.no_grad():
