@@ -128,7 +128,7 @@ def main() -> None:
                 hidden = model.encode_text(f" {NEEDLE_SENTENCE.format(code=code)} ")
                 cut = int(len(body) * depth)
                 context = body[:cut] + hidden + body[cut:]
-                ends = np.cumsum([len(w) for w in model.windows_of(context)])
+                ends = np.cumsum([len(w) for w in model._windows_of(context)])
                 needle = sorted({int(np.searchsorted(ends, cut, side="right")),
                                  int(np.searchsorted(ends, cut + len(hidden) - 1, side="right"))})
                 began = time.perf_counter()

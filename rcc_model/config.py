@@ -53,7 +53,7 @@ class RCCConfig:
             the integrations read the windows most relevant to each question within it when their documents
             hold more (`rcc_model.reading`). None = as many as the decoder's positions allow.
         read_alignments: how many slot alignments of what a question reads the integrations decode together
-            (`RCCModel.aligned_views`, `MemoryViews`): 1 = the stored memory only; 2 = also its windows
+            (`rcc_model.aligned_views`, `MemoryViews`): 1 = the stored memory only; 2 = also its windows
             compressed again with slot boundaries moved by r / 2 (one encoder pass over the text read, one
             more decoder row). What this model was measured to read best with (its model card says how).
         abstention: the answer this model was trained to give when its memory does not hold one (the
@@ -139,6 +139,16 @@ class RCCConfig:
     @property
     def trained_rates(self) -> list[int]:
         return self.rates if self.rates is not None else [self.rate]
+
+    def check_rate(self, rate: int | None = None) -> int:
+        """`rate`, or the default one; a multi-rate model reads any rate it was trained at, and any other
+        rate is refused (memory made there reads as noise)."""
+        if rate is None:
+            return self.rate
+        if rate not in self.trained_rates:
+            raise ValueError(f"this model was trained at rate {'/'.join(map(str, self.trained_rates))}, "
+                             f"not {rate}; to measure it at another rate load it with from_pretrained(rate={rate})")
+        return rate
 
     def resolved_layer_map(self, num_decoder_layers: int, num_encoder_entries: int) -> list[list[int]]:
         """The layer map with the identity default filled in, checked against the two models."""

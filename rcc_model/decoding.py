@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
+from rcc_model.adapters import without_memory_adapters
 from rcc_model.memory import CompressedMemory, MemoryViews
 
 
@@ -114,7 +115,7 @@ def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Seque
         if prompt:
             ids[row, tokens - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
             mask[row, tokens - len(prompt):] = 1
-    with model.without_memory_adapters(slots == 0):
+    with without_memory_adapters(model, slots == 0):
         out = model.decode(states, slot_mask, ids, mask, use_cache=True, logits_to_keep=1)
     full_mask = torch.cat([slot_mask, mask], dim=1)
     return DecodeState(logits=out.logits[:, -1].float(), cache=out.cache, mask=full_mask,
@@ -129,7 +130,7 @@ def feed(model, state: DecodeState, prompt: Sequence[int], keep: int) -> tuple[t
     positions = state.positions[:, None] + torch.arange(ids.shape[1], device=ids.device)
     if int(positions.max()) >= model.max_positions:
         raise ValueError(f"prompt of {len(prompt)} tokens does not fit after {state.num_slots} memory slots")
-    with model.without_memory_adapters(state.num_slots == 0):
+    with without_memory_adapters(model, state.num_slots == 0):
         out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache,
                             use_cache=True, logits_to_keep=keep)
     logits = merge_views(out.logits.float(), state.views)
@@ -170,7 +171,7 @@ def advance(model, state: DecodeState, tokens: torch.Tensor) -> DecodeState:
     """Feed one token per cache row, (rows,), after `state`: the state one position on (its cache grown in
     place), its logits merged over views."""
     mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
-    with model.without_memory_adapters(state.num_slots == 0):
+    with without_memory_adapters(model, state.num_slots == 0):
         out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=state.positions[:, None],
                             cache=state.cache, use_cache=True)
     return DecodeState(merge_views(out.logits[:, -1].float(), state.views), out.cache, mask, state.positions + 1,

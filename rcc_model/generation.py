@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from rcc_model import structured
 from rcc_model.abstention import weigh_abstention
-from rcc_model.beam_search import Search, beam_search
 from rcc_model.decoding import (
     DecodeState,
     MemoryInput,
@@ -23,8 +22,8 @@ from rcc_model.decoding import (
     prefill_views,
 )
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, question_of, text_then_question
-from rcc_model.reading import Reading, read_within
+from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
+from rcc_model.reconstruction import reconstruct_windows, reconstruction_prompt
 from rcc_model.text_stream import TextStream
 
 
@@ -224,7 +223,7 @@ class GenerationMixin:
     @torch.no_grad()
     def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8,
                     no_repeat_ngram_size: int = 0, num_beams: int | None = None, verify: float | None = None,
-                    anchored: bool | None = None) -> str | list[int]:
+                    anchored: bool | None = None, progress: bool = False) -> str | list[int]:
         """The text the memory holds, regenerated window by window (batched); token ids without a tokenizer.
         `no_repeat_ngram_size` n > 0 keeps each window's text from repeating an n-gram of its own;
         `num_beams` > 1 decodes each window by beam search (k times the rows), which can also check each block
@@ -235,77 +234,15 @@ class GenerationMixin:
 
         Each window is decoded from its own slots, as in training, so length is not limited by the
         decoder's position range. The memory records each window's token count, so a window is decoded to
-        exactly that length: an early EOS would only cut the text short.
+        exactly that length: an early EOS would only cut the text short. `progress` shows a bar over the
+        windows on stderr.
         """
-        rows = self.reconstruct_windows(memory, batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size,
-                                        num_beams=num_beams, verify=verify, anchored=anchored)
+        rows = reconstruct_windows(self, memory, batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size,
+                                   num_beams=num_beams, verify=verify, anchored=anchored, progress=progress)
         ids = [token for row in rows for token in row]
         if self.tokenizer is None:
             return ids
         return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    @torch.no_grad()
-    def reconstruct_windows(self, memory: CompressedMemory, *, batch_size: int = 8, no_repeat_ngram_size: int = 0,
-                            num_beams: int | None = None, verify: float | None = None,
-                            anchored: bool | None = None) -> list[list[int]]:
-        """The token ids of each window's text, as `reconstruct` regenerates them (same arguments)."""
-        self.check_memory(memory)
-        search = Search.of(self.config, num_beams, verify, anchored)
-        texts: list[list[int]] = []
-        windows = memory.windows()
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start:start + batch_size]
-            if not search.greedy:
-                # the best hypothesis of a longer length, cut, is not the best of its own: search each length apart
-                found = {}
-                for length in {m.token_count for m in chunk}:
-                    same = [i for i, m in enumerate(chunk) if m.token_count == length]
-                    rows = beam_search(self, [chunk[i] for i in same], length, search.num_beams,
-                                       no_repeat_ngram_size, search.verify, search.anchored).ids
-                    found.update(zip(same, rows))
-                rows = [found[i] for i in range(len(chunk))]
-            else:
-                length = max(m.token_count for m in chunk)
-                rows = self.generate_ids(chunk, max_new_tokens=length, min_new_tokens=length,
-                                         no_repeat_ngram_size=no_repeat_ngram_size)
-            texts += [list(row[: window.token_count]) for window, row in zip(chunk, rows)]
-        return texts
-
-    @torch.no_grad()
-    def reconstruction_prompt(self, memory: CompressedMemory, prompt: str | Sequence[dict],
-                              read_slots: int | None = None, rank: Mapping | None = None,
-                              **search) -> tuple[str | list[dict], Reading]:
-        """`prompt` with the text the memory holds put before its question (its last user turn, or the whole
-        string), and what was read: the prompt the decoder, without memory, answers as the base model would
-        from the original text (`ask_from_reconstruction`).
-
-        Why: the decoder regenerates a window far more faithfully than it answers from the window's slots
-        (PwC, the packaged default: 0.29 token F1 from the checked reconstruction, 0.19 from a greedy one, 0.11
-        from the slots, 0.28 for the base with the original text; MODEL_CARD). It costs the reconstruction
-        (seconds per window on a CPU) and an answer whose KV cache holds the text read, r times the slots it
-        came from. With `read_slots`, a memory larger than that is read through the reconstructed windows that
-        best match the question (`rcc_model.reading.read_within`, BM25 over the reconstructions: the memory
-        alone, no stored text). `rank` (`reconstruct`'s settings, e.g. `rcc_model.beam_search.ANCHORED_GREEDY`)
-        reconstructs the windows for that ranking alone, more cheaply, and only the windows read again with
-        `search`; None ranks on the reconstructions read.
-        `search` is `reconstruct`'s (`num_beams`, `verify`, `anchored`, ...).
-        """
-        question = question_of(prompt)
-        tokenizer = self._require_tokenizer()
-
-        def texts(windows: CompressedMemory, settings: Mapping) -> list[str]:
-            return [tokenizer.decode(ids, skip_special_tokens=True)
-                    for ids in self.reconstruct_windows(windows, **settings)]
-
-        budget = read_slots or max(memory.num_slots, 1)
-        ranked = rank is not None and memory.num_slots > budget
-        reading = read_within(question, [memory], [texts(memory, rank if ranked else search)], budget)
-        if ranked:
-            reading.texts = texts(reading.memory, search)
-        read = text_then_question("".join(reading.texts or []), question)
-        if isinstance(prompt, str):
-            return read, reading
-        return [*prompt[:-1], {**prompt[-1], "content": read}], reading
 
     @torch.no_grad()
     def ask_from_reconstruction(self, memory: CompressedMemory, question: str, *, read_slots: int | None = None,
@@ -313,7 +250,8 @@ class GenerationMixin:
                                 **sampling) -> str:
         """Answer a question from the memory's reconstructed text, which the decoder reads without memory (the
         untouched base model) in its chat template: `reconstruction_prompt`, whose `read_slots` this takes, and
-        its other settings in `search` (`reconstruct`'s, the model's own where left out, and `rank`).
+        its other settings in `search` (`reconstruct`'s, the model's own where left out, and `rank`;
+        `rcc_model.reconstruction`).
 
         Example:
             .. code-block:: python
@@ -321,11 +259,11 @@ class GenerationMixin:
                 memory = model.compress(report)           # stored, without the text
                 model.ask_from_reconstruction(memory, "Who signed the contract?", read_slots=64)
                 # rank the windows on cheap reconstructions; only the one read is decoded with the checks
-                from rcc_model.beam_search import ANCHORED_GREEDY
+                from rcc_model import ANCHORED_GREEDY
 
                 model.ask_from_reconstruction(memory, "Who signed the contract?", read_slots=64,
                                               search={"rank": ANCHORED_GREEDY})
         """
-        prompt, _ = self.reconstruction_prompt(memory, [{"role": "user", "content": question}], read_slots,
-                                               **(search or {}))
+        prompt, _ = reconstruction_prompt(self, memory, [{"role": "user", "content": question}], read_slots,
+                                          **(search or {}))
         return self.generate(self.empty_memory(), prompt, max_new_tokens=max_new_tokens, stop=stop, **sampling)

@@ -235,7 +235,7 @@ class CompressedMemory:
 
 @dataclass(frozen=True)
 class MemoryViews:
-    """The same text compressed at several slot alignments (`RCCModel.aligned_views`), read as one memory: at
+    """The same text compressed at several slot alignments (`rcc_model.aligned_views`), read as one memory: at
     each step the decoder's next-token log-probabilities under every view are averaged and one token is
     chosen for all.
 

@@ -21,8 +21,7 @@ from rcc_model.bridges import Bridges
 from rcc_model.config import RCCConfig
 from rcc_model.generation import GenerationMixin
 from rcc_model.injection import SlotInjector
-from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.reading import Reading, read_within
+from rcc_model.memory import CompressedMemory, MemoryMismatchError
 from rcc_model.windows import num_slots, slot_positions, split_windows
 
 TokenInput = str | Sequence[int] | torch.Tensor
@@ -202,7 +201,7 @@ class RCCModel(nn.Module, GenerationMixin):
     def encode_text(self, text: str) -> list[int]:
         return self._require_tokenizer()(text, add_special_tokens=False)["input_ids"]
 
-    def windows_of(self, ids: Sequence[int]) -> list[list[int]]:
+    def _windows_of(self, ids: Sequence[int]) -> list[list[int]]:
         """The encoder windows of one document's token ids (`config.window`, `padding`, `split`)."""
         cuts: frozenset[int] = frozenset()
         if self.config.split == "sentence" and self.tokenizer is not None:
@@ -217,7 +216,7 @@ class RCCModel(nn.Module, GenerationMixin):
         """The text each encoder window of a document (text or token ids) holds, in memory order (what
         `rcc_model.reading` ranks)."""
         ids = self.encode_text(document) if isinstance(document, str) else document
-        return [self._require_tokenizer().decode(window) for window in self.windows_of(ids)]
+        return [self._require_tokenizer().decode(window) for window in self._windows_of(ids)]
 
     def _as_documents(self, inputs) -> tuple[list[list[int]], bool]:
         """Normalise compress() input to (token id lists, was it a batch)."""
@@ -241,16 +240,6 @@ class RCCModel(nn.Module, GenerationMixin):
         raise TypeError("compress() takes a string, a list of token ids, or a list of either")
 
     # ------------------------------------------------------------------ compression
-    def check_rate(self, rate: int | None = None) -> int:
-        """`rate`, or the default one; a multi-rate model reads any rate it was trained at, and any other
-        rate is refused (memory made there reads as noise)."""
-        if rate is None:
-            return self.config.rate
-        if rate not in self.config.trained_rates:
-            raise ValueError(f"this model was trained at rate {'/'.join(map(str, self.config.trained_rates))}, "
-                             f"not {rate}; to measure it at another rate load it with from_pretrained(rate={rate})")
-        return rate
-
     def encode_windows(self, window_ids: torch.Tensor, lengths: Sequence[int], rate: int | None = None
                        ) -> torch.Tensor:
         """Encode right-padded windows (B, W') and gather slot states (B, S_max, K, H), one per `rate` tokens.
@@ -259,7 +248,7 @@ class RCCModel(nn.Module, GenerationMixin):
         beyond a window's own slot count are zero. Differentiable (used by training).
         """
         out = self.encoder.base_model(input_ids=window_ids, output_hidden_states=True, use_cache=False)
-        rate = self.check_rate(rate)
+        rate = self.config.check_rate(rate)
         positions = [slot_positions(n, rate) for n in lengths]
         max_slots = max(len(p) for p in positions)
         index = torch.zeros(len(lengths), max_slots, dtype=torch.long)
@@ -291,11 +280,11 @@ class RCCModel(nn.Module, GenerationMixin):
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
         decode = self._require_tokenizer().decode if keep_text else None
-        cfg, rate = self.config, self.check_rate(rate)
+        cfg, rate = self.config, self.config.check_rate(rate)
         if not 0 <= offset < cfg.window:
             raise ValueError(f"`offset` must be in [0, {cfg.window}), got {offset}")
-        per_doc = [self.windows_of(doc[:offset]) + self.windows_of(doc[offset:]) if 0 < offset < len(doc)
-                   else self.windows_of(doc) for doc in documents]  # a text no longer than `offset`: as it is
+        per_doc = [self._windows_of(doc[:offset]) + self._windows_of(doc[offset:]) if 0 < offset < len(doc)
+                   else self._windows_of(doc) for doc in documents]  # a text no longer than `offset`: as it is
         storage = getattr(torch, cfg.memory_dtype)
         entries = len(bases.decoder_layers(self.encoder)) + 1
         hidden = bases.hidden_size(self.encoder)
@@ -332,45 +321,6 @@ class RCCModel(nn.Module, GenerationMixin):
         ]
         return memories if is_batch else memories[0]
 
-    def aligned_views(self, memory: CompressedMemory, texts: Sequence[str] | None, alignments: int | None = None
-                      ) -> CompressedMemory | MemoryViews:
-        """`memory` with the text it holds compressed again at other slot alignments, to be read as one
-        (`MemoryViews`): view i moves every slot boundary by i x r / `alignments` tokens (default
-        `config.read_alignments`; 1 returns `memory`). `texts` are the texts `memory` was compressed from, in
-        order, one per window or per document (`window_texts`, `Reading.texts`); without them (None or
-        empty) `memory` is read as it is.
-
-        Stage 8 copied 33 of 47 codes exactly from the stored memory of their window, 43 at two alignments
-        and 45 at four (`benchmarks/window_codes_alignments.md`); the shipped default 34 and 47 at one and
-        four (`benchmarks/window_codes_stage13.md`). Each alignment costs one encoder pass over `texts` and one
-        more decoder row per answer.
-        """
-        alignments = self.config.read_alignments if alignments is None else alignments
-        if alignments < 1 or alignments > memory.rate:
-            raise ValueError(f"`alignments` must be from 1 to the rate ({memory.rate}), got {alignments}")
-        if alignments == 1 or not texts:
-            return memory
-        views = [memory] + [CompressedMemory.concat(self.compress(list(texts), rate=memory.rate,
-                                                                  offset=i * memory.rate // alignments))
-                            for i in range(1, alignments)]
-        return MemoryViews(tuple(views))
-
-    def reading_for(self, memory: CompressedMemory, question: str, read_slots: int | None,
-                    texts: Sequence[str] | None = None) -> tuple[CompressedMemory | MemoryViews, Reading]:
-        """What the decoder reads to answer `question` from `memory`, and which windows that is: the part
-        within `read_slots` slots (`rcc_model.reading.read_within`: beyond the budget, the windows whose text
-        best matches the question) at the model's slot alignments (`aligned_views`), or, with `read_slots`
-        None, all of it as stored. `texts` are the windows' texts (default the memory's own,
-        `compress(..., keep_text=True)`); a memory without them is read whole and as stored.
-
-        `rcc ask`, the demo and the evaluation protocols read a memory this way, as the integrations do
-        (`rcc_integrations`), so a figure measured by a protocol is what a user's question gets.
-        """
-        if read_slots is None:
-            return memory, read_within(question, [memory], [None], memory.num_slots)
-        reading = read_within(question, [memory], [memory.window_texts if texts is None else texts], read_slots)
-        return self.aligned_views(reading.memory, reading.texts), reading
-
     def empty_memory(self) -> CompressedMemory:
         """A memory of nothing: generation from it is the base decoder (adapters off) on the prompt."""
         cfg = self.config
@@ -381,16 +331,6 @@ class RCCModel(nn.Module, GenerationMixin):
                                 source_hash=hashlib.sha256(b"").hexdigest())
 
     # ------------------------------------------------------------------ decoder
-    def without_memory_adapters(self, no_memory: bool = True):
-        """The decoder's LoRA adapters are trained to read memory; a batch with no memory slots at all is
-        answered by the untouched base decoder, whose chat and tool-use skills the adapters may have drifted.
-        Returns a context manager (a no-op when `no_memory` is False)."""
-        from contextlib import nullcontext
-
-        from rcc_model.adapters import adapters_disabled
-
-        return adapters_disabled() if no_memory and self.config.lora else nullcontext()
-
     def decode(self, slot_states: torch.Tensor, slot_mask: torch.Tensor, input_ids: torch.Tensor,
                attention_mask: torch.Tensor, *, cache=None, use_cache: bool = False,
                logits_to_keep: int | torch.Tensor = 0):
@@ -416,7 +356,7 @@ class RCCModel(nn.Module, GenerationMixin):
         """Training loss: compress each example's windows at `rate`, decode `[slots + input_ids]`,
         cross-entropy on `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in
         order. `window_states` (N_w, S_w, K, H), e.g. from a slot cache, replace the encoder pass."""
-        rate = self.check_rate(rate)
+        rate = self.config.check_rate(rate)
         if window_states is None:
             with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
                 window_states = self.encode_windows(window_ids, window_lengths, rate)  # (N_w, S_w, K, H)

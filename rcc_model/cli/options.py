@@ -66,7 +66,7 @@ def add_rank_option(parser: argparse.ArgumentParser) -> None:
 
 
 def reconstruction_options(args: argparse.Namespace) -> dict | None:
-    """With `--from-reconstruction`, `RCCModel.reconstruction_prompt`'s settings: the search
+    """With `--from-reconstruction`, `rcc_model.reconstruction_prompt`'s settings: the search
     (`search_options`) and the ranking (`--rank`); else None."""
     from rcc_model.beam_search import ANCHORED_GREEDY, GREEDY
 

@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     search = search_options(args)
     memory = CompressedMemory.load(args.memory)
-    print(load_model_for(args, memory.rate).reconstruct(memory, batch_size=args.batch_size,
-                                                              no_repeat_ngram_size=args.no_repeat_ngram, **search))
+    model = load_model_for(args, memory.rate)
+    print(model.reconstruct(memory, batch_size=args.batch_size, no_repeat_ngram_size=args.no_repeat_ngram,
+                            progress=True, **search))  # the bar on stderr: a long memory takes minutes
     return 0
