@@ -14,6 +14,17 @@ DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 BridgeInit = Literal["identity", "normal"]
 
 
+def dtype_name(dtype: object) -> str:
+    """A dtype given as its name ("bfloat16", "auto") or as a torch dtype (`torch.bfloat16`), as its name: every
+    `dtype=` of the package takes either, as Hugging Face's loaders do."""
+    if isinstance(dtype, str):
+        return dtype
+    name = str(dtype)  # "torch.bfloat16"; read without importing torch
+    if type(dtype).__module__ == "torch" and name.startswith("torch."):
+        return name.removeprefix("torch.")
+    raise TypeError(f"`dtype` must be a torch dtype or its name, got {dtype!r}")
+
+
 def check_rates(rates: list[int], window: int) -> None:
     """Each slot summarises r whole tokens of one window, so every rate must divide the window."""
     for rate in rates:
@@ -105,6 +116,7 @@ class RCCConfig:
             raise ValueError(f"`padding` must be 'masked' or 'tile', got padding={self.padding!r}")
         if self.split not in ("fixed", "sentence"):
             raise ValueError(f"`split` must be 'fixed' or 'sentence', got split={self.split!r}")
+        self.dtype, self.memory_dtype = dtype_name(self.dtype), dtype_name(self.memory_dtype)
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"unknown `dtype` {self.dtype!r}")
         if self.memory_dtype not in ("float32", "bfloat16", "float16"):

@@ -86,16 +86,17 @@ class RCCModel(nn.Module, GenerationMixin):
 
     # ------------------------------------------------------------------ construction and checkpoints
     @classmethod
-    def from_base(cls, name_or_path: str, rate: int = 4, window: int = 256, *, dtype: str = "auto",
+    def from_base(cls, name_or_path: str, rate: int = 4, window: int = 256, *, dtype: str | torch.dtype = "auto",
                   device: str | torch.device | None = None, device_map: str | dict | None = None,
                   cache_dir: str | Path | None = None, **config_kwargs) -> RCCModel:
-        """A new, untrained RCC from a registered base name or a local HF folder."""
+        """A new, untrained RCC from a registered base name or a local HF folder. `dtype`, here and wherever the
+        package takes one, is a torch dtype or its name ("auto", "float32", "bfloat16", "float16")."""
         config = RCCConfig(base=name_or_path, rate=rate, window=window, dtype=dtype, **config_kwargs)
         return cls._build(config, device=device, device_map=device_map, cache_dir=cache_dir)
 
     @classmethod
     def _build(cls, config: RCCConfig, *, device=None, device_map=None, cache_dir=None,
-               dtype: str | None = None) -> RCCModel:
+               dtype: str | torch.dtype | None = None) -> RCCModel:
         path = bases.resolve_base(config.base, cache_dir)
         target = torch.device(device) if device is not None else bases.default_device()
         torch_dtype = bases.resolve_dtype(dtype or config.dtype, target)
@@ -119,7 +120,7 @@ class RCCModel(nn.Module, GenerationMixin):
         return model
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, dtype: str | None = None,
+    def from_pretrained(cls, name_or_path: str | Path, *, dtype: str | torch.dtype | None = None,
                         device: str | torch.device | None = None, device_map: str | dict | None = None,
                         cache_dir: str | Path | None = None, rate: int | None = None) -> RCCModel:
         """Load a checkpoint folder or a packaged name ("default") onto its base model.
@@ -135,18 +136,18 @@ class RCCModel(nn.Module, GenerationMixin):
 
     @classmethod
     def from_official(cls, path: str | Path, rate: int = 32, window: int = 2048, *,
-                      dtype: str = "auto", device: str | torch.device | None = None) -> RCCModel:
+                      dtype: str | torch.dtype = "auto", device: str | torch.device | None = None) -> RCCModel:
         """Import the paper's released checkpoint (GPT-NeoX encoder + decoder in one state dict)."""
         from rcc_model.release import load_official
 
         return load_official(cls, path, rate=rate, window=window, dtype=dtype, device=device)
 
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, dtype: str | torch.dtype | None = None) -> Path:
         """Save config, bridges and the trained parameters (not the base weights), atomically; `dtype`
-        (e.g. torch.bfloat16) stores floating-point weights in that precision."""
+        (e.g. torch.bfloat16 or "bfloat16") stores floating-point weights in that precision."""
         from rcc_model.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, directory, dtype)
+        return save_checkpoint(self, directory, None if dtype is None else bases.resolve_dtype(dtype, self.device))
 
     # ------------------------------------------------------------------ identity
     @property
