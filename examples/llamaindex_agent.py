@@ -18,7 +18,7 @@ from llama_index.core.agent.workflow import ReActAgent, ToolCallResult
 from llama_index.core.tools import QueryEngineTool
 
 from rcc_integrations.llama_index import RCCLLM, RCCMemoryIndex
-from rcc_model.samples import chronicle
+from rcc_model import chronicle
 
 SAMPLE_FACTS = [
     ["The lighthouse is kept by Ines Okafor."],

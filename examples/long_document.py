@@ -1,6 +1,6 @@
 """The long local document of the examples: a generated town chronicle with two facts hidden in it."""
 
-from rcc_model.samples import chronicle
+from rcc_model import chronicle
 
 FACTS = {
     "Who keeps the lighthouse?": "The lighthouse is kept by Ines Okafor.",

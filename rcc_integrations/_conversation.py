@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rcc_model import CompressedMemory
-from rcc_model.reading import MemoryWithText
+from rcc_model import CompressedMemory, MemoryWithText
 
 IN_MEMORY = "[The full text of this message is in your memory.]"
 

@@ -20,14 +20,27 @@ from pathlib import Path
 from typing import Any
 
 from rcc_integrations._conversation import DecoderInput
-from rcc_model import CompressedMemory, GenerationInfo, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
-from rcc_model.checkpoint import rate_folders, resolve_checkpoint
-from rcc_model.reading import MemoryWithText, Reading, read_within
-from rcc_model.structured import generate_tool_call, prefers_tool_call, text_only
+from rcc_model import (
+    CompressedMemory,
+    GenerationInfo,
+    MemoryFileError,
+    MemoryMismatchError,
+    MemoryViews,
+    MemoryWithText,
+    RCCModel,
+    Reading,
+    aligned_views,
+    generate_tool_call,
+    prefers_tool_call,
+    rate_folders,
+    read_within,
+    resolve_checkpoint,
+    text_only,
+)
 
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
 READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads are decoded together "
-                        "(RCCModel.aligned_views): more of them copy codes more exactly, each costs one more "
+                        "(rcc_model.aligned_views): more of them copy codes more exactly, each costs one more "
                         "decoder row. None = the model's read_alignments (4 for the packaged default; 1 answers "
                         "about 4.5x sooner on a CPU)")
 
@@ -74,7 +87,7 @@ class Engine:
         recompressed and overwritten."""
         if not text.strip():
             raise ValueError("cannot compress an empty document")
-        rate = self.model.check_rate(rate)
+        rate = self.model.config.check_rate(rate)
         key = (self.model.fingerprint, rate, hashlib.sha256(text.encode()).hexdigest())
         store_key = "rcc-memory/{}/r{}/{}".format(*key)  # a multi-rate model keeps one memory per rate
         with self.lock:
@@ -162,12 +175,12 @@ class Engine:
     def views(self, memory: CompressedMemory, texts: Sequence[str] | None, alignments: int | None = None
               ) -> CompressedMemory | MemoryViews:
         """What an answer reads: `memory`, at `alignments` slot alignments (default the model's
-        `read_alignments`; `RCCModel.aligned_views`) when the text of all of it is at hand and `realigns`
+        `read_alignments`; `rcc_model.aligned_views`) when the text of all of it is at hand and `realigns`
         says so."""
         if not texts or not self.realigns(memory.num_slots, alignments):
             return memory
         with self.lock:
-            return self.model.aligned_views(memory, texts, alignments)
+            return aligned_views(self.model, memory, texts, alignments)
 
     def prepare(self, conversation: DecoderInput, store: Any = None, rate: int | None = None,
                 budget: int | None = None, alignments: int | None = None) -> tuple[Reading, int, int]:
@@ -240,7 +253,7 @@ def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:
         if key not in _ENGINES:
             _ENGINES[key] = Engine(load())
         engine = _ENGINES[key]
-    engine.model.check_rate(rate)
+    engine.model.config.check_rate(rate)
     return engine
 
 

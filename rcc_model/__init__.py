@@ -1,5 +1,7 @@
 """Recurrent Context Compression (RCC) over Hugging Face causal LMs.
 
+The public API is what `__all__` lists: the model (`RCCModel`), its memory (`CompressedMemory`), generation,
+reading and reconstruction helpers, structured output, and what the LangChain and LlamaIndex integrations use.
 Public names load lazily, so that `import rcc_model` (and `rcc --help`) does not import torch.
 """
 
@@ -15,31 +17,91 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 _EXPORTS = {
+    # the model and its configuration
+    "RCCModel": "rcc_model.modeling",
+    "RCCConfig": "rcc_model.config",
+    # compressed memory
     "CompressedMemory": "rcc_model.memory",
-    "DecodeState": "rcc_model.generation",
-    "GenerationInfo": "rcc_model.generation",
     "MemoryFileError": "rcc_model.memory",
     "MemoryMismatchError": "rcc_model.memory",
     "MemoryStore": "rcc_model.store",
     "MemoryViews": "rcc_model.memory",
-    "RCCConfig": "rcc_model.config",
-    "RCCModel": "rcc_model.modeling",
-    "SamplingParams": "rcc_model.generation",
+    # generation
+    "DecodeState": "rcc_model.decoding",
+    "SamplingParams": "rcc_model.decoding",
+    "GenerationInfo": "rcc_model.generation",
+    # how reconstruction decodes each window
+    "ANCHORED_GREEDY": "rcc_model.beam_search",
+    "GREEDY": "rcc_model.beam_search",
+    "Search": "rcc_model.beam_search",
+    # reading part of a memory
+    "aligned_views": "rcc_model.reading",
+    "MemoryWithText": "rcc_model.reading",
+    "read_within": "rcc_model.reading",
+    "Reading": "rcc_model.reading",
+    "reading_for": "rcc_model.reading",
+    "reconstruct_windows": "rcc_model.reconstruction",
+    "reconstruction_prompt": "rcc_model.reconstruction",
+    # structured output and tool calls
+    "Cursor": "rcc_model.structured",
+    "generate_json": "rcc_model.structured",
+    "generate_tool_call": "rcc_model.structured",
+    "prefers_tool_call": "rcc_model.structured",
+    "SchemaDecoder": "rcc_model.structured",
+    "text_only": "rcc_model.structured",
+    # sample documents with facts hidden in them
+    "chronicle": "rcc_model.samples",
+    "passkey_document": "rcc_model.samples",
+    # checkpoints and files
+    "describe": "rcc_model.checkpoint",
+    "load_tokenizer_only": "rcc_model.checkpoint",
+    "rate_folders": "rcc_model.checkpoint",
+    "resolve_checkpoint": "rcc_model.checkpoint",
+    "atomic_file": "rcc_model.atomic",
+    "atomic_folder": "rcc_model.atomic",
+    "confined": "rcc_model.atomic",
+    "recover": "rcc_model.atomic",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
+    from rcc_model.atomic import atomic_file as atomic_file
+    from rcc_model.atomic import atomic_folder as atomic_folder
+    from rcc_model.atomic import confined as confined
+    from rcc_model.atomic import recover as recover
+    from rcc_model.beam_search import ANCHORED_GREEDY as ANCHORED_GREEDY
+    from rcc_model.beam_search import GREEDY as GREEDY
+    from rcc_model.beam_search import Search as Search
+    from rcc_model.checkpoint import describe as describe
+    from rcc_model.checkpoint import load_tokenizer_only as load_tokenizer_only
+    from rcc_model.checkpoint import rate_folders as rate_folders
+    from rcc_model.checkpoint import resolve_checkpoint as resolve_checkpoint
     from rcc_model.config import RCCConfig as RCCConfig
-    from rcc_model.generation import DecodeState as DecodeState
+    from rcc_model.decoding import DecodeState as DecodeState
+    from rcc_model.decoding import SamplingParams as SamplingParams
     from rcc_model.generation import GenerationInfo as GenerationInfo
-    from rcc_model.generation import SamplingParams as SamplingParams
     from rcc_model.memory import CompressedMemory as CompressedMemory
     from rcc_model.memory import MemoryFileError as MemoryFileError
     from rcc_model.memory import MemoryMismatchError as MemoryMismatchError
     from rcc_model.memory import MemoryViews as MemoryViews
     from rcc_model.modeling import RCCModel as RCCModel
+    from rcc_model.reading import MemoryWithText as MemoryWithText
+    from rcc_model.reading import Reading as Reading
+    from rcc_model.reading import aligned_views as aligned_views
+    from rcc_model.reading import read_within as read_within
+    from rcc_model.reading import reading_for as reading_for
+    from rcc_model.reconstruction import reconstruct_windows as reconstruct_windows
+    from rcc_model.reconstruction import reconstruction_prompt as reconstruction_prompt
+    from rcc_model.samples import chronicle as chronicle
+    from rcc_model.samples import passkey_document as passkey_document
     from rcc_model.store import MemoryStore as MemoryStore
+    from rcc_model.structured import Cursor as Cursor
+    from rcc_model.structured import SchemaDecoder as SchemaDecoder
+    from rcc_model.structured import generate_json as generate_json
+    from rcc_model.structured import generate_tool_call as generate_tool_call
+    from rcc_model.structured import prefers_tool_call as prefers_tool_call
+    from rcc_model.structured import text_only as text_only
 
 
 def __getattr__(name: str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any
 
@@ -67,3 +67,10 @@ def adapters_disabled() -> Iterator[None]:
         yield
     finally:
         _BASE_ONLY.reset(token)
+
+
+def without_memory_adapters(model, no_memory: bool = True) -> AbstractContextManager:
+    """The decoder's LoRA adapters are trained to read memory; a batch with no memory slots at all is
+    answered by the untouched base decoder, whose chat and tool-use skills the adapters may have drifted.
+    A context manager: `adapters_disabled()` for such a batch of a model with LoRA, else a no-op."""
+    return adapters_disabled() if no_memory and model.config.lora else nullcontext()

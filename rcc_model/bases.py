@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from rcc_model.atomic import fresh_folder
+from rcc_model.config import dtype_name
 
 # Attribute names under which HF decoder-only models keep their list of transformer blocks.
 _LAYER_LIST_NAMES = ("layers", "h", "blocks")
@@ -116,8 +117,9 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Map a config dtype name to a torch dtype; "auto" prefers bfloat16 where the device computes it fast."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """A dtype name or torch dtype as a torch dtype; "auto" prefers bfloat16 where the device computes it fast."""
+    name = dtype_name(dtype)
     if name != "auto":
         return getattr(torch, name)
     if device.type == "cuda":

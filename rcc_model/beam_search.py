@@ -26,7 +26,7 @@ from types import MappingProxyType
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
-from rcc_model.generation import advance, eos_token_ids, prefill
+from rcc_model.decoding import advance, eos_token_ids, prefill
 from rcc_model.memory import CompressedMemory
 from rcc_model.windows import slot_positions
 

@@ -14,6 +14,17 @@ DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 BridgeInit = Literal["identity", "normal"]
 
 
+def dtype_name(dtype: object) -> str:
+    """A dtype given as its name ("bfloat16", "auto") or as a torch dtype (`torch.bfloat16`), as its name: every
+    `dtype=` of the package takes either, as Hugging Face's loaders do."""
+    if isinstance(dtype, str):
+        return dtype
+    name = str(dtype)  # "torch.bfloat16"; read without importing torch
+    if type(dtype).__module__ == "torch" and name.startswith("torch."):
+        return name.removeprefix("torch.")
+    raise TypeError(f"`dtype` must be a torch dtype or its name, got {dtype!r}")
+
+
 def check_rates(rates: list[int], window: int) -> None:
     """Each slot summarises r whole tokens of one window, so every rate must divide the window."""
     for rate in rates:
@@ -53,7 +64,7 @@ class RCCConfig:
             the integrations read the windows most relevant to each question within it when their documents
             hold more (`rcc_model.reading`). None = as many as the decoder's positions allow.
         read_alignments: how many slot alignments of what a question reads the integrations decode together
-            (`RCCModel.aligned_views`, `MemoryViews`): 1 = the stored memory only; 2 = also its windows
+            (`rcc_model.aligned_views`, `MemoryViews`): 1 = the stored memory only; 2 = also its windows
             compressed again with slot boundaries moved by r / 2 (one encoder pass over the text read, one
             more decoder row). What this model was measured to read best with (its model card says how).
         abstention: the answer this model was trained to give when its memory does not hold one (the
@@ -105,6 +116,7 @@ class RCCConfig:
             raise ValueError(f"`padding` must be 'masked' or 'tile', got padding={self.padding!r}")
         if self.split not in ("fixed", "sentence"):
             raise ValueError(f"`split` must be 'fixed' or 'sentence', got split={self.split!r}")
+        self.dtype, self.memory_dtype = dtype_name(self.dtype), dtype_name(self.memory_dtype)
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"unknown `dtype` {self.dtype!r}")
         if self.memory_dtype not in ("float32", "bfloat16", "float16"):
@@ -139,6 +151,16 @@ class RCCConfig:
     @property
     def trained_rates(self) -> list[int]:
         return self.rates if self.rates is not None else [self.rate]
+
+    def check_rate(self, rate: int | None = None) -> int:
+        """`rate`, or the default one; a multi-rate model reads any rate it was trained at, and any other
+        rate is refused (memory made there reads as noise)."""
+        if rate is None:
+            return self.rate
+        if rate not in self.trained_rates:
+            raise ValueError(f"this model was trained at rate {'/'.join(map(str, self.trained_rates))}, "
+                             f"not {rate}; to measure it at another rate load it with from_pretrained(rate={rate})")
+        return rate
 
     def resolved_layer_map(self, num_decoder_layers: int, num_encoder_entries: int) -> list[list[int]]:
         """The layer map with the identity default filled in, checked against the two models."""

@@ -299,7 +299,7 @@ def write_safetensors(out: BinaryIO, layout: dict[str, tuple[torch.dtype, tuple[
 
 @dataclass(frozen=True)
 class MemoryViews:
-    """The same text compressed at several slot alignments (`RCCModel.aligned_views`), read as one memory: at
+    """The same text compressed at several slot alignments (`rcc_model.aligned_views`), read as one memory: at
     each step the decoder's next-token log-probabilities under every view are averaged and one token is
     chosen for all.
 

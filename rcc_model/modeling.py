@@ -22,8 +22,7 @@ from rcc_model.bridges import Bridges
 from rcc_model.config import RCCConfig
 from rcc_model.generation import GenerationMixin
 from rcc_model.injection import SlotInjector
-from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.reading import Reading, read_within
+from rcc_model.memory import CompressedMemory, MemoryMismatchError
 from rcc_model.windows import num_slots, slot_positions, split_windows
 
 TokenInput = str | Sequence[int] | torch.Tensor
@@ -88,16 +87,17 @@ class RCCModel(nn.Module, GenerationMixin):
 
     # ------------------------------------------------------------------ construction and checkpoints
     @classmethod
-    def from_base(cls, name_or_path: str, rate: int = 4, window: int = 256, *, dtype: str = "auto",
+    def from_base(cls, name_or_path: str, rate: int = 4, window: int = 256, *, dtype: str | torch.dtype = "auto",
                   device: str | torch.device | None = None, device_map: str | dict | None = None,
                   cache_dir: str | Path | None = None, **config_kwargs) -> RCCModel:
-        """A new, untrained RCC from a registered base name or a local HF folder."""
+        """A new, untrained RCC from a registered base name or a local HF folder. `dtype`, here and wherever the
+        package takes one, is a torch dtype or its name ("auto", "float32", "bfloat16", "float16")."""
         config = RCCConfig(base=name_or_path, rate=rate, window=window, dtype=dtype, **config_kwargs)
         return cls._build(config, device=device, device_map=device_map, cache_dir=cache_dir)
 
     @classmethod
     def _build(cls, config: RCCConfig, *, device=None, device_map=None, cache_dir=None,
-               dtype: str | None = None) -> RCCModel:
+               dtype: str | torch.dtype | None = None) -> RCCModel:
         path = bases.resolve_base(config.base, cache_dir)
         target = torch.device(device) if device is not None else bases.default_device()
         torch_dtype = bases.resolve_dtype(dtype or config.dtype, target)
@@ -121,7 +121,7 @@ class RCCModel(nn.Module, GenerationMixin):
         return model
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, dtype: str | None = None,
+    def from_pretrained(cls, name_or_path: str | Path, *, dtype: str | torch.dtype | None = None,
                         device: str | torch.device | None = None, device_map: str | dict | None = None,
                         cache_dir: str | Path | None = None, rate: int | None = None) -> RCCModel:
         """Load a checkpoint folder or a packaged name ("default") onto its base model.
@@ -137,18 +137,18 @@ class RCCModel(nn.Module, GenerationMixin):
 
     @classmethod
     def from_official(cls, path: str | Path, rate: int = 32, window: int = 2048, *,
-                      dtype: str = "auto", device: str | torch.device | None = None) -> RCCModel:
+                      dtype: str | torch.dtype = "auto", device: str | torch.device | None = None) -> RCCModel:
         """Import the paper's released checkpoint (GPT-NeoX encoder + decoder in one state dict)."""
         from rcc_model.release import load_official
 
         return load_official(cls, path, rate=rate, window=window, dtype=dtype, device=device)
 
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, dtype: str | torch.dtype | None = None) -> Path:
         """Save config, bridges and the trained parameters (not the base weights), atomically; `dtype`
-        (e.g. torch.bfloat16) stores floating-point weights in that precision."""
+        (e.g. torch.bfloat16 or "bfloat16") stores floating-point weights in that precision."""
         from rcc_model.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, directory, dtype)
+        return save_checkpoint(self, directory, None if dtype is None else bases.resolve_dtype(dtype, self.device))
 
     # ------------------------------------------------------------------ identity
     @property
@@ -212,7 +212,7 @@ class RCCModel(nn.Module, GenerationMixin):
     def encode_text(self, text: str) -> list[int]:
         return self._require_tokenizer()(text, add_special_tokens=False)["input_ids"]
 
-    def windows_of(self, ids: Sequence[int]) -> list[list[int]]:
+    def _windows_of(self, ids: Sequence[int]) -> list[list[int]]:
         """The encoder windows of one document's token ids (`config.window`, `padding`, `split`)."""
         cuts: frozenset[int] = frozenset()
         if self.config.split == "sentence" and self.tokenizer is not None:
@@ -227,7 +227,7 @@ class RCCModel(nn.Module, GenerationMixin):
         """The text each encoder window of a document (text or token ids) holds, in memory order (what
         `rcc_model.reading` ranks)."""
         ids = self.encode_text(document) if isinstance(document, str) else document
-        return [self._require_tokenizer().decode(window) for window in self.windows_of(ids)]
+        return [self._require_tokenizer().decode(window) for window in self._windows_of(ids)]
 
     def _as_documents(self, inputs) -> tuple[list[list[int]], bool]:
         """Normalise compress() input to (token id lists, was it a batch)."""
@@ -251,16 +251,6 @@ class RCCModel(nn.Module, GenerationMixin):
         raise TypeError("compress() takes a string, a list of token ids, or a list of either")
 
     # ------------------------------------------------------------------ compression
-    def check_rate(self, rate: int | None = None) -> int:
-        """`rate`, or the default one; a multi-rate model reads any rate it was trained at, and any other
-        rate is refused (memory made there reads as noise)."""
-        if rate is None:
-            return self.config.rate
-        if rate not in self.config.trained_rates:
-            raise ValueError(f"this model was trained at rate {'/'.join(map(str, self.config.trained_rates))}, "
-                             f"not {rate}; to measure it at another rate load it with from_pretrained(rate={rate})")
-        return rate
-
     def encode_windows(self, window_ids: torch.Tensor, lengths: Sequence[int], rate: int | None = None
                        ) -> torch.Tensor:
         """Encode right-padded windows (B, W') and gather slot states (B, S_max, K, H), one per `rate` tokens.
@@ -269,7 +259,7 @@ class RCCModel(nn.Module, GenerationMixin):
         beyond a window's own slot count are zero. Differentiable (used by training).
         """
         out = self.encoder.base_model(input_ids=window_ids, output_hidden_states=True, use_cache=False)
-        rate = self.check_rate(rate)
+        rate = self.config.check_rate(rate)
         positions = [slot_positions(n, rate) for n in lengths]
         max_slots = max(len(p) for p in positions)
         index = torch.zeros(len(lengths), max_slots, dtype=torch.long)
@@ -301,11 +291,11 @@ class RCCModel(nn.Module, GenerationMixin):
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
         decode = self._require_tokenizer().decode if keep_text else None
-        cfg, rate = self.config, self.check_rate(rate)
+        cfg, rate = self.config, self.config.check_rate(rate)
         if not 0 <= offset < cfg.window:
             raise ValueError(f"`offset` must be in [0, {cfg.window}), got {offset}")
-        per_doc = [self.windows_of(doc[:offset]) + self.windows_of(doc[offset:]) if 0 < offset < len(doc)
-                   else self.windows_of(doc) for doc in documents]  # a text no longer than `offset`: as it is
+        per_doc = [self._windows_of(doc[:offset]) + self._windows_of(doc[offset:]) if 0 < offset < len(doc)
+                   else self._windows_of(doc) for doc in documents]  # a text no longer than `offset`: as it is
         storage = getattr(torch, cfg.memory_dtype)
         entries = len(bases.decoder_layers(self.encoder)) + 1
         hidden = bases.hidden_size(self.encoder)
@@ -342,45 +332,6 @@ class RCCModel(nn.Module, GenerationMixin):
         ]
         return memories if is_batch else memories[0]
 
-    def aligned_views(self, memory: CompressedMemory, texts: Sequence[str] | None, alignments: int | None = None
-                      ) -> CompressedMemory | MemoryViews:
-        """`memory` with the text it holds compressed again at other slot alignments, to be read as one
-        (`MemoryViews`): view i moves every slot boundary by i x r / `alignments` tokens (default
-        `config.read_alignments`; 1 returns `memory`). `texts` are the texts `memory` was compressed from, in
-        order, one per window or per document (`window_texts`, `Reading.texts`); without them (None or
-        empty) `memory` is read as it is.
-
-        Stage 8 copied 33 of 47 codes exactly from the stored memory of their window, 43 at two alignments
-        and 45 at four (`benchmarks/window_codes/`); the shipped default 34 and 47 at one and
-        four (`benchmarks/window_codes/`). Each alignment costs one encoder pass over `texts` and one
-        more decoder row per answer.
-        """
-        alignments = self.config.read_alignments if alignments is None else alignments
-        if alignments < 1 or alignments > memory.rate:
-            raise ValueError(f"`alignments` must be from 1 to the rate ({memory.rate}), got {alignments}")
-        if alignments == 1 or not texts:
-            return memory
-        views = [memory] + [CompressedMemory.concat(self.compress(list(texts), rate=memory.rate,
-                                                                  offset=i * memory.rate // alignments))
-                            for i in range(1, alignments)]
-        return MemoryViews(tuple(views))
-
-    def reading_for(self, memory: CompressedMemory, question: str, read_slots: int | None,
-                    texts: Sequence[str] | None = None) -> tuple[CompressedMemory | MemoryViews, Reading]:
-        """What the decoder reads to answer `question` from `memory`, and which windows that is: the part
-        within `read_slots` slots (`rcc_model.reading.read_within`: beyond the budget, the windows whose text
-        best matches the question) at the model's slot alignments (`aligned_views`), or, with `read_slots`
-        None, all of it as stored. `texts` are the windows' texts (default the memory's own,
-        `compress(..., keep_text=True)`); a memory without them is read whole and as stored.
-
-        `rcc ask`, the demo and the evaluation protocols read a memory this way, as the integrations do
-        (`rcc_integrations`), so a figure measured by a protocol is what a user's question gets.
-        """
-        if read_slots is None:
-            return memory, read_within(question, [memory], [None], memory.num_slots)
-        reading = read_within(question, [memory], [memory.window_texts if texts is None else texts], read_slots)
-        return self.aligned_views(reading.memory, reading.texts), reading
-
     def empty_memory(self) -> CompressedMemory:
         """A memory of nothing: generation from it is the base decoder (adapters off) on the prompt."""
         cfg = self.config
@@ -391,16 +342,6 @@ class RCCModel(nn.Module, GenerationMixin):
                                 source_hash=hashlib.sha256(b"").hexdigest())
 
     # ------------------------------------------------------------------ decoder
-    def without_memory_adapters(self, no_memory: bool = True):
-        """The decoder's LoRA adapters are trained to read memory; a batch with no memory slots at all is
-        answered by the untouched base decoder, whose chat and tool-use skills the adapters may have drifted.
-        Returns a context manager (a no-op when `no_memory` is False)."""
-        from contextlib import nullcontext
-
-        from rcc_model.adapters import adapters_disabled
-
-        return adapters_disabled() if no_memory and self.config.lora else nullcontext()
-
     def decode(self, slot_states: torch.Tensor, slot_mask: torch.Tensor, input_ids: torch.Tensor,
                attention_mask: torch.Tensor, *, cache=None, use_cache: bool = False,
                logits_to_keep: int | torch.Tensor = 0):
@@ -426,7 +367,7 @@ class RCCModel(nn.Module, GenerationMixin):
         """Training loss: compress each example's windows at `rate`, decode `[slots + input_ids]`,
         cross-entropy on `labels` (-100 = ignored). Windows (N_w, W) belong to examples by `window_owner`, in
         order. `window_states` (N_w, S_w, K, H), e.g. from a slot cache, replace the encoder pass."""
-        rate = self.check_rate(rate)
+        rate = self.config.check_rate(rate)
         if window_states is None:
             with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
                 window_states = self.encode_windows(window_ids, window_lengths, rate)  # (N_w, S_w, K, H)

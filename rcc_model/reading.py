@@ -2,9 +2,10 @@
 windows whose text matches it best, in document order, within a budget of slots.
 
 Windows are encoded independently, so any subset of a memory's windows is itself a valid memory. Ranking is
-lexical (Okapi BM25 over each window's own text): on 24 facts hidden in eight 16K-token documents (516
-windows), BM25 put the fact's window first 22 times, the cosine between the encoder's own mean states of
-question and window 0 times (`benchmarks/reading/`).
+lexical (Okapi BM25 over each window's own text): it finds the window holding a fact far more often than the
+encoder's own states do, since the question and the fact share their rare words. `reading_for` is the policy
+the CLI, the evaluation protocols and the integrations share: the part within a slot budget, read at the model's
+slot alignments (`aligned_views`).
 
 Example:
     .. code-block:: python
@@ -22,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rcc_model.memory import CompressedMemory
+from rcc_model.memory import CompressedMemory, MemoryViews
 
 _WORD = re.compile(r"\w+")
 
@@ -50,7 +51,7 @@ def bm25(query: str, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> 
 @dataclass(frozen=True)
 class MemoryWithText:
     """A memory with the text of each of its windows (`RCCModel.window_texts`), which a reader can rank
-    (`read_within`) and read again at other slot alignments (`RCCModel.aligned_views`) as it would a text it
+    (`read_within`) and read again at other slot alignments (`aligned_views`) as it would a text it
     compressed itself: what an index passes for the stored memory of its documents. A memory compressed with
     `keep_text=True` carries the same texts itself (`CompressedMemory.window_texts`)."""
 
@@ -71,7 +72,7 @@ class Reading:
     """What a question reads: `memory`, made of the windows `windows[i]` (indices, in order) of the
     `available[i]` that memory i holds; `scores[i]` are their BM25 scores (empty where nothing was ranked:
     everything fitted, or the memory came without text). `texts` is the text of each window read, in
-    order, when every one came with its text (for `RCCModel.aligned_views`), else None."""
+    order, when every one came with its text (for `aligned_views`), else None."""
 
     memory: CompressedMemory
     windows: list[list[int]]
@@ -101,10 +102,9 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
     whole; the windows of the others are ranked by BM25 against the question, and those scoring at least
     `relevance` x the best are taken, best first, while they fit (the best always); what budget is left goes
     to their neighbours, nearest first, so that a sentence cut by a window boundary is read on both sides.
-    Windows that merely share the question's common words stay out: with the packaged default, two windows
-    answered 9 of 24 facts with the cutoff and 7 without it, the next-best window being a like fact about
-    another place (`benchmarks/reading/`). `texts[i]` is the text of each window of memory i
-    (`RCCModel.window_texts`).
+    Windows that merely share the question's common words stay out: the next-best window is often a like fact
+    about another place, which misleads the decoder more than it helps. `texts[i]` is the text of each window
+    of memory i (`RCCModel.window_texts`).
     """
     if not memories:
         raise ValueError("read_within needs at least one memory")
@@ -156,3 +156,43 @@ def _texts_read(texts: Sequence[Sequence[str] | None], picked: Sequence[Sequence
     if any(text is None and len(js) for text, js in zip(texts, picked)):
         return None
     return [texts[i][j] for i, js in enumerate(picked) for j in js]
+
+
+def aligned_views(model, memory: CompressedMemory, texts: Sequence[str] | None, alignments: int | None = None
+                  ) -> CompressedMemory | MemoryViews:
+    """`memory` with the text it holds compressed again by `model` at other slot alignments, to be read as one
+    (`MemoryViews`): view i moves every slot boundary by i x r / `alignments` tokens (default the model's
+    `read_alignments`; 1 returns `memory`). `texts` are the texts `memory` was compressed from, in order, one
+    per window or per document (`window_texts`, `Reading.texts`); without them (None or empty) `memory` is read
+    as it is.
+
+    Why: a slot holds r tokens in one state and blurs their order, which prose forgives and codes do not;
+    another alignment puts the same tokens in other slots, and the views disagree where one is unsure
+    (`MemoryViews`). Each alignment costs one encoder pass over `texts` and one more decoder row per answer.
+    """
+    alignments = model.config.read_alignments if alignments is None else alignments
+    if alignments < 1 or alignments > memory.rate:
+        raise ValueError(f"`alignments` must be from 1 to the rate ({memory.rate}), got {alignments}")
+    if alignments == 1 or not texts:
+        return memory
+    views = [memory] + [CompressedMemory.concat(model.compress(list(texts), rate=memory.rate,
+                                                               offset=i * memory.rate // alignments))
+                        for i in range(1, alignments)]
+    return MemoryViews(tuple(views))
+
+
+def reading_for(model, memory: CompressedMemory, question: str, read_slots: int | None,
+                texts: Sequence[str] | None = None) -> tuple[CompressedMemory | MemoryViews, Reading]:
+    """What `model`'s decoder reads to answer `question` from `memory`, and which windows that is: the part
+    within `read_slots` slots (`read_within`: beyond the budget, the windows whose text best matches the
+    question) at the model's slot alignments (`aligned_views`), or, with `read_slots` None, all of it as
+    stored. `texts` are the windows' texts (default the memory's own, `compress(..., keep_text=True)`); a
+    memory without them is read whole and as stored.
+
+    `rcc ask`, the demo, the evaluation protocols and the integrations all read a memory this way, so a figure
+    measured by a protocol is what a user's question gets.
+    """
+    if read_slots is None:
+        return memory, read_within(question, [memory], [None], memory.num_slots)
+    reading = read_within(question, [memory], [memory.window_texts if texts is None else texts], read_slots)
+    return aligned_views(model, reading.memory, reading.texts), reading

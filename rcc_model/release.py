@@ -57,7 +57,7 @@ def _load_strict(model, state: dict[str, torch.Tensor], part: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def load_official(cls, path: str | Path, *, rate: int, window: int, dtype: str, device=None):
+def load_official(cls, path: str | Path, *, rate: int, window: int, dtype: str | torch.dtype, device=None):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)

@@ -86,7 +86,7 @@ def settings_for(model: RCCModel, rate: int | None = None, storage: str | None =
     storage = storage or cfg.memory_dtype
     if storage not in ("float32", "bfloat16", "float16", "int8"):
         raise ValueError(f"storage must be float32, bfloat16, float16 or int8, got {storage!r}")
-    return StoreSettings(fingerprint=model.fingerprint, base=cfg.base, rate=model.check_rate(rate),
+    return StoreSettings(fingerprint=model.fingerprint, base=cfg.base, rate=cfg.check_rate(rate),
                          window=cfg.window, padding=cfg.padding, storage=storage, dtype=cfg.memory_dtype,
                          entries=len(bases.decoder_layers(model.encoder)) + 1, hidden=bases.hidden_size(model.encoder))
 
@@ -183,7 +183,7 @@ def _plan_documents(model: RCCModel, corpus: Corpus, rate: int, stored: dict[str
         digest = doc.text_sha256
         if doc.id in stored and stored[doc.id].text_sha256 == digest:
             continue
-        windows = model.windows_of(model.encode_text(doc.text))
+        windows = model._windows_of(model.encode_text(doc.text))  # the windows compress will cut
         planned.append(PlannedDocument(doc.id, doc.locator, digest, sum(len(w) for w in windows),
                                        sum(num_slots(len(w), rate) for w in windows)))
     return planned, len(seen)

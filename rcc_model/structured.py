@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rcc_model.generation import DecodeState, continuation_logprob, extend
+from rcc_model.decoding import DecodeState, continuation_logprob, extend
 
 _MAX_STRING_TOKENS = 64
 _MAX_NUMBER_TOKENS = 8

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from rcc_model import RCCModel
+from rcc_model.abstention import abstention_gap, keeps_abstention
 from rcc_model.data.build import load_qa
 from rcc_model.data.qa import NOT_IN_DOCUMENT
 from rcc_model.evaluation.metrics import token_f1
-from rcc_model.generation import abstention_gap, keeps_abstention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
 from _report import write_report

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from rcc_model import RCCModel
 from rcc_model.data.build import load_tokens
+from rcc_model.decoding import continuation_logprob
 from rcc_model.evaluation.protocols import _read, first_integer, needle_case
-from rcc_model.generation import continuation_logprob
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
 from _report import machine, write_report

@@ -31,8 +31,8 @@ import torch
 
 from rcc_model import CompressedMemory, RCCModel
 from rcc_model.data.build import load_tokens
+from rcc_model.decoding import advance, eos_token_ids, prefill
 from rcc_model.evaluation.protocols import NEEDLE_QUESTION, NEEDLE_SENTENCE
-from rcc_model.generation import advance, eos_token_ids, prefill
 from rcc_model.prompts import prompt_ids
 from rcc_model.reading import bm25
 
@@ -131,7 +131,7 @@ def main() -> None:
                 hidden = model.encode_text(f" {NEEDLE_SENTENCE.format(code=code)} ")
                 cut = int(len(body) * depth)
                 context = body[:cut] + hidden + body[cut:]
-                ends = np.cumsum([len(w) for w in model.windows_of(context)])
+                ends = np.cumsum([len(w) for w in model._windows_of(context)])
                 needle = sorted({int(np.searchsorted(ends, cut, side="right")),
                                  int(np.searchsorted(ends, cut + len(hidden) - 1, side="right"))})
                 began = time.perf_counter()

@@ -73,7 +73,7 @@ def fact_windows(model: RCCModel, document: str, fact: str) -> set[int]:
     start = document.index(fact)
     first = len(model.encode_text(document[:start]))
     last = len(model.encode_text(document[:start + len(fact)])) - 1
-    ends = list(accumulate(len(w) for w in model.windows_of(model.encode_text(document))))
+    ends = list(accumulate(len(w) for w in model._windows_of(model.encode_text(document))))
     return {bisect_right(ends, first), bisect_right(ends, last)}
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from rcc_model import RCCModel
+from rcc_model import RCCModel, reconstruct_windows
 from rcc_model.data.build import load_tokens
 from rcc_model.evaluation import metrics
 from rcc_model.evaluation.protocols import NEEDLE_SENTENCE, first_integer
@@ -82,7 +82,7 @@ def main() -> None:
     for name in args.only or VARIANTS:
         start = time.perf_counter()
         texts = [model.tokenizer.decode(ids, skip_special_tokens=True)
-                 for ids in model.reconstruct_windows(memory, **VARIANTS[name])]
+                 for ids in reconstruct_windows(model, memory, **VARIANTS[name])]
         seconds = time.perf_counter() - start
         found = [code_written(text, code) for text, (_, code) in zip(texts, cases)]
         rows.append({"variant": name, "settings": VARIANTS[name], "seconds_per_window": seconds / len(cases),

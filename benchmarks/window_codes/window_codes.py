@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from rcc_model import RCCModel
+from rcc_model import RCCModel, aligned_views
 from rcc_model.samples import codes_in_three_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
@@ -60,7 +60,7 @@ def main() -> None:
                     continue
                 stored = model.compress(case["window"])
                 start = time.perf_counter()  # what reading costs once the memory is stored
-                memory = model.aligned_views(stored, [case["window"]], alignments)
+                memory = aligned_views(model, stored, [case["window"]], alignments)
                 answer = model.ask(memory, case["question"], max_new_tokens=12)
                 rows.append({"draw": case["draw"], "expected": case["expected"], "answer": answer,
                              "correct": case["expected"] in answer, "seconds": time.perf_counter() - start})

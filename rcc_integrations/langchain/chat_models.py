@@ -26,8 +26,7 @@ from rcc_integrations._runtime import (
     pop_sampling,
 )
 from rcc_integrations.langchain.messages import split_messages
-from rcc_model import GenerationInfo, RCCModel
-from rcc_model.structured import SchemaDecoder
+from rcc_model import GenerationInfo, RCCModel, SchemaDecoder
 
 
 class RCCChatModel(BaseChatModel):
@@ -115,7 +114,7 @@ class RCCChatModel(BaseChatModel):
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids from the RCC model's own tokenizer (never the GPT-2 download LangChain falls back to)."""
         if self._engine is None and not isinstance(self.model, RCCModel):
-            from rcc_model.checkpoint import load_tokenizer_only
+            from rcc_model import load_tokenizer_only
 
             return load_tokenizer_only(self.model)(text, add_special_tokens=False)["input_ids"]
         return self.engine.model.encode_text(text)
@@ -174,7 +173,7 @@ class RCCChatModel(BaseChatModel):
                  "total_tokens": input_tokens + info.output_tokens,
                  "input_token_details": {"cache_read": read, "cache_creation": created}}
         metadata = {"model_name": self.model_name, "model_provider": "rcc",
-                    "compression_rate": engine.model.check_rate(self.rate), "memory_slots": memory.num_slots,
+                    "compression_rate": engine.model.config.check_rate(self.rate), "memory_slots": memory.num_slots,
                     "memory_tokens": memory.token_count, "memory_windows_read": reading.windows_read,
                     "memory_windows": reading.windows_held, "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,

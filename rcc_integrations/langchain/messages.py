@@ -11,8 +11,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from rcc_integrations._conversation import DecoderInput, plan
-from rcc_model import CompressedMemory
-from rcc_model.reading import MemoryWithText
+from rcc_model import CompressedMemory, MemoryWithText
 
 _TOOL_CALL_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk"}
 _ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant", ToolMessage: "tool"}

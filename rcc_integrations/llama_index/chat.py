@@ -12,8 +12,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rcc_integrations.llama_index.llm import RCCLLM
 from rcc_integrations.llama_index.query import RCCMemoryRetriever
-from rcc_model import CompressedMemory
-from rcc_model.reading import MemoryWithText
+from rcc_model import CompressedMemory, MemoryWithText
 
 
 class RCCChatEngine(BaseChatEngine):

@@ -23,9 +23,17 @@ from llama_index.core.storage.docstore.types import RefDocInfo
 from llama_index.core.storage.storage_context import StorageContext
 
 from rcc_integrations._runtime import Engine, engine_for
-from rcc_model import CompressedMemory, MemoryFileError, MemoryMismatchError, MemoryViews, RCCModel
-from rcc_model.atomic import atomic_folder, confined, recover
-from rcc_model.reading import MemoryWithText
+from rcc_model import (
+    CompressedMemory,
+    MemoryFileError,
+    MemoryMismatchError,
+    MemoryViews,
+    MemoryWithText,
+    RCCModel,
+    atomic_folder,
+    confined,
+    recover,
+)
 
 STRUCT_TYPE = "rcc_memory"
 WINDOW_KEY = "rcc_window"  # metadata of a window node: which encoder window of its parent document it holds
@@ -87,7 +95,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         manifest = _read_manifest(persist_dir) if index_struct is not None else None
         built_at = manifest.get("rate") if manifest is not None and rate is None else None
         self._engine: Engine = engine_for(model, rate or built_at)  # a rate's own weights, where the model has them
-        self.rate = self._engine.model.check_rate(rate)  # a loaded index keeps the rate it was built at
+        self.rate = self._engine.model.config.check_rate(rate)  # a loaded index keeps the rate it was built at
         self._memories: dict[str, CompressedMemory] = {}
         self._window_texts: dict[tuple[str, str], list[str]] = {}
         self.memory_budget = memory_budget
@@ -223,7 +231,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
     def reading_of_nodes(self, nodes: Sequence[BaseNode], alignments: int | None = None
                          ) -> CompressedMemory | MemoryViews:
         """What an answer from retrieved nodes reads: `memory_of_nodes`, at `alignments` slot alignments
-        (default the model's `read_alignments`; `RCCModel.aligned_views`) when it is no more than the model
+        (default the model's `read_alignments`; `rcc_model.aligned_views`) when it is no more than the model
         reads well (`Engine.realigns`)."""
         read = self.text_memory_of_nodes(nodes, alignments)
         return self._engine.views(read.memory, read.texts, alignments) if isinstance(read, MemoryWithText) else read
@@ -303,7 +311,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         if requested_rate is not None and built_at != requested_rate:
             raise MemoryMismatchError(f"{persist_dir} holds memory compressed at rate {built_at}, not "
                                       f"{requested_rate}: load it without rate=, or rebuild the index at that rate")
-        self.rate = self._engine.model.check_rate(built_at)
+        self.rate = self._engine.model.config.check_rate(built_at)
         for node_id, entry in manifest["entries"].items():
             path = confined(persist_dir / MEMORY_FOLDER, entry["file"], source=persist_dir / MANIFEST)
             try:

@@ -34,9 +34,7 @@ from rcc_integrations._runtime import (
     pop_sampling,
 )
 from rcc_integrations.llama_index.react import react_brief, react_step, react_tools
-from rcc_model import CompressedMemory, GenerationInfo, RCCModel
-from rcc_model.reading import MemoryWithText
-from rcc_model.structured import SchemaDecoder, generate_json
+from rcc_model import CompressedMemory, GenerationInfo, MemoryWithText, RCCModel, SchemaDecoder, generate_json
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -103,7 +101,7 @@ class RCCLLM(FunctionCallingLLM):
         if isinstance(self.model, RCCModel):
             rate, positions, name = self.model.config.rate, self.model.max_positions, self.model.config.base
         else:
-            from rcc_model.checkpoint import describe
+            from rcc_model import describe
 
             facts = describe(self.model)
             rate, positions, name = facts["rate"], facts["max_positions"], str(self.model)

@@ -11,8 +11,7 @@ from llama_index.core.base.response.schema import AsyncStreamingResponse, Respon
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rcc_integrations._runtime import iterate_in_thread
-from rcc_model import CompressedMemory, GenerationInfo, MemoryViews
-from rcc_model.reading import read_within
+from rcc_model import CompressedMemory, GenerationInfo, MemoryViews, read_within
 
 
 class RCCMemoryRetriever(BaseRetriever):

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from rcc_model.generation import DecodeState
-from rcc_model.structured import Cursor, SchemaDecoder
+from rcc_model import Cursor, DecodeState, SchemaDecoder
 
 _TOOL = re.compile(r"^> Tool Name: (?P<name>\S+)\n(?:Tool Description: )?(?P<description>.*?)"
                    r"^Tool Args: (?P<args>\{[^\n]*\})$", re.MULTILINE | re.DOTALL)

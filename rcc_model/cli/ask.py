@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options, add_rank_option, add_search_options
+    from rcc_model.cli.options import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("ask", help="answer a question from a memory file",
                        description="Answer a question from a memory file, streaming the answer. Without a "
@@ -18,10 +18,13 @@ def add_parser(sub) -> None:
                        "reconstructs from the memory instead (slower; answers open questions far better).")
     p.add_argument("memory", type=Path, help="memory file written by `rcc compress`")
     p.add_argument("question", nargs="?", help="the question (omit for instruction reconstruction)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="stop the answer after this many tokens "
+                   "(default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=1.0, help="with --temperature > 0, sample from the smallest set "
+                   "of tokens holding this much probability (default: %(default)s, all)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling, so that a sampled answer "
+                   "repeats (default: none)")
     p.add_argument("--read-slots", type=int, help="read at most this many slots' worth of the memory, the windows "
                    "that best match the question (default: the model's read_slots)")
     p.add_argument("--from-reconstruction", action="store_true", help="answer from the memory's reconstructed "
@@ -35,8 +38,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rcc_model import CompressedMemory
-    from rcc_model.cli import load_model_for, reconstruction_options
+    from rcc_model import CompressedMemory, reconstruction_prompt
+    from rcc_model.cli.options import load_model_for, reconstruction_options
 
     memory = CompressedMemory.load(args.memory)
     model = load_model_for(args, memory.rate)
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = [{"role": "user", "content": args.question}]
     reconstructed = reconstruction_options(args)
     if reconstructed is not None:
-        prompt, reading = model.reconstruction_prompt(memory, prompt, budget, **reconstructed)
+        prompt, reading = reconstruction_prompt(model, memory, prompt, budget, **reconstructed, progress=True)
         print(f"reading the reconstruction of {reading.windows_read} of {reading.windows_held} windows",
               file=sys.stderr)
         memory = model.empty_memory()
@@ -62,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read(model, memory, question: str, budget: int | None):
-    """What the question reads (`RCCModel.reading_for`), saying so where that is not the whole memory."""
+    """What the question reads (`rcc_model.reading_for`), saying so where that is not the whole memory."""
     import sys
+
+    from rcc_model import reading_for
 
     if budget and memory.num_slots > budget and memory.window_texts is None:
         print(f"note: {memory.num_slots} slots, more than this model reads well ({budget}); a memory compressed "
               "with --keep-text is read through the windows that match the question", file=sys.stderr)
-    read, reading = model.reading_for(memory, question, budget or None)
+    read, reading = reading_for(model, memory, question, budget or None)
     if reading.selected:
         print(f"reading {reading.windows_read} of {reading.windows_held} windows, those that best match the "
               "question", file=sys.stderr)

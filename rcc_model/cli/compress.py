@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options
+    from rcc_model.cli.options import add_model_options
 
     p = sub.add_parser(
         "compress", help="compress a text file into a memory file, or a corpus into a memory store",
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_corpus(args)
     if args.shard_size is not None:
         raise ValueError("--shard-size sizes a store's shards: it needs a corpus (a folder, a glob or a .jsonl file)")
-    from rcc_model.cli import load_model_for
+    from rcc_model.cli.options import load_model_for
 
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     if args.question:
@@ -68,7 +68,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
     output = args.output or name.with_name(f"{name.stem or 'corpus'}.rccstore")
     check_output(output)
     state = _process_state()
-    from rcc_model.cli import load_model_for
+    from rcc_model.cli.options import load_model_for
 
     if args.device is None and state is not None and state.device.type != "cpu":
         args.device = str(state.device)  # each process on its own accelerator

@@ -12,13 +12,17 @@ def add_parser(sub) -> None:
     p = sub.add_parser("data", help="build the training and evaluation data",
                        description="Download the Debian text packages, split them into training and held-out "
                        "documents, tokenise them and generate question-answer data. Deterministic.")
-    p.add_argument("action", choices=["build"])
+    p.add_argument("action", choices=["build"], help="what to do: build (download, split, tokenise, generate)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", default="default", help="model whose tokenizer to use (default: %(default)s)")
-    p.add_argument("--heldout-share", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--qa-train", type=int, default=20000)
-    p.add_argument("--qa-heldout", type=int, default=300)
+    p.add_argument("--heldout-share", type=float, default=0.05, help="share of documents held out for "
+                   "evaluation (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated question-answer data "
+                   "(default: %(default)s)")
+    p.add_argument("--qa-train", type=int, default=20000, help="question-answer examples for training "
+                   "(default: %(default)s)")
+    p.add_argument("--qa-heldout", type=int, default=300, help="held-out question-answer examples "
+                   "(default: %(default)s)")
     p.add_argument("--qa-phrasing", choices=PHRASINGS, default="fixed",
                    help="word each generated fact one way (what the shipped stages trained on) or one of "
                    "several (default: %(default)s)")

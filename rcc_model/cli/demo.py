@@ -6,12 +6,13 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options
+    from rcc_model.cli.options import add_model_options
 
     p = sub.add_parser("demo", help="compress a sample document and answer a question about it",
                        description="Compress a generated document several windows long, then answer a "
                        "question about a fact hidden in its middle.")
-    p.add_argument("--passkey", type=int, default=68231)
+    p.add_argument("--passkey", type=int, default=68231, help="the number hidden in the sample document "
+                   "(default: %(default)s)")
     p.add_argument("--rate", type=int, help="compression rate, one the model was trained at (default: its own)")
     add_model_options(p)
 
@@ -19,12 +20,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from rcc_model.cli import load_model_for
+    from rcc_model.cli.options import load_model_for
+    from rcc_model.reading import reading_for
     from rcc_model.samples import passkey_document
 
     start = time.perf_counter()
     model = load_model_for(args, args.rate)
-    print(f"model: {args.model} (base {model.config.base}, rate {model.check_rate(args.rate)}, "
+    print(f"model: {args.model} (base {model.config.base}, rate {model.config.check_rate(args.rate)}, "
           f"window {model.config.window}) loaded in {time.perf_counter() - start:.1f}s")
     status = model.config.extra.get("status")
     if status:
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"compressed {memory.token_count} tokens into {memory.num_slots} slots in {seconds:.1f}s "
           f"({memory.token_count / seconds:.0f} tokens/s, {memory.nbytes / 1e6:.1f} MB of memory)")
     print(f"question: {question}")
-    memory, reading = model.reading_for(memory, question, model.config.read_slots, model.window_texts(document))
+    memory, reading = reading_for(model, memory, question, model.config.read_slots, model.window_texts(document))
     if reading.selected:
         print(f"reading {reading.windows_read} of {reading.windows_held} windows, the best match for the "
               f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")

@@ -11,12 +11,13 @@ PROTOCOLS = ("reconstruction", "passkey", "needle", "qa")
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options, add_rank_option, add_search_options
+    from rcc_model.cli.options import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("eval", help="evaluate a model (reconstruction, passkey, needle, qa)",
                        description="Evaluate an RCC model on held-out data and write PROTOCOL.json, "
                        "PROTOCOL.md (and PROTOCOL.png for length x depth grids) into --out.")
-    p.add_argument("protocol", choices=PROTOCOLS)
+    p.add_argument("protocol", choices=PROTOCOLS, help="what to measure: reconstruction (BLEU of regenerated "
+                   "text), passkey, needle (a planted fact at lengths x depths), qa (answers to questions)")
     p.add_argument("--data", type=Path, help="folder from `rcc data build` (held-out split)")
     p.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default: %(default)s)")
     p.add_argument("--windows", type=int, default=32, help="reconstruction: held-out windows")
@@ -59,7 +60,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model.checkpoint import own_rates
-    from rcc_model.cli import load_model, reconstruction_options, search_options
+    from rcc_model.cli.options import load_model, reconstruction_options, search_options
     from rcc_model.evaluation import protocols
 
     if args.from_reconstruction and args.protocol == "reconstruction":
@@ -82,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
             protocols.reconstruction(model if r in trained else load_model(args, rate=r), tokens,
                                      windows=args.windows, stop_at_eos=args.stop_at_eos,
                                      rate=r if r in trained else None, no_repeat_ngram_size=args.no_repeat_ngram,
-                                     **search_options(args))
+                                     progress=True, **search_options(args))
             for r in args.rates]
         result = {"trained_rates": own_rates(args.model), "length": by_rate[0]["length"], "by_rate": by_rate}
     elif args.protocol == "reconstruction":
         result = protocols.reconstruction(model, _reconstruction_tokens(args, model), windows=args.windows,
                                           stop_at_eos=args.stop_at_eos, no_repeat_ngram_size=args.no_repeat_ngram,
-                                          **search_options(args))
+                                          progress=True, **search_options(args))
     elif args.protocol == "passkey":
         result = protocols.passkey(model, args.lengths, args.depths, trials=args.trials, read_slots=args.read_slots,
-                                   reconstructed=reconstructed, base=_baseline(args, model))
+                                   reconstructed=reconstructed, base=_baseline(args, model), progress=True)
     elif args.protocol == "needle":
         from rcc_model.data.build import load_tokens
 
@@ -99,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
                     "question": args.needle_question or protocols.NEEDLE_QUESTION}
         result = protocols.needle(model, load_tokens(_need(args.data), "heldout"), args.lengths, args.depths,
                                   trials=args.trials, read_slots=args.read_slots, reconstructed=reconstructed,
-                                  base=_baseline(args, model), **phrasing)
+                                  base=_baseline(args, model), progress=True, **phrasing)
     else:
         result = protocols.question_answering(model, _qa_examples(args), base=_baseline(args, model),
                                               read_slots=args.read_slots,
                                               compressed_question=args.compressed_question,
-                                              reconstructed=reconstructed)
+                                              reconstructed=reconstructed, progress=True)
     result["model"] = args.model
     result.setdefault("rate", model.config.rate)
     result["abstention_margin"] = model.config.abstention_margin

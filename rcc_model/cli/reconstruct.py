@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli import add_model_options, add_search_options
+    from rcc_model.cli.options import add_model_options, add_search_options
 
     p = sub.add_parser("reconstruct", help="regenerate the text a memory file holds",
                        description="Regenerate the text a memory file holds, window by window, as the model's "
@@ -23,10 +23,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rcc_model import CompressedMemory
-    from rcc_model.cli import load_model_for, search_options
+    from rcc_model.cli.options import load_model_for, search_options
 
     search = search_options(args)
     memory = CompressedMemory.load(args.memory)
-    print(load_model_for(args, memory.rate).reconstruct(memory, batch_size=args.batch_size,
-                                                              no_repeat_ngram_size=args.no_repeat_ngram, **search))
+    model = load_model_for(args, memory.rate)
+    print(model.reconstruct(memory, batch_size=args.batch_size, no_repeat_ngram_size=args.no_repeat_ngram,
+                            progress=True, **search))  # the bar on stderr: a long memory takes minutes
     return 0

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from rcc_model.beam_search import Search
 from rcc_model.data.qa import QAExample
@@ -18,6 +19,8 @@ from rcc_model.evaluation import metrics
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.modeling import RCCModel
 from rcc_model.prompts import Prompt, question_of, text_then_question
+from rcc_model.reading import reading_for
+from rcc_model.reconstruction import reconstruct_windows, reconstruction_prompt
 from rcc_model.training.batch import collate
 from rcc_model.training.objectives import Example
 
@@ -39,33 +42,34 @@ def first_integer(text: str) -> str | None:
 def reconstruction(model: RCCModel, tokens: np.ndarray, windows: int = 32, seed: int = 0,
                    batch_size: int = 8, stop_at_eos: bool = False, rate: int | None = None,
                    no_repeat_ngram_size: int = 0, num_beams: int | None = None, verify: float | None = None,
-                   anchored: bool | None = None) -> dict:
+                   anchored: bool | None = None, progress: bool = False) -> dict:
     """Compress held-out windows of W tokens one by one at `rate` (the model's default, or another of its
     trained rates) and regenerate each to its known length as `RCCModel.reconstruct` does: by the model's own
     search settings, each of `num_beams`, `verify`, `anchored` replacing its own where given
     (`rcc_model.beam_search`), optionally never repeating an n-gram. With `stop_at_eos`, greedily until the
-    decoder emits EOS."""
+    decoder emits EOS. `progress` shows a bar over the windows on stderr."""
     if stop_at_eos:
         if not Search(num_beams or 1, verify or 0.0, bool(anchored)).greedy:
             raise ValueError("beam search decodes each window to its known length: drop `stop_at_eos`")
         search = Search()
     else:
         search = Search.of(model.config, num_beams, verify, anchored)
-    rate = model.check_rate(rate)
+    rate = model.config.check_rate(rate)
     rng = random.Random(seed)
     width = model.config.window
     starts = sorted(rng.randrange(0, len(tokens) - width) for _ in range(windows))
     references = [tokens[s:s + width].tolist() for s in starts]
     generated: list[list[int]] = []
-    for i in range(0, len(references), batch_size):
+    for i in tqdm(range(0, len(references), batch_size), desc="reconstruction", unit="batch", disable=not progress):
         memories = model.compress(references[i:i + batch_size], rate=rate)
         if stop_at_eos:
             generated += [row[:width] for row in model.generate_ids(
                 memories, max_new_tokens=width, no_repeat_ngram_size=no_repeat_ngram_size)]
         else:
-            generated += model.reconstruct_windows(
-                CompressedMemory.concat(memories), batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram_size,
-                num_beams=search.num_beams, verify=search.verify, anchored=search.anchored)
+            generated += reconstruct_windows(
+                model, CompressedMemory.concat(memories), batch_size=batch_size,
+                no_repeat_ngram_size=no_repeat_ngram_size, num_beams=search.num_beams, verify=search.verify,
+                anchored=search.anchored)
     own = teacher_forced_loss(model, references, references, batch_size, rate)
     other = teacher_forced_loss(model, references[1:] + references[:1], references, batch_size, rate)
     decode = model.tokenizer.decode
@@ -103,15 +107,15 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, r
           ) -> tuple[CompressedMemory | MemoryViews, Prompt, list]:
     """What the decoder reads to answer `prompt` about `context`, the prompt it answers, and the windows read:
     the memory of `context`, whole (`read_slots` None) or the part that the question reads within `read_slots`
-    slots, read as the integrations read it (`RCCModel.reading_for`). With `reconstructed`
-    (`RCCModel.reconstruction_prompt`'s settings: `reconstruct`'s search, {} for the model's own, and `rank`),
+    slots, read as the integrations read it (`rcc_model.reading_for`). With `reconstructed`
+    (`rcc_model.reconstruction_prompt`'s settings: `reconstruct`'s search, {} for the model's own, and `rank`),
     no memory and the prompt with the memory's reconstructed text instead, windows ranked by their
     reconstructions."""
     memory = model.compress(context, keep_text=read_slots is not None and reconstructed is None)
     if reconstructed is not None:
-        prompt, reading = model.reconstruction_prompt(memory, prompt, read_slots, **reconstructed)
+        prompt, reading = reconstruction_prompt(model, memory, prompt, read_slots, **reconstructed)
         return model.empty_memory(), prompt, reading.windows[0]
-    read, reading = model.reading_for(memory, question_of(prompt), read_slots)  # as `rcc ask` reads it
+    read, reading = reading_for(model, memory, question_of(prompt), read_slots)  # as `rcc ask` reads it
     return read, prompt, reading.windows[0]
 
 
@@ -136,12 +140,13 @@ def _described(search: Search) -> str:
 
 def _windows_holding(model: RCCModel, context: list[int], span: tuple[int, int]) -> list[int]:
     """The windows of `context`'s memory that hold a token of `span` (start, end): the code's sentence."""
-    bounds = np.cumsum([0] + [len(window) for window in model.windows_of(context)])
+    bounds = np.cumsum([0] + [len(window) for window in model._windows_of(context)])
     return [i for i in range(len(bounds) - 1) if bounds[i] < span[1] and bounds[i + 1] > span[0]]
 
 
 def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float], trials: int,
-          seed: int, read_slots: int | None = None, reconstructed: dict | None = None, base=None) -> dict:
+          seed: int, read_slots: int | None = None, reconstructed: dict | None = None, base=None,
+          progress: bool = False) -> dict:
     """Run `build(rng, length, depth) -> (context ids, prompt, answer, the answer's token span)` over a grid:
     per cell, exact accuracy, the share of the code's digits recalled in place (partial credit shows progress
     before exact recall does), and every answer given, with the windows read and those holding the code.
@@ -151,10 +156,12 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
     the memory's reconstruction (`_read`), and the answer may be 32 tokens long instead of 12: the base model
     writes the code in a sentence ("The secret code of the archive is 60494" is 15 tokens). With `base`, the
     same base model also answers with the whole context in its window where it fits (`full_text`, None where
-    it does not; 32 tokens): the ceiling a compressed reading is measured against, in the same run."""
+    it does not; 32 tokens): the ceiling a compressed reading is measured against, in the same run.
+    `progress` shows a bar over the trials on stderr."""
     answer_tokens = SENTENCE_ANSWER_TOKENS if reconstructed is not None else 12
     rng = random.Random(seed)
     cells = []
+    bar = tqdm(total=len(lengths) * len(depths) * trials, desc="trials", unit="trial", disable=not progress)
     for length in lengths:
         for depth in depths:
             answers = []
@@ -167,6 +174,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                 if base is not None:  # the question as asked: `prompt` may hold the reconstruction read
                     answers[-1]["full_text"] = _full_text_answer(base, model.tokenizer, context, question_of(asked),
                                                                  SENTENCE_ANSWER_TOKENS)
+                bar.update()
             found = [first_integer(a["output"]) or "" for a in answers]
             cells.append({"length": length, "depth": depth,
                           "accuracy": float(np.mean([f == a["expected"] for f, a in zip(found, answers)])),
@@ -174,6 +182,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
                                                            for f, a in zip(found, answers)])),
                           **({"full_text_accuracy": _full_text_accuracy(answers)} if base is not None else {}),
                           "answers": answers})
+    bar.close()
     every = [a for c in cells for a in c["answers"]]
     baseline = {} if base is None else {"full_text_accuracy": _full_text_accuracy(every),
                                         "full_text_fitted": sum(a["full_text"] is not None for a in every)}
@@ -192,7 +201,8 @@ def _full_text_accuracy(answers: Sequence[dict]) -> float | None:
 
 
 def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], trials: int = 2,
-            seed: int = 0, read_slots: int | None = None, reconstructed: dict | None = None, base=None) -> dict:
+            seed: int = 0, read_slots: int | None = None, reconstructed: dict | None = None, base=None,
+            progress: bool = False) -> dict:
     """Mohtashami & Jaggi's passkey template (repeated filler), compressed; the question in plain text."""
     filler = model.encode_text(PASSKEY_FILLER)
     intro = model.encode_text(PASSKEY_INTRO)
@@ -206,12 +216,13 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
         return intro + body[:cut] + needle + body[cut:], PASSKEY_QUESTION, key, (start, start + len(needle))
 
     return {"protocol": "passkey",
-            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed, base)}
+            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed, base, progress)}
 
 
 def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], depths: Sequence[float],
            trials: int = 2, seed: int = 0, read_slots: int | None = None, sentence: str = NEEDLE_SENTENCE,
-           question: str = NEEDLE_QUESTION, reconstructed: dict | None = None, base=None) -> dict:
+           question: str = NEEDLE_QUESTION, reconstructed: dict | None = None, base=None,
+           progress: bool = False) -> dict:
     """A code hidden in real, non-repeating held-out text; the question through the chat template.
 
     `sentence` (with `{code}`) and `question` change the phrasing, e.g. to the generated QA set's own
@@ -223,7 +234,7 @@ def needle(model: RCCModel, haystack: Sequence[int], lengths: Sequence[int], dep
         return needle_case(model, haystack, rng, length, depth, sentence, question)
 
     return {"protocol": "needle", "sentence": sentence, "question": question,
-            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed, base)}
+            **_grid(model, build, lengths, depths, trials, seed, read_slots, reconstructed, base, progress)}
 
 
 def needle_case(model: RCCModel, haystack: Sequence[int], rng: random.Random, length: int, depth: float,
@@ -261,18 +272,20 @@ def _full_text_answer(base, tokenizer, context: str | Sequence[int], question: s
 
 def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None,
                        max_new_tokens: int = 48, read_slots: int | None = None,
-                       compressed_question: bool = False, reconstructed: dict | None = None) -> dict:
+                       compressed_question: bool = False, reconstructed: dict | None = None,
+                       progress: bool = False) -> dict:
     """Token F1 and ROUGE-L from memory (question in plain text), and, with `base`, the same base model
     reading the full text. With `read_slots`, the decoder reads only that much of each memory, as the
     integrations do (`_read`). With `compressed_question`, the paper's instruction reconstruction: the
     question is compressed after the context (`context + "\n\n" + question`) and the decoder recalls it
     from memory before answering (`RCCModel.ask(memory, None)`); the whole memory is read. With
-    `reconstructed`, the decoder answers from the memory's reconstructed text (`_read`)."""
+    `reconstructed`, the decoder answers from the memory's reconstructed text (`_read`). `progress` shows a
+    bar over the questions on stderr."""
     if compressed_question and (read_slots is not None or reconstructed is not None):
         raise ValueError("a compressed question is read from the whole memory's slots: drop `read_slots` and "
                          "`reconstructed`")
     rows = []
-    for example in examples:
+    for example in tqdm(examples, desc="questions", unit="question", disable=not progress):
         if compressed_question:
             context = model.encode_text(f"{example.context}\n\n{example.question}")
             memory, _, read = _read(model, context, example.question, None)

@@ -21,7 +21,7 @@ from rcc_model.atomic import recover
 from rcc_model.bases import decoder_layers, default_device, resolve_dtype
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
-from rcc_model.generation import answer_end_id
+from rcc_model.decoding import answer_end_id
 from rcc_model.modeling import RCCModel
 from rcc_model.training import objectives
 from rcc_model.training.batch import collate

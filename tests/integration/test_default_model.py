@@ -44,7 +44,7 @@ def test_the_fingerprint_is_the_same_in_every_process(default_model):
 def test_the_default_weighs_its_abstention_and_keeps_it_where_its_memory_holds_no_answer(default_model):
     import dataclasses
 
-    from rcc_model.generation import abstention_gap
+    from rcc_model.abstention import abstention_gap
 
     memory = default_model.compress("The harbour office keeps a ledger of every ship that docks there. The harbour "
                                     "office was founded in 1862. Its keeper writes the tides on a slate by the door.")

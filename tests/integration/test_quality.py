@@ -7,12 +7,16 @@ documents it answered 23 of 24 such facts. `RCCMemoryIndex` does the same across
 fact in each: 12 of 12 over four draws (`benchmarks/long_documents/`, the shipped weights).
 """
 
+import pytest
 from langchain_core.documents import Document
 from llama_index.core import Document as LlamaDocument
 
 from rcc_integrations.langchain import ChatRCC
 from rcc_integrations.llama_index import RCCMemoryIndex
 from rcc_model.samples import codes_in_one_document, codes_in_three_documents
+
+# Each compresses 22K to 66K tokens and reads them back: minutes of CPU, out of the default run.
+pytestmark = pytest.mark.slow
 
 
 def test_langchain_reads_facts_at_several_depths_of_a_long_document():

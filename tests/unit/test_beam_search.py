@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rcc_model.beam_search import beam_search
-from rcc_model.generation import continuation_logprob, eos_token_ids, extend, prefill
+from rcc_model.decoding import continuation_logprob, eos_token_ids, extend, prefill
 
 DOC = "The lighthouse keeper wrote the date in the log every evening. " * 6
 

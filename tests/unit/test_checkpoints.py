@@ -210,3 +210,19 @@ def test_release_import_rejects_a_checkpoint_with_missing_keys(tmp_path):
     save_release_layout(tmp_path / "release", decoder, encoder, torch.eye(32), [torch.zeros(32, 32)])
     with pytest.raises(ValueError, match="lacks bridge weights"):
         RCCModel.from_official(tmp_path / "release", rate=RATE, window=WINDOW, dtype="float32", device="cpu")
+
+
+def test_every_dtype_argument_takes_a_torch_dtype_or_its_name(tmp_path, base_dir):
+    from rcc_model.config import dtype_name
+
+    assert [dtype_name(d) for d in (torch.float32, torch.half, "bfloat16", "auto")] == [
+        "float32", "float16", "bfloat16", "auto"]
+    with pytest.raises(TypeError, match="torch dtype or its name"):
+        dtype_name(32)
+    model = RCCModel.from_base(str(base_dir), rate=4, window=16, dtype=torch.float32, memory_dtype=torch.float32)
+    assert (model.config.dtype, model.config.memory_dtype) == ("float32", "float32")
+    assert model.decoder.dtype == torch.float32
+    model.save_pretrained(tmp_path / "ckpt", dtype="bfloat16")
+    loaded = RCCModel.from_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)
+    assert loaded.decoder.dtype == torch.bfloat16 and loaded.config.dtype == "float32"  # the checkpoint's own
+    assert RCCModel.from_pretrained(tmp_path / "ckpt", dtype="float32").decoder.dtype == torch.float32

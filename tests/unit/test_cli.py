@@ -103,3 +103,21 @@ def test_data_build_refuses_a_bad_wording_before_it_writes_anything(tmp_path, ca
     assert main(["data", "build", "--out", str(out), "--qa-instructions", "-0.5", "--model", "no-such-model"]) == 2
     assert "`instructions` is a share" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from rcc_model.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser, name: str):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    missing = [f"{name}: {'/'.join(action.option_strings) or action.dest}"
+               for name, parser in parsers(build_parser(), "rcc") for action in parser._actions
+               if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help]
+    assert not missing, missing

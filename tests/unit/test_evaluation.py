@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from rcc_model.beam_search import GREEDY
+from rcc_model import GREEDY, reconstruction_prompt
 from rcc_model.cli.evaluate import write
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import protocols
@@ -46,7 +46,7 @@ def test_needle_can_read_only_the_window_that_matches_the_question(text_rcc, smo
     question = [{"role": "user", "content": "What is the secret code of the archive?"}]
     memory, _, (window,) = protocols._read(text_rcc, context, question, read_slots=8)  # one 32-token window
     assert memory.num_slots == 8
-    assert "48213" in smollm2_tokenizer.decode(text_rcc.windows_of(context)[window])
+    assert "48213" in smollm2_tokenizer.decode(text_rcc._windows_of(context)[window])
     holding = protocols._windows_holding(text_rcc, context, (len(filler), len(context) - len(filler)))
     assert window in holding and 0 not in holding and len(holding) <= 2  # the sentence, cut by a window edge or not
 
@@ -126,7 +126,7 @@ def test_qa_can_read_only_the_window_that_matches_the_question(text_rcc):
 def test_qa_and_needle_can_answer_from_the_memorys_reconstruction(text_rcc, smollm2_tokenizer):
     example = QAExample("The door is painted teal. " * 10, "What colour is the door?", "teal", "fact")
     result = protocols.question_answering(text_rcc, [example], max_new_tokens=4, reconstructed={})
-    chat, _ = text_rcc.reconstruction_prompt(text_rcc.compress(example.context),
+    chat, _ = reconstruction_prompt(text_rcc, text_rcc.compress(example.context),
                                              [{"role": "user", "content": example.question}])
     assert (result["read_from"], result["reconstruct_beams"]) == ("reconstruction", 1)  # the model's own search
     assert result["rows"][0]["rcc"] == text_rcc.generate(text_rcc.empty_memory(), chat, max_new_tokens=4)

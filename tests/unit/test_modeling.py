@@ -204,7 +204,9 @@ def test_without_memory_the_base_decoder_answers_and_with_memory_the_adapters_do
     assert model.generate_ids(model.empty_memory(), prompt, max_new_tokens=5) == expected
     memory = model.compress(random_ids(16))
     with_lora = model.generate_ids(memory, prompt, max_new_tokens=5)
-    with model.without_memory_adapters():
+    from rcc_model.adapters import without_memory_adapters
+
+    with without_memory_adapters(model):
         without = model.generate_ids(memory, prompt, max_new_tokens=5)
     assert with_lora != without  # the adapters are back on after the no-memory call
     from concurrent.futures import ThreadPoolExecutor

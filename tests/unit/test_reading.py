@@ -2,7 +2,7 @@
 
 import pytest
 
-from rcc_model.reading import bm25, read_within
+from rcc_model.reading import bm25, read_within, reading_for
 
 FILLER = "The ferry left the quay at dawn and the gulls followed it out past the breakwater. "
 
@@ -73,13 +73,13 @@ def test_a_model_reads_what_its_budget_holds_at_its_alignments_or_all_as_stored(
     report = FILLER * 3 + "The lighthouse keeper is Amara Quist. " + FILLER * 3
     kept = text_rcc.compress(report, keep_text=True)
     slots = text_rcc.config.window // text_rcc.config.rate
-    read, reading = text_rcc.reading_for(kept, "Who is the lighthouse keeper?", slots)
+    read, reading = reading_for(text_rcc, kept, "Who is the lighthouse keeper?", slots)
     (chosen,) = reading.windows[0]
     assert "lighthouse" in kept.window_texts[chosen] and reading.selected
     assert len(read.views) == 2 and read.views[0].states.equal(kept.windows()[chosen].states)
-    whole, reading = text_rcc.reading_for(kept, "Who is the lighthouse keeper?", None)
+    whole, reading = reading_for(text_rcc, kept, "Who is the lighthouse keeper?", None)
     assert whole is kept and reading.windows == [list(range(kept.num_windows))]
     bare = text_rcc.compress(report)  # no text to rank or realign: read whole, as stored
-    assert text_rcc.reading_for(bare, "Who is the lighthouse keeper?", slots)[0] is bare
-    given, _ = text_rcc.reading_for(bare, "Who is the lighthouse keeper?", slots, kept.window_texts)
+    assert reading_for(text_rcc, bare, "Who is the lighthouse keeper?", slots)[0] is bare
+    given, _ = reading_for(text_rcc, bare, "Who is the lighthouse keeper?", slots, kept.window_texts)
     assert len(given.views) == 2 and given.num_slots == slots

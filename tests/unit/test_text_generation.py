@@ -5,9 +5,10 @@ import itertools
 import pytest
 import torch
 
-from rcc_model.beam_search import ANCHORED_GREEDY
-from rcc_model.generation import SamplingParams, TextStream
+from rcc_model import ANCHORED_GREEDY, aligned_views, reconstruct_windows, reconstruction_prompt
+from rcc_model.decoding import SamplingParams
 from rcc_model.prompts import instruction_frame, prompt_ids
+from rcc_model.text_stream import TextStream
 
 DOC = "The lighthouse keeper wrote the date in the log every evening. " * 6
 
@@ -63,7 +64,7 @@ def test_reconstruct_decodes_each_window_to_its_own_length(text_rcc):
 
 def test_reconstruct_joins_the_reconstruction_of_each_window(text_rcc):
     memory = text_rcc.compress(DOC)
-    rows = text_rcc.reconstruct_windows(memory)
+    rows = reconstruct_windows(text_rcc, memory)
     assert [len(row) for row in rows] == [window.token_count for window in memory.windows()]
     joined = text_rcc.tokenizer.decode([t for row in rows for t in row], skip_special_tokens=True)
     assert text_rcc.reconstruct(memory) == joined
@@ -73,49 +74,50 @@ def test_an_answer_from_the_reconstruction_reads_the_reconstructed_window_that_m
     filler = "Real text does not repeat itself like filler does. " * 6
     report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
     memory = text_rcc.compress(report)
-    perfect = text_rcc.windows_of(text_rcc.encode_text(report))  # stands in for a reconstruction without error
+    perfect = text_rcc._windows_of(text_rcc.encode_text(report))  # stands in for a reconstruction without error
     searched = []
-    monkeypatch.setattr(text_rcc, "reconstruct_windows", lambda m, **search: searched.append(search) or perfect)
+    monkeypatch.setattr("rcc_model.reconstruction.reconstruct_windows",
+                        lambda model, m, **search: searched.append(search) or perfect)
     question = "What colour is the door of the depot?"
     system = {"role": "system", "content": "Answer briefly."}
-    chat, reading = text_rcc.reconstruction_prompt(memory, [system, {"role": "user", "content": question}],
+    chat, reading = reconstruction_prompt(text_rcc, memory, [system, {"role": "user", "content": question}],
                                                    read_slots=8, num_beams=1)  # one 32-token window
     assert (reading.windows_read, reading.windows_held) == (1, memory.num_windows) and memory.num_windows > 3
     text, _, asked = chat[1]["content"].rpartition("\n\n")
     assert chat[0] == system and chat[1]["role"] == "user" and asked == question
     assert "door of the depot is painted teal" in text and searched[-1] == {"num_beams": 1}
-    whole, reading = text_rcc.reconstruction_prompt(memory, question)  # a string prompt; no budget: all of it
+    whole, reading = reconstruction_prompt(text_rcc, memory, question)  # a string prompt; no budget: all of it
     decode = text_rcc.tokenizer.decode
     assert whole == "".join(decode(w, skip_special_tokens=True) for w in perfect) + "\n\n" + question
     assert reading.windows_read == memory.num_windows
     answer = text_rcc.ask_from_reconstruction(memory, question, read_slots=8, max_new_tokens=4)
     assert answer == text_rcc.generate(text_rcc.empty_memory(), chat[1:], max_new_tokens=4)  # no memory read
     with pytest.raises(ValueError, match="user turn"):
-        text_rcc.reconstruction_prompt(memory, [{"role": "assistant", "content": "Hello."}])
+        reconstruction_prompt(text_rcc, memory, [{"role": "assistant", "content": "Hello."}])
 
 
 def test_windows_ranked_on_cheap_reconstructions_are_read_from_the_search_given(text_rcc, monkeypatch):
     filler = "Real text does not repeat itself like filler does. " * 6
     report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
     memory = text_rcc.compress(report)
-    perfect = text_rcc.windows_of(text_rcc.encode_text(report))  # the cheap pass, here without error
+    perfect = text_rcc._windows_of(text_rcc.encode_text(report))  # the cheap pass, here without error
     checked = text_rcc.encode_text("The door is teal.")  # what the search given writes for each window read
     calls = []
 
-    def reconstruct_windows(m, **search):
+    def reconstruct_windows(model, m, **search):
         calls.append((m.num_windows, search))
         return perfect if search == ANCHORED_GREEDY else [checked] * m.num_windows
 
-    monkeypatch.setattr(text_rcc, "reconstruct_windows", reconstruct_windows)
+    monkeypatch.setattr("rcc_model.reconstruction.reconstruct_windows", reconstruct_windows)
     question = "What colour is the door of the depot?"
-    prompt, reading = text_rcc.reconstruction_prompt(memory, question, read_slots=8, rank=ANCHORED_GREEDY,
+    prompt, reading = reconstruction_prompt(text_rcc, memory, question, read_slots=8, rank=ANCHORED_GREEDY,
                                                      num_beams=8)
     (window,) = reading.windows[0]
     assert "painted teal" in text_rcc.tokenizer.decode(perfect[window])  # ranked on the cheap pass
     assert prompt == f"The door is teal.\n\n{question}"  # read from the search given, that window alone
     assert calls == [(memory.num_windows, ANCHORED_GREEDY), (1, {"num_beams": 8})]
     calls.clear()
-    text_rcc.reconstruction_prompt(memory, question, rank=ANCHORED_GREEDY, num_beams=8)  # all fits: nothing ranked
+    reconstruction_prompt(text_rcc, memory, question, rank=ANCHORED_GREEDY, num_beams=8)  # all fits: nothing ranked
     assert calls == [(memory.num_windows, {"num_beams": 8})]
 
 
@@ -167,7 +169,7 @@ def test_instruction_reconstruction_that_never_closes_the_question_returns_nothi
 def test_compressing_at_an_offset_moves_every_slot_boundary_and_keeps_every_token(text_rcc):
     memory, moved = text_rcc.compress(DOC), text_rcc.compress(DOC, offset=2)
     assert moved.window_tokens[0] == 2 and sum(moved.window_tokens) == memory.token_count == moved.token_count
-    assert [len(w) for w in text_rcc.windows_of(text_rcc.encode_text(DOC)[2:])] == moved.window_tokens[1:]
+    assert [len(w) for w in text_rcc._windows_of(text_rcc.encode_text(DOC)[2:])] == moved.window_tokens[1:]
     assert text_rcc.compress(DOC, offset=0).states.equal(memory.states)
     assert text_rcc.compress("Hi", offset=2).window_tokens == [1]  # too short to move: compressed as it is
     with pytest.raises(ValueError, match="offset"):
@@ -188,7 +190,7 @@ def _greedy_over_views(model, memories, prompt: str, steps: int) -> list[int]:
 def test_views_decode_one_answer_from_the_mean_of_their_log_probabilities(text_rcc):
     from rcc_model import MemoryViews
 
-    views = text_rcc.aligned_views(text_rcc.compress(DOC), [DOC], alignments=2)
+    views = aligned_views(text_rcc, text_rcc.compress(DOC), [DOC], alignments=2)
     assert isinstance(views, MemoryViews) and views.views[1].window_tokens[0] == text_rcc.config.rate // 2
     assert views.views[1].states.equal(text_rcc.compress(DOC, offset=2).states)
     tokens = text_rcc.generate_ids(views, prompt_ids(text_rcc.tokenizer, "Hello"), max_new_tokens=6,
@@ -206,20 +208,20 @@ def test_one_alignment_is_the_memory_itself_and_views_come_from_one_model(text_r
     from tests.conftest import make_rcc
 
     memory = text_rcc.compress(DOC)
-    assert text_rcc.aligned_views(memory, [DOC], alignments=1) is memory
-    assert text_rcc.aligned_views(memory, [], alignments=2) is memory
+    assert aligned_views(text_rcc, memory, [DOC], alignments=1) is memory
+    assert aligned_views(text_rcc, memory, [], alignments=2) is memory
     with pytest.raises(ValueError, match="alignments"):
-        text_rcc.aligned_views(memory, [DOC], alignments=text_rcc.config.rate + 1)
+        aligned_views(text_rcc, memory, [DOC], alignments=text_rcc.config.rate + 1)
     with pytest.raises(MemoryMismatchError):
         MemoryViews((memory, make_rcc(window=32).compress(list(range(40)))))
 
 
 @pytest.mark.parametrize("alignments", [1, 2])
 def test_a_continuations_log_probability_in_one_pass_equals_token_by_token(text_rcc, alignments):
-    from rcc_model.generation import continuation_logprob, extend
+    from rcc_model.decoding import continuation_logprob, extend
 
     memory = text_rcc.compress(DOC)
-    memory = text_rcc.aligned_views(memory, [DOC], alignments=2) if alignments == 2 else memory
+    memory = aligned_views(text_rcc, memory, [DOC], alignments=2) if alignments == 2 else memory
     ids = text_rcc.encode_text(" the lighthouse keeper")
     with torch.no_grad():
         state = text_rcc.prefill_prompt(memory, "Who wrote?")
@@ -249,7 +251,8 @@ def _abstaining(text_rcc, length: int, swap_last: bool = False):
 
 
 def test_the_abstention_gap_is_the_two_answers_log_probabilities_apart(text_rcc):
-    from rcc_model.generation import abstention_gap, continuation_logprob
+    from rcc_model.abstention import abstention_gap
+    from rcc_model.decoding import continuation_logprob
 
     memory, question, greedy = _abstaining(text_rcc, 3)
     end = text_rcc.tokenizer.eos_token_id
@@ -269,7 +272,7 @@ def test_the_abstention_gap_is_the_two_answers_log_probabilities_apart(text_rcc)
 def test_a_greedy_abstention_gives_way_to_the_other_answer_only_within_the_margin(text_rcc):
     import dataclasses
 
-    from rcc_model.generation import abstention_gap
+    from rcc_model.abstention import abstention_gap
 
     memory, question, _ = _abstaining(text_rcc, 3)
     plain = text_rcc.generate(memory, question, max_new_tokens=16)
@@ -292,7 +295,7 @@ def test_an_answer_the_weighing_chose_is_not_decoded_again(text_rcc, max_new_tok
     other answer plainly takes, also where the answer runs on past what the weighing decodes (32 tokens)."""
     import dataclasses
 
-    from rcc_model.generation import abstention_gap
+    from rcc_model.abstention import abstention_gap
 
     memory, question, _ = _abstaining(text_rcc, 3)
     with torch.no_grad():
@@ -311,7 +314,7 @@ def test_an_answer_the_weighing_chose_is_not_decoded_again(text_rcc, max_new_tok
 
 
 def test_an_answer_that_only_begins_like_the_abstention_is_not_weighed(text_rcc):
-    from rcc_model.generation import abstention_gap
+    from rcc_model.abstention import abstention_gap
 
     memory, question, _ = _abstaining(text_rcc, 3, swap_last=True)
     with torch.no_grad():

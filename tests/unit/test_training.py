@@ -408,7 +408,7 @@ def test_qa_answers_end_with_the_token_generation_stops_at_whatever_the_tokenize
     """transformers 5.17 converts SmolLM2's GGUF with <|im_start|> as the tokenizer's EOS; stage 25, trained on
     such a conversion, ended every answer with that token, and read here it never stopped after an answer."""
     from rcc_model.data.qa import QAExample
-    from rcc_model.generation import answer_end_id, eos_token_ids
+    from rcc_model.decoding import answer_end_id, eos_token_ids
 
     data = tmp_path / "data"
     data.mkdir()

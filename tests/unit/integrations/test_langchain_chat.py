@@ -254,12 +254,12 @@ def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
 
 
 def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, monkeypatch):
-    from rcc_model.reading import MemoryWithText, read_within
+    from rcc_model import MemoryWithText, aligned_views, read_within
 
     monkeypatch.setattr(text_rcc.config, "read_alignments", 2)
-    realign, seen = text_rcc.aligned_views, []
-    monkeypatch.setattr(text_rcc, "aligned_views", lambda memory, texts, alignments=None:
-                        seen.append(list(texts)) or realign(memory, texts, alignments))
+    realign, seen = aligned_views, []
+    monkeypatch.setattr("rcc_integrations._runtime.aligned_views", lambda model, memory, texts, alignments=None:
+                        seen.append(list(texts)) or realign(model, memory, texts, alignments))
     slots = text_rcc.config.window // text_rcc.config.rate
     report, question = LONG + "The harbour code is kept by Amara Quist. " + LONG, "Who keeps the harbour code?"
     llm = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=slots)

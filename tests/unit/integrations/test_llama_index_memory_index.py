@@ -6,7 +6,7 @@ import pytest
 from llama_index.core import Document, StorageContext, load_index_from_storage
 
 from rcc_integrations.llama_index import RCCMemoryIndex
-from rcc_model import MemoryMismatchError
+from rcc_model import MemoryMismatchError, aligned_views
 from tests.conftest import randomize_bridges
 
 TEXT = "The harbour office keeps a ledger of every ship that docks there. " * 12
@@ -157,9 +157,9 @@ def test_chat_engine_keeps_the_conversation_and_reads_memory(index):
 
 def test_query_and_chat_engines_decode_the_windows_they_read_at_the_models_slot_alignments(text_rcc, monkeypatch):
     monkeypatch.setattr(text_rcc.config, "read_alignments", 2)
-    realign, seen = text_rcc.aligned_views, []
-    monkeypatch.setattr(text_rcc, "aligned_views", lambda memory, texts, alignments=None:
-                        seen.append((list(texts), alignments)) or realign(memory, texts, alignments))
+    realign, seen = aligned_views, []
+    monkeypatch.setattr("rcc_integrations._runtime.aligned_views", lambda model, memory, texts, alignments=None:
+                        seen.append((list(texts), alignments)) or realign(model, memory, texts, alignments))
     planted = TEXT + " The lighthouse keeper is Amara Quist. " + TEXT
     index = RCCMemoryIndex.from_documents([*docs(), Document(text=planted, id_="doc-9")], model=text_rcc)
     slots = text_rcc.config.window // text_rcc.config.rate
