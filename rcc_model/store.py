@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from rcc_model.atomic import atomic_file
 from rcc_model.memory import CompressedMemory, MemoryFileError, MemoryMismatchError
 
 FORMAT = "rcc-memory-store"
@@ -140,20 +139,18 @@ class ShardWriter:
         self._cursor = b
 
     def write(self, path: Path) -> None:
-        """Write the shard atomically: a temporary sibling, then one rename."""
+        """Write the shard atomically (`atomic_file`); a shard is never replaced: stores have one writer at a
+        time, and a shard already there means another one wrote it."""
         if self._cursor != self.states.shape[0]:
             raise RuntimeError(f"shard filled {self._cursor} of its {self.states.shape[0]} slots")
+        if path.exists():
+            raise FileExistsError(f"{path} was written by another writer meanwhile: a store takes one writer at a "
+                                  "time; run the command again")
         header = {"format": FORMAT, "version": FORMAT_VERSION, "settings": asdict(self.settings),
                   "documents": [{**doc.to_json(), "text": text} for doc, text in self.documents]}
         tensors = {"states": self.states} if self.scales is None else {"states": self.states, "scales": self.scales}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(header)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata={_HEADER_KEY: json.dumps(header)})
 
 
 def read_shard_header(path: Path) -> tuple[StoreSettings, list[tuple[StoredDocument, str]]]:
@@ -194,8 +191,9 @@ def scan_shards(folder: Path) -> tuple[StoreSettings | None, dict[str, StoredDoc
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete shard files a killed write left half-written (hidden `.shard-*.tmp` siblings)."""
-    for tmp in (folder / SHARDS).glob(".shard-*.tmp") if (folder / SHARDS).is_dir() else []:
+    """Delete shard files a killed write left half-written (their hidden temporaries, `.shard-*`); called while
+    no process writes to the store."""
+    for tmp in (folder / SHARDS).glob(".shard-*") if (folder / SHARDS).is_dir() else []:
         tmp.unlink(missing_ok=True)
 
 
@@ -206,10 +204,8 @@ def write_manifest(folder: Path) -> dict[str, Any]:
         raise MemoryFileError(f"{folder} holds no shards")
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "settings": asdict(settings),
                 "documents": {doc_id: doc.to_json() for doc_id, doc in documents.items()}}
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f)
-    os.replace(tmp, folder / MANIFEST)
+    with atomic_file(folder / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest))
     return manifest
 
 
@@ -239,6 +235,12 @@ class MemoryStore(Mapping[str, CompressedMemory]):
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         self.path = Path(path)
         self.device = device
+        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._texts: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._read_manifest()
+
+    def _read_manifest(self) -> None:
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
             hint = (" (its shards are there: a `rcc compress` into it was stopped; run it again to finish)"
@@ -254,9 +256,6 @@ class MemoryStore(Mapping[str, CompressedMemory]):
             raise
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError, AttributeError) as e:
             raise MemoryFileError(f"{manifest_path} is damaged: {e}") from e
-        self._open: OrderedDict[str, Any] = OrderedDict()
-        self._texts: dict[str, dict[str, str]] = {}
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -308,6 +307,25 @@ class MemoryStore(Mapping[str, CompressedMemory]):
 
     def metadata(self, doc_id: str) -> dict[str, Any]:
         return dict(self.entry(doc_id).metadata)
+
+    def append(self, documents: Sequence[tuple[str, str, dict[str, Any], CompressedMemory]]) -> None:
+        """Add (id, text, metadata, memory) documents as one new shard, then rewrite the manifest; an id the
+        store holds already is superseded. The memories must come from the store's model, rate and window."""
+        if not documents:
+            return
+        s = self.settings
+        for doc_id, _, _, memory in documents:
+            if (memory.fingerprint, memory.rate, memory.window, memory.padding) != (s.fingerprint, s.rate, s.window,
+                                                                                   s.padding):
+                raise MemoryMismatchError(f"memory of {doc_id!r} was made by model {memory.fingerprint} at rate "
+                                          f"{memory.rate}; {self.path} holds model {s.fingerprint}'s at rate {s.rate}")
+        writer = ShardWriter(s, sum(memory.num_slots for *_, memory in documents))
+        for doc_id, text, metadata, memory in documents:
+            writer.add(doc_id, text, metadata, memory)
+        with self._lock:
+            writer.write(self.path / SHARDS / shard_name(scan_shards(self.path)[2]))
+            write_manifest(self.path)
+            self._read_manifest()
 
     def summary(self) -> dict[str, Any]:
         """Sizes and settings, for `rcc info STORE`."""

@@ -27,6 +27,7 @@ from rcc_model import (
     CompressedMemory,
     MemoryFileError,
     MemoryMismatchError,
+    MemoryStore,
     MemoryViews,
     MemoryWithText,
     RCCModel,
@@ -87,16 +88,24 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
     def __init__(self, nodes: Sequence[BaseNode] | None = None, index_struct: RCCMemoryStruct | None = None,
                  storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
-                 persist_dir: str | Path | None = None, show_progress: bool = False, **kwargs: Any):
+                 persist_dir: str | Path | None = None, show_progress: bool = False,
+                 store: str | Path | MemoryStore | None = None, **kwargs: Any):
         if index_struct is not None and persist_dir is not None and recover(persist_dir):
             # a persist interrupted after it committed, just finished: what LlamaIndex read before may mix versions
             storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
             index_struct = storage_context.index_store.get_index_struct(index_struct.index_id)
         manifest = _read_manifest(persist_dir) if index_struct is not None else None
+        if store is None and manifest is not None and manifest.get("store"):
+            store = _open_store(manifest["store"])
+        self._store = MemoryStore(store) if isinstance(store, (str, Path)) else store
         built_at = manifest.get("rate") if manifest is not None and rate is None else None
+        built_at = built_at or (self._store.settings.rate if self._store is not None and rate is None else None)
         self._engine: Engine = engine_for(model, rate or built_at)  # a rate's own weights, where the model has them
-        self.rate = self._engine.model.config.check_rate(rate)  # a loaded index keeps the rate it was built at
+        self.rate = self._engine.model.config.check_rate(rate or built_at)  # a loaded index keeps its rate
+        if self._store is not None:
+            _check_store(self._store, self._engine.model, self.rate)
         self._memories: dict[str, CompressedMemory] = {}
+        self._stored: dict[str, str] = {}  # node id -> id of the document in the store that holds its memory
         self._window_texts: dict[tuple[str, str], list[str]] = {}
         self.memory_budget = memory_budget
         self.batch_size = batch_size
@@ -118,21 +127,62 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         return cls(nodes=WholeDocuments()(documents), storage_context=storage_context,
                    show_progress=show_progress, **kwargs)
 
+    @classmethod
+    def from_store(cls, store: str | Path | MemoryStore, storage_context: StorageContext | None = None,
+                   show_progress: bool = False, **kwargs: Any) -> RCCMemoryIndex:
+        """An index over a memory store compressed beforehand (`rcc compress CORPUS -o STORE`, on as many
+        processes as `accelerate launch` gives), compressing nothing: a document's memory is read from the store
+        when a question needs it. Documents inserted later are compressed and appended to the store.
+
+        Example:
+            .. code-block:: python
+
+                index = RCCMemoryIndex.from_store("corpus.rccstore")   # the model that made the store
+                print(index.as_query_engine().query("Which licence covers the parser?"))
+        """
+        store = MemoryStore(store) if isinstance(store, (str, Path)) else store
+        documents = [Document(id_=doc_id, text=store.text(doc_id), metadata=store.metadata(doc_id))
+                     for doc_id in store]
+        return cls.from_documents(documents, storage_context=storage_context, show_progress=show_progress,
+                                  store=store, **kwargs)
+
+    @property
+    def store(self) -> MemoryStore | None:
+        """The memory store this index reads (and appends inserted documents to), if any."""
+        return self._store
+
     # ------------------------------------------------------------------ what BaseIndex asks for
     @property
     def engine(self) -> Engine:
         return self._engine
 
-    def _compress(self, nodes: Sequence[BaseNode]) -> None:
+    def _compress(self, nodes: Sequence[BaseNode], reuse_store: bool = True) -> None:
+        """Compress `nodes`, but those whose memory the store holds for the same text (unless not `reuse_store`);
+        with a store, what is compressed is appended to it (superseding what it held)."""
         texts = [node.get_content() for node in nodes]
         empty = [node.node_id for node, text in zip(nodes, texts) if not text.strip()]
         if empty:
             raise ValueError(f"cannot index empty documents: {empty[:5]}")
+        todo = []
+        for node, text in zip(nodes, texts):
+            doc_id = node.ref_doc_id or node.node_id
+            if reuse_store and self._store is not None and doc_id in self._store and \
+                    self._store.entry(doc_id).text_sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest():
+                self._stored[node.node_id] = doc_id
+            else:
+                todo.append((node, text))
+        if not todo:
+            return
         with self._engine.lock:
-            memories = self._engine.model.compress(texts, batch_size=self.batch_size, progress=self._show_progress,
-                                                   rate=self.rate)
-        self._engine.compressions += len(texts)
-        for node, memory in zip(nodes, memories):
+            memories = self._engine.model.compress([text for _, text in todo], batch_size=self.batch_size,
+                                                   progress=self._show_progress, rate=self.rate)
+        self._engine.compressions += len(todo)
+        if self._store is not None:
+            self._store.append([(node.ref_doc_id or node.node_id, text, dict(node.metadata), memory)
+                                for (node, text), memory in zip(todo, memories)])
+            self._stored.update((node.node_id, node.ref_doc_id or node.node_id) for node, _ in todo)
+            return
+        for (node, _), memory in zip(todo, memories):
             self._memories[node.node_id] = memory
 
     def _build_index_from_nodes(self, nodes: Sequence[BaseNode], **kwargs: Any) -> RCCMemoryStruct:
@@ -149,7 +199,9 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             self._index_struct.add_node(node)
 
     def _delete_node(self, node_id: str, **kwargs: Any) -> None:
+        """Forget a document (a store keeps its memory: other indexes may read it)."""
         self._index_struct.delete(node_id)
+        self._stored.pop(node_id, None)
         memory = self._memories.pop(node_id, None)
         if memory is not None:
             self._window_texts.pop((node_id, memory.source_hash), None)
@@ -183,11 +235,21 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
     # ------------------------------------------------------------------ memory access
     def memory_of(self, node_id: str) -> CompressedMemory:
-        """The memory of one document, recompressed from its stored text if its file was damaged."""
-        if node_id not in self._memories:
+        """The memory of one document (read from the store, when it holds it), recompressed from its stored text
+        if its file or its rows in the store were damaged."""
+        if node_id in self._stored:
+            try:
+                return self._store[self._stored[node_id]].to(self._engine.model.device)
+            except MemoryFileError as error:
+                warnings.warn(f"memory of {node_id!r} is damaged ({error}); compressing it again", stacklevel=2)
+                del self._stored[node_id]
+                self._compress([self.docstore.get_node(node_id)], reuse_store=False)
+        elif node_id not in self._memories:
             self._compress([self.docstore.get_node(node_id)])
-            if node_id in self.damaged:
-                self.damaged.remove(node_id)
+        if node_id in self.damaged:
+            self.damaged.remove(node_id)
+        if node_id in self._stored:
+            return self._store[self._stored[node_id]].to(self._engine.model.device)
         return self._memories[node_id]
 
     @property
@@ -196,7 +258,9 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
     def window_texts(self, node_id: str) -> list[str]:
         """The text of each encoder window of a document's memory (what a question's reading ranks)."""
-        key = (node_id, self.memory_of(node_id).source_hash)
+        source = self._store.entry(self._stored[node_id]).source_hash if node_id in self._stored \
+            else self.memory_of(node_id).source_hash
+        key = (node_id, source)
         if key not in self._window_texts:
             self._window_texts[key] = self._engine.model.window_texts(self.docstore.get_node(node_id).get_content())
         return self._window_texts[key]
@@ -267,6 +331,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             (tmp / MEMORY_FOLDER).mkdir()
             entries = {}
             for node_id in self.node_ids:
+                if node_id in self._stored:  # its memory stays in the store
+                    continue
                 memory = self.memory_of(node_id)
                 name = hashlib.sha256(node_id.encode()).hexdigest()[:32] + ".rccmem"
                 path = memory.save(tmp / MEMORY_FOLDER / name)
@@ -277,6 +343,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             manifest = {"format": "rcc-memory-index", "version": 1, "fingerprint": model.fingerprint,
                         "base": model.config.base, "rate": self.rate, "window": model.config.window,
                         "index_id": self.index_id, "entries": entries}
+            if self._store is not None:
+                manifest |= {"store": str(self._store.path.resolve()), "stored": dict(self._stored)}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return target
 
@@ -312,6 +380,13 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             raise MemoryMismatchError(f"{persist_dir} holds memory compressed at rate {built_at}, not "
                                       f"{requested_rate}: load it without rate=, or rebuild the index at that rate")
         self.rate = self._engine.model.config.check_rate(built_at)
+        for node_id, doc_id in manifest.get("stored", {}).items():
+            if self._store is not None and doc_id in self._store:
+                self._stored[node_id] = doc_id
+            else:
+                self.damaged.append(node_id)
+                warnings.warn(f"the store {manifest.get('store')} no longer holds {doc_id!r}; it will be compressed "
+                              "again from the stored text when first needed", stacklevel=3)
         for node_id, entry in manifest["entries"].items():
             path = confined(persist_dir / MEMORY_FOLDER, entry["file"], source=persist_dir / MANIFEST)
             try:
@@ -322,6 +397,24 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 self.damaged.append(node_id)
                 warnings.warn(f"memory of {node_id!r} is damaged ({error}); it will be recompressed from the "
                               "stored text when first needed", stacklevel=3)
+
+
+def _open_store(path: str) -> MemoryStore | None:
+    """The store a persisted index reads, or None (with a warning) when it is gone or damaged: its documents
+    are then compressed again from the stored text on first use."""
+    try:
+        return MemoryStore(path)
+    except MemoryFileError as error:
+        warnings.warn(f"the memory store of this index is unreadable ({error}); its documents will be compressed "
+                      "again from the stored text when first needed", stacklevel=4)
+        return None
+
+
+def _check_store(store: MemoryStore, model: RCCModel, rate: int) -> None:
+    if store.settings.fingerprint != model.fingerprint or store.settings.rate != rate:
+        raise MemoryMismatchError(
+            f"{store.path} holds memory of model {store.settings.fingerprint} at rate {store.settings.rate}; this is "
+            f"model {model.fingerprint} at rate {rate}: use the model that made the store, or compress it again")
 
 
 def _read_manifest(persist_dir: str | Path | None) -> dict | None:

@@ -121,7 +121,7 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_with_the_store_an_uninte
 
     def write_then_die(self, path):
         if len(written) == 1:
-            (path.parent / f".{path.name}.half.tmp").write_bytes(b"half a shard")  # what a kill leaves
+            (path.parent / f".{path.name}.12345-ab.rcc-tmp").write_bytes(b"half a shard")  # what a kill leaves
             raise KeyboardInterrupt
         real_write(self, path)
         written.append(path.name)
