@@ -76,12 +76,17 @@ def _run_corpus(args: argparse.Namespace) -> int:
     report = compress_corpus(model, corpus, output, rate=args.rate, storage=args.storage,
                              shard_mb=args.shard_size or DEFAULT_SHARD_MB, batch_size=args.batch_size,
                              progress=True, state=state)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # MB
+    rank = f"process {state.process_index + 1}/{state.num_processes}" if state is not None else "process 1/1"
+    print(f"{rank}: {report.compressed_documents} documents, {report.compressed_tokens} tokens in "
+          f"{report.seconds:.1f} s ({report.tokens_per_s:.0f} tokens/s), peak RSS {peak:.0f} MB", flush=True)
     if state is None or state.is_main_process:
         for line in report.skipped:
             print(f"skipped {line}", file=sys.stderr)
         print(f"{output}: {report.documents} documents ({report.planned} compressed now, {report.already_stored} "
-              f"already stored with the same text); this process: {report.compressed_tokens} tokens in "
-              f"{report.seconds:.1f} s ({report.tokens_per_s:.0f} tokens/s)")
+              f"already stored with the same text)")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def test_two_processes_compress_a_corpus_into_the_store_one_process_writes(tiny_
         stores[processes] = tmp_path / f"p{processes}.rccstore"
         reports[processes] = _rcc(["compress", str(corpus_dir), "-o", str(stores[processes]), "--model",
                                    tiny_checkpoint, "--shard-size", "0.005"], processes).stdout
-    assert reports[2].count("6 documents (6 compressed now") == 1  # the main process reports
+    assert reports[2].count("6 documents (6 compressed now") == 1  # the main process reports the store
+    shares = dict(re.findall(r"process (\d)/2: (\d) documents", reports[2]))
+    assert sorted(shares) == ["1", "2"] and sum(map(int, shares.values())) == 6 and "0" not in shares.values()
     one, two = (json.loads((stores[p] / "manifest.json").read_text()) for p in (1, 2))
     assert one == two and len(one["documents"]) == 6
     shards = sorted(p.name for p in (stores[1] / "shards").iterdir())
