@@ -223,7 +223,8 @@ def train(config: TrainConfig) -> Path:
 
     trainable = sum(p.numel() for p in params)
     log({"event": "start", "step": start, "trainable_params": trainable, "config": config.to_dict(),
-         "processes": accelerator.num_processes, "device": str(accelerator.device), "precision": precision,
+         "processes": accelerator.num_processes,
+         "distributed": accelerator.distributed_type.value, "device": str(accelerator.device), "precision": precision,
          "attention": core.decoder.config._attn_implementation})
     began, context_tokens, losses = time.perf_counter(), 0, []
     model.train()
