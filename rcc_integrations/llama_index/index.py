@@ -83,7 +83,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         if index_struct is not None and persist_dir is not None and recover(persist_dir):
             # a persist interrupted after it committed, just finished: what LlamaIndex read before may mix versions
             storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
-            index_struct = storage_context.index_store.get_index_struct(index_struct.index_id)
+            index_struct = (storage_context.index_store.get_index_struct(index_struct.index_id)
+                            or storage_context.index_store.get_index_struct())  # the new version's, if it is another
         manifest = _read_manifest(persist_dir) if index_struct is not None else None
         built_at = manifest.get("rate") if manifest is not None and rate is None else None
         self._engine: Engine = engine_for(model, rate or built_at)  # a rate's own weights, where the model has them

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from llama_index.core import Document
+from llama_index.core import Document, StorageContext, load_index_from_storage
 
 from rcc_integrations.llama_index import RCCMemoryIndex
 from rcc_model import CompressedMemory, MemoryFileError, RCCModel
@@ -124,8 +124,16 @@ def kill_at_every_step(old_folder: Path, work: Path, write: Callable[[], object]
 fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill is simulated with os.fork")
 
 
+def load_with_llama_index(folder: Path, model: RCCModel) -> RCCMemoryIndex:
+    """LlamaIndex's own way: its storage context first, then the index (which finishes an interrupted persist
+    and reads the storage again)."""
+    context = StorageContext.from_defaults(persist_dir=str(folder))
+    return load_index_from_storage(context, model=model, persist_dir=folder)
+
+
 @fork_only
-def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc, tmp_path):
+@pytest.mark.parametrize("load", [RCCMemoryIndex.load_from_disk, load_with_llama_index])
+def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc, tmp_path, load):
     old = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
     store = tmp_path / "old"
     old.persist(store)
@@ -138,7 +146,7 @@ def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc,
     def version() -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a damaged (mixed-version) memory file warns
-            loaded = RCCMemoryIndex.load_from_disk(work, model=text_rcc)
+            loaded = load(work, model=text_rcc)
         assert loaded.damaged == []
         return ",".join(sorted(loaded.ref_doc_info))
 
@@ -288,6 +296,17 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, text_rcc):
     with atomic_file(tmp_path / "plain.txt") as tmp:
         tmp.write_text("y")
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_persisting_onto_a_linked_folder_writes_into_its_target_and_keeps_the_link(text_rcc, tmp_path):
+    (tmp_path / "disk").mkdir()
+    link = tmp_path / "store"
+    link.symlink_to(tmp_path / "disk")
+    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+    index.persist(link)
+    index.persist(link)
+    assert link.is_symlink() and (tmp_path / "disk" / "rcc_manifest.json").is_file()
+    assert sorted(RCCMemoryIndex.load_from_disk(link, model=text_rcc).ref_doc_info) == ["doc-0", "doc-1", "doc-2"]
 
 
 def test_saving_onto_a_symbolic_link_writes_its_target_and_keeps_the_link(tmp_path):
