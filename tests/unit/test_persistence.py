@@ -23,7 +23,7 @@ from llama_index.core import Document, StorageContext, load_index_from_storage
 
 from rcc_integrations.llama_index import RCCMemoryIndex
 from rcc_model import CompressedMemory, MemoryFileError, RCCModel
-from rcc_model.atomic import JOURNAL, atomic_file, atomic_folder
+from rcc_model.atomic import JOURNAL, atomic_file, atomic_folder, fresh_folder
 from tests.conftest import randomize_bridges, tiny_llama
 
 KILLED = 75  # the exit status of a writer killed by the fault injector
@@ -276,6 +276,20 @@ def test_stale_temporaries_of_ended_writers_are_removed_and_live_ones_kept(tmp_p
     with atomic_file(folder / "a.txt") as tmp:
         tmp.write_text("3")
     assert listing(folder) == sorted([JOURNAL, "a.txt", live.name])
+
+
+def test_a_fresh_folder_appears_whole_or_not_at_all_and_the_first_writer_wins(tmp_path):
+    target = tmp_path / "bases" / "tiny"
+    with pytest.raises(OSError, match="disk full"), fresh_folder(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+        raise OSError("disk full")
+    assert not target.exists() and listing(tmp_path / "bases") == []
+    with fresh_folder(target) as tmp:
+        (tmp / "config.json").write_text('{"first": true}')
+        with fresh_folder(target) as other:  # a concurrent writer that finishes first
+            (other / "config.json").write_text('{"second": true}')
+    assert listing(tmp_path / "bases") == ["tiny", "tiny/config.json"]
+    assert (target / "config.json").read_text() == '{"second": true}'
 
 
 # ---------------------------------------------------------------------------------------------- modes, links
