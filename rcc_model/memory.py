@@ -233,7 +233,7 @@ class CompressedMemory:
         try:
             dtype = getattr(torch, header["dtype"])
             if states.dtype == torch.int8:
-                states = _dequantised(states, tensors["scales"], dtype)
+                states = states.float() * tensors["scales"]
             return cls(
                 states=states.to(device=device, dtype=dtype), fingerprint=header["fingerprint"],
                 base=header["base"], rate=int(header["rate"]), window=int(header["window"]),
@@ -241,11 +241,11 @@ class CompressedMemory:
                 token_count=int(header["token_count"]), source_hash=header["source_hash"],
                 extra=dict(header.get("extra", {})), window_texts=header.get("window_texts"),
             )
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e
 
 
-_BLOCK_BYTES = 16 << 20  # float32 bytes of the slots converted at a time when a memory is saved or loaded
+_BLOCK_BYTES = 16 << 20  # float32 bytes of the slots converted at a time when a memory is saved
 
 
 def _row_chunks(states: torch.Tensor) -> Iterator[slice]:
@@ -254,17 +254,6 @@ def _row_chunks(states: torch.Tensor) -> Iterator[slice]:
     step = max(1, _BLOCK_BYTES // per_row)
     for start in range(0, states.shape[0], step):
         yield slice(start, start + step)
-
-
-def _dequantised(states: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """int8 states times their scales, in `dtype`, a block of slots at a time."""
-    if scales.shape != (*states.shape[:2], 1):
-        raise ValueError(f"int8 scales of shape {tuple(scales.shape)} do not fit states of shape "
-                         f"{tuple(states.shape)}")
-    out = torch.empty(states.shape, dtype=dtype)
-    for rows in _row_chunks(states):
-        out[rows] = states[rows].float() * scales[rows]
-    return out
 
 
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8"}
