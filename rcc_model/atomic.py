@@ -13,9 +13,10 @@ Every rcc writer goes through one of three helpers:
 - `fresh_folder(target)`: build a folder (a cache entry) beside `target` and rename it into place; the first
   writer wins.
 
-Temporaries carry their writer's process id and are removed by a later write once that process has ended.
-Everything is created with the permissions the umask gives (not mkstemp's 0600), and a file replaced keeps its
-mode; saving onto a symbolic link writes the file it points to and keeps the link.
+One writer at a time per folder, as with any file a program rewrites. Temporaries carry their writer's process
+id and are removed by a later write once that process has ended. Everything is created with the permissions the
+umask gives (not mkstemp's 0600), and a file replaced keeps its mode; saving onto a symbolic link writes the file
+it points to and keeps the link.
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ def _read_journal(folder: Path) -> dict | None:
         names = [*journal["files"], *journal.get("obsolete", [])]
         if not isinstance(journal["kind"], str) or not all(isinstance(n, str) for n in names):
             raise TypeError("kind and file names must be strings")
-        if "staging" in journal and not str(journal["staging"]).startswith(STAGING):
-            raise ValueError(f"staging folder {journal['staging']!r} is not rcc's")
+        if "staging" in journal and not re.fullmatch(rf"{re.escape(STAGING)}\d+-[0-9a-f]+", str(journal["staging"])):
+            raise ValueError(f"staging folder {journal['staging']!r} is not one rcc names")
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}): it lists the files rcc wrote in {folder}; "
                          "restore it, or write to a new folder") from e

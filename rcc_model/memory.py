@@ -145,10 +145,10 @@ class CompressedMemory:
             raise ValueError(f"storage dtype must be one of {_STORAGE_DTYPES}, got {storage!r}")
         scales = None
         if storage == "int8":
-            states = self.states.detach().cpu()
+            states = self.states.detach()
             scales = torch.empty((*states.shape[:2], 1), dtype=torch.float32)
             for rows in _row_chunks(states):
-                scales[rows] = states[rows].float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0
+                scales[rows] = (states[rows].float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0).cpu()
         header = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
             "base": self.base, "rate": self.rate, "window": self.window, "padding": self.padding,
@@ -162,7 +162,7 @@ class CompressedMemory:
         """Write the safetensors form to `out`, converting the states a block of slots at a time: saving needs
         little more memory than one block, not several float32 copies of the whole memory."""
         storage, scales, metadata = self._serialisable(dtype)
-        states = self.states.detach().cpu()
+        states = self.states.detach()  # moved to the CPU a block at a time
         layout = {"states": (storage, tuple(states.shape))}
         if scales is not None:
             layout["scales"] = (scales.dtype, tuple(scales.shape))
@@ -172,14 +172,14 @@ class CompressedMemory:
                 yield scales
                 return
             for rows in _row_chunks(states):
-                block = states[rows] if scales is None else torch.round(states[rows].float() / scales[rows])
-                yield block.to(storage)
+                block = states[rows].cpu()
+                yield block.to(storage) if scales is None else torch.round(block.float() / scales[rows]).to(storage)
 
-        write_safetensors(out, layout, blocks, metadata)
+        _write_safetensors(out, layout, blocks, metadata)
 
     def save(self, path: str | Path, dtype: str | None = None) -> Path:
-        """Write to a safetensors file, atomically (see `_serialisable` for `dtype`); returns the path written
-        (the target of a symbolic link `path`, which is kept)."""
+        """Write to a safetensors file, atomically (see `_serialisable` for `dtype`); a symbolic link `path` is
+        kept and the file it points to written. Returns `path`."""
         with atomic_file(path) as tmp, tmp.open("wb") as out:
             self._write(out, dtype)
         return Path(path)
@@ -233,7 +233,7 @@ class CompressedMemory:
         try:
             dtype = getattr(torch, header["dtype"])
             if states.dtype == torch.int8:
-                states = _dequantised(states, tensors["scales"], dtype)
+                states = states.float() * tensors["scales"]
             return cls(
                 states=states.to(device=device, dtype=dtype), fingerprint=header["fingerprint"],
                 base=header["base"], rate=int(header["rate"]), window=int(header["window"]),
@@ -241,11 +241,11 @@ class CompressedMemory:
                 token_count=int(header["token_count"]), source_hash=header["source_hash"],
                 extra=dict(header.get("extra", {})), window_texts=header.get("window_texts"),
             )
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e
 
 
-_BLOCK_BYTES = 16 << 20  # float32 bytes of the slots converted at a time when a memory is saved or loaded
+_BLOCK_BYTES = 16 << 20  # float32 bytes of the slots converted at a time when a memory is saved
 
 
 def _row_chunks(states: torch.Tensor) -> Iterator[slice]:
@@ -256,21 +256,10 @@ def _row_chunks(states: torch.Tensor) -> Iterator[slice]:
         yield slice(start, start + step)
 
 
-def _dequantised(states: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """int8 states times their scales, in `dtype`, a block of slots at a time."""
-    if scales.shape != (*states.shape[:2], 1):
-        raise ValueError(f"int8 scales of shape {tuple(scales.shape)} do not fit states of shape "
-                         f"{tuple(states.shape)}")
-    out = torch.empty(states.shape, dtype=dtype)
-    for rows in _row_chunks(states):
-        out[rows] = states[rows].float() * scales[rows]
-    return out
-
-
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8"}
 
 
-def write_safetensors(out: BinaryIO, layout: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+def _write_safetensors(out: BinaryIO, layout: dict[str, tuple[torch.dtype, tuple[int, ...]]],
                       blocks: Callable[[str], Iterator[torch.Tensor]], metadata: dict[str, str]) -> None:
     """Write a safetensors file (the format safetensors' own writer produces) whose tensors, named with dtype and
     shape in `layout`, arrive as `blocks(name)`: contiguous row blocks in order, so no tensor need be whole in

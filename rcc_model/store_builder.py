@@ -9,6 +9,7 @@ with the same text are skipped: a killed run, started again, continues where it 
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,7 @@ def compress_corpus(model: RCCModel, corpus: Corpus, store: str | Path, *, rate:
         existing.check_same(settings, str(store))
     planned, in_corpus = _plan_documents(model, corpus, settings.rate, stored)
     shards = plan_shards(planned, int(shard_mb * 2**20), settings.bytes_per_slot, first)
+    _check_disk(store, sum(doc.slots for doc in planned) * settings.bytes_per_slot)
     mine = assign_shards(shards, count)[index]
     if index == 0:
         (store / SHARDS).mkdir(parents=True, exist_ok=True)
@@ -187,6 +189,15 @@ def _plan_documents(model: RCCModel, corpus: Corpus, rate: int, stored: dict[str
         planned.append(PlannedDocument(doc.id, doc.locator, digest, sum(len(w) for w in windows),
                                        sum(num_slots(len(w), rate) for w in windows)))
     return planned, len(seen)
+
+
+def _check_disk(store: Path, needed: int) -> None:
+    """Refuse, before compressing, a corpus whose memory would not fit on the store's disk."""
+    folder = next(p for p in (store.absolute(), *store.absolute().parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise ValueError(f"the corpus's memory needs {needed / 1e9:.1f} GB and {folder} has {free / 1e9:.1f} GB "
+                         "free: write the store elsewhere, or store it smaller with --storage int8")
 
 
 def _where(locator: Locator | None) -> str:

@@ -116,9 +116,9 @@ def main() -> None:
             "| store bytes per token | same store as 1 process |", "|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in results:
         same = {True: "yes", False: "**no**", None: "–"}[r.get("same_store_as_first")]
+        peaks = ", ".join(f"{m:,.0f}" for m in r["peak_rss_mb"])
         rows.append(f"| {r['processes']} | {r['threads_per_process']} | {r['wall_s']} | "
-                    f"{r['tokens_per_s_wall']:,.0f} | {r['tokens_per_s_compressing']:,.0f} | {', '.join(f'{m:,.0f}' for m in r['peak_rss_mb'])} "
-                    f"| "
+                    f"{r['tokens_per_s_wall']:,.0f} | {r['tokens_per_s_compressing']:,.0f} | {peaks} | "
                     f"{r['bytes_per_token']:,.0f} | {same} |")
     body = [f"Corpus: {held['documents']} distinct licence and copyright texts of this machine "
             f"({held['characters']:,} characters, {results[0]['tokens']:,} tokens), model `{args.model}`, "

@@ -93,7 +93,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         if index_struct is not None and persist_dir is not None and recover(persist_dir):
             # a persist interrupted after it committed, just finished: what LlamaIndex read before may mix versions
             storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
-            index_struct = storage_context.index_store.get_index_struct(index_struct.index_id)
+            index_struct = (storage_context.index_store.get_index_struct(index_struct.index_id)
+                            or storage_context.index_store.get_index_struct())  # the new version's, if it is another
         manifest = _read_manifest(persist_dir) if index_struct is not None else None
         if store is None and manifest is not None and manifest.get("store"):
             store = _open_store(manifest["store"])

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.question:
         text = f"{text}\n\n{args.question}"
     output = args.output or Path(f"{args.file}.rccmem" if args.file != "-" else "stdin.rccmem")
+    check_room(args.model, text, args.rate, args.storage, output)
     model = load_model_for(args, args.rate)
     memory = model.compress(text, batch_size=args.batch_size, progress=True, rate=args.rate, keep_text=args.keep_text)
     memory.save(output, dtype=args.storage)
@@ -101,3 +102,55 @@ def _process_state():
     from rcc_model.bases import default_device
 
     return PartialState(cpu=default_device().type == "cpu")
+
+
+def check_room(model: str, text: str, rate: int | None, storage: str | None, output: Path) -> None:
+    """Refuse, before the model loads, a text whose memory would not fit in the RAM available or the disk free
+    at `output`: slots x entries x hidden x bytes, from the model's configs and its tokenizer alone."""
+    import json
+    import math
+    import shutil
+
+    import torch
+
+    from rcc_model import bases
+    from rcc_model.checkpoint import load_tokenizer_only, resolve_checkpoint
+    from rcc_model.config import RCCConfig
+
+    config = RCCConfig.load(resolve_checkpoint(model))
+    base = json.loads((bases.resolve_base(config.base) / "config.json").read_text())
+    entries = int(base.get("num_hidden_layers", base.get("n_layer", 0))) + 1
+    hidden = int(base.get("hidden_size", base.get("n_embd", 0)))
+    tokens = len(load_tokenizer_only(model)(text, add_special_tokens=False)["input_ids"])
+    shortest = config.window // 2 if config.split == "sentence" else config.window  # the shortest window but the last
+    slots = math.ceil(tokens / (rate or config.rate)) + math.ceil(tokens / shortest)  # a partial slot per window
+    held = slots * entries * hidden * getattr(torch, config.memory_dtype).itemsize
+    written = slots * entries * (hidden + 4) if storage == "int8" else \
+        slots * entries * hidden * getattr(torch, storage or config.memory_dtype).itemsize
+    shape = f"{tokens:,} tokens -> about {slots:,} slots x {entries} entries x {hidden}"
+    if held > free_memory():
+        raise ValueError(f"the memory of this text would need {held / 1e9:.1f} GB of RAM ({shape}) and "
+                         f"{free_memory() / 1e9:.1f} GB is available: compress it in parts or at a higher --rate")
+    folder = next(p for p in (output.absolute().parent, *output.absolute().parents) if p.exists())
+    if written > shutil.disk_usage(folder).free:
+        raise ValueError(f"{output} would need {written / 1e9:.1f} GB ({shape}) and {folder} has "
+                         f"{shutil.disk_usage(folder).free / 1e9:.1f} GB free: write it elsewhere with -o, "
+                         "or store it smaller with --storage int8")
+
+
+def free_memory() -> int:
+    """Bytes of RAM available to a new allocation: Linux's MemAvailable, else psutil's, else no limit."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ModuleNotFoundError:
+        import sys
+
+        return sys.maxsize
+    return int(psutil.virtual_memory().available)

@@ -121,3 +121,27 @@ def test_every_option_of_every_command_has_help():
                for name, parser in parsers(build_parser(), "rcc") for action in parser._actions
                if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help]
     assert not missing, missing
+
+
+def test_compress_refuses_a_text_too_large_for_the_ram_or_the_disk_before_loading_the_model(
+        rate_weights_checkpoint, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    text = tmp_path / "doc.txt"
+    text.write_text("The harbour office keeps a ledger of every ship that docks there. " * 40)
+    command = ["compress", str(text), "--model", rate_weights_checkpoint[0], "--device", "cpu"]
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("rcc_model.cli.options.load_model_for", never)
+    monkeypatch.setattr("rcc_model.cli.compress.free_memory", lambda: 10_000)
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "GB of RAM" in error and "tokens -> about" in error and error.count("\n") == 1
+    monkeypatch.setattr("rcc_model.cli.compress.free_memory", lambda: 1 << 40)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 30, 1 << 30, 10_000))
+    assert main([*command, "-o", str(tmp_path / "new" / "doc.rccmem")]) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path} has 0.0 GB free" in error and "--storage int8" in error and error.count("\n") == 1
+    assert not (tmp_path / "new").exists()

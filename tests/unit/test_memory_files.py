@@ -82,7 +82,7 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, memory, monkeypatch):
         out.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("rcc_model.memory.write_safetensors", explode)
+    monkeypatch.setattr("rcc_model.memory._write_safetensors", explode)
     with pytest.raises(OSError):
         memory.save(path)
     assert path.read_bytes() == before

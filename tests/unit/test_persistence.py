@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from llama_index.core import Document
+from llama_index.core import Document, StorageContext, load_index_from_storage
 
 from rcc_integrations.llama_index import RCCMemoryIndex
 from rcc_model import CompressedMemory, MemoryFileError, RCCModel
-from rcc_model.atomic import JOURNAL, atomic_file, atomic_folder
+from rcc_model.atomic import JOURNAL, atomic_file, atomic_folder, fresh_folder
 from tests.conftest import randomize_bridges, tiny_llama
 
 KILLED = 75  # the exit status of a writer killed by the fault injector
@@ -124,8 +124,16 @@ def kill_at_every_step(old_folder: Path, work: Path, write: Callable[[], object]
 fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill is simulated with os.fork")
 
 
+def load_with_llama_index(folder: Path, model: RCCModel) -> RCCMemoryIndex:
+    """LlamaIndex's own way: its storage context first, then the index (which finishes an interrupted persist
+    and reads the storage again)."""
+    context = StorageContext.from_defaults(persist_dir=str(folder))
+    return load_index_from_storage(context, model=model, persist_dir=folder)
+
+
 @fork_only
-def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc, tmp_path):
+@pytest.mark.parametrize("load", [RCCMemoryIndex.load_from_disk, load_with_llama_index])
+def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc, tmp_path, load):
     old = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
     store = tmp_path / "old"
     old.persist(store)
@@ -138,7 +146,7 @@ def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc,
     def version() -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a damaged (mixed-version) memory file warns
-            loaded = RCCMemoryIndex.load_from_disk(work, model=text_rcc)
+            loaded = load(work, model=text_rcc)
         assert loaded.damaged == []
         return ",".join(sorted(loaded.ref_doc_info))
 
@@ -270,6 +278,20 @@ def test_stale_temporaries_of_ended_writers_are_removed_and_live_ones_kept(tmp_p
     assert listing(folder) == sorted([JOURNAL, "a.txt", live.name])
 
 
+def test_a_fresh_folder_appears_whole_or_not_at_all_and_the_first_writer_wins(tmp_path):
+    target = tmp_path / "bases" / "tiny"
+    with pytest.raises(OSError, match="disk full"), fresh_folder(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+        raise OSError("disk full")
+    assert not target.exists() and listing(tmp_path / "bases") == []
+    with fresh_folder(target) as tmp:
+        (tmp / "config.json").write_text('{"first": true}')
+        with fresh_folder(target) as other:  # a concurrent writer that finishes first
+            (other / "config.json").write_text('{"second": true}')
+    assert listing(tmp_path / "bases") == ["tiny", "tiny/config.json"]
+    assert (target / "config.json").read_text() == '{"second": true}'
+
+
 # ---------------------------------------------------------------------------------------------- modes, links
 def test_written_files_and_folders_follow_the_umask(tmp_path, text_rcc):
     old = os.umask(0o022)
@@ -288,6 +310,17 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, text_rcc):
     with atomic_file(tmp_path / "plain.txt") as tmp:
         tmp.write_text("y")
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_persisting_onto_a_linked_folder_writes_into_its_target_and_keeps_the_link(text_rcc, tmp_path):
+    (tmp_path / "disk").mkdir()
+    link = tmp_path / "store"
+    link.symlink_to(tmp_path / "disk")
+    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+    index.persist(link)
+    index.persist(link)
+    assert link.is_symlink() and (tmp_path / "disk" / "rcc_manifest.json").is_file()
+    assert sorted(RCCMemoryIndex.load_from_disk(link, model=text_rcc).ref_doc_info) == ["doc-0", "doc-1", "doc-2"]
 
 
 def test_saving_onto_a_symbolic_link_writes_its_target_and_keeps_the_link(tmp_path):
@@ -369,7 +402,7 @@ PEAK = textwrap.dedent("""
 def test_saving_int8_needs_little_more_memory_than_a_block(tmp_path):
     extra = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / "m.rccmem")], capture_output=True,
                            text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
-    # 292 MB of bfloat16 states: quantising the whole tensor at once needed about 4x that on top
+    # quantising the whole tensor at once needed several float32 copies of it on top
     assert float(extra) < 0.5, f"saving int8 needed {float(extra):.2f}x the states' bytes on top of them"
 
 
