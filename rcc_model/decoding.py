@@ -8,6 +8,7 @@ Shapes: B rows, P_max slot positions (left-padded), T_max prompt tokens (left-pa
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.adapters import without_memory_adapters
 from rcc_model.memory import CompressedMemory, MemoryViews
+from rcc_model.prompts import token_ids
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,9 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"`temperature` must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"`temperature` must be a finite number >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:  # also refuses nan
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(f"`min_new_tokens` must be in [0, max_new_tokens], got {self.min_new_tokens}")
@@ -92,6 +94,7 @@ def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Seque
         raise ValueError("nothing to generate: no memories given")
     for memory in memories:
         model.check_memory(memory)
+    prompts = [token_ids(p, model.vocab_size, "the prompt") for p in prompts]
     limit = model.max_positions
     for memory, prompt in zip(memories, prompts):
         needed = memory.num_slots + len(prompt) + max_new_tokens

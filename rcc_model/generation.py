@@ -22,7 +22,7 @@ from rcc_model.decoding import (
     prefill_views,
 )
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
+from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, token_ids
 from rcc_model.reconstruction import reconstruct_windows, reconstruction_prompt
 from rcc_model.text_stream import TextStream
 
@@ -54,7 +54,7 @@ class GenerationMixin:
         if isinstance(memory, DecodeState):
             if memory.fingerprint != self.fingerprint:
                 raise MemoryMismatchError("this prefilled memory was made by another model")
-            return extend(self, memory.clone(), prompt)
+            return extend(self, memory.clone(), token_ids(prompt, self.vocab_size, "the prompt"))
         if isinstance(memory, MemoryViews):
             return prefill_views(self, memory, prompt, params.max_new_tokens)
         return prefill(self, [memory], [prompt], params.max_new_tokens)
@@ -72,11 +72,11 @@ class GenerationMixin:
         """
         params = SamplingParams(max_new_tokens, temperature, top_p, seed, min_new_tokens, no_repeat_ngram_size)
         if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
-            state = self._start(memory, list(prompt_ids or []), params)
+            state = self._start(memory, [] if prompt_ids is None else prompt_ids, params)
             batch = False
         else:
             memories = list(memory)
-            prompts = [list(p) for p in prompt_ids] if prompt_ids is not None else [[] for _ in memories]
+            prompts = list(prompt_ids) if prompt_ids is not None else [[] for _ in memories]
             state = prefill(self, memories, prompts, params.max_new_tokens)
             batch = True
         eos = eos_token_ids(self)
@@ -197,28 +197,49 @@ class GenerationMixin:
 
         `question=None` is the paper's instruction-reconstruction mode: the question was compressed with
         the context (`compress(context + "\n\n" + question)`); the decoder first regenerates it from
-        memory, then answers. Only the answer is returned.
+        memory, then answers. Only the answer is returned; `max_new_tokens` bounds the answer, and the recall
+        of the question may take as many tokens as the memory holds (the question is part of them). A memory
+        from which no question is recalled within that is a `ValueError`, not an empty answer.
         """
         if question is not None:
             return self.generate(memory, [{"role": "user", "content": question}],
                                  max_new_tokens=max_new_tokens, stop=stop, **sampling)
         tokenizer = self._require_tokenizer()
         frame = instruction_frame(tokenizer)
-        params = SamplingParams(max_new_tokens, **sampling)
-        state = self._start(memory, prompt_ids(tokenizer, frame.header), params)
+        header = prompt_ids(tokenizer, frame.header)
+        recall = self._recall_budget(memory, len(prompt_ids(tokenizer, frame.turn_end)), len(header) + max_new_tokens)
+        params = SamplingParams(max_new_tokens + recall, **sampling)
+        state = self._start(memory, header, params)
         text = TextStream(tokenizer, skip_special_tokens=False)
         # Where decoding stops: the text of any token the model ends an answer with. The question's turn may end
         # with one of them, so the answer is cut at their text rather than decoding stopping at the token.
         ends = [end for end in (tokenizer.decode([i]) for i in sorted(eos_token_ids(self))) if end]
-        for tokens in decode_tokens(self, state, params):
+        answer_start = None
+        for step, tokens in enumerate(decode_tokens(self, state, params)):
             text.push(int(tokens[0]))
             _, found, answer = text.text.partition(frame.turn_end)
-            if found and any(end in answer for end in ends):
+            if found and answer_start is None:
+                answer_start = step + 1
+            if found and (any(end in answer for end in ends) or step + 1 - answer_start >= max_new_tokens):
                 break
         _, found, answer = text.text.partition(frame.turn_end)
+        if not found:
+            raise ValueError(f"no question was recalled from memory in {params.max_new_tokens} tokens: "
+                             "ask(memory, None) answers a question compressed after its context "
+                             "(compress(context + '\\n\\n' + question)); otherwise pass the question")
         for s in (*ends, *stop):
             answer = answer.split(s)[0] if s else answer
         return answer.strip()
+
+    def _recall_budget(self, memory: MemoryInput, turn_end: int, reserved: int) -> int:
+        """Tokens the recall of a question from `memory` may take: the tokens the memory holds and the `turn_end`
+        tokens after them, no more than fit in the decoder's positions after its slots and `reserved` prompt
+        and answer tokens."""
+        if isinstance(memory, DecodeState):
+            held, slots = memory.num_slots * max(self.config.trained_rates), memory.num_slots
+        else:
+            held, slots = memory.token_count, memory.num_slots
+        return max(1, min(held + turn_end, self.max_positions - slots - reserved))
 
     @torch.no_grad()
     def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8,

@@ -23,6 +23,7 @@ from rcc_model.config import RCCConfig
 from rcc_model.generation import GenerationMixin
 from rcc_model.injection import SlotInjector
 from rcc_model.memory import CompressedMemory, MemoryMismatchError
+from rcc_model.prompts import token_ids
 from rcc_model.windows import num_slots, slot_positions, split_windows
 
 TokenInput = str | Sequence[int] | torch.Tensor
@@ -229,26 +230,34 @@ class RCCModel(nn.Module, GenerationMixin):
         ids = self.encode_text(document) if isinstance(document, str) else document
         return [self._require_tokenizer().decode(window) for window in self._windows_of(ids)]
 
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids the encoder and decoder embed (ids 0 to vocab_size - 1)."""
+        return min(self.encoder.get_input_embeddings().num_embeddings,
+                   self.decoder.get_input_embeddings().num_embeddings)
+
     def _as_documents(self, inputs) -> tuple[list[list[int]], bool]:
-        """Normalise compress() input to (token id lists, was it a batch)."""
+        """Normalise compress() input to (token id lists, was it a batch); bytes, bools, non-integer tensors and
+        ids outside the vocabulary are refused here (`token_ids`)."""
         if isinstance(inputs, str):
             return [self.encode_text(inputs)], False
         if isinstance(inputs, torch.Tensor):
-            if inputs.dim() == 1:
-                return [inputs.tolist()], False
-            if inputs.dim() == 2:
-                return inputs.tolist(), True
-            raise ValueError(f"token id tensors must be 1-D or 2-D, got shape {tuple(inputs.shape)}")
-        items = list(inputs)
-        if not items:
-            raise ValueError("cannot compress an empty input")
-        if all(isinstance(t, int) for t in items):
-            return [items], False
-        if all(isinstance(t, str) for t in items):
-            return [self.encode_text(t) for t in items], True
-        if all(isinstance(t, (list, tuple, torch.Tensor)) for t in items):
-            return [t.tolist() if isinstance(t, torch.Tensor) else list(t) for t in items], True
-        raise TypeError("compress() takes a string, a list of token ids, or a list of either")
+            if inputs.dtype == torch.bool or inputs.is_floating_point() or inputs.is_complex():
+                raise TypeError(f"token id tensors hold integers, got dtype {inputs.dtype}")
+            if inputs.dim() not in (1, 2):
+                raise ValueError(f"token id tensors must be 1-D or 2-D, got shape {tuple(inputs.shape)}")
+            rows, is_batch = (inputs.tolist(), True) if inputs.dim() == 2 else ([inputs.tolist()], False)
+        elif isinstance(inputs, (bytes, bytearray)):
+            raise TypeError("compress() got bytes: decode them to text first (e.g. data.decode('utf-8'))")
+        else:
+            items = list(inputs)
+            if not items:
+                raise ValueError("cannot compress an empty input")
+            if all(isinstance(t, str) for t in items):
+                return [self.encode_text(t) for t in items], True
+            is_batch = all(isinstance(t, (list, tuple, torch.Tensor, bytes, bytearray)) for t in items)
+            rows = [t.tolist() if isinstance(t, torch.Tensor) else t for t in items] if is_batch else [items]
+        return [token_ids(row, self.vocab_size, "compress()") for row in rows], is_batch
 
     # ------------------------------------------------------------------ compression
     def encode_windows(self, window_ids: torch.Tensor, lengths: Sequence[int], rate: int | None = None

@@ -9,6 +9,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from rcc_integrations.langchain import ChatRCC, RCCChatModel
 from rcc_model import MemoryMismatchError
 from tests.conftest import make_rcc
+from tests.unit.test_text_generation import scripted
 
 LONG = "The lighthouse keeper wrote the date in the log every evening before supper. " * 20
 
@@ -109,7 +110,7 @@ def test_attached_documents_and_memories_are_read(llm, text_rcc):
     assert by_document.content == by_memory.content and by_document.response_metadata["memory_slots"] > 0
 
 
-def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(text_rcc):
+def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(text_rcc, monkeypatch):
     slots = text_rcc.config.window // text_rcc.config.rate
     report = LONG + "The harbour code is kept by Amara Quist. " + LONG
     llm = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=2 * slots)
@@ -122,6 +123,7 @@ def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(tex
     given = text_rcc.compress(report)  # a memory without its text cannot be ranked: it is read whole
     assert llm.invoke("Who?", memory=given).response_metadata["memory_slots"] == given.num_slots
     question_last = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=slots, instruction_reconstruction=True)
+    recalls_a_question(text_rcc, monkeypatch)
     meta = question_last.invoke([SystemMessage(report), HumanMessage("Who keeps the harbour code?")]
                                 ).response_metadata
     question_slots = text_rcc.compress("\n\nWho keeps the harbour code?").num_slots
@@ -156,8 +158,15 @@ def test_construction_is_instant_and_loads_nothing():
     assert llm._engine is None
 
 
-def test_instruction_reconstruction_mode_compresses_the_question(text_rcc):
+def recalls_a_question(model, monkeypatch) -> None:
+    """Make the random decoder recall a question and answer it, as instruction reconstruction expects."""
+    script = model.encode_text("When?<|im_end|>\n<|im_start|>assistant\nAt dawn.<|im_end|>")
+    monkeypatch.setattr("rcc_model.generation.decode_tokens", scripted(script))
+
+
+def test_instruction_reconstruction_mode_compresses_the_question(text_rcc, monkeypatch):
     llm = RCCChatModel(model=text_rcc, max_tokens=8, instruction_reconstruction=True)
+    recalls_a_question(text_rcc, monkeypatch)
     before = llm.engine.compressions
     message = llm.invoke([SystemMessage(LONG), HumanMessage("When?")])
     assert llm.engine.compressions == before + 2  # the document and the question
