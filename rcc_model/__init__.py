@@ -49,6 +49,7 @@ _EXPORTS = {
     "prefers_tool_call": "rcc_model.structured",
     "SchemaDecoder": "rcc_model.structured",
     "text_only": "rcc_model.structured",
+    "UnsupportedSchemaError": "rcc_model.json_schema",
     # sample documents with facts hidden in them
     "chronicle": "rcc_model.samples",
     "passkey_document": "rcc_model.samples",
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
     from rcc_model.decoding import DecodeState as DecodeState
     from rcc_model.decoding import SamplingParams as SamplingParams
     from rcc_model.generation import GenerationInfo as GenerationInfo
+    from rcc_model.json_schema import UnsupportedSchemaError as UnsupportedSchemaError
     from rcc_model.memory import CompressedMemory as CompressedMemory
     from rcc_model.memory import MemoryFileError as MemoryFileError
     from rcc_model.memory import MemoryMismatchError as MemoryMismatchError

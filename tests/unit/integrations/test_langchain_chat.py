@@ -7,7 +7,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from rcc_integrations.langchain import ChatRCC, RCCChatModel
-from rcc_model import MemoryMismatchError
+from rcc_model import MemoryMismatchError, UnsupportedSchemaError
 from tests.conftest import make_rcc
 from tests.unit.test_text_generation import scripted
 
@@ -240,6 +240,31 @@ def test_a_tool_schema_that_cannot_be_honoured_is_refused(llm):
                                              "parameters": {"type": "object", "properties": {"x": {"type": "set"}}}}}
     with pytest.raises(ValueError, match="cannot constrain"):
         llm.bind_tools([tool])
+
+
+def test_structured_output_honours_every_field_constraint(llm):
+    from pydantic import BaseModel, Field
+
+    class Report(BaseModel):
+        flags: list[bool] = Field(min_length=10)
+        code: str = Field(max_length=2, pattern=r"^[0-9]+$")
+        population: int = Field(ge=1_000_000)
+        score: float = Field(gt=-5, lt=-2)
+
+    report = llm.with_structured_output(Report).invoke("Report the numbers.")  # validated by pydantic
+    assert len(report.flags) >= 10 and report.code.isdigit() and report.population >= 1_000_000
+
+
+@pytest.mark.parametrize(("constraint", "keyword"), [({"multiple_of": 3}, "'multipleOf'"),
+                                                     ({"le": -1, "ge": 1}, "no integer")])
+def test_structured_output_refuses_at_bind_time_what_it_cannot_honour(llm, constraint, keyword):
+    from pydantic import Field, create_model
+
+    odd = create_model("Odd", n=(int, Field(**constraint)))
+    with pytest.raises(UnsupportedSchemaError, match=keyword):
+        llm.with_structured_output(odd)
+    with pytest.raises(UnsupportedSchemaError, match=keyword):
+        llm.bind_tools([odd])
 
 
 def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
