@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ WINDOW_KEY = "rcc_window"  # metadata of a window node: which encoder window of 
 MANIFEST = "rcc_manifest.json"
 MEMORY_FOLDER = "rcc_memory"
 KIND = "rcc-memory-index"
+logger = logging.getLogger(__name__)
 
 
 class RCCMemoryStruct(IndexDict):
@@ -125,7 +127,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         for doc in documents:
             storage_context.docstore.set_document_hash(doc.id_, doc.hash)
         kwargs.pop("transformations", None)
-        return cls(nodes=WholeDocuments()(documents), storage_context=storage_context,
+        return cls(nodes=_distinct(WholeDocuments()(documents), set()), storage_context=storage_context,
                    show_progress=show_progress, **kwargs)
 
     @classmethod
@@ -186,8 +188,29 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         for (node, _), memory in zip(todo, memories):
             self._memories[node.node_id] = memory
 
+    def insert_nodes(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
+        """Insert nodes; a document whose id the index holds already is kept beside it (a node id of its own), as
+        LlamaIndex's indexes keep every document inserted (`update_ref_doc` replaces one)."""
+        nodes = _distinct(nodes, set(self._index_struct.nodes_dict))
+        self._check_store_ids(nodes)
+        super().insert_nodes(nodes, **insert_kwargs)
+
+    def _check_store_ids(self, nodes: Sequence[BaseNode]) -> None:
+        """A memory store holds one memory per document id: refuse a second document under an id it holds for
+        another node, before anything is written (it would supersede the first one's memory)."""
+        if self._store is None:
+            return
+        holder = {doc_id: node_id for node_id, doc_id in self._stored.items()}
+        for node in nodes:
+            doc_id = node.ref_doc_id or node.node_id
+            if holder.setdefault(doc_id, node.node_id) != node.node_id:
+                raise ValueError(f"document id {doc_id!r} is given twice, and the memory store {self._store.path} "
+                                 "holds one memory per document id: give each document its own id_, or replace "
+                                 "it with update_ref_doc")
+
     def _build_index_from_nodes(self, nodes: Sequence[BaseNode], **kwargs: Any) -> RCCMemoryStruct:
         struct = RCCMemoryStruct()
+        self._check_store_ids(nodes)
         if nodes:
             self._compress(nodes)
         for node in nodes:
@@ -206,6 +229,18 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         memory = self._memories.pop(node_id, None)
         if memory is not None:
             self._window_texts.pop((node_id, memory.source_hash), None)
+
+    def delete_ref_doc(self, ref_doc_id: str, delete_from_docstore: bool = False, **delete_kwargs: Any) -> None:
+        """Delete every node of a document (several where documents share the id), as `VectorStoreIndex` does; an
+        id the index does not hold deletes nothing and logs a warning, as LlamaIndex's indexes do. (BaseIndex's
+        own version skips every other node of a shared id: the docstore shrinks the list it walks.)"""
+        info = self.docstore.get_ref_doc_info(ref_doc_id)
+        if info is None:
+            logger.warning("ref_doc_id %s not found, nothing deleted.", ref_doc_id)
+            return
+        self.delete_nodes(list(info.node_ids), delete_from_docstore=delete_from_docstore, **delete_kwargs)
+        if delete_from_docstore:
+            self.docstore.delete_ref_doc(ref_doc_id, raise_error=False)
 
     @property
     def ref_doc_info(self) -> dict[str, RefDocInfo]:
@@ -398,6 +433,19 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 self.damaged.append(node_id)
                 warnings.warn(f"memory of {node_id!r} is damaged ({error}); it will be recompressed from the "
                               "stored text when first needed", stacklevel=3)
+
+
+def _distinct(nodes: Sequence[BaseNode], taken: set[str]) -> list[BaseNode]:
+    """`nodes` with the whole-document nodes (`WholeDocuments`) whose id is `taken` or repeated renamed
+    "<id>:memory:2", ":3", ...: documents that share an id are all kept, as LlamaIndex keeps them."""
+    distinct = []
+    for node in nodes:
+        if node.node_id in taken and node.node_id.endswith(":memory"):
+            base = node.node_id
+            node.id_ = next(f"{base}:{k}" for k in range(2, len(taken) + 3) if f"{base}:{k}" not in taken)
+        taken.add(node.node_id)
+        distinct.append(node)
+    return distinct
 
 
 def _open_store(path: str) -> MemoryStore | None:
