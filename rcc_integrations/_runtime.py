@@ -29,6 +29,7 @@ from rcc_model import (
     MemoryWithText,
     RCCModel,
     Reading,
+    SamplingParams,
     aligned_views,
     generate_tool_call,
     prefers_tool_call,
@@ -233,10 +234,13 @@ class Engine:
 
 
 def pop_sampling(kwargs: dict[str, Any], owner: Any, stop: Sequence[str]) -> dict[str, Any]:
-    """Per-call sampling settings taken out of `kwargs`, defaulting to the integration object's fields."""
-    return {"max_new_tokens": kwargs.pop("max_tokens", owner.max_tokens),
-            "temperature": kwargs.pop("temperature", owner.temperature),
-            "top_p": kwargs.pop("top_p", owner.top_p), "seed": kwargs.pop("seed", owner.seed), "stop": stop}
+    """Per-call sampling settings taken out of `kwargs`, defaulting to the integration object's fields; checked
+    here (`SamplingParams`), before anything is compressed."""
+    sampling = {"max_new_tokens": kwargs.pop("max_tokens", owner.max_tokens),
+                "temperature": kwargs.pop("temperature", owner.temperature),
+                "top_p": kwargs.pop("top_p", owner.top_p), "seed": kwargs.pop("seed", owner.seed)}
+    SamplingParams(**sampling)
+    return {**sampling, "stop": stop}
 
 
 def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:

@@ -11,6 +11,7 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
@@ -35,6 +36,12 @@ class SamplingParams:
     no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "min_new_tokens", "no_repeat_ngram_size"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), Integral):
+                raise TypeError(f"`{name}` must be an integer, got {getattr(self, name)!r}")
+        for name in ("temperature", "top_p"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), Real):
+                raise TypeError(f"`{name}` must be a number, got {getattr(self, name)!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be at least 1, got {self.max_new_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
@@ -161,7 +168,10 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     """(B, V) logits -> (B,) next tokens."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / params.temperature, dim=-1)
+    # from the best token's score, in float64 (the temperature's own precision), so that a tiny temperature
+    # sharpens to greedy instead of overflowing
+    scaled = (logits - logits.amax(dim=-1, keepdim=True)).double() / params.temperature
+    probs = torch.softmax(scaled, dim=-1).to(logits.dtype)
     if params.top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs > params.top_p  # keep the smallest nucleus

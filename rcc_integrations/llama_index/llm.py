@@ -115,6 +115,8 @@ class RCCLLM(FunctionCallingLLM):
         turns = [(_ROLES.get(m.role, "user"), _rendered_text(m)) for m in messages]
         attached, schema = kwargs.pop("memory", None), kwargs.pop("json_schema", None)
         functions, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
+        if schema is not None:  # refused before anything is compressed
+            SchemaDecoder.check_schema(schema)
         pieces = list(attached) if isinstance(attached, (list, tuple)) else ([attached] if attached else [])
         if any(not isinstance(p, (str, CompressedMemory, MemoryWithText)) for p in pieces):
             raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")

@@ -114,3 +114,40 @@ def test_ask_without_a_question_is_an_error_when_no_question_is_recalled(text_rc
     memory = text_rcc.compress(DOC)  # a random decoder never writes the end of the question's turn
     with pytest.raises(ValueError, match="no question was recalled from memory"):
         text_rcc.ask(memory, None, max_new_tokens=4)
+
+
+@pytest.mark.parametrize("settings", [{"max_new_tokens": 2.5}, {"max_new_tokens": True}, {"temperature": "0.5"},
+                                      {"top_p": None}, {"min_new_tokens": 1.0}])
+def test_sampling_parameters_of_the_wrong_type_are_type_errors(settings):
+    with pytest.raises(TypeError, match=next(iter(settings))):
+        SamplingParams(**settings)
+
+
+def test_a_tiny_temperature_samples_the_greedy_token_instead_of_failing():
+    from rcc_model.decoding import sample
+
+    logits = torch.tensor([[0.0, 3.0, 2.9, -1.0]])
+    for temperature in (1e-300, 5e-324):
+        assert sample(logits, SamplingParams(temperature=temperature), torch.Generator().manual_seed(0)).item() == 1
+
+
+def test_the_integrations_check_sampling_and_schemas_before_compressing(text_rcc):
+    from langchain_core.messages import HumanMessage, SystemMessage
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from rcc_integrations.langchain import ChatRCC
+    from rcc_integrations.llama_index import RCCLLM
+    from rcc_model import UnsupportedSchemaError
+
+    chat, llm = ChatRCC(model=text_rcc, max_tokens=4), RCCLLM(model=text_rcc, max_tokens=4)
+    long = DOC * 20  # compressed, were it read
+    before = chat.engine.compressions
+    for bad in ({"temperature": math.nan}, {"temperature": math.inf}, {"top_p": 0.0}, {"max_tokens": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad)).replace("max_tokens", "max_new_tokens")):
+            chat.invoke([SystemMessage(long), HumanMessage("When?")], **bad)
+        with pytest.raises(ValueError, match=next(iter(bad)).replace("max_tokens", "max_new_tokens")):
+            llm.chat([ChatMessage(role="system", content=long), ChatMessage(role="user", content="When?")], **bad)
+    with pytest.raises(UnsupportedSchemaError, match="'enum' allows no value"):
+        llm.chat([ChatMessage(role="system", content=long), ChatMessage(role="user", content="When?")],
+                 json_schema={"enum": []})
+    assert chat.engine.compressions == before  # refused before the long message was compressed
