@@ -11,7 +11,7 @@ Training with the recipe (`trainable: "bridges+lora"`, `precision: "bf16"`) hold
   layers x hidden size, which activations grow with at a fixed window and batch. That scaling is an estimate,
   not a measurement: on a GPU, attention kernels and the allocator's caching change it.
 
-    python benchmarks/training_memory/training_memory.py --batch 8 --window 256 --span 128
+    python benchmarks/training_memory/training_memory.py --batch 8
 """
 
 from __future__ import annotations
