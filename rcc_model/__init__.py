@@ -24,6 +24,7 @@ _EXPORTS = {
     "CompressedMemory": "rcc_model.memory",
     "MemoryFileError": "rcc_model.memory",
     "MemoryMismatchError": "rcc_model.memory",
+    "MemoryStore": "rcc_model.store",
     "MemoryViews": "rcc_model.memory",
     # generation
     "DecodeState": "rcc_model.decoding",
@@ -56,13 +57,17 @@ _EXPORTS = {
     "load_tokenizer_only": "rcc_model.checkpoint",
     "rate_folders": "rcc_model.checkpoint",
     "resolve_checkpoint": "rcc_model.checkpoint",
-    "atomic_directory": "rcc_model.atomic",
+    "atomic_folder": "rcc_model.atomic",
+    "confined": "rcc_model.atomic",
+    "recover": "rcc_model.atomic",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from rcc_model.atomic import atomic_directory as atomic_directory
+    from rcc_model.atomic import atomic_folder as atomic_folder
+    from rcc_model.atomic import confined as confined
+    from rcc_model.atomic import recover as recover
     from rcc_model.beam_search import ANCHORED_GREEDY as ANCHORED_GREEDY
     from rcc_model.beam_search import GREEDY as GREEDY
     from rcc_model.beam_search import Search as Search
@@ -88,6 +93,7 @@ if TYPE_CHECKING:
     from rcc_model.reconstruction import reconstruction_prompt as reconstruction_prompt
     from rcc_model.samples import chronicle as chronicle
     from rcc_model.samples import passkey_document as passkey_document
+    from rcc_model.store import MemoryStore as MemoryStore
     from rcc_model.structured import Cursor as Cursor
     from rcc_model.structured import SchemaDecoder as SchemaDecoder
     from rcc_model.structured import generate_json as generate_json

@@ -10,14 +10,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from rcc_model.atomic import fresh_folder
 from rcc_model.config import dtype_name
 
 # Attribute names under which HF decoder-only models keep their list of transformer blocks.
@@ -91,9 +90,7 @@ def _converted_gguf(name: str, entry: PackagedGGUF, cache_dir: Path) -> Path:
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    with fresh_folder(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=entry.filename)
         quantized = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=entry.filename,
                                                          dtype=torch.float32)
@@ -104,13 +101,6 @@ def _converted_gguf(name: str, entry: PackagedGGUF, cache_dir: Path) -> Path:
         model.load_state_dict(quantized.state_dict())
         model.to(torch.bfloat16).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

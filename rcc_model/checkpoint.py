@@ -8,7 +8,6 @@ also hold weights of their own for another rate, as a checkpoint in a subfolder 
 
 from __future__ import annotations
 
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,10 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rcc_model.atomic import atomic_directory
+from rcc_model.atomic import atomic_folder, recover
 from rcc_model.config import CONFIG_NAME, RCCConfig
 
 WEIGHTS_NAME = "rcc_weights.safetensors"
+KIND = "rcc-checkpoint"
 PACKAGED = Path(__file__).parent / "pretrained"
 
 
@@ -29,6 +29,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     if isinstance(name_or_path, str) and (packaged / CONFIG_NAME).is_file():
         return packaged
     path = Path(name_or_path).expanduser()
+    recover(path)  # a save interrupted after it committed is finished before anything is read
     if (path / CONFIG_NAME).is_file():
         return path
     names = sorted(p.name for p in PACKAGED.iterdir() if (p / CONFIG_NAME).is_file())
@@ -52,18 +53,18 @@ def own_rates(name_or_path: str | Path) -> list[int]:
 
 
 def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write to a temporary sibling folder, then swap it in, so a crash never leaves half a checkpoint. Weights
-    of their own for other rates (`r<rate>/` subfolders) are kept; one for a rate this model reads is refused,
-    as two weight sets for one rate would leave which one loads to chance."""
+    """Write the checkpoint's files into `directory` atomically as a whole (`atomic.atomic_folder`), so a crash
+    leaves the previous checkpoint or the new one; no other file there is touched, and a non-empty folder that
+    holds no checkpoint is refused. Weights of their own for other rates (`r<rate>/` subfolders) are kept; one
+    for a rate this model reads is refused, as two weight sets for one rate would leave which one loads to
+    chance."""
     directory = Path(directory)
     kept = rate_folders(directory)
     clash = sorted(set(kept) & set(model.config.trained_rates))
     if clash:
         raise ValueError(f"{directory} holds weights of their own for rate {clash[0]} ({kept[clash[0]].name}/) and "
                          f"this model reads that rate too: save it elsewhere or remove {kept[clash[0]]} first")
-    with atomic_directory(directory) as tmp:
-        for rate_folder in kept.values():
-            shutil.copytree(rate_folder, tmp / rate_folder.name)
+    with atomic_folder(directory, KIND, accepts=_older_checkpoint) as tmp:
         model.config.save(tmp)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.trained_state_dict().items()}
@@ -74,9 +75,15 @@ def save_checkpoint(model, directory: str | Path, dtype: torch.dtype | None = No
     return directory
 
 
+def _older_checkpoint(folder: Path) -> bool:
+    """A folder an older rcc saved a checkpoint into (no journal), or one holding only rates' own weights."""
+    return (folder / CONFIG_NAME).is_file() or all(p in rate_folders(folder).values() for p in folder.iterdir())
+
+
 def load_checkpoint(cls, name_or_path, *, dtype=None, device=None, device_map=None, cache_dir=None, rate=None):
     parent = resolve_checkpoint(name_or_path)
     folder = rate_folders(parent).get(rate, parent)  # a rate's own weights, where the checkpoint has them
+    recover(folder)
     config = RCCConfig.load(folder)
     if folder != parent and config.rate != rate:
         raise ValueError(f"{folder} should hold weights for rate {rate} but its config says rate {config.rate}")

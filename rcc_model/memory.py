@@ -8,19 +8,20 @@ Files are safetensors with string metadata (no pickle), written atomically.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
+import math
 import struct
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from rcc_model.atomic import atomic_file
 from rcc_model.windows import num_slots
 
 FORMAT = "rcc-memory"
@@ -135,48 +136,59 @@ class CompressedMemory:
             else [t for m in memories for t in m.window_texts],
         )
 
-    def _serialisable(self, dtype: str | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        """(tensors, string metadata) of the safetensors form. `dtype="int8"` stores per-vector absmax
-        int8 with float32 scales (half the bytes of bfloat16); the default keeps the states' own dtype."""
+    def _serialisable(self, dtype: str | None) -> tuple[torch.dtype, torch.Tensor | None, dict[str, str]]:
+        """(stored dtype of the states, int8 scales or None, string metadata) of the safetensors form.
+        `dtype="int8"` stores per-vector absmax int8 with float32 scales (half the bytes of bfloat16); the default
+        keeps the states' own dtype. Scales are computed a block of slots at a time (`_row_chunks`)."""
         storage = dtype or str(self.dtype).removeprefix("torch.")
         if storage not in _STORAGE_DTYPES:
             raise ValueError(f"storage dtype must be one of {_STORAGE_DTYPES}, got {storage!r}")
-        states = self.states.detach().cpu()
+        scales = None
         if storage == "int8":
-            scales = states.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0
-            tensors = {"states": torch.round(states.float() / scales).to(torch.int8),
-                       "scales": scales.contiguous()}
-            compute_dtype = str(self.dtype).removeprefix("torch.")
-        else:
-            tensors = {"states": states.to(getattr(torch, storage)).contiguous()}
-            compute_dtype = storage
+            states = self.states.detach().cpu()
+            scales = torch.empty((*states.shape[:2], 1), dtype=torch.float32)
+            for rows in _row_chunks(states):
+                scales[rows] = states[rows].float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0
         header = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
             "base": self.base, "rate": self.rate, "window": self.window, "padding": self.padding,
-            "window_tokens": self.window_tokens, "token_count": self.token_count,
-            "source_hash": self.source_hash, "dtype": compute_dtype, "extra": self.extra,
-            "window_texts": self.window_texts,
+            "window_tokens": self.window_tokens, "token_count": self.token_count, "source_hash": self.source_hash,
+            "dtype": str(self.dtype).removeprefix("torch.") if scales is not None else storage,
+            "extra": self.extra, "window_texts": self.window_texts,
         }
-        return tensors, {"rcc": json.dumps(header)}
+        return getattr(torch, storage), scales, {"rcc": json.dumps(header)}
+
+    def _write(self, out: BinaryIO, dtype: str | None) -> None:
+        """Write the safetensors form to `out`, converting the states a block of slots at a time: saving needs
+        little more memory than one block, not several float32 copies of the whole memory."""
+        storage, scales, metadata = self._serialisable(dtype)
+        states = self.states.detach().cpu()
+        layout = {"states": (storage, tuple(states.shape))}
+        if scales is not None:
+            layout["scales"] = (scales.dtype, tuple(scales.shape))
+
+        def blocks(name: str) -> Iterator[torch.Tensor]:
+            if name == "scales":
+                yield scales
+                return
+            for rows in _row_chunks(states):
+                block = states[rows] if scales is None else torch.round(states[rows].float() / scales[rows])
+                yield block.to(storage)
+
+        write_safetensors(out, layout, blocks, metadata)
 
     def save(self, path: str | Path, dtype: str | None = None) -> Path:
-        """Write to a safetensors file, atomically (see `_serialisable` for `dtype`)."""
-        path = Path(path)
-        tensors, metadata = self._serialisable(dtype)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        """Write to a safetensors file, atomically (see `_serialisable` for `dtype`); returns the path written
+        (the target of a symbolic link `path`, which is kept)."""
+        with atomic_file(path) as tmp, tmp.open("wb") as out:
+            self._write(out, dtype)
+        return Path(path)
 
     def to_bytes(self, dtype: str | None = None) -> bytes:
         """The file's bytes, for key-value stores (LangChain `ByteStore`s, caches)."""
-        return safetensors.torch.save(*self._serialisable(dtype))
+        out = io.BytesIO()
+        self._write(out, dtype)
+        return out.getvalue()
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CompressedMemory:
@@ -221,7 +233,7 @@ class CompressedMemory:
         try:
             dtype = getattr(torch, header["dtype"])
             if states.dtype == torch.int8:
-                states = states.float() * tensors["scales"]
+                states = _dequantised(states, tensors["scales"], dtype)
             return cls(
                 states=states.to(device=device, dtype=dtype), fingerprint=header["fingerprint"],
                 base=header["base"], rate=int(header["rate"]), window=int(header["window"]),
@@ -229,8 +241,60 @@ class CompressedMemory:
                 token_count=int(header["token_count"]), source_hash=header["source_hash"],
                 extra=dict(header.get("extra", {})), window_texts=header.get("window_texts"),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
             raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e
+
+
+_BLOCK_BYTES = 16 << 20  # float32 bytes of the slots converted at a time when a memory is saved or loaded
+
+
+def _row_chunks(states: torch.Tensor) -> Iterator[slice]:
+    """Slices of whole slots holding about `_BLOCK_BYTES` of float32 each."""
+    per_row = max(1, states[:1].numel() * 4)
+    step = max(1, _BLOCK_BYTES // per_row)
+    for start in range(0, states.shape[0], step):
+        yield slice(start, start + step)
+
+
+def _dequantised(states: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """int8 states times their scales, in `dtype`, a block of slots at a time."""
+    if scales.shape != (*states.shape[:2], 1):
+        raise ValueError(f"int8 scales of shape {tuple(scales.shape)} do not fit states of shape "
+                         f"{tuple(states.shape)}")
+    out = torch.empty(states.shape, dtype=dtype)
+    for rows in _row_chunks(states):
+        out[rows] = states[rows].float() * scales[rows]
+    return out
+
+
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8"}
+
+
+def write_safetensors(out: BinaryIO, layout: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+                      blocks: Callable[[str], Iterator[torch.Tensor]], metadata: dict[str, str]) -> None:
+    """Write a safetensors file (the format safetensors' own writer produces) whose tensors, named with dtype and
+    shape in `layout`, arrive as `blocks(name)`: contiguous row blocks in order, so no tensor need be whole in
+    memory at once. Tensors are laid out as safetensors lays them out: larger dtypes first, then by name."""
+    order = sorted(layout, key=lambda name: (-layout[name][0].itemsize, name))
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name in order:
+        dtype, shape = layout[name]
+        size = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset,
+                                                                                                   offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    out.write(struct.pack("<Q", len(raw)) + raw)
+    for name in order:
+        written = 0
+        for block in blocks(name):
+            out.write(block.contiguous().view(torch.uint8).numpy().data)
+            written += block.numel() * block.element_size()
+        expected = header[name]["data_offsets"][1] - header[name]["data_offsets"][0]  # type: ignore[index]
+        if written != expected:
+            raise ValueError(f"tensor {name!r} gave {written} bytes, its layout {layout[name]} needs {expected}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import copy
 import hashlib
 from array import array
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -167,6 +168,15 @@ class RCCModel(nn.Module, GenerationMixin):
             if known is None or known[1] != param._version:
                 state[name] = param.detach()
         return state
+
+    @contextmanager
+    def rewriting_base_in_place(self) -> Iterator[None]:
+        """A block that writes the same values into base parameters (DDP's broadcast of rank 0's weights when
+        `accelerate` wraps the model): what was unchanged before it still counts as the base afterwards."""
+        unchanged = [p for p, version in self._base_versions.values() if p._version == version]
+        yield
+        for param in unchanged:
+            self._base_versions[id(param)] = (param, param._version)
 
     @property
     def fingerprint(self) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -22,6 +25,7 @@ from transformers import (
 from rcc_model import RCCConfig, RCCModel
 
 VOCAB = 99
+TOKENS = np.random.default_rng(0).integers(0, VOCAB, 5000).astype(np.uint32)  # a random training stream
 
 
 _TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -117,3 +121,46 @@ def rate_weights_checkpoint(smollm2_tokenizer, tmp_path) -> tuple[str, dict[int,
         model.save_pretrained(path)
         fingerprints[rate] = model.fingerprint
     return str(folder), fingerprints
+
+
+@pytest.fixture()
+def tiny_checkpoint(rate_weights_checkpoint) -> str:
+    """A tiny RCC checkpoint folder with SmolLM2's tokenizer (and its own `r8/` weights)."""
+    return rate_weights_checkpoint[0]
+
+
+WORDS = ["river", "stone", "lantern", "orchard", "copper", "violet", "harbour", "meadow", "signal", "winter"]
+
+
+def corpus_text(seed: int, words: int) -> str:
+    return " ".join(WORDS[(seed * 7 + i * 3) % len(WORDS)] for i in range(words)) + f" code {seed * 1013}."
+
+
+@pytest.fixture()
+def corpus_dir(tmp_path) -> Path:
+    """A corpus folder: six text files (two levels), and a hidden, a binary and a blank file it skips."""
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(6):
+        (folder / ("sub" if i % 2 else ".") / f"doc{i}.txt").write_text(corpus_text(i, 20 + 15 * i))
+    (folder / ".hidden.txt").write_text("never read")
+    (folder / "image.bin").write_bytes(b"\xff\xfe\x00\x81" * 10)
+    (folder / "blank.txt").write_text("  \n")
+    return folder
+
+
+@pytest.fixture()
+def run_config(tmp_path):
+    """A training config of a tiny Llama on random tokens: four steps, checkpoints every two."""
+    data = tmp_path / "data"
+    data.mkdir()
+    TOKENS.tofile(data / "train.tokens")
+    TOKENS[::-1].copy().tofile(data / "heldout.tokens")
+    tiny_llama().save_pretrained(tmp_path / "base")
+    config = {"data": "data", "out": "run", "base": str(tmp_path / "base"), "rate": 4, "window": 16, "span": 8,
+              "cue": 2, "batch_size": 2, "steps": 4, "warmup": 2, "eval_every": 2, "eval_batches": 1,
+              "save_every": 2, "log_every": 1, "trainable": "bridges+lora", "lora": {"r": 2, "alpha": 4},
+              "precision": "no", "lr": 0.01,
+              "objectives": {"reconstruction": 1, "continuation": 1, "long_context": 1}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    return tmp_path / "run.json"

@@ -30,13 +30,16 @@ from rcc_model import (
     MemoryViews,
     MemoryWithText,
     RCCModel,
-    atomic_directory,
+    atomic_folder,
+    confined,
+    recover,
 )
 
 STRUCT_TYPE = "rcc_memory"
 WINDOW_KEY = "rcc_window"  # metadata of a window node: which encoder window of its parent document it holds
 MANIFEST = "rcc_manifest.json"
 MEMORY_FOLDER = "rcc_memory"
+KIND = "rcc-memory-index"
 
 
 class RCCMemoryStruct(IndexDict):
@@ -85,6 +88,10 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                  storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
                  persist_dir: str | Path | None = None, show_progress: bool = False, **kwargs: Any):
+        if index_struct is not None and persist_dir is not None and recover(persist_dir):
+            # a persist interrupted after it committed, just finished: what LlamaIndex read before may mix versions
+            storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
+            index_struct = storage_context.index_store.get_index_struct(index_struct.index_id)
         manifest = _read_manifest(persist_dir) if index_struct is not None else None
         built_at = manifest.get("rate") if manifest is not None and rate is None else None
         self._engine: Engine = engine_for(model, rate or built_at)  # a rate's own weights, where the model has them
@@ -250,10 +257,12 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
     # ------------------------------------------------------------------ persistence
     def persist(self, persist_dir: str | Path) -> Path:
-        """Write docstore, index store, memory files and manifest to a temporary sibling folder, then swap
-        it in: a crash mid-persist leaves the previous state loadable."""
+        """Write docstore, index store, memory files and manifest into `persist_dir`, atomically as a whole
+        (`rcc_model.atomic.atomic_folder`): a crash at any point leaves the previous index or the new one
+        loadable. Other files in the folder are never touched; a non-empty folder that holds no index of
+        this kind is refused (ValueError naming it)."""
         target = Path(persist_dir)
-        with atomic_directory(target) as tmp:
+        with atomic_folder(target, KIND, accepts=lambda folder: (folder / MANIFEST).is_file()) as tmp:
             self._storage_context.persist(persist_dir=str(tmp))
             (tmp / MEMORY_FOLDER).mkdir()
             entries = {}
@@ -276,7 +285,12 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                        **kwargs: Any) -> RCCMemoryIndex:
         from llama_index.core import load_index_from_storage
 
-        storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
+        recover(persist_dir)  # finish a persist interrupted after it committed
+        try:
+            storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{_damaged_store(Path(persist_dir))} is damaged ({type(e).__name__}: {e}): restore "
+                             "the folder, or build the index again and persist it") from e
         return load_index_from_storage(storage_context, model=model, persist_dir=persist_dir, **kwargs)
 
     def _load_memories(self, persist_dir: Path | None, manifest: dict | None, requested_rate: int | None) -> None:
@@ -299,7 +313,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                                       f"{requested_rate}: load it without rate=, or rebuild the index at that rate")
         self.rate = self._engine.model.config.check_rate(built_at)
         for node_id, entry in manifest["entries"].items():
-            path = persist_dir / MEMORY_FOLDER / entry["file"]
+            path = confined(persist_dir / MEMORY_FOLDER, entry["file"], source=persist_dir / MANIFEST)
             try:
                 if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
                     raise MemoryFileError(f"{path} is missing or does not match its manifest checksum")
@@ -312,9 +326,34 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
 def _read_manifest(persist_dir: str | Path | None) -> dict | None:
     """A persisted index's manifest (which model built it, at which rate, its memory files), read before the
-    model loads so that a rate's own weights can be chosen; None without one."""
+    model loads so that a rate's own weights can be chosen; None without one. A damaged one raises
+    `MemoryFileError` naming it."""
     path = Path(persist_dir) / MANIFEST if persist_dir else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("format") != "rcc-memory-index":
+            raise ValueError(f"format is {manifest.get('format')!r}, not 'rcc-memory-index'")
+        for node_id, entry in manifest["entries"].items():
+            if not isinstance(node_id, str) or not all(isinstance(entry[k], str) for k in ("file", "sha256")):
+                raise TypeError(f"entry {node_id!r} needs the strings 'file' and 'sha256'")
+        if not isinstance(manifest.get("rate", 0), int):
+            raise TypeError(f"rate must be an integer, got {manifest.get('rate')!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MemoryFileError(f"{path} is damaged ({type(e).__name__}: {e}): restore the folder, or build the "
+                              "index again and persist it") from e
+    return manifest
+
+
+def _damaged_store(persist_dir: Path) -> Path:
+    """The first of LlamaIndex's JSON stores in `persist_dir` that does not parse (else the docstore)."""
+    for path in sorted(persist_dir.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return path
+    return persist_dir / "docstore.json"
 
 
 INDEX_STRUCT_TYPE_TO_INDEX_STRUCT_CLASS[STRUCT_TYPE] = RCCMemoryStruct  # type: ignore[index]

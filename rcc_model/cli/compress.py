@@ -1,19 +1,27 @@
-"""`rcc compress FILE -o FILE.rccmem`."""
+"""`rcc compress FILE -o FILE.rccmem`, or a corpus (folder, glob, JSONL) into a memory store."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
 def add_parser(sub) -> None:
     from rcc_model.cli.options import add_model_options
 
-    p = sub.add_parser("compress", help="compress a text file into a memory file",
-                       description="Compress a UTF-8 text file into an RCC memory file (safetensors).")
-    p.add_argument("file", type=Path, help="text file to compress ('-' for standard input)")
-    p.add_argument("-o", "--output", type=Path, help="memory file to write (default: FILE.rccmem)")
-    p.add_argument("--question", help="compress this question with the text (instruction reconstruction)")
+    p = sub.add_parser(
+        "compress", help="compress a text file into a memory file, or a corpus into a memory store",
+        description="Compress a UTF-8 text file into an RCC memory file (safetensors), or a corpus (a folder, a "
+        "glob such as 'docs/**/*.md', or a JSONL file of {\"id\", \"text\", \"metadata\"} rows) into a memory "
+        "store: sharded safetensors files plus a manifest, read with rcc_model.MemoryStore. Compressing into a "
+        "store again skips the documents it already holds with the same text, so a stopped run resumes. "
+        "On several GPUs: accelerate launch --multi_gpu --num_processes N -m rcc_model.cli compress CORPUS -o STORE.")
+    p.add_argument("file", help="text file ('-' for standard input), or a corpus: folder, glob or .jsonl file")
+    p.add_argument("-o", "--output", type=Path, help="memory file (default: FILE.rccmem) or, for a corpus, store "
+                   "folder (default: NAME.rccstore)")
+    p.add_argument("--question", help="compress this question with the text (instruction reconstruction; one text "
+                   "file only)")
     p.add_argument("--rate", type=int, help="compression rate, one the model was trained at (default: its "
                    "own); a model with weights of their own for that rate loads them")
     p.add_argument("--batch-size", type=int, default=8, help="windows per encoder batch (default: 8)")
@@ -21,22 +29,70 @@ def add_parser(sub) -> None:
                    help="dtype of the stored states (default: the model's memory dtype)")
     p.add_argument("--keep-text", action="store_true", help="store each window's text in the file too, so that "
                    "`rcc ask` reads the windows that best match a question when the memory is larger than the "
-                   "model reads well (the file then holds the text)")
+                   "model reads well (the file then holds the text; a store always keeps its documents' text)")
+    p.add_argument("--shard-size", type=float, default=None, metavar="MB",
+                   help="a store's largest shard file, in MB (default: 512); a larger document gets one alone")
     add_model_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from rcc_model.corpus import is_corpus
 
+    if is_corpus(args.file):
+        return _run_corpus(args)
+    if args.shard_size is not None:
+        raise ValueError("--shard-size sizes a store's shards: it needs a corpus (a folder, a glob or a .jsonl file)")
     from rcc_model.cli.options import load_model_for
 
-    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     if args.question:
         text = f"{text}\n\n{args.question}"
-    output = args.output or Path(f"{args.file}.rccmem" if str(args.file) != "-" else "stdin.rccmem")
+    output = args.output or Path(f"{args.file}.rccmem" if args.file != "-" else "stdin.rccmem")
     model = load_model_for(args, args.rate)
     memory = model.compress(text, batch_size=args.batch_size, progress=True, rate=args.rate, keep_text=args.keep_text)
     memory.save(output, dtype=args.storage)
     print(f"{output}: {memory.token_count} tokens -> {memory.num_slots} slots "
           f"({output.stat().st_size / 1e6:.1f} MB), model {memory.fingerprint}")
     return 0
+
+
+def _run_corpus(args: argparse.Namespace) -> int:
+    """A corpus into a store; under `accelerate launch` every process takes its share."""
+    if args.question:
+        raise ValueError("--question compresses one text with a question: it does not apply to a corpus")
+    from rcc_model.corpus import Corpus
+    from rcc_model.store_builder import DEFAULT_SHARD_MB, check_output, compress_corpus
+
+    corpus = Corpus(args.file)  # no files, a missing JSONL: an error before the model loads
+    name = Path(args.file.split("*")[0].rstrip("/") or "corpus")
+    output = args.output or name.with_name(f"{name.stem or 'corpus'}.rccstore")
+    check_output(output)
+    state = _process_state()
+    from rcc_model.cli.options import load_model_for
+
+    if args.device is None and state is not None and state.device.type != "cpu":
+        args.device = str(state.device)  # each process on its own accelerator
+    model = load_model_for(args, args.rate)
+    report = compress_corpus(model, corpus, output, rate=args.rate, storage=args.storage,
+                             shard_mb=args.shard_size or DEFAULT_SHARD_MB, batch_size=args.batch_size,
+                             progress=True, state=state)
+    if state is None or state.is_main_process:
+        for line in report.skipped:
+            print(f"skipped {line}", file=sys.stderr)
+        print(f"{output}: {report.documents} documents ({report.planned} compressed now, {report.already_stored} "
+              f"already stored with the same text); this process: {report.compressed_tokens} tokens in "
+              f"{report.seconds:.1f} s ({report.tokens_per_s:.0f} tokens/s)")
+    return 0
+
+
+def _process_state():
+    """accelerate's process state when launched as several processes (CPU ones talk over gloo), else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    from rcc_model.bases import default_device
+
+    return PartialState(cpu=default_device().type == "cpu")

@@ -34,5 +34,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint: {export(config, args.export)}")
         return 0
     out = train(config)
-    print(f"run folder: {out}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one line for a launch of many processes
+        print(f"run folder: {out}")
     return 0

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rcc_model.atomic import atomic_file
 from rcc_model.data import qa
 from rcc_model.data.sources import Document, python_docs, wordnet
 
@@ -64,18 +64,15 @@ def _write_tokens(path: Path, tokenizer, docs: list[Document], batch: int = 256)
             ids.extend(row)
             ids.append(eos)
     array = np.asarray(ids, dtype=np.uint32)
-    tmp = path.with_suffix(".tmp")
-    array.tofile(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        array.tofile(tmp)
     return len(array)
 
 
 def _write_jsonl(path: Path, rows) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
+    with atomic_file(path) as tmp, tmp.open("w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
 
 
 def build(out: Path, tokenizer, *, work: Path | None = None, heldout_share: float = 0.05, seed: int = 0,

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rcc_model.atomic import fresh_folder
+
 DEBIAN_PACKAGES = {"python-docs": "python3.11-doc", "wordnet": "wordnet-base"}
 
 
@@ -45,10 +47,8 @@ def fetch_debian(package: str, root: Path) -> Path:
     if done.returncode:
         raise RuntimeError(f"apt-get download {package} failed (run 'apt-get update' first?): {done.stderr}")
     deb = max(downloads.glob(f"{package}_*.deb"), key=lambda p: p.stat().st_mtime)
-    tmp = target.with_name(f".{package}-unpacking")
-    shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
-    tmp.rename(target)
+    with fresh_folder(target) as tmp:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
     return target
 
 

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from rcc_model.adapters import skip_input_casts
+from rcc_model.atomic import recover
 from rcc_model.bases import decoder_layers, default_device, resolve_dtype
 from rcc_model.checkpoint import load_trained_state
 from rcc_model.data.build import load_qa, load_tokens
@@ -111,6 +112,7 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: i
 def export(config: TrainConfig, directory: Path) -> Path:
     """Write the run's latest state as an RCC checkpoint (`from_pretrained`-ready), weights in bfloat16."""
     state = Path(config.out) / "state"
+    recover(state)  # a save interrupted after it committed is finished before it is read
     if not (state / "state.json").is_file():
         raise FileNotFoundError(f"{state} holds no training state to export")
     model = build_model(config, "auto")
@@ -150,7 +152,10 @@ def train(config: TrainConfig) -> Path:
     precision = resolve_precision(config.precision)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+    # Without an accelerator, processes launched together (`accelerate launch --multi_gpu`, torchrun) train on
+    # the CPU over gloo.
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
+                              cpu=default_device().type == "cpu")
     torch.manual_seed(config.seed)
     frozen_dtype = "bfloat16" if precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
         else "float32"
@@ -170,7 +175,8 @@ def train(config: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)
     start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
-    model, optimizer = accelerator.prepare(model, optimizer)
+    with model.rewriting_base_in_place():
+        model, optimizer = accelerator.prepare(model, optimizer)
     core: RCCModel = accelerator.unwrap_model(model)
     rates = core.config.trained_rates  # trained in turn, one per micro-batch
     cache = None
@@ -184,8 +190,12 @@ def train(config: TrainConfig) -> Path:
     heldout_examples = build_objective(config, core, "heldout")  # evaluated with the (frozen) encoder live
 
     def batch_for(builder, seed, *key):
-        rng = random.Random(json.dumps([seed, *key, accelerator.process_index]))
-        return collate([builder(rng) for _ in range(config.batch_size)], config.window, config.padding)
+        """This process's share of one global batch drawn from (seed, *key): N processes of `batch_size` train on
+        the very examples that one process of N x `batch_size` would. (The key's last 0 once was the process
+        index; keeping it keeps every one-process run's batches as they were.)"""
+        rng = random.Random(json.dumps([seed, *key, 0]))
+        drawn = [builder(rng) for _ in range(config.batch_size * (accelerator.process_index + 1))]
+        return collate(drawn[-config.batch_size:], config.window, config.padding)
 
     def run(batch, train_encoder, rate):
         batch = batch.to(accelerator.device)

@@ -13,7 +13,6 @@ weights): a run whose encoder differs rebuilds it rather than training on anothe
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from rcc_model.atomic import atomic_file
 from rcc_model.modeling import RCCModel, weights_digest
 
 SHARD = 256
@@ -81,7 +81,6 @@ def build_slot_cache(model: RCCModel, tokens: np.ndarray, count: int, folder: Pa
                                    for r in rows[start:start + batch_size]])
                 states = model.encode_windows(ids.to(model.device), [cfg.window] * len(ids))  # (b, W/r, K, H)
                 parts.append(states.to(torch.bfloat16).cpu())
-        tmp = path.with_suffix(".tmp")
-        save_file({"states": torch.cat(parts).contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            save_file({"states": torch.cat(parts).contiguous()}, str(tmp))
     return SlotCache(folder, count)

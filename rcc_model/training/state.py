@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rcc_model.atomic import atomic_directory
+from rcc_model.atomic import atomic_folder, recover
 from rcc_model.checkpoint import load_trained_state
 
 
@@ -16,7 +16,7 @@ def save_training_state(folder: Path, model, optimizer: torch.optim.Optimizer, s
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-    with atomic_directory(folder) as tmp:
+    with atomic_folder(folder, "rcc-training-state", accepts=lambda f: (f / "state.json").is_file()) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.trained_state_dict().items()}
         save_file(weights, str(tmp / "weights.safetensors"))
         optim = optimizer.state_dict()
@@ -34,6 +34,7 @@ def save_training_state(folder: Path, model, optimizer: torch.optim.Optimizer, s
 
 def load_training_state(folder: Path, model, optimizer: torch.optim.Optimizer) -> int:
     """Restore weights and optimizer from `folder`; returns the step to continue from."""
+    recover(folder)
     meta = json.loads((folder / "state.json").read_text())
     load_trained_state(model, load_file(str(folder / "weights.safetensors")), source=str(folder))
     state: dict[int, dict] = {}

@@ -4,7 +4,7 @@ the decoder's own window (8,192 positions), through memory.
 `ChatRCC` reads the window of one long document that best matches each question (the model's `read_slots`)
 at four slot alignments (`read_alignments`; README "Reading part of a memory"); over eight draws of codes and
 documents it answered 23 of 24 such facts. `RCCMemoryIndex` does the same across three such documents, one
-fact in each: 12 of 12 over four draws (`benchmarks/long_documents_stage13.md`, the shipped weights).
+fact in each: 12 of 12 over four draws (`benchmarks/long_documents/`, the shipped weights).
 """
 
 import pytest

@@ -78,10 +78,11 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, memory, monkeypatch):
     path = memory.save(tmp_path / "doc.rccmem")
     before = path.read_bytes()
 
-    def explode(*args, **kwargs):
+    def explode(out, *args, **kwargs):
+        out.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("rcc_model.memory.save_file", explode)
+    monkeypatch.setattr("rcc_model.memory.write_safetensors", explode)
     with pytest.raises(OSError):
         memory.save(path)
     assert path.read_bytes() == before

@@ -15,9 +15,7 @@ from rcc_model.training import loop, objectives
 from rcc_model.training.batch import IGNORE, collate
 from rcc_model.training.config import TrainConfig
 from rcc_model.training.loop import export, lr_at, train
-from tests.conftest import VOCAB, make_rcc, tiny_llama
-
-TOKENS = np.random.default_rng(0).integers(0, VOCAB, 5000).astype(np.uint32)
+from tests.conftest import TOKENS, make_rcc
 
 
 def test_reconstruction_targets_are_spans_of_the_compressed_window():
@@ -112,22 +110,6 @@ def test_bad_training_settings_are_rejected(tmp_path):
     path.write_text(json.dumps({"data": "d", "out": "o", "learning_rate": 1}))
     with pytest.raises(ValueError, match="unknown training settings"):
         TrainConfig.load(path)
-
-
-@pytest.fixture()
-def run_config(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    TOKENS.tofile(data / "train.tokens")
-    TOKENS[::-1].copy().tofile(data / "heldout.tokens")
-    tiny_llama().save_pretrained(tmp_path / "base")
-    config = {"data": "data", "out": "run", "base": str(tmp_path / "base"), "rate": 4, "window": 16, "span": 8,
-              "cue": 2, "batch_size": 2, "steps": 4, "warmup": 2, "eval_every": 2, "eval_batches": 1,
-              "save_every": 2, "log_every": 1, "trainable": "bridges+lora", "lora": {"r": 2, "alpha": 4},
-              "precision": "no", "lr": 0.01,
-              "objectives": {"reconstruction": 1, "continuation": 1, "long_context": 1}}
-    (tmp_path / "run.json").write_text(json.dumps(config))
-    return tmp_path / "run.json"
 
 
 @pytest.mark.parametrize("stop,stopped_at", [({"max_minutes": 0.0}, 1), ({"stop_at": 3}, 3)])
