@@ -29,8 +29,8 @@ from rcc_model.training.config import TrainConfig
 from rcc_model.training.slot_cache import build_slot_cache
 from rcc_model.training.state import load_training_state, save_training_state
 
-# Held-out batches come from this seed, not the run's: every run and stage is measured on the same examples,
-# so a learning curve across stages with different seeds is one yardstick.
+# Held-out batches come from this seed, not the run's: every run is measured on the same examples, so learning
+# curves of runs with different seeds (one run continuing another) share one yardstick.
 HELDOUT_SEED = 0
 
 
