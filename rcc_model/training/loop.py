@@ -156,6 +156,9 @@ def train(config: TrainConfig) -> Path:
     # the CPU over gloo.
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
                               cpu=default_device().type == "cpu")
+    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):  # checkpoints gather on one process
+        raise ValueError(f"training runs replicated (DDP: accelerate's MULTI_GPU), not under "
+                         f"{accelerator.distributed_type.value}: launch with configs/accelerate/ddp.yaml")
     torch.manual_seed(config.seed)
     frozen_dtype = "bfloat16" if precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
         else "float32"
