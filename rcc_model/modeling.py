@@ -170,7 +170,7 @@ class RCCModel(nn.Module, GenerationMixin):
         return state
 
     @contextmanager
-    def rewriting_base_in_place(self) -> Iterator[None]:
+    def _rewriting_base_in_place(self) -> Iterator[None]:
         """A block that writes the same values into base parameters (DDP's broadcast of rank 0's weights when
         `accelerate` wraps the model): what was unchanged before it still counts as the base afterwards."""
         unchanged = [p for p, version in self._base_versions.values() if p._version == version]

@@ -175,7 +175,7 @@ def train(config: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)
     start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
-    with model.rewriting_base_in_place():
+    with model._rewriting_base_in_place():
         model, optimizer = accelerator.prepare(model, optimizer)
     core: RCCModel = accelerator.unwrap_model(model)
     rates = core.config.trained_rates  # trained in turn, one per micro-batch
