@@ -181,7 +181,8 @@ class GenerationMixin:
 
         `max_new_tokens` caps the tokens the model writes into values (strings end early, arrays stop at
         their minimum, numbers keep one digit); the structure is always completed, so the value stays valid.
-        See `rcc_model.structured` for the supported schema subset; anything else is a `ValueError`.
+        See `rcc_model.json_schema` for the supported schema subset; anything else is an
+        `UnsupportedSchemaError` (a `ValueError`) naming the keyword, raised before anything is generated.
         """
         return structured.generate_json(self, self.prefill_prompt(memory, prompt), schema, max_new_tokens)[0]
 

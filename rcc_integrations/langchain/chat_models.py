@@ -124,8 +124,9 @@ class RCCChatModel(BaseChatModel):
                    tool_choice: str | dict | bool | None = None,
                    **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools; calls are written by schema-constrained decoding, so they always parse and match the
-        tool's argument schema. `tool_choice`: "auto" (default: the model decides), "none", "any" /
-        "required" (must call), or a tool name."""
+        tool's argument schema; a schema it cannot honour is refused here (`UnsupportedSchemaError` naming the
+        keyword), and so by `with_structured_output`. `tool_choice`: "auto" (default: the model decides), "none",
+        "any" / "required" (must call), or a tool name."""
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         names = [t["function"]["name"] for t in formatted]
         forced = _tool_choice(tool_choice)
