@@ -139,7 +139,8 @@ class Schema:
             raise UnsupportedSchemaError(f"{where}: unknown schema type {schema['type']!r}")
         values = self.values(schema)
         if not values:
-            raise UnsupportedSchemaError(f"{where}: 'enum' allows no value ({json.dumps(schema)[:80]}): give at "
+            key = "enum" if "enum" in schema else "const"
+            raise UnsupportedSchemaError(f"{where}: '{key}' allows no value ({json.dumps(schema)[:80]}): give at "
                                          "least one value of the schema's type")
 
     def _check_branches(self, schema: dict[str, Any], key: str, where: str, refs: tuple[str, ...]) -> None:

@@ -102,6 +102,7 @@ def test_the_schemas_seen_wrong_are_now_written_as_they_say(text_rcc):
     ({"type": "string", "minLength": 4, "maxLength": 3}, "minLength 4 > maxLength 3"),
     ({"enum": []}, "'enum' allows no value"),
     ({"type": "integer", "enum": ["a", "b"]}, "'enum' allows no value"),
+    ({"type": "string", "const": 3}, "'const' allows no value"),
     ({"type": "integer", "minimum": 5, "maximum": 4}, "no integer satisfies"),
     ({"type": "number", "minimum": 0.2, "maximum": 0.7}, "no integer satisfies"),
     ({"$ref": "#/$defs/Missing"}, "names no definition"),
