@@ -19,6 +19,7 @@ Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 """Texts -> one vector each (e.g. a sentence-embedding model's mean-pooled states)."""
 
 RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al.): damps the weight of the very top ranks
+TIE_BREAK = 1e-9  # x cosine: orders windows of equal fused score by the embedding, and nothing else
 
 _WORD = re.compile(r"\w+")
 
@@ -52,27 +53,27 @@ def cosine_scores(query: str, texts: Sequence[str], embed: Embed) -> list[float]
     return [sum(a * b for a, b in zip(vectors[0], v)) / (norms[0] * n) for v, n in zip(vectors[1:], norms[1:])]
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[float | None]], k: int = RRF_K) -> list[float]:
-    """Sum over `rankings` (scores of the same items, higher is better; None = not ranked by that one) of
-    1 / (k + rank), rank 1 the best; ties share the better rank."""
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[float]], k: int = RRF_K) -> list[float]:
+    """Sum over `rankings` (scores of the same items, higher is better) of 1 / (k + rank), rank 1 the best;
+    tied scores share the better rank."""
     fused = [0.0] * (len(rankings[0]) if rankings else 0)
     for scores in rankings:
-        ranked = sorted((s for s in scores if s is not None), reverse=True)
-        first = {}
-        for rank, score in enumerate(ranked, start=1):
+        first: dict[float, int] = {}
+        for rank, score in enumerate(sorted(scores, reverse=True), start=1):
             first.setdefault(score, rank)
         for i, score in enumerate(scores):
-            if score is not None:
-                fused[i] += 1.0 / (k + first[score])
+            fused[i] += 1.0 / (k + first[score])
     return fused
 
 
 def rank_windows(question: str, texts: Sequence[str], embed: Embed | None = None) -> tuple[list[float], str]:
     """(a score per text, higher = more relevant to `question`; the ranking's name). BM25 alone without
-    `embed` ("bm25"); with it, BM25 fused with the embedding ranking ("bm25+embedding"), where a text that
-    shares no word with the question takes no part in the BM25 ranking."""
+    `embed` ("bm25"); with it, BM25 fused with the embedding ranking by reciprocal rank ("bm25+embedding"),
+    texts sharing no word with the question tied last in BM25's, and a tie (first in one ranking and second in
+    the other against the reverse, say) broken by the embedding: the ranking added to find what words miss."""
     lexical = bm25(question, texts)
     if embed is None or not texts:
         return lexical, "bm25"
     semantic = cosine_scores(question, texts, embed)
-    return reciprocal_rank_fusion([[s if s > 0 else None for s in lexical], semantic]), "bm25+embedding"
+    fused = reciprocal_rank_fusion([lexical, semantic])
+    return [score + TIE_BREAK * similarity for score, similarity in zip(fused, semantic)], "bm25+embedding"

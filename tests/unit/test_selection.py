@@ -7,7 +7,7 @@ import pytest
 
 from rcc_model import CompressedMemory, GenerationInfo, ReadingPolicy, read_within, reading_for
 from rcc_model.prompts import with_context
-from rcc_model.ranking import rank_windows, reciprocal_rank_fusion
+from rcc_model.ranking import bm25, rank_windows, reciprocal_rank_fusion
 
 # one short sentence per window (each compressed on its own, so window i holds sentence i exactly)
 SENTENCES = [
@@ -45,9 +45,18 @@ def test_fusion_ranks_a_paraphrased_fact_first_where_bm25_alone_misses_it():
     assert name == "bm25+embedding" and max(range(6), key=fused.__getitem__) == 2
 
 
-def test_reciprocal_rank_fusion_adds_one_over_k_plus_rank_and_skips_unranked():
-    fused = reciprocal_rank_fusion([[3.0, None, 1.0], [0.1, 0.9, 0.5]], k=1)
-    assert fused == pytest.approx([1 / 2 + 1 / 4, 1 / 2, 1 / 3 + 1 / 3])
+def test_reciprocal_rank_fusion_adds_one_over_k_plus_rank_and_ties_share_the_better_rank():
+    fused = reciprocal_rank_fusion([[3.0, 0.0, 0.0], [0.1, 0.9, 0.5]], k=1)
+    assert fused == pytest.approx([1 / 2 + 1 / 4, 1 / 3 + 1 / 2, 1 / 3 + 1 / 3])
+
+
+def test_a_tie_in_the_fused_ranking_goes_to_the_embeddings_favourite():
+    texts = ["the dues are forty dollars a year", "the tournament is held twice a year"]
+    vectors = {texts[0]: [1.0, 0.0], texts[1]: [0.6, 0.8], "What is the yearly membership fee?": [0.9, 0.1]}
+    scores, _ = rank_windows("What is the yearly membership fee?", texts, lambda ts: [vectors[t] for t in ts])
+    assert bm25("What is the yearly membership fee?", texts)[0] <= bm25("What is the yearly membership fee?",
+                                                                         texts)[1]
+    assert scores[0] > scores[1]
 
 
 def test_the_best_windows_are_expanded_within_tokens_and_their_neighbours_read_compressed(text_rcc):
