@@ -165,12 +165,14 @@ class RCCChatModel(BaseChatModel):
         decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
                                        self.instruction_reconstruction, kwargs.pop("memory", None))
         sampling = pop_sampling(kwargs, self, [*(self.stop or []), *(stop or [])])
+        memory_budget, expand_tokens = kwargs.pop("memory_budget", self.memory_budget), kwargs.pop(
+            "expand_tokens", self.expand_tokens)  # per call, as invoke(..., expand_tokens=0) or bind()
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
         info = GenerationInfo()
-        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        budget = engine.read_budget(sampling["max_new_tokens"], memory_budget)
         reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget,
-                                                self.read_alignments, self.expand_tokens, self._embedder())
+                                                self.read_alignments, expand_tokens, self._embedder())
         chat = decoder_input.chat  # the question's turn now holds the windows read as text
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         pieces: Iterator[str | ToolCall]

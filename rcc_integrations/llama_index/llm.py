@@ -131,9 +131,10 @@ class RCCLLM(FunctionCallingLLM):
                                 self.instruction_reconstruction, pieces)
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
-        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        budget = engine.read_budget(sampling["max_new_tokens"], kwargs.pop("memory_budget", self.memory_budget))
         reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget,
-                                                alignments=self.read_alignments, expand_tokens=self.expand_tokens)
+                                                alignments=self.read_alignments,
+                                                expand_tokens=kwargs.pop("expand_tokens", self.expand_tokens))
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         info = GenerationInfo()
         if schema is not None:

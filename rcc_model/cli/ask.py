@@ -76,7 +76,7 @@ def _read(model, memory, prompt: list[dict], budget: int | None, expand_tokens: 
     expand = model.config.expand_tokens if expand_tokens is None else expand_tokens
     read, reading = reading_for(model, memory, prompt[-1]["content"], budget or None, expand_tokens=expand)
     if reading.selected or reading.windows_expanded:
-        print(f"reading {reading.windows_expanded} of {reading.windows_held} windows as text and "
-              f"{reading.windows_read - reading.windows_expanded} as slots, those that best match the question",
+        print(f"reading {reading.windows_read} of {reading.windows_held} windows ({reading.windows_expanded} as "
+              f"text, {reading.windows_read - reading.windows_expanded} as slots), those that best match the question",
               file=sys.stderr)
     return read, reading.prompt(prompt)

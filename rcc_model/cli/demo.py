@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"question: {question}")
     info = GenerationInfo()  # read as `model.ask` reads it: the best windows as text, their neighbours as slots
     answer = "".join(model.stream(memory, [{"role": "user", "content": question}], max_new_tokens=32, info=info))
-    if info.reading is not None and info.reading.selected:
-        print(f"read {info.reading.windows_expanded} of {memory.num_windows} windows as text and "
-              f"{info.reading.windows_read - info.reading.windows_expanded} as slots, those that best match the "
-              f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")
+    reading = info.reading
+    if reading is not None and reading.selected:
+        print(f"read {reading.windows_read} of {reading.windows_held} windows ({reading.windows_expanded} as text), "
+              f"those that best match the question (the model reads up to {model.config.read_slots} slots well: "
+              "MODEL_CARD.md)")
     print(f"answer from memory: {answer}")
     print(f"expected: {args.passkey}")
     return 0

@@ -93,10 +93,10 @@ def test_ask_reads_the_windows_that_match_when_the_memory_keeps_its_text(text_rc
     read, prompt = _read(text_rcc, kept, question, 8, None)  # the model's expand_tokens: 0, slots only
     assert len(read.views) == 2 and read.views[0].num_slots == 8 and prompt == question
     assert "door of the depot is painted teal" in read.views[0].window_texts[0]
-    assert "reading 0 of" in capsys.readouterr().err
+    assert "reading 1 of 5 windows (0 as text, 1 as slots)" in capsys.readouterr().err
     read, prompt = _read(text_rcc, kept, question, 8, 32)  # the best window as text, a neighbour as slots
     assert "door of the depot is painted teal" in prompt[0]["content"] and read.views[0].num_slots <= 8
-    assert "teal" not in read.views[0].window_texts[0] and "reading 1 of" in capsys.readouterr().err
+    assert "teal" not in read.views[0].window_texts[0] and "(1 as text, 1 as slots)" in capsys.readouterr().err
     bare = text_rcc.compress(report, keep_text=False)
     with pytest.warns(UserWarning, match="keep_text"):
         assert _read(text_rcc, bare, question, 8, None) == (bare, question)  # no text: read whole

@@ -57,10 +57,10 @@ def test_chat_rcc_reads_the_best_window_as_text_and_says_so(text_rcc, monkeypatc
     usage = message.usage_metadata  # the text read is memory given, counted once (beside a blank line)
     given = text_rcc.compress(REPORT).token_count + len(text_rcc.encode_text("Who is the lighthouse keeper?"))
     assert 0 <= usage["input_tokens"] - given <= 2
-    slots_only = ChatRCC(model=text_rcc, max_tokens=3, memory_budget=8, expand_tokens=0)
-    meta = slots_only.invoke("Who is the lighthouse keeper?", memory=[Document(page_content=REPORT)]
-                             ).response_metadata["reading"]
+    meta = llm.invoke("Who is the lighthouse keeper?", memory=[Document(page_content=REPORT)],  # per call
+                      expand_tokens=0, memory_budget=16).response_metadata["reading"]
     assert {w["read"] for w in meta["windows"]} == {"compressed"} and meta["expanded_tokens"] == 0
+    assert meta["compressed_slots"] == 16
 
 
 def test_chat_rcc_fuses_its_embeddings_with_bm25(text_rcc):
@@ -164,3 +164,16 @@ def test_the_real_minilm_finds_a_paraphrased_fact_that_bm25_misses(text_rcc):
                                           model=text_rcc, embed_model=MiniLM())
     first = index.as_retriever(memory_budget=0, expand_tokens=tokens).retrieve(question)[0]
     assert first.node.ref_doc_id == "c1" and "forty dollars" in first.node.get_content()
+
+
+def test_rcc_llm_reads_attached_texts_through_the_engine_per_object_and_per_call(text_rcc):
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from rcc_integrations.llama_index import RCCLLM
+
+    llm = RCCLLM(model=text_rcc, max_tokens=2, memory_budget=8, expand_tokens=40)
+    question = [ChatMessage(role="user", content="Who is the lighthouse keeper?")]
+    reading = llm.chat(question, memory=[REPORT]).raw["usage"]["reading"]
+    assert reading["windows"][0]["read"] == "expanded" and 0 < reading["expanded_tokens"] <= 40
+    reading = llm.chat(question, memory=[REPORT], expand_tokens=0).raw["usage"]["reading"]
+    assert reading["expanded_tokens"] == 0 and {w["read"] for w in reading["windows"]} == {"compressed"}
