@@ -209,18 +209,21 @@ class GenerationMixin:
 
     @torch.no_grad()
     def generate_json(self, memory: MemoryInput, prompt: Prompt, schema: dict, *,
-                      max_new_tokens: int | None = None) -> object:
-        """A JSON value matching `schema` (valid by construction), generated from memory and a prompt.
+                      max_new_tokens: int | None = None, reading: ReadingPolicy | None = READ) -> object:
+        """A JSON value matching `schema` (valid by construction), generated from memory and a prompt, the memory
+        read as `stream` reads it (`reading`).
 
         `max_new_tokens` caps the tokens the model writes into values (strings end early, arrays stop at
         their minimum, numbers keep one digit); the structure is always completed, so the value stays valid.
         See `rcc_model.structured` for the supported schema subset; anything else is a `ValueError`.
         """
+        memory, prompt, _ = self._read(memory, prompt, reading)
         return structured.generate_json(self, self.prefill_prompt(memory, prompt), schema, max_new_tokens)[0]
 
     @torch.no_grad()
     def prefill_prompt(self, memory: MemoryInput, prompt: Prompt) -> DecodeState:
-        """The decoder state after reading memory and a prompt: the start of any custom decoding."""
+        """The decoder state after reading memory and a prompt, both as given: the start of any custom decoding
+        (`reading_for` says what of a long memory to give it)."""
         return self._start(memory, prompt_ids(self.tokenizer, prompt), SamplingParams(max_new_tokens=1))
 
     @torch.no_grad()

@@ -160,3 +160,17 @@ def test_compress_keeps_window_text_by_default_and_drops_it_on_request(text_rcc,
     kept_file, bare_file = kept.save(tmp_path / "kept.rccmem"), bare.save(tmp_path / "bare.rccmem")
     extra = kept_file.stat().st_size - bare_file.stat().st_size
     assert 0 < extra < 2 * len(text.encode())  # the text (JSON-escaped), beside the slots
+
+
+def test_json_generation_reads_a_long_memory_through_the_engine_too(text_rcc, monkeypatch):
+    import rcc_model.generation as generation
+
+    memory = window_memory(text_rcc)
+    slots = memory.windows()[4].num_slots  # the keeper's window alone
+    text_rcc.config = dataclasses.replace(text_rcc.config, read_slots=slots)
+    seen = []
+    monkeypatch.setattr(generation.structured, "generate_json",
+                        lambda model, state, schema, limit: seen.append(state.num_slots) or (None, False))
+    text_rcc.generate_json(memory, "Who is the lighthouse keeper?", {"type": "string"})
+    text_rcc.generate_json(memory, "Who is the lighthouse keeper?", {"type": "string"}, reading=None)
+    assert seen == [slots, memory.num_slots]
