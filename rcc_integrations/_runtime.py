@@ -43,8 +43,8 @@ Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]  # texts -> vectors
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
 READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads are decoded together "
                         "(rcc_model.aligned_views): more of them copy codes more exactly, each costs one more "
-                        "decoder row. None = the model's read_alignments (4 for the packaged default; 1 answers "
-                        "about 4.5x sooner on a CPU)")
+                        "decoder row and one more encoder pass over the text read. None = the model's read_alignments "
+                        "(4 for the packaged default; 1 answers soonest)")
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,6 @@ _EXPORTS = {
     "load_tokenizer_only": "rcc_model.checkpoint",
     "rate_folders": "rcc_model.checkpoint",
     "resolve_checkpoint": "rcc_model.checkpoint",
-    "atomic_file": "rcc_model.atomic",
     "atomic_folder": "rcc_model.atomic",
     "confined": "rcc_model.atomic",
     "recover": "rcc_model.atomic",
@@ -68,7 +67,6 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from rcc_model.atomic import atomic_file as atomic_file
     from rcc_model.atomic import atomic_folder as atomic_folder
     from rcc_model.atomic import confined as confined
     from rcc_model.atomic import recover as recover

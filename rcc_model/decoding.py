@@ -211,7 +211,7 @@ def eos_token_ids(model) -> set[int]:
     """The tokens that end an answer: the decoder's generation config's (where `generate` stops), else its model
     config's, else the tokenizer's. The first that names any, not their union: transformers 5.17 converts
     SmolLM2's GGUF with `<|im_start|>` as the tokenizer's EOS, and a model trained to end its answers with that
-    token ran on past every answer where the base model stops (stage 25, MODEL_CARD.md)."""
+    token runs on past every answer where the base model stops."""
     for source in (model.decoder.generation_config, model.decoder.config, model.tokenizer):
         value = getattr(source, "eos_token_id", None)
         if isinstance(value, int):

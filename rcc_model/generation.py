@@ -267,7 +267,7 @@ class GenerationMixin:
         it writes against the memory (`verify`, nats per unit of distance) and write the token the memory
         holds at each slot position (`anchored`): `rcc_model.beam_search`. Each left None is the model's own
         setting (`RCCConfig.reconstruct_*`; the packaged default's: 8 beams, verify 30, anchored);
-        `num_beams=1, verify=0, anchored=False` is greedy decoding, about 3x faster.
+        `num_beams=1, verify=0, anchored=False` is greedy decoding, several times faster.
 
         Each window is decoded from its own slots, as in training, so length is not limited by the
         decoder's position range. The memory records each window's token count, so a window is decoded to

@@ -294,7 +294,7 @@ class MemoryViews:
 
     Why: a slot holds r tokens in one state and blurs their order, which prose forgives and codes do not
     (27166 read for 27611). Another alignment puts the same tokens in other slots, and the views disagree
-    where one is unsure (`benchmarks/window_codes/`). `views[0]` is the memory as stored.
+    where one is unsure. `views[0]` is the memory as stored.
     """
 
     views: tuple[CompressedMemory, ...]

@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
                    "reads the best as text; --no-keep-text stores slots only (a store always keeps its documents' "
                    "text)")
     p.add_argument("--shard-size", type=float, default=None, metavar="MB",
-                   help="a store's largest shard file, in MB (default: 512); a larger document gets one alone")
+                   help="a store's largest shard file, in MB (default: 1/64 of the memory compressed, between 16 and "
+                   "512, so that up to 64 processes share the work evenly); a larger document gets a shard alone")
     add_model_options(p)
 
 
@@ -63,7 +64,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
     if args.question:
         raise ValueError("--question compresses one text with a question: it does not apply to a corpus")
     from rcc_model.corpus import Corpus
-    from rcc_model.store_builder import DEFAULT_SHARD_MB, check_output, compress_corpus
+    from rcc_model.store_builder import check_output, compress_corpus
 
     corpus = Corpus(args.file)  # no files, a missing JSONL: an error before the model loads
     name = Path(args.file.split("*")[0].rstrip("/") or "corpus")
@@ -76,7 +77,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
         args.device = str(state.device)  # each process on its own accelerator
     model = load_model_for(args, args.rate)
     report = compress_corpus(model, corpus, output, rate=args.rate, storage=args.storage,
-                             shard_mb=args.shard_size or DEFAULT_SHARD_MB, batch_size=args.batch_size,
+                             shard_mb=args.shard_size, batch_size=args.batch_size,
                              progress=True, state=state)
     import resource
 
