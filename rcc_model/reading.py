@@ -173,8 +173,9 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
     sides), then to the next-ranked windows, then to farther neighbours; a window is read once.
 
     Without expansion (`expand_tokens` 0, or no window fits it), all of the memory is read while it fits;
-    otherwise the windows scoring at least `relevance` x the best are taken, best first, while they fit (the
-    best always), and what budget is left goes to their neighbours, nearest first. Windows that merely share
+    otherwise the windows scoring at least `relevance` x the best BM25 score (with `embed`, the best window
+    alone) are taken, best first, while they fit (the best always), and what budget is left goes to their
+    neighbours, nearest first. Windows that merely share
     the question's common words stay out: the next-best window is often a like fact about another place, which
     misleads the decoder more than it helps when it is read from slots.
     """
@@ -225,10 +226,10 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
         for window in ranked:
             if scores[window] > 0:
                 take(window)
-    else:
-        best = scores[ranked[0]] if ranked else 0.0
+    else:  # fused scores are ranks, not strengths: there only the best window (and its ties) passes the cutoff
+        best, cutoff = (scores[ranked[0]] if ranked else 0.0), relevance if method == "bm25" else 1.0
         for window in ranked:
-            if scores[window] < relevance * best:
+            if scores[window] < cutoff * best:
                 break
             take(window)
     hits = expanded + [window for window in ranked if window in chosen and window not in expanded]

@@ -174,3 +174,13 @@ def test_json_generation_reads_a_long_memory_through_the_engine_too(text_rcc, mo
     text_rcc.generate_json(memory, "Who is the lighthouse keeper?", {"type": "string"})
     text_rcc.generate_json(memory, "Who is the lighthouse keeper?", {"type": "string"}, reading=None)
     assert seen == [slots, memory.num_slots]
+
+
+def test_slots_only_with_an_embedding_read_the_fused_best_then_its_neighbours(text_rcc):
+    memory = window_memory(text_rcc)
+    slots = [w.num_slots for w in memory.windows()]
+    reading = read_within(PARAPHRASE, [memory], [memory.window_texts], budget=slots[2] + slots[1] + slots[3],
+                          embed=fake_embed)
+    assert reading.windows == [[1, 2, 3]] and reading.expanded == [[]]  # the ferry, then its neighbours
+    lexical = read_within(PARAPHRASE, [memory], [memory.window_texts], budget=slots[3])
+    assert lexical.windows == [[3]]  # BM25 alone: the bakery by the quay
