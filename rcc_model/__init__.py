@@ -40,6 +40,8 @@ _EXPORTS = {
     "read_within": "rcc_model.reading",
     "Reading": "rcc_model.reading",
     "reading_for": "rcc_model.reading",
+    "ReadingPolicy": "rcc_model.reading",
+    "WindowChoice": "rcc_model.reading",
     "reconstruct_windows": "rcc_model.reconstruction",
     "reconstruction_prompt": "rcc_model.reconstruction",
     # structured output and tool calls
@@ -88,6 +90,8 @@ if TYPE_CHECKING:
     from rcc_model.modeling import RCCModel as RCCModel
     from rcc_model.reading import MemoryWithText as MemoryWithText
     from rcc_model.reading import Reading as Reading
+    from rcc_model.reading import ReadingPolicy as ReadingPolicy
+    from rcc_model.reading import WindowChoice as WindowChoice
     from rcc_model.reading import aligned_views as aligned_views
     from rcc_model.reading import read_within as read_within
     from rcc_model.reading import reading_for as reading_for

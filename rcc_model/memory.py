@@ -48,8 +48,8 @@ class CompressedMemory:
     `window_tokens[i]` is how many tokens window i was encoded from; its slots are the next
     ceil(window_tokens[i] / rate) rows of `states`. `window_texts`, when kept (`RCCModel.compress(...,
     keep_text=True)`), is the text of each window: what lets a reader rank the windows of a memory larger than
-    it reads well against a question (`rcc_model.reading`) and read them at other slot alignments. It makes the
-    memory carry its text, so it is off by default.
+    it reads well against a question (`rcc_model.reading`), read the best as text and the rest at other slot
+    alignments. Kept by default (a few bytes per token beside the slots' kilobytes); `keep_text=False` drops it.
     """
 
     states: torch.Tensor

@@ -285,12 +285,14 @@ class RCCModel(nn.Module, GenerationMixin):
     @torch.no_grad()
     def compress(self, inputs: TokenInput | Sequence[TokenInput], *, batch_size: int = 8,
                  progress: bool | None = None, rate: int | None = None, offset: int = 0,
-                 keep_text: bool = False) -> CompressedMemory | list[CompressedMemory]:
+                 keep_text: bool | None = None) -> CompressedMemory | list[CompressedMemory]:
         """Compress a string, a list of token ids, or a batch of either, into memory, at `rate` (the model's
         default, or another of its `trained_rates`). With `offset`, the first `offset` tokens of each
         document are a window of their own, so every slot boundary after them moves by `offset`: the same
-        text at another alignment (`aligned_views`). With `keep_text`, the memory keeps each window's text
-        (`CompressedMemory.window_texts`), so that a question can read the windows that match it best.
+        text at another alignment (`aligned_views`). The memory keeps each window's text
+        (`CompressedMemory.window_texts`) unless `keep_text` is False (default: where the model has a tokenizer), so
+        that a question can rank its windows and read the best as text (`rcc_model.reading`); the text costs a
+        few bytes per token beside the slots' kilobytes.
 
         Windows of all documents go through the encoder `batch_size` at a time; only slot states are
         kept, written into one preallocated tensor per document, so peak memory is the output plus one
@@ -299,6 +301,8 @@ class RCCModel(nn.Module, GenerationMixin):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
+        if keep_text is None:
+            keep_text = self.tokenizer is not None
         decode = self._require_tokenizer().decode if keep_text else None
         cfg, rate = self.config, self.config.check_rate(rate)
         if not 0 <= offset < cfg.window:

@@ -59,6 +59,22 @@ def token_ids(items: Sequence, vocab_size: int, what: str) -> list[int]:
     return ids
 
 
+def with_context(prompt: Prompt, context: str) -> Prompt:
+    """`prompt` with `context` (text the decoder reads as plain tokens) before its question: a string becomes
+    `text_then_question(context, prompt)`, chat messages get it in their last user turn, and "" changes nothing.
+    Where a reader puts the windows it expands (`rcc_model.reading`)."""
+    if not context:
+        return prompt
+    if isinstance(prompt, str):
+        return text_then_question(context, prompt)
+    messages = list(prompt or [])
+    for k in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[k], dict) and messages[k].get("role") == "user":
+            messages[k] = {**messages[k], "content": text_then_question(context, messages[k]["content"])}
+            return messages
+    raise ValueError("expanded text goes before a question: pass a string or chat messages with a user turn")
+
+
 def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
     """Token ids of a prompt: None/"" -> [], str -> raw text, list of ints -> as is, messages -> template.
     An empty list is refused: it is neither a conversation nor a prompt (None is "no prompt")."""

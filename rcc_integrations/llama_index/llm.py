@@ -73,6 +73,9 @@ class RCCLLM(FunctionCallingLLM):
         default=None, description="the most memory slots one answer reads; beyond it, the windows of the long "
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
         "to read well (its config's read_slots), else all the decoder's positions hold")
+    expand_tokens: int | None = Field(
+        default=None, ge=0, description="the most tokens of the long texts' best-matching windows read as plain "
+        "text before the question (the rest is read as slots). None = the model's expand_tokens; 0 = slots only")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
     tool_call_margin: float = Field(
         default=2.0, description='with tools and no tool_required, call a tool on a user turn when "{" scores '
@@ -130,9 +133,10 @@ class RCCLLM(FunctionCallingLLM):
                                 self.instruction_reconstruction, pieces)
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
-        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        budget = engine.read_budget(sampling["max_new_tokens"], kwargs.pop("memory_budget", self.memory_budget))
         reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget,
-                                                alignments=self.read_alignments)
+                                                alignments=self.read_alignments,
+                                                expand_tokens=kwargs.pop("expand_tokens", self.expand_tokens))
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         info = GenerationInfo()
         if schema is not None:
@@ -154,11 +158,12 @@ class RCCLLM(FunctionCallingLLM):
             text += piece
             yield ChatResponse(message=_assistant(text, calls), delta=piece)
         # every memory token given counts as prompt (read from cache or compressed now), read in full or not
-        prompt_tokens = read + created + sum(engine.count_tokens(m["content"]) for m in conversation.chat)
+        prompt_tokens = read + created + engine.chat_tokens(conversation.chat, reading)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
                  "memory_tokens_compressed": created, "memory_slots": memory.num_slots,
-                 "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held}
+                 "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held,
+                 "reading": reading.metadata()}
         yield ChatResponse(message=_assistant(text, calls), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
 

@@ -27,9 +27,10 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per encoder batch (default: 8)")
     p.add_argument("--storage", choices=["bfloat16", "float16", "float32", "int8"],
                    help="dtype of the stored states (default: the model's memory dtype)")
-    p.add_argument("--keep-text", action="store_true", help="store each window's text in the file too, so that "
-                   "`rcc ask` reads the windows that best match a question when the memory is larger than the "
-                   "model reads well (the file then holds the text; a store always keeps its documents' text)")
+    p.add_argument("--keep-text", action=argparse.BooleanOptionalAction, default=True, help="store each window's "
+                   "text in the file too (the default), so that `rcc ask` ranks the windows against a question and "
+                   "reads the best as text; --no-keep-text stores slots only (a store always keeps its documents' "
+                   "text)")
     p.add_argument("--shard-size", type=float, default=None, metavar="MB",
                    help="a store's largest shard file, in MB (default: 1/64 of the memory compressed, between 16 and "
                    "512, so that up to 64 processes share the work evenly); a larger document gets a shard alone")

@@ -125,16 +125,16 @@ def test_damaged_bytes_are_a_clear_error(memory, damage):
 
 def test_kept_window_texts_travel_with_the_memory(tmp_path, text_rcc):
     text = "The harbour office keeps a ledger of every ship. " * 10
-    memory = text_rcc.compress(text, keep_text=True)
+    memory = text_rcc.compress(text)  # kept by default, where the model has a tokenizer
     assert memory.window_texts == text_rcc.window_texts(text) and memory.num_windows > 2
-    assert text_rcc.compress(text).window_texts is None  # off by default: the file would hold the text
+    assert text_rcc.compress(text, keep_text=False).window_texts is None  # slots only, on request
     for loaded in (CompressedMemory.load(memory.save(tmp_path / "doc.rccmem")),
                    CompressedMemory.from_bytes(memory.to_bytes("int8"))):
         assert loaded.window_texts == memory.window_texts
     assert [w.window_texts for w in memory.windows()] == [[t] for t in memory.window_texts]
     both = CompressedMemory.concat([memory, memory])
     assert both.window_texts == memory.window_texts * 2
-    assert CompressedMemory.concat([memory, text_rcc.compress(text)]).window_texts is None  # one without: unknown
+    assert CompressedMemory.concat([memory, text_rcc.compress(text, keep_text=False)]).window_texts is None
     with pytest.raises(ValueError, match="window texts"):
         dataclasses.replace(memory, window_texts=memory.window_texts[1:])
 

@@ -120,7 +120,7 @@ def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(tex
     details = message.usage_metadata["input_token_details"]  # all memory given counts, read or not
     assert message.usage_metadata["input_tokens"] >= details["cache_read"] == text_rcc.compress(report).token_count
     assert meta["memory_windows"] == text_rcc.compress(report).num_windows > 2
-    given = text_rcc.compress(report)  # a memory without its text cannot be ranked: it is read whole
+    given = text_rcc.compress(report, keep_text=False)  # without its text it cannot be ranked: read whole
     assert llm.invoke("Who?", memory=given).response_metadata["memory_slots"] == given.num_slots
     question_last = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=slots, instruction_reconstruction=True)
     recalls_a_question(text_rcc, monkeypatch)
@@ -301,12 +301,12 @@ def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, mo
     reading = read_within(question, [text_rcc.compress(report)], [text_rcc.window_texts(report)], slots)
     assert seen == [reading.texts] and len(reading.texts) == 1 and "harbour" in reading.texts[0]
     assert meta["memory_slots"] == slots  # the stored memory read; its other alignment is decoded beside it
-    llm.invoke(question, memory=text_rcc.compress(report))  # a memory given without its text: one alignment
+    llm.invoke(question, memory=text_rcc.compress(report, keep_text=False))  # without its text: one alignment
     assert len(seen) == 1
     stored = MemoryWithText(text_rcc.compress(report), text_rcc.window_texts(report))
     llm.invoke(question, memory=stored)  # with its text: ranked and realigned like the document itself
     assert seen[1] == reading.texts
-    llm.invoke(question, memory=text_rcc.compress(report, keep_text=True))  # a memory that keeps its own text
+    llm.invoke(question, memory=text_rcc.compress(report))  # a memory that keeps its own text (the default)
     assert seen[2] == reading.texts
     llm.model_copy(update={"read_alignments": 1}).invoke(question, memory=[Document(page_content=report)])
     assert len(seen) == 3
