@@ -40,6 +40,7 @@ MANIFEST = "manifest.json"
 SHARDS = "shards"
 _HEADER_KEY = "rcc-store"
 _OPEN_SHARDS = 8  # shard files kept mapped at once by a reader
+_TEXTS = ("text", "window_texts")  # what a shard's header keeps of each document beside its entry
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class ShardWriter:
         storage = torch.int8 if settings.storage == "int8" else getattr(torch, settings.storage)
         self.states = torch.empty(slots, settings.entries, settings.hidden, dtype=storage)
         self.scales = torch.empty(slots, settings.entries, 1) if settings.storage == "int8" else None
-        self.documents: list[tuple[StoredDocument, str]] = []
+        self.documents: list[tuple[StoredDocument, str, list[str] | None]] = []
         self._cursor = 0
 
     def add(self, doc_id: str, text: str, metadata: dict[str, Any], memory: CompressedMemory) -> None:
@@ -135,7 +136,7 @@ class ShardWriter:
         self.documents.append((StoredDocument(
             id=doc_id, shard="", rows=(a, b), window_tokens=tuple(memory.window_tokens),
             token_count=memory.token_count, text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            source_hash=memory.source_hash, sha256=_digest(*parts), metadata=metadata), text))
+            source_hash=memory.source_hash, sha256=_digest(*parts), metadata=metadata), text, memory.window_texts))
         self._cursor = b
 
     def write(self, path: Path) -> None:
@@ -147,14 +148,15 @@ class ShardWriter:
             raise FileExistsError(f"{path} was written by another writer meanwhile: a store takes one writer at a "
                                   "time; run the command again")
         header = {"format": FORMAT, "version": FORMAT_VERSION, "settings": asdict(self.settings),
-                  "documents": [{**doc.to_json(), "text": text} for doc, text in self.documents]}
+                  "documents": [{**doc.to_json(), "text": text, "window_texts": windows}
+                                for doc, text, windows in self.documents]}
         tensors = {"states": self.states} if self.scales is None else {"states": self.states, "scales": self.scales}
         with atomic_file(path) as tmp:
             save_file(tensors, str(tmp), metadata={_HEADER_KEY: json.dumps(header)})
 
 
-def read_shard_header(path: Path) -> tuple[StoreSettings, list[tuple[StoredDocument, str]]]:
-    """(settings, [(document, text)]) of one shard file, from its header alone."""
+def read_shard_header(path: Path) -> tuple[StoreSettings, list[tuple[StoredDocument, dict[str, Any]]]]:
+    """(settings, [(document, {"text", "window_texts"})]) of one shard file, from its header alone."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             raw = (f.metadata() or {}).get(_HEADER_KEY)
@@ -163,8 +165,8 @@ def read_shard_header(path: Path) -> tuple[StoreSettings, list[tuple[StoredDocum
             raise MemoryFileError(f"{path} is not a shard this rcc reads (format {header.get('format')!r}, "
                                   f"version {header.get('version')!r})")
         settings = StoreSettings(**header["settings"])
-        documents = [(StoredDocument.from_json({**{k: v for k, v in row.items() if k != "text"},
-                                                "shard": path.name}), row["text"])
+        documents = [(StoredDocument.from_json({**{k: v for k, v in row.items() if k not in _TEXTS},
+                                                "shard": path.name}), {k: row.get(k) for k in _TEXTS})
                      for row in header["documents"]]
     except MemoryFileError:
         raise
@@ -236,7 +238,7 @@ class MemoryStore(Mapping[str, CompressedMemory]):
         self.path = Path(path)
         self.device = device
         self._open: OrderedDict[str, Any] = OrderedDict()
-        self._texts: dict[str, dict[str, str]] = {}
+        self._texts: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._read_manifest()
 
@@ -294,15 +296,19 @@ class MemoryStore(Mapping[str, CompressedMemory]):
         return CompressedMemory(
             states=states.to(device=self.device, dtype=getattr(torch, s.dtype)), fingerprint=s.fingerprint,
             base=s.base, rate=s.rate, window=s.window, padding=s.padding, window_tokens=list(doc.window_tokens),
-            token_count=doc.token_count, source_hash=doc.source_hash)
+            token_count=doc.token_count, source_hash=doc.source_hash,
+            window_texts=self._text_of(doc_id)["window_texts"])
 
     def text(self, doc_id: str) -> str:
         """The text a document was compressed from (kept in its shard's header)."""
+        return self._text_of(doc_id)["text"]
+
+    def _text_of(self, doc_id: str) -> dict[str, Any]:
         doc = self.entry(doc_id)
         with self._lock:
             if doc.shard not in self._texts:
                 _, rows = read_shard_header(self.path / SHARDS / doc.shard)
-                self._texts = {doc.shard: {d.id: text for d, text in rows}}  # one shard's texts at a time
+                self._texts = {doc.shard: {d.id: texts for d, texts in rows}}  # one shard's texts at a time
             return self._texts[doc.shard][doc_id]
 
     def metadata(self, doc_id: str) -> dict[str, Any]:

@@ -82,8 +82,8 @@ def tiny(tiny_checkpoint):
 
 
 def _same_memory(a, b) -> None:
-    assert (a.window_tokens, a.token_count, a.source_hash, a.fingerprint, a.rate) == \
-        (b.window_tokens, b.token_count, b.source_hash, b.fingerprint, b.rate)
+    assert (a.window_tokens, a.token_count, a.source_hash, a.fingerprint, a.rate, a.window_texts) == \
+        (b.window_tokens, b.token_count, b.source_hash, b.fingerprint, b.rate, b.window_texts)
     torch.testing.assert_close(a.states, b.states, atol=0, rtol=0)
 
 
