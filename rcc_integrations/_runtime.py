@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 import uuid
 import warnings
 from collections import OrderedDict
@@ -54,6 +55,45 @@ class ToolCall:
     id: str
 
 
+class ModelLock:
+    """A reentrant lock that knows whether another thread is waiting for it (`contended`): a stream whose
+    reader has gone idle gives the model up to such a waiter (`iterate_in_thread`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._waiting = 0
+        self._count = threading.Lock()
+
+    @property
+    def contended(self) -> bool:
+        return self._waiting > 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        with self._count:
+            self._waiting += 1
+        try:
+            return self._lock.acquire(blocking, timeout)
+        finally:
+            with self._count:
+                self._waiting -= 1
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> ModelLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class StreamStopped(RuntimeError):
+    """An async stream was stopped because its reader left it unread while another call waited for the model."""
+
+
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -68,7 +108,7 @@ class Engine:
 
     def __init__(self, model: RCCModel, cache_size: int = 64):
         self.model = model
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int, str], CompressedMemory] = OrderedDict()
         self.compressions = 0
@@ -257,32 +297,77 @@ def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:
     return engine
 
 
-async def iterate_in_thread(make_iterator: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+READ_AHEAD = 32  # items a stream computes before its reader takes them; then it waits for the reader
+IDLE_SECONDS = 2.0  # a stream this long unread, read-ahead full, gives the model up to a waiting call
+
+
+async def iterate_in_thread(make_iterator: Callable[[], Iterator[Any]],
+                            lock_of: Callable[[], ModelLock] | None = None) -> AsyncIterator[Any]:
     """Run a blocking iterator in a worker thread and yield its items on the event loop as they come.
 
-    If the consumer stops early, the worker stops at its next item (releasing the model's lock).
+    The worker stops (closing the iterator, so the model's lock is released) when the reader goes away:
+    at the reader's `aclose`, cancellation or garbage collection, checked between items; and when the reader
+    stops reading, the worker computes at most `READ_AHEAD` items, then waits. A stream left unread for
+    `IDLE_SECONDS` while another call waits for the model's lock (`lock_of()`, read in the worker, where the model
+may still be loading) gives the model up: its reader, if it comes back, gets
+    the items computed, then `StreamStopped`.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    done, cancelled = object(), threading.Event()
+    done = object()
+    reader = threading.Condition()
+    unread, last_read, gone = 0, time.monotonic(), False
+    lock: ModelLock | None = None
+
+    def deliver(item: Any) -> bool:
+        """Hand `item` to the reader; False when it is gone (or the loop closed)."""
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody will read
+            return False
+        return True
+
+    def wait_for_reader() -> bool:
+        """Wait while the read-ahead is full; False when the reader is gone; `StreamStopped` when it idles
+        while another call waits for the model."""
+        with reader:
+            while unread >= READ_AHEAD and not gone and not loop.is_closed():
+                if lock is not None and lock.contended and time.monotonic() - last_read >= IDLE_SECONDS:
+                    raise StreamStopped(f"this stream was stopped after {IDLE_SECONDS:g} s unread while another "
+                                        "call waited for the model: read a stream to its end, or aclose() it")
+                reader.wait(0.05)
+            return not gone and not loop.is_closed()
 
     def produce() -> None:
+        nonlocal unread, lock
+        iterator: Iterator[Any] | None = None
         try:
-            for item in make_iterator():
-                if cancelled.is_set():
+            iterator = make_iterator()
+            lock = lock_of() if lock_of is not None else None
+            for item in iterator:
+                with reader:
+                    unread += 1
+                if not deliver(item) or not wait_for_reader():
                     break
-                loop.call_soon_threadsafe(queue.put_nowait, item)
         except BaseException as error:
-            loop.call_soon_threadsafe(queue.put_nowait, error)
+            deliver(error)
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # in this thread, which holds the model's lock while the iterator is open
+            deliver(done)
 
     worker = loop.run_in_executor(None, produce)
     try:
         while (item := await queue.get()) is not done:
             if isinstance(item, BaseException):
                 raise item
+            with reader:
+                unread, last_read = unread - 1, time.monotonic()
+                reader.notify()
             yield item
     finally:
-        cancelled.set()
+        with reader:
+            gone = True
+            reader.notify()
         await worker

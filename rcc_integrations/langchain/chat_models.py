@@ -191,7 +191,8 @@ class RCCChatModel(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
                        ) -> AsyncIterator[ChatGenerationChunk]:
-        async for chunk in iterate_in_thread(lambda: self._chunks(messages, stop, **kwargs)):
+        async for chunk in iterate_in_thread(lambda: self._chunks(messages, stop, **kwargs),
+                                           lambda: self.engine.lock):
             if run_manager and chunk.message.content:
                 await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
             yield chunk

@@ -28,6 +28,7 @@ from rcc_integrations._conversation import plan, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
     Engine,
+    ModelLock,
     ToolCall,
     engine_for,
     iterate_in_thread,
@@ -108,6 +109,10 @@ class RCCLLM(FunctionCallingLLM):
         rate = self.rate or rate
         return LLMMetadata(context_window=(positions - self.max_tokens) * rate, num_output=self.max_tokens,
                            is_chat_model=True, is_function_calling_model=True, model_name=name)
+
+    def _lock(self) -> ModelLock:
+        """The model's lock, which a stream left unread gives up to a waiting call (`iterate_in_thread`)."""
+        return self.engine.lock
 
     # ------------------------------------------------------------------ one synchronous core
     def _responses(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -198,13 +203,13 @@ class RCCLLM(FunctionCallingLLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         last = None
-        async for last in iterate_in_thread(lambda: self._responses(messages, **kwargs)):  # noqa: B007
+        async for last in iterate_in_thread(lambda: self._responses(messages, **kwargs), self._lock):  # noqa: B007
             pass
         return last
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return iterate_in_thread(lambda: self._responses(messages, **kwargs))
+        return iterate_in_thread(lambda: self._responses(messages, **kwargs), self._lock)
 
     # ------------------------------------------------------------------ function calling
     def _prepare_chat_with_tools(self, tools: Sequence[BaseTool], user_msg: str | ChatMessage | None = None,
@@ -282,14 +287,14 @@ class RCCLLM(FunctionCallingLLM):
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         last = None
-        async for last in iterate_in_thread(lambda: self._completions(prompt, **kwargs)):  # noqa: B007
+        async for last in iterate_in_thread(lambda: self._completions(prompt, **kwargs), self._lock):  # noqa: B007
             pass
         return last
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False,
                                **kwargs: Any) -> CompletionResponseAsyncGen:
-        return iterate_in_thread(lambda: self._completions(prompt, **kwargs))
+        return iterate_in_thread(lambda: self._completions(prompt, **kwargs), self._lock)
 
 
 def _checked_schema(output_cls: type[BaseModel]) -> dict[str, Any]:

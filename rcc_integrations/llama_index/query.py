@@ -80,7 +80,8 @@ class RCCQueryEngine(BaseQueryEngine):
     async def _aquery(self, query_bundle: QueryBundle) -> Response | AsyncStreamingResponse:
         sources, memory = self._prepare(query_bundle)
         info = GenerationInfo()
-        pieces = iterate_in_thread(lambda: self._pieces(query_bundle.query_str, memory, info))
+        pieces = iterate_in_thread(lambda: self._pieces(query_bundle.query_str, memory, info),
+                                   lambda: self.index.engine.lock)
         if self.streaming:
             return AsyncStreamingResponse(response_gen=pieces, source_nodes=sources,
                                           metadata={"memory_slots": memory.num_slots})
