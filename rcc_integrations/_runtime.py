@@ -166,6 +166,11 @@ class Engine:
         free = positions - min(QUESTION_RESERVE + answer_tokens, positions // 2)
         return min(memory_budget or self.model.config.read_slots or free, free)
 
+    def prompt_room(self, answer_tokens: int, budget: int, system: str = "") -> int:
+        """Prompt tokens that fit in the decoder beside `budget` memory slots, the answer and a `system` text
+        added to the chat later (a tool description)."""
+        return self.model.max_positions - budget - answer_tokens - self.count_tokens(system)
+
     def resolve(self, pieces: list[str | CompressedMemory | MemoryWithText], store: Any = None,
                 rate: int | None = None, question: str | None = None, budget: int | None = None,
                 keep_last: bool = False, alignments: int | None = None) -> tuple[Reading, int, int]:

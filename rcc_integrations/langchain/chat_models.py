@@ -16,7 +16,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._conversation import with_tools
+from rcc_integrations._conversation import tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
     Engine,
@@ -141,14 +141,17 @@ class RCCChatModel(BaseChatModel):
         engine = self.engine
         tools, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         kwargs.pop("ls_structured_output_format", None)
-        decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
-                                       self.instruction_reconstruction, kwargs.pop("memory", None))
+        attached = kwargs.pop("memory", None)
         sampling = pop_sampling(kwargs, self, [*(self.stop or []), *(stop or [])])
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        room = engine.prompt_room(sampling["max_new_tokens"], budget,
+                                  tools_prompt(tools) if tools and choice != "none" else "")
+        decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
+                                       self.instruction_reconstruction, attached, room)
         info = GenerationInfo()
         chat = decoder_input.chat
-        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
         reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget,
                                                 self.read_alignments)
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)

@@ -24,7 +24,7 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._conversation import plan, with_tools
+from rcc_integrations._conversation import plan, tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
     Engine,
@@ -46,8 +46,9 @@ _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", Message
 
 class RCCLLM(FunctionCallingLLM):
     """LlamaIndex LLM over an RCC model: messages longer than `compress_threshold` tokens (and `memory=`
-    attached documents or memories) are read through compressed memory; `metadata.context_window` is the
-    number of original tokens the decoder can cover that way.
+    attached documents or memories) are read through compressed memory, and so is the beginning of a last
+    message too long for the decoder (its end, the question, stays text); `metadata.context_window` is the
+    number of original tokens the decoder can cover that way, and a prompt that long is accepted.
 
     Example:
         .. code-block:: python
@@ -125,15 +126,19 @@ class RCCLLM(FunctionCallingLLM):
             raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")
         header = turns[0][1] if turns and turns[0][0] == "system" else ""
         tools = react_tools(header) if self.react_guidance and not self.instruction_reconstruction else None
-        if tools:  # ReActAgent: its header becomes a plain-text brief of the tools (see react_brief)
-            conversation = plan(turns[1:], engine.count_tokens, self.compress_threshold, False, pieces)
-            conversation.chat.insert(0, {"role": "system", "content": react_brief(header)})
-        else:
-            conversation = plan(turns, engine.count_tokens, self.compress_threshold,
-                                self.instruction_reconstruction, pieces)
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
         budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        if tools:  # ReActAgent: its header becomes a plain-text brief of the tools (see react_brief)
+            brief = react_brief(header)
+            conversation = plan(turns[1:], engine.count_tokens, self.compress_threshold, False, pieces,
+                                engine.prompt_room(sampling["max_new_tokens"], budget, brief))
+            conversation.chat.insert(0, {"role": "system", "content": brief})
+        else:
+            described = tools_prompt(functions) if functions and choice != "none" and schema is None else ""
+            conversation = plan(turns, engine.count_tokens, self.compress_threshold,
+                                self.instruction_reconstruction, pieces,
+                                engine.prompt_room(sampling["max_new_tokens"], budget, described))
         reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget,
                                                 alignments=self.read_alignments)
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)

@@ -73,6 +73,23 @@ def test_metadata_counts_original_tokens_the_memory_can_cover(llm, text_rcc):
     assert RCCLLM().metadata.context_window == (8192 - 256) * 4  # the packaged default, from configs only
 
 
+def test_a_prompt_as_long_as_the_context_window_is_accepted_its_end_kept_as_text(llm, text_rcc, prompts_read):
+    from rcc_integrations._conversation import CONTINUED
+
+    sentence = "The harbour master counted {} ships at the northern pier that morning.\n"
+    lines, count = [], 0
+    while count < llm.metadata.context_window:  # what LlamaIndex's prompt helper packs for this LLM
+        lines.append(sentence.format(len(lines)))
+        count += llm.engine.count_tokens(lines[-1])
+    response = llm.complete("".join(lines) + "How many ships were counted last?")
+    (slots, chat), = prompts_read
+    assert chat[-1]["content"].startswith(CONTINUED) and chat[-1]["content"].endswith("counted last?")
+    assert llm.engine.count_tokens(chat[-1]["content"]) <= 64 + llm.engine.count_tokens(CONTINUED)  # threshold
+    assert 0 < slots == response.raw["usage"]["memory_slots"] <= llm.engine.read_budget(8)
+    last = llm.chat([*messages(), ChatMessage(role=MessageRole.USER, content="".join(lines))])  # chat too
+    assert prompts_read[-1][1][-1]["content"].startswith(CONTINUED) and last.raw["usage"]["memory_slots"] > 0
+
+
 # ---------------------------------------------------------------------- ReActAgent steps
 def lookup(city: str, year: int) -> str:
     """Population of a city in a year."""
