@@ -45,6 +45,13 @@ READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads ar
                         "decoder row. None = the model's read_alignments (4 for the packaged default; 1 answers "
                         "about 4.5x sooner on a CPU)")
 
+TOOL_CALL_MARGIN_HELP = ('with tools bound and the choice left to the model, call a tool on a user turn when "{" '
+                         "scores within this many nats of the decoder's favourite token; after a tool result, "
+                         "answer in text. The default, float('inf'), calls on every user turn: the agent loop "
+                         "(call, then answer from the result) that a small model runs dependably; a finite margin "
+                         "(e.g. 2.0) lets it answer some user turns in text, and the packaged model then skips "
+                         "calls it needed")
+
 
 @dataclass(frozen=True)
 class ToolCall:

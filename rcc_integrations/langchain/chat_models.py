@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from rcc_integrations._conversation import tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
+    TOOL_CALL_MARGIN_HELP,
     Engine,
     ToolCall,
     engine_for,
@@ -65,10 +66,7 @@ class RCCChatModel(BaseChatModel):
     compress_threshold: int = Field(default=256, description="messages longer than this (tokens) become memory")
     instruction_reconstruction: bool = Field(
         default=False, description="compress the question too; the decoder recalls it from memory (the paper)")
-    tool_call_margin: float = Field(
-        default=2.0, description='with tool_choice="auto", call a tool on a user turn when "{" scores within this '
-        "many nats of the decoder's favourite token; float('inf') = always call on user turns and answer in "
-        "text after a tool result (a dependable agent loop for small models)")
+    tool_call_margin: float = Field(default=float("inf"), description=TOOL_CALL_MARGIN_HELP)
     memory_budget: int | None = Field(
         default=None, description="the most memory slots one answer reads; beyond it, the windows of the attached "
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from rcc_integrations._conversation import plan, tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
+    TOOL_CALL_MARGIN_HELP,
     Engine,
     ModelLock,
     ToolCall,
@@ -59,7 +60,7 @@ class RCCLLM(FunctionCallingLLM):
             print(llm.complete(long_report + "\\n\\nWho signed it?"))
             for r in llm.stream_complete("Summarise: " + long_report):
                 print(r.delta, end="")
-            agent = FunctionAgent(tools=[lookup], llm=RCCLLM(tool_call_margin=float("inf")))  # tool, then text
+            agent = FunctionAgent(tools=[lookup], llm=RCCLLM())  # a tool call, then a text answer
     """
 
     model: Any = Field(default="default", description="packaged name, checkpoint folder, or an RCCModel")
@@ -76,10 +77,7 @@ class RCCLLM(FunctionCallingLLM):
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
         "to read well (its config's read_slots), else all the decoder's positions hold")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
-    tool_call_margin: float = Field(
-        default=2.0, description='with tools and no tool_required, call a tool on a user turn when "{" scores '
-        "within this many nats of the decoder's favourite token; float('inf') = always call on user turns and "
-        "answer in text after a tool result (a dependable FunctionAgent loop for small models)")
+    tool_call_margin: float = Field(default=float("inf"), description=TOOL_CALL_MARGIN_HELP)
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
     react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
                                        "observation (and against, after one); float('inf') = always act first, "

@@ -222,6 +222,17 @@ def test_max_tokens_cuts_tool_arguments_short_and_says_so(llm, text_rcc):
     assert message.response_metadata["finish_reason"] == "length"
 
 
+def test_by_default_a_user_turn_with_tools_calls_one_even_where_the_model_favours_text(text_rcc, prefers_text):
+    def lookup(city: str) -> str:
+        """Look up facts about a city."""
+        return city
+
+    question = HumanMessage("Tell me about Oslo.")
+    assert RCCChatModel(model=text_rcc, max_tokens=4).bind_tools([lookup]).invoke([question]).tool_calls
+    assert not RCCChatModel(model=text_rcc, max_tokens=4, tool_call_margin=2.0).bind_tools([lookup]).invoke(
+        [question]).tool_calls  # a finite margin lets such a model answer in text
+
+
 def test_a_named_tool_choice_is_honoured(llm):
     message = llm.bind_tools([get_weather, add], tool_choice="add").invoke("hello")
     assert message.tool_calls[0]["name"] == "add"
@@ -271,7 +282,7 @@ def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
         calls.append(city)
         return f"{city} has a harbour."
 
-    llm = RCCChatModel(model=text_rcc, max_tokens=8, tool_call_margin=float("inf"))
+    llm = RCCChatModel(model=text_rcc, max_tokens=8)  # the default tool_call_margin: a call, then text
     agent = create_agent(llm, tools=[lookup])
     result = agent.invoke({"messages": [HumanMessage("Tell me about Oslo.")]})
     kinds = [type(m).__name__ for m in result["messages"]]

@@ -165,12 +165,20 @@ def test_react_agent_calls_the_tool_and_answers(text_rcc):
 def test_a_function_agent_calls_the_tool_then_answers_in_text(text_rcc):
     from llama_index.core.agent.workflow import FunctionAgent
 
-    llm = RCCLLM(model=text_rcc, max_tokens=8, tool_call_margin=float("inf"))
+    llm = RCCLLM(model=text_rcc, max_tokens=8)  # the default tool_call_margin: a call, then text
     assert llm.metadata.is_function_calling_model
     calls, result = run_agent(FunctionAgent(tools=[lookup], llm=llm))
     assert [c.tool_name for c in calls] == ["lookup"] and "people in" in str(calls[0].tool_output)
     assert {k: type(v) for k, v in calls[0].tool_kwargs.items()} == {"city": str, "year": int}
     assert result.tool_calls and not result.response.additional_kwargs.get("tool_calls")  # then text
+
+
+def test_by_default_a_user_turn_with_tools_calls_one_even_where_the_model_favours_text(text_rcc, prefers_text):
+    from llama_index.core.tools import FunctionTool
+
+    tools = [FunctionTool.from_defaults(lookup)]
+    response = RCCLLM(model=text_rcc, max_tokens=4).chat_with_tools(tools, "How many people lived in Oslo?")
+    assert response.message.additional_kwargs["tool_calls"][0]["name"] == "lookup"
 
 
 def test_chat_with_tools_required_always_calls_and_the_call_is_read_back_as_json(text_rcc, monkeypatch):
