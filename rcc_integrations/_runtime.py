@@ -317,25 +317,26 @@ async def iterate_in_thread(make_iterator: Callable[[], Iterator[Any]],
                             lock_of: Callable[[], ModelLock] | None = None) -> AsyncIterator[Any]:
     """Run a blocking iterator in a worker thread and yield its items on the event loop as they come.
 
-    The worker stops (closing the iterator, so the model's lock is released) when the reader goes away:
-    at the reader's `aclose`, cancellation or garbage collection, checked between items; and when the reader
-    stops reading, the worker computes at most `READ_AHEAD` items, then waits. A stream left unread for
-    `IDLE_SECONDS` while another call waits for the model's lock (`lock_of()`, read in the worker, where the model
-may still be loading) gives the model up: its reader, if it comes back, gets
-    the items computed, then `StreamStopped`.
+    The worker stops, closing the iterator (so the model's lock is released), when the reader goes away: at
+    the reader's `aclose`, cancellation or garbage collection, or when its event loop closes, checked between
+    items. A reader that stops reading has at most `READ_AHEAD` items computed for it, then the worker waits;
+    left unread for `IDLE_SECONDS` while another call waits for the model's lock (`lock_of()`, read in the
+    worker, where the model may still be loading), the stream gives the model up: its reader, if it comes
+    back, gets the items computed, then `StreamStopped`. The worker is a daemon thread: a program that ends
+    with a stream unread does not wait for it.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
     reader = threading.Condition()
-    unread, last_read, gone = 0, time.monotonic(), False
+    unread, last_read, gone, finished = 0, time.monotonic(), False, False
     lock: ModelLock | None = None
 
     def deliver(item: Any) -> bool:
-        """Hand `item` to the reader; False when it is gone (or the loop closed)."""
+        """Hand `item` to the reader; False when its event loop is closed (nobody will read)."""
         try:
             loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody will read
+        except RuntimeError:
             return False
         return True
 
@@ -369,7 +370,7 @@ may still be loading) gives the model up: its reader, if it comes back, gets
                 close()  # in this thread, which holds the model's lock while the iterator is open
             deliver(done)
 
-    worker = loop.run_in_executor(None, produce)
+    threading.Thread(target=produce, name="rcc-stream", daemon=True).start()
     try:
         while (item := await queue.get()) is not done:
             if isinstance(item, BaseException):
@@ -378,8 +379,12 @@ may still be loading) gives the model up: its reader, if it comes back, gets
                 unread, last_read = unread - 1, time.monotonic()
                 reader.notify()
             yield item
+        finished = True
     finally:
         with reader:
             gone = True
             reader.notify()
-        await worker
+        # The model is free once aclose() returns: wait for the worker's last word (not when collected, the
+        # event loop no longer running, as a program ends).
+        while not finished and loop.is_running() and await queue.get() is not done:
+            pass

@@ -96,3 +96,27 @@ async def test_a_slow_reader_keeps_its_stream_while_another_call_waits(kind, tex
     await asyncio.wait_for(waiting, timeout=30)
     # the reader got its whole answer (pieces: a few tokens may join into one), then the other call ran
     assert len(generated) == 2 and length - 8 < generated[0] <= length
+
+
+def test_a_program_that_ends_with_a_stream_unread_exits_at_once(tmp_path):
+    """A stream still referenced as the program ends, its event loop never closed: nothing stops the worker,
+    and the program's exit must not wait for it (nor print anything)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import asyncio, time\n"
+        "from rcc_integrations._runtime import iterate_in_thread\n"
+        "def endless():\n"
+        "    while True:\n"
+        "        time.sleep(0.001)\n"
+        "        yield 1\n"
+        "loop = asyncio.new_event_loop()\n"
+        "stream = iterate_in_thread(endless)\n"
+        "print(loop.run_until_complete(stream.__anext__()))\n")
+    root = str(Path(__file__).resolve().parents[3])
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "1\n", "")
