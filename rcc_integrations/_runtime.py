@@ -30,6 +30,7 @@ from rcc_model import (
     MemoryWithText,
     RCCModel,
     Reading,
+    SamplingParams,
     aligned_views,
     generate_tool_call,
     prefers_tool_call,
@@ -39,11 +40,13 @@ from rcc_model import (
     text_only,
 )
 
+Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]  # texts -> vectors: what rcc_model ranks with
+
 QUESTION_RESERVE = 128  # decoder positions kept free for the question (the answer's are added)
 READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads are decoded together "
                         "(rcc_model.aligned_views): more of them copy codes more exactly, each costs one more "
-                        "decoder row. None = the model's read_alignments (4 for the packaged default; 1 answers "
-                        "about 4.5x sooner on a CPU)")
+                        "decoder row and one more encoder pass over the text read. None = the model's read_alignments "
+                        "(4 for the packaged default; 1 answers soonest)")
 
 TOOL_CALL_MARGIN_HELP = ('with tools bound and the choice left to the model, call a tool on a user turn when "{" '
                          "scores within this many nats of the decoder's favourite token; after a tool result, "
@@ -173,19 +176,23 @@ class Engine:
         free = positions - min(QUESTION_RESERVE + answer_tokens, positions // 2)
         return min(memory_budget or self.model.config.read_slots or free, free)
 
-    def prompt_room(self, answer_tokens: int, budget: int, system: str = "") -> int:
-        """Prompt tokens that fit in the decoder beside `budget` memory slots, the answer and a `system` text
-        added to the chat later (a tool description)."""
-        return self.model.max_positions - budget - answer_tokens - self.count_tokens(system)
+    def prompt_room(self, answer_tokens: int, budget: int, expand_tokens: int | None = None, system: str = ""
+                    ) -> int:
+        """Prompt tokens that fit in the decoder beside `budget` memory slots, the answer, the memory read as
+        text (`expand_budget`) and a `system` text added to the chat later (a tool description)."""
+        return (self.model.max_positions - budget - answer_tokens - self.expand_budget(expand_tokens)
+                - self.count_tokens(system))
 
     def resolve(self, pieces: list[str | CompressedMemory | MemoryWithText], store: Any = None,
                 rate: int | None = None, question: str | None = None, budget: int | None = None,
-                keep_last: bool = False, alignments: int | None = None) -> tuple[Reading, int, int]:
+                keep_last: bool = False, alignments: int | None = None, expand_tokens: int = 0,
+                embed: Embed | None = None) -> tuple[Reading, int, int]:
         """What to read of all pieces, in order (texts compressed at `rate` or taken from a cache), with how
-        many tokens were read from existing memory and how many were compressed now. Beyond `budget` slots
-        the windows of texts most relevant to `question` are read (`rcc_model.reading`); memories given
-        without their text, and the last piece with `keep_last`, are read whole. The reading keeps the text
-        of what it reads when `views` will realign it at `alignments`."""
+        many tokens were read from existing memory and how many were compressed now. The windows of texts most
+        relevant to `question` are read as text within `expand_tokens`, and as slots within `budget`
+        (`rcc_model.read_within`, ranked with `embed` too where given); memories given without their text,
+        and the last piece with `keep_last`, are read whole. The reading keeps the text of what it reads when
+        `views` will realign it at `alignments`."""
         memories, read, created = [], 0, 0
         for piece in pieces:
             if isinstance(piece, str):
@@ -204,10 +211,11 @@ class Engine:
         total = sum(m.num_slots for m in memories)
         over = total > budget  # only then are windows ranked
         realign = not over and self.realigns(total, alignments)  # then `views` needs the texts too
-        by_text = (over and bool(question)) or realign  # windows ranked, or realigned, by their text
+        by_text = ((over or expand_tokens > 0) and bool(question)) or realign  # ranked, or realigned, by text
         texts = [self._window_texts(p) if by_text and not (keep_last and i == len(pieces) - 1) else None
                  for i, p in enumerate(pieces)]
-        return read_within(question or "", memories, texts, budget), read, created
+        return read_within(question or "", memories, texts, budget, expand_tokens=expand_tokens if question else 0,
+                           embed=embed), read, created
 
     def _window_texts(self, piece: str | CompressedMemory | MemoryWithText) -> list[str] | None:
         """The text of each window of a piece: split from a text, given with a `MemoryWithText` or kept in the
@@ -235,14 +243,32 @@ class Engine:
             return aligned_views(self.model, memory, texts, alignments)
 
     def prepare(self, conversation: DecoderInput, store: Any = None, rate: int | None = None,
-                budget: int | None = None, alignments: int | None = None) -> tuple[Reading, int, int]:
-        """`resolve` the conversation's memory for its question (the last user turn); in
-        instruction-reconstruction mode the compressed question comes last and is always read."""
+                budget: int | None = None, alignments: int | None = None, expand_tokens: int | None = None,
+                embed: Embed | None = None) -> tuple[Reading, int, int]:
+        """`resolve` the conversation's memory for its question (the last user turn), whose turn then holds the
+        text of the windows read expanded (`expand_tokens`, default the model's: `expand_budget`); in
+        instruction-reconstruction mode the compressed question comes last and is always read, and nothing is
+        expanded."""
         pieces, question = conversation.pieces, conversation.question
         if question is not None:
             pieces = [*pieces, "\n\n" + question]
-        return self.resolve(pieces, store, rate, question or conversation.last_user_text(), budget,
-                            keep_last=question is not None, alignments=alignments)
+        result = self.resolve(pieces, store, rate, question or conversation.last_user_text(), budget,
+                              keep_last=question is not None, alignments=alignments,
+                              expand_tokens=0 if question is not None else self.expand_budget(expand_tokens),
+                              embed=embed)
+        conversation.chat = result[0].prompt(conversation.chat)
+        return result
+
+    def chat_tokens(self, chat: list[dict[str, str]], reading: Reading) -> int:
+        """Tokens of the plain-text chat, less the memory it holds as text (`reading.context`: counted with the
+        memory given, not twice)."""
+        return sum(self.count_tokens(m["content"]) for m in chat) - self.count_tokens(reading.context)
+
+    def expand_budget(self, expand_tokens: int | None = None) -> int:
+        """The most tokens of memory an answer reads as text: `expand_tokens`, else the model's own
+        (`RCCConfig.expand_tokens`), never more than half the decoder's positions."""
+        chosen = self.model.config.expand_tokens if expand_tokens is None else expand_tokens
+        return max(0, min(chosen, self.model.max_positions // 2))
 
     def answer(self, memory: CompressedMemory | MemoryViews, conversation: DecoderInput, info: GenerationInfo,
                **sampling) -> Iterator[str]:
@@ -281,14 +307,43 @@ class Engine:
 
     def stream(self, memory: CompressedMemory | MemoryViews, prompt: Any, **kwargs) -> Iterator[str]:
         with self.lock:
-            yield from self.model.stream(memory, prompt, **kwargs)
+            yield from self.model.stream(memory, prompt, reading=None, **kwargs)
+
+
+class CachedEmbedding:
+    """A framework's embedding model as the `embed(texts) -> vectors` that `rcc_model.read_within` fuses with
+    BM25, each text embedded once: the same window texts are ranked for every question about them."""
+
+    def __init__(self, embed_texts: Callable[[list[str]], Sequence[Sequence[float]]], cache_size: int = 8192):
+        self.embed_texts = embed_texts
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: Sequence[str]) -> list[list[float]]:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                vectors = self.embed_texts(missing)
+                if len(vectors) != len(missing):
+                    raise ValueError(f"the embedding model returned {len(vectors)} vectors for {len(missing)} texts")
+                self._cache.update((t, list(map(float, v))) for t, v in zip(missing, vectors))
+            found = [self._cache[t] for t in texts]
+            for text in texts:
+                self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return found
 
 
 def pop_sampling(kwargs: dict[str, Any], owner: Any, stop: Sequence[str]) -> dict[str, Any]:
-    """Per-call sampling settings taken out of `kwargs`, defaulting to the integration object's fields."""
-    return {"max_new_tokens": kwargs.pop("max_tokens", owner.max_tokens),
-            "temperature": kwargs.pop("temperature", owner.temperature),
-            "top_p": kwargs.pop("top_p", owner.top_p), "seed": kwargs.pop("seed", owner.seed), "stop": stop}
+    """Per-call sampling settings taken out of `kwargs`, defaulting to the integration object's fields; checked
+    here (`SamplingParams`), before anything is compressed."""
+    sampling = {"max_new_tokens": kwargs.pop("max_tokens", owner.max_tokens),
+                "temperature": kwargs.pop("temperature", owner.temperature),
+                "top_p": kwargs.pop("top_p", owner.top_p), "seed": kwargs.pop("seed", owner.seed)}
+    SamplingParams(**sampling)
+    return {**sampling, "stop": stop}
 
 
 def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:

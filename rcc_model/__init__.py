@@ -40,6 +40,8 @@ _EXPORTS = {
     "read_within": "rcc_model.reading",
     "Reading": "rcc_model.reading",
     "reading_for": "rcc_model.reading",
+    "ReadingPolicy": "rcc_model.reading",
+    "WindowChoice": "rcc_model.reading",
     "reconstruct_windows": "rcc_model.reconstruction",
     "reconstruction_prompt": "rcc_model.reconstruction",
     # structured output and tool calls
@@ -49,6 +51,7 @@ _EXPORTS = {
     "prefers_tool_call": "rcc_model.structured",
     "SchemaDecoder": "rcc_model.structured",
     "text_only": "rcc_model.structured",
+    "UnsupportedSchemaError": "rcc_model.json_schema",
     # sample documents with facts hidden in them
     "chronicle": "rcc_model.samples",
     "passkey_document": "rcc_model.samples",
@@ -57,7 +60,6 @@ _EXPORTS = {
     "load_tokenizer_only": "rcc_model.checkpoint",
     "rate_folders": "rcc_model.checkpoint",
     "resolve_checkpoint": "rcc_model.checkpoint",
-    "atomic_file": "rcc_model.atomic",
     "atomic_folder": "rcc_model.atomic",
     "confined": "rcc_model.atomic",
     "recover": "rcc_model.atomic",
@@ -66,7 +68,6 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from rcc_model.atomic import atomic_file as atomic_file
     from rcc_model.atomic import atomic_folder as atomic_folder
     from rcc_model.atomic import confined as confined
     from rcc_model.atomic import recover as recover
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
     from rcc_model.decoding import DecodeState as DecodeState
     from rcc_model.decoding import SamplingParams as SamplingParams
     from rcc_model.generation import GenerationInfo as GenerationInfo
+    from rcc_model.json_schema import UnsupportedSchemaError as UnsupportedSchemaError
     from rcc_model.memory import CompressedMemory as CompressedMemory
     from rcc_model.memory import MemoryFileError as MemoryFileError
     from rcc_model.memory import MemoryMismatchError as MemoryMismatchError
@@ -88,6 +90,8 @@ if TYPE_CHECKING:
     from rcc_model.modeling import RCCModel as RCCModel
     from rcc_model.reading import MemoryWithText as MemoryWithText
     from rcc_model.reading import Reading as Reading
+    from rcc_model.reading import ReadingPolicy as ReadingPolicy
+    from rcc_model.reading import WindowChoice as WindowChoice
     from rcc_model.reading import aligned_views as aligned_views
     from rcc_model.reading import read_within as read_within
     from rcc_model.reading import reading_for as reading_for

@@ -8,10 +8,10 @@ reconstruction rules it out (`min_new_tokens`).
 The memory can also check a hypothesis (`verify`): the encoder is causal, so slot j is a function of the
 window's tokens up to the end of block j alone. Each time a hypothesis completes a block, the encoder reads the
 block after the hypothesis's own earlier blocks (its KV cache), and the hypothesis pays `verify` nats per unit of
-distance between that state and the memory's slot. The right block lands within bfloat16 noise of the slot
-(relative distance 0.007-0.016 at r = 8); one changed token puts it 0.08-0.87 away, 0.69 on average where it is
-the block's last (`benchmarks/checked_decoding/`). And a slot's first entry is the embedding of its block's
-last token, so that token can be read back exactly and written there (`anchored`).
+distance between that state and the memory's slot. The right block lands within bfloat16 noise of the slot;
+one changed token puts it an order of magnitude or more further away, most of all where it is the block's last.
+And a slot's first entry is the embedding of its block's last token, so that token can be read back exactly and
+written there (`anchored`).
 
 Shapes: B memories, k beams, V vocabulary; cache rows are memory-major (row b * k + j is beam j of memory b).
 """
@@ -57,7 +57,7 @@ GREEDY = MappingProxyType({"num_beams": 1, "verify": 0.0, "anchored": False})
 """`RCCModel.reconstruct`'s settings for plain greedy decoding, whatever the model's own."""
 ANCHORED_GREEDY = MappingProxyType({**GREEDY, "anchored": True})
 """Greedy decoding that writes the token each slot holds: one token in r is right, so a window the decoder
-goes astray in comes back to its text at the next slot (`benchmarks/checked_decoding/`)."""
+goes astray in comes back to its text at the next slot."""
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A folder holds `rcc_config.json`, `rcc_weights.safetensors` and, when the model has one, the tokenizer. It may
 also hold weights of their own for another rate, as a checkpoint in a subfolder `r<rate>` (e.g. `r8/`, written by
 `save_pretrained(folder / "r8")` or `rcc train CONFIG --export folder/r8`): one set of weights reads one rate best
-(the encoder cannot tell rates apart; MODEL_CARD.md, stage 14), so `from_pretrained(folder, rate=8)` loads `r8/`.
+(the encoder cannot tell rates apart), so `from_pretrained(folder, rate=8)` loads `r8/`.
 """
 
 from __future__ import annotations

@@ -63,6 +63,9 @@ class RCCConfig:
         read_slots: the most memory slots this model was measured to read well (its model card says how);
             the integrations read the windows most relevant to each question within it when their documents
             hold more (`rcc_model.reading`). None = as many as the decoder's positions allow.
+        expand_tokens: how many tokens of the windows that best match a question the model reads as plain text,
+            before the question, besides the slots it reads (`rcc_model.reading`); 0 = slots only. What this model
+            was measured to read best with (its model card says how).
         read_alignments: how many slot alignments of what a question reads the integrations decode together
             (`rcc_model.aligned_views`, `MemoryViews`): 1 = the stored memory only; 2 = also its windows
             compressed again with slot boundaries moved by r / 2 (one encoder pass over the text read, one
@@ -94,6 +97,7 @@ class RCCConfig:
     lora: dict[str, Any] | None = None
     base_fingerprint: str | None = None
     read_slots: int | None = None
+    expand_tokens: int = 0
     read_alignments: int = 1
     abstention: str | None = None
     abstention_margin: float | None = None
@@ -131,6 +135,8 @@ class RCCConfig:
             self.layer_map = [[int(j) for j in entry] for entry in self.layer_map]
         if self.read_slots is not None and (not isinstance(self.read_slots, int) or self.read_slots < 1):
             raise ValueError(f"`read_slots` must be a positive integer or None, got {self.read_slots!r}")
+        if not isinstance(self.expand_tokens, int) or self.expand_tokens < 0:
+            raise ValueError(f"`expand_tokens` must be a non-negative integer, got {self.expand_tokens!r}")
         if not isinstance(self.read_alignments, int) or not 1 <= self.read_alignments <= self.rate:
             raise ValueError(f"`read_alignments` must be an integer from 1 to the rate ({self.rate}), "
                              f"got {self.read_alignments!r}")

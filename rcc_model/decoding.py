@@ -8,14 +8,17 @@ Shapes: B rows, P_max slot positions (left-padded), T_max prompt tokens (left-pa
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from rcc_model.adapters import without_memory_adapters
 from rcc_model.memory import CompressedMemory, MemoryViews
+from rcc_model.prompts import token_ids
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,17 @@ class SamplingParams:
     no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "min_new_tokens", "no_repeat_ngram_size"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), Integral):
+                raise TypeError(f"`{name}` must be an integer, got {getattr(self, name)!r}")
+        for name in ("temperature", "top_p"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), Real):
+                raise TypeError(f"`{name}` must be a number, got {getattr(self, name)!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"`temperature` must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"`temperature` must be a finite number >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:  # also refuses nan
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(f"`min_new_tokens` must be in [0, max_new_tokens], got {self.min_new_tokens}")
@@ -92,6 +101,7 @@ def prefill(model, memories: Sequence[CompressedMemory], prompts: Sequence[Seque
         raise ValueError("nothing to generate: no memories given")
     for memory in memories:
         model.check_memory(memory)
+    prompts = [token_ids(p, model.vocab_size, "the prompt") for p in prompts]
     limit = model.max_positions
     for memory, prompt in zip(memories, prompts):
         needed = memory.num_slots + len(prompt) + max_new_tokens
@@ -158,7 +168,10 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     """(B, V) logits -> (B,) next tokens."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / params.temperature, dim=-1)
+    # from the best token's score, in float64 (the temperature's own precision), so that a tiny temperature
+    # sharpens to greedy instead of overflowing
+    scaled = (logits - logits.amax(dim=-1, keepdim=True)).double() / params.temperature
+    probs = torch.softmax(scaled, dim=-1).to(logits.dtype)
     if params.top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs > params.top_p  # keep the smallest nucleus
@@ -211,7 +224,7 @@ def eos_token_ids(model) -> set[int]:
     """The tokens that end an answer: the decoder's generation config's (where `generate` stops), else its model
     config's, else the tokenizer's. The first that names any, not their union: transformers 5.17 converts
     SmolLM2's GGUF with `<|im_start|>` as the tokenizer's EOS, and a model trained to end its answers with that
-    token ran on past every answer where the base model stops (stage 25, MODEL_CARD.md)."""
+    token runs on past every answer where the base model stops."""
     for source in (model.decoder.generation_config, model.decoder.config, model.tokenizer):
         value = getattr(source, "eos_token_id", None)
         if isinstance(value, int):

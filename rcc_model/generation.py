@@ -22,7 +22,8 @@ from rcc_model.decoding import (
     prefill_views,
 )
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.prompts import Prompt, instruction_frame, prompt_ids
+from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, question_of, token_ids
+from rcc_model.reading import Reading, ReadingPolicy, reading_for
 from rcc_model.reconstruction import reconstruct_windows, reconstruction_prompt
 from rcc_model.text_stream import TextStream
 
@@ -30,12 +31,17 @@ from rcc_model.text_stream import TextStream
 @dataclass
 class GenerationInfo:
     """Filled in by `stream(..., info=...)`: why generation ended ("stop": EOS or a stop string;
-    "length": the token limit) and how many tokens it read and wrote."""
+    "length": the token limit), how many tokens it read and wrote, and which windows of the memory it read
+    (`reading`, None where it read the memory as given)."""
 
     finish_reason: str = ""
     prompt_tokens: int = 0
     memory_slots: int = 0
     output_tokens: int = 0
+    reading: Reading | None = None
+
+
+READ = ReadingPolicy()  # the model's own reading: its expand_tokens and read_slots, BM25 ranking
 
 
 class GenerationMixin:
@@ -50,11 +56,30 @@ class GenerationMixin:
                 return prefill_views(self, memory, [])
             return prefill(self, [memory], [[]])
 
+    def _read(self, memory: MemoryInput, prompt: Prompt, policy: ReadingPolicy | None
+              ) -> tuple[MemoryInput, Prompt, Reading | None]:
+        """(what the decoder reads, the prompt it reads it with, which windows) for a question asked of a memory
+        as compressed (`reading_for` under `policy`); anything else, or `policy` None, is read as given."""
+        if policy is None or not isinstance(memory, CompressedMemory):
+            return memory, prompt, None
+        try:
+            question = question_of(prompt)
+        except (ValueError, TypeError):  # token ids, or no question: nothing to rank against
+            return memory, prompt, None
+        if not question:
+            return memory, prompt, None
+        config = self.config
+        read, reading = reading_for(
+            self, memory, question, config.read_slots if policy.read_slots is None else policy.read_slots,
+            expand_tokens=config.expand_tokens if policy.expand_tokens is None else policy.expand_tokens,
+            embed=policy.embed)
+        return read, reading.prompt(prompt), reading
+
     def _start(self, memory: MemoryInput, prompt: Sequence[int], params: SamplingParams) -> DecodeState:
         if isinstance(memory, DecodeState):
             if memory.fingerprint != self.fingerprint:
                 raise MemoryMismatchError("this prefilled memory was made by another model")
-            return extend(self, memory.clone(), prompt)
+            return extend(self, memory.clone(), token_ids(prompt, self.vocab_size, "the prompt"))
         if isinstance(memory, MemoryViews):
             return prefill_views(self, memory, prompt, params.max_new_tokens)
         return prefill(self, [memory], [prompt], params.max_new_tokens)
@@ -72,11 +97,11 @@ class GenerationMixin:
         """
         params = SamplingParams(max_new_tokens, temperature, top_p, seed, min_new_tokens, no_repeat_ngram_size)
         if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
-            state = self._start(memory, list(prompt_ids or []), params)
+            state = self._start(memory, [] if prompt_ids is None else prompt_ids, params)
             batch = False
         else:
             memories = list(memory)
-            prompts = [list(p) for p in prompt_ids] if prompt_ids is not None else [[] for _ in memories]
+            prompts = list(prompt_ids) if prompt_ids is not None else [[] for _ in memories]
             state = prefill(self, memories, prompts, params.max_new_tokens)
             batch = True
         eos = eos_token_ids(self)
@@ -133,31 +158,39 @@ class GenerationMixin:
 
     def stream(self, memory: MemoryInput, prompt: Prompt = None, *, max_new_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-               stop: Sequence[str] = (), info: GenerationInfo | None = None) -> Iterator[str]:
+               stop: Sequence[str] = (), info: GenerationInfo | None = None,
+               reading: ReadingPolicy | None = READ) -> Iterator[str]:
         """Yield the answer's text piece by piece as it is generated; `info`, if given, is filled in.
 
+        A question (a string, or messages ending in a user turn) asked of a memory as compressed reads it as
+        `reading` says (`rcc_model.reading_for`: the best windows as text before the question, their
+        neighbourhood as slots, within the model's budgets); `reading=None` reads the memory as given.
         A greedy answer is the model's abstention only where it outscores the best other answer by the
         model's `abstention_margin` (`weigh_abstention`)."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        memory, prompt, chosen = self._read(memory, prompt, reading)
         ids = prompt_ids(self.tokenizer, prompt)
         with torch.no_grad():
             state, written = weigh_abstention(self, self._start(memory, ids, params), params)
             if info is not None:
-                info.prompt_tokens, info.memory_slots = len(ids), state.num_slots
+                info.prompt_tokens, info.memory_slots, info.reading = len(ids), state.num_slots, chosen
             for _, piece in self._text_rows(state, params, stop, [info] if info is not None else [], written):
                 yield piece
 
     @torch.no_grad()
     def generate(self, memory: MemoryInput | Sequence[CompressedMemory], prompt: Prompt | list[Prompt] = None,
                  *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, stop: Sequence[str] = ()) -> str | list[str]:
+                 seed: int | None = None, stop: Sequence[str] = (), reading: ReadingPolicy | None = READ
+                 ) -> str | list[str]:
         """Text generated from memory and a prompt (a string, token ids, or chat messages).
 
         A list of memories with a list of as many prompts (or None) generates for all pairs in one batch,
-        without weighing the abstention; one answer weighs it as `stream` does.
+        without weighing the abstention or selecting; one answer weighs it and reads its memory (`reading`) as
+        `stream` does.
         """
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
         if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
+            memory, prompt, _ = self._read(memory, prompt, reading)
             state, written = weigh_abstention(self, self._start(memory, prompt_ids(self.tokenizer, prompt), params),
                                               params)
             rows = 1
@@ -176,49 +209,75 @@ class GenerationMixin:
 
     @torch.no_grad()
     def generate_json(self, memory: MemoryInput, prompt: Prompt, schema: dict, *,
-                      max_new_tokens: int | None = None) -> object:
-        """A JSON value matching `schema` (valid by construction), generated from memory and a prompt.
+                      max_new_tokens: int | None = None, reading: ReadingPolicy | None = READ) -> object:
+        """A JSON value matching `schema` (valid by construction), generated from memory and a prompt, the memory
+        read as `stream` reads it (`reading`).
 
         `max_new_tokens` caps the tokens the model writes into values (strings end early, arrays stop at
         their minimum, numbers keep one digit); the structure is always completed, so the value stays valid.
-        See `rcc_model.structured` for the supported schema subset; anything else is a `ValueError`.
+        See `rcc_model.json_schema` for the supported schema subset; anything else is an
+        `UnsupportedSchemaError` (a `ValueError`) naming the keyword, raised before anything is generated.
         """
+        memory, prompt, _ = self._read(memory, prompt, reading)
         return structured.generate_json(self, self.prefill_prompt(memory, prompt), schema, max_new_tokens)[0]
 
     @torch.no_grad()
     def prefill_prompt(self, memory: MemoryInput, prompt: Prompt) -> DecodeState:
-        """The decoder state after reading memory and a prompt: the start of any custom decoding."""
+        """The decoder state after reading memory and a prompt, both as given: the start of any custom decoding
+        (`reading_for` says what of a long memory to give it)."""
         return self._start(memory, prompt_ids(self.tokenizer, prompt), SamplingParams(max_new_tokens=1))
 
     @torch.no_grad()
     def ask(self, memory: MemoryInput, question: str | None = None, *, max_new_tokens: int = 256,
-            stop: Sequence[str] = (), **sampling) -> str:
-        """Answer a question about the memory through the base model's chat template.
+            stop: Sequence[str] = (), reading: ReadingPolicy | None = READ, **sampling) -> str:
+        """Answer a question about the memory through the base model's chat template, reading it as `stream`
+        does (`reading`).
 
         `question=None` is the paper's instruction-reconstruction mode: the question was compressed with
         the context (`compress(context + "\n\n" + question)`); the decoder first regenerates it from
-        memory, then answers. Only the answer is returned.
+        memory, then answers. Only the answer is returned; `max_new_tokens` bounds the answer, and the recall
+        of the question may take as many tokens as the memory holds (the question is part of them). A memory
+        from which no question is recalled within that is a `ValueError`, not an empty answer.
         """
         if question is not None:
             return self.generate(memory, [{"role": "user", "content": question}],
-                                 max_new_tokens=max_new_tokens, stop=stop, **sampling)
+                                 max_new_tokens=max_new_tokens, stop=stop, reading=reading, **sampling)
         tokenizer = self._require_tokenizer()
         frame = instruction_frame(tokenizer)
-        params = SamplingParams(max_new_tokens, **sampling)
-        state = self._start(memory, prompt_ids(tokenizer, frame.header), params)
+        header = prompt_ids(tokenizer, frame.header)
+        recall = self._recall_budget(memory, len(prompt_ids(tokenizer, frame.turn_end)), len(header) + max_new_tokens)
+        params = SamplingParams(max_new_tokens + recall, **sampling)
+        state = self._start(memory, header, params)
         text = TextStream(tokenizer, skip_special_tokens=False)
         # Where decoding stops: the text of any token the model ends an answer with. The question's turn may end
         # with one of them, so the answer is cut at their text rather than decoding stopping at the token.
         ends = [end for end in (tokenizer.decode([i]) for i in sorted(eos_token_ids(self))) if end]
-        for tokens in decode_tokens(self, state, params):
+        answer_start = None
+        for step, tokens in enumerate(decode_tokens(self, state, params)):
             text.push(int(tokens[0]))
             _, found, answer = text.text.partition(frame.turn_end)
-            if found and any(end in answer for end in ends):
+            if found and answer_start is None:
+                answer_start = step + 1
+            if found and (any(end in answer for end in ends) or step + 1 - answer_start >= max_new_tokens):
                 break
         _, found, answer = text.text.partition(frame.turn_end)
+        if not found:
+            raise ValueError(f"no question was recalled from memory in {params.max_new_tokens} tokens: "
+                             "ask(memory, None) answers a question compressed after its context "
+                             "(compress(context + '\\n\\n' + question)); otherwise pass the question")
         for s in (*ends, *stop):
             answer = answer.split(s)[0] if s else answer
         return answer.strip()
+
+    def _recall_budget(self, memory: MemoryInput, turn_end: int, reserved: int) -> int:
+        """Tokens the recall of a question from `memory` may take: the tokens the memory holds and the `turn_end`
+        tokens after them, no more than fit in the decoder's positions after its slots and `reserved` prompt
+        and answer tokens."""
+        if isinstance(memory, DecodeState):
+            held, slots = memory.num_slots * max(self.config.trained_rates), memory.num_slots
+        else:
+            held, slots = memory.token_count, memory.num_slots
+        return max(1, min(held + turn_end, self.max_positions - slots - reserved))
 
     @torch.no_grad()
     def reconstruct(self, memory: CompressedMemory, *, batch_size: int = 8,
@@ -230,7 +289,7 @@ class GenerationMixin:
         it writes against the memory (`verify`, nats per unit of distance) and write the token the memory
         holds at each slot position (`anchored`): `rcc_model.beam_search`. Each left None is the model's own
         setting (`RCCConfig.reconstruct_*`; the packaged default's: 8 beams, verify 30, anchored);
-        `num_beams=1, verify=0, anchored=False` is greedy decoding, about 3x faster.
+        `num_beams=1, verify=0, anchored=False` is greedy decoding, several times faster.
 
         Each window is decoded from its own slots, as in training, so length is not limited by the
         decoder's position range. The memory records each window's token count, so a window is decoded to
@@ -266,4 +325,5 @@ class GenerationMixin:
         """
         prompt, _ = reconstruction_prompt(self, memory, [{"role": "user", "content": question}], read_slots,
                                           **(search or {}))
-        return self.generate(self.empty_memory(), prompt, max_new_tokens=max_new_tokens, stop=stop, **sampling)
+        return self.generate(self.empty_memory(), prompt, max_new_tokens=max_new_tokens, stop=stop, reading=None,
+                             **sampling)

@@ -2,7 +2,9 @@
 
 Layout: `states` is (S, K, H): S slots (one per r tokens of each window, windows in order), K encoder
 hidden-state entries (embeddings + every layer), H encoder hidden size.
-Files are safetensors with string metadata (no pickle), written atomically.
+Files are safetensors with string metadata (no pickle), written atomically. Format 2 adds a sha256 of the header
+and the tensors (`rcc_sha256`), checked on load: a flipped bit is a `MemoryFileError`, never a memory that loads
+with other states or texts. Files of format 1, written before the checksum, still load, unchecked.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from rcc_model.atomic import atomic_file
 from rcc_model.windows import num_slots
 
 FORMAT = "rcc-memory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_CHECKSUM = "rcc_sha256"  # metadata key of the checksum (`_digest`)
 _STORAGE_DTYPES = ("float32", "bfloat16", "float16", "int8")
 
 
@@ -34,7 +37,8 @@ class MemoryMismatchError(ValueError):
 
 
 class MemoryFileError(ValueError):
-    """A memory file is missing, truncated, corrupted or not an RCC memory file."""
+    """A memory file is missing, truncated, corrupted (its checksum does not match, a header value is malformed)
+    or not an RCC memory file."""
 
 
 @dataclass
@@ -44,8 +48,8 @@ class CompressedMemory:
     `window_tokens[i]` is how many tokens window i was encoded from; its slots are the next
     ceil(window_tokens[i] / rate) rows of `states`. `window_texts`, when kept (`RCCModel.compress(...,
     keep_text=True)`), is the text of each window: what lets a reader rank the windows of a memory larger than
-    it reads well against a question (`rcc_model.reading`) and read them at other slot alignments. It makes the
-    memory carry its text, so it is off by default.
+    it reads well against a question (`rcc_model.reading`), read the best as text and the rest at other slot
+    alignments. Kept by default (a few bytes per token beside the slots' kilobytes); `keep_text=False` drops it.
     """
 
     states: torch.Tensor
@@ -192,57 +196,126 @@ class CompressedMemory:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CompressedMemory:
+        """The memory a file holds, exactly as saved; anything else is a `MemoryFileError` saying why."""
         path = Path(path)
         if not path.is_file():
             raise MemoryFileError(f"memory file {path} does not exist")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                raw = (f.metadata() or {}).get("rcc")
+                metadata = f.metadata() or {}
                 tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-        except (SafetensorError, OSError, RuntimeError) as e:
+        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             raise MemoryFileError(f"{path} is not a readable memory file (truncated or corrupted?): {e}") from e
-        return cls._from_parts(tensors, raw, str(path), device)
+        return cls._from_parts(tensors, metadata, str(path), device)
 
     @classmethod
     def from_bytes(cls, data: bytes, device: str | torch.device = "cpu") -> CompressedMemory:
         """The inverse of `to_bytes`; damaged bytes raise `MemoryFileError`."""
         try:
             (length,) = struct.unpack("<Q", data[:8])
-            raw = json.loads(data[8:8 + length]).get("__metadata__", {}).get("rcc")
+            metadata = json.loads(data[8:8 + length]).get("__metadata__") or {}
             tensors = safetensors.torch.load(data)
-        except (SafetensorError, struct.error, ValueError, RuntimeError) as e:
+        except (SafetensorError, struct.error, ValueError, RuntimeError, AttributeError) as e:
             raise MemoryFileError(f"not readable memory bytes (truncated or corrupted?): {e}") from e
-        return cls._from_parts(tensors, raw, "memory bytes", device)
+        return cls._from_parts(tensors, metadata, "memory bytes", device)
 
     @classmethod
-    def _from_parts(cls, tensors: dict[str, torch.Tensor], raw: str | None, source: str,
+    def _from_parts(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str,
                     device: str | torch.device) -> CompressedMemory:
-        try:
-            header = json.loads(raw) if raw else {}
-        except json.JSONDecodeError as e:
-            raise MemoryFileError(f"{source}: memory metadata is corrupted: {e}") from e
-        if header.get("format") != FORMAT:
-            raise MemoryFileError(f"{source} is safetensors but not an RCC memory file")
-        if header.get("format_version", 0) > FORMAT_VERSION:
-            raise MemoryFileError(f"{source} was written by a newer rcc (format {header['format_version']})")
-        if "states" not in tensors:
-            raise MemoryFileError(f"{source} has no 'states' tensor")
+        header = _header(tensors, metadata, source)
         states = tensors["states"]
-        if states.dtype == torch.int8 and "scales" not in tensors:
-            raise MemoryFileError(f"{source}: int8 states without their scales")
         try:
-            dtype = getattr(torch, header["dtype"])
             if states.dtype == torch.int8:
                 states = states.float() * tensors["scales"]
             return cls(
-                states=states.to(device=device, dtype=dtype), fingerprint=header["fingerprint"],
-                base=header["base"], rate=int(header["rate"]), window=int(header["window"]),
-                padding=header["padding"], window_tokens=[int(n) for n in header["window_tokens"]],
-                token_count=int(header["token_count"]), source_hash=header["source_hash"],
-                extra=dict(header.get("extra", {})), window_texts=header.get("window_texts"),
+                states=states.to(device=device, dtype=getattr(torch, header["dtype"])),
+                fingerprint=header["fingerprint"], base=header["base"], rate=header["rate"],
+                window=header["window"], padding=header["padding"], window_tokens=header["window_tokens"],
+                token_count=header["token_count"], source_hash=header["source_hash"], extra=header["extra"],
+                window_texts=header["window_texts"],
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
             raise MemoryFileError(f"{source}: inconsistent memory file: {e}") from e
+
+
+_HEADER_TYPES = {"fingerprint": str, "base": str, "rate": int, "window": int, "padding": str, "window_tokens": list,
+                 "token_count": int, "source_hash": str, "dtype": str}
+
+
+def _header(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str) -> dict:
+    """The checked header of a memory file: checksum (format 2), format, every value's type and range, and the
+    tensors it describes; any fault a `MemoryFileError` naming it."""
+    def fault(what: str) -> MemoryFileError:
+        return MemoryFileError(f"{source}: {what}; the memory file is damaged: save or compress it again")
+
+    raw = metadata.get("rcc") if isinstance(metadata, dict) else None
+    try:
+        header = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError as e:
+        raise MemoryFileError(f"{source}: memory metadata is corrupted: {e}") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise MemoryFileError(f"{source} is safetensors but not an RCC memory file")
+    version = header.get("format_version")
+    if type(version) is not int or version < 1:
+        raise fault(f"format_version is {version!r}, not a format number")
+    if version > FORMAT_VERSION:
+        raise MemoryFileError(f"{source} was written by a newer rcc (format {version}): upgrade rcc to read it")
+    checked = _CHECKSUM in metadata or version >= 2  # format 1 files, from before the checksum, have none
+    if checked and metadata.get(_CHECKSUM) != _digest(metadata, tensors, source):
+        raise fault("its checksum does not match its contents")
+    for key, kind in _HEADER_TYPES.items():
+        if type(header.get(key)) is not kind:
+            raise fault(f"{key!r} is {header.get(key)!r}, not a {kind.__name__}")
+    windows, texts, extra = header["window_tokens"], header.get("window_texts"), header.get("extra", {})
+    if header["rate"] < 1 or header["window"] < 1 or header["padding"] not in ("masked", "tile"):
+        raise fault(f"rate={header['rate']}, window={header['window']}, padding={header['padding']!r}")
+    if not all(type(n) is int and 1 <= n <= header["window"] for n in windows):
+        raise fault(f"window_tokens {windows[:8]} are not token counts of windows of {header['window']}")
+    if not 0 <= header["token_count"] <= sum(windows):
+        raise fault(f"token_count {header['token_count']} is not within its windows' {sum(windows)} tokens")
+    if texts is not None and not (isinstance(texts, list) and all(isinstance(t, str) for t in texts)):
+        raise fault("window_texts are not a list of texts")
+    if not (isinstance(extra, dict) and all(isinstance(v, str) for v in extra.values())):
+        raise fault("extra is not a mapping of strings")
+    if header["dtype"] not in _STORAGE_DTYPES[:3]:
+        raise fault(f"dtype {header['dtype']!r} is not one of {_STORAGE_DTYPES[:3]}")
+    states = tensors.get("states")
+    if states is None:
+        raise MemoryFileError(f"{source} has no 'states' tensor")
+    if states.dim() != 3 or states.dtype not in (getattr(torch, header["dtype"]), torch.int8):
+        raise fault(f"states of shape {tuple(states.shape)} and {states.dtype}, not (slots, entries, hidden) "
+                    f"of {header['dtype']} or int8")
+    if states.dtype == torch.int8:
+        scales = tensors.get("scales")
+        if scales is None:
+            raise MemoryFileError(f"{source}: int8 states without their scales")
+        if scales.dtype != torch.float32 or tuple(scales.shape) != (*states.shape[:2], 1):
+            raise fault(f"int8 scales of shape {tuple(scales.shape)} and {scales.dtype}, not "
+                        f"{(*states.shape[:2], 1)} float32")
+    return {**header, "extra": dict(extra), "window_texts": texts}
+
+
+def _digest(metadata: dict[str, str], tensors: dict[str, torch.Tensor], source: str) -> str:
+    """sha256 of a memory file's metadata (less the checksum itself) and of each tensor's name, dtype, shape and
+    bytes, in file order: what format 2 stores as `rcc_sha256`."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != _CHECKSUM}, sort_keys=True).encode())
+    for name in _file_order({name: t.dtype for name, t in tensors.items()}):
+        tensor = tensors[name]
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise MemoryFileError(f"{source}: tensor {name!r} has dtype {tensor.dtype}, which memory files do not "
+                                  "hold; the memory file is damaged: save or compress it again")
+        _digest_tensor(digest, name, tensor.dtype, tuple(tensor.shape))
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def _digest_tensor(digest, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    digest.update(f"{name}|{_SAFETENSORS_DTYPES[dtype]}|{list(shape)}\n".encode())
+
+
+def _file_order(dtypes: dict[str, torch.dtype]) -> list[str]:
+    """Tensor names in the order safetensors lays them out: larger dtypes first, then by name."""
+    return sorted(dtypes, key=lambda name: (-dtypes[name].itemsize, name))
 
 
 _BLOCK_BYTES = 16 << 20  # float32 bytes of the slots converted at a time when a memory is saved
@@ -263,9 +336,12 @@ def _write_safetensors(out: BinaryIO, layout: dict[str, tuple[torch.dtype, tuple
                       blocks: Callable[[str], Iterator[torch.Tensor]], metadata: dict[str, str]) -> None:
     """Write a safetensors file (the format safetensors' own writer produces) whose tensors, named with dtype and
     shape in `layout`, arrive as `blocks(name)`: contiguous row blocks in order, so no tensor need be whole in
-    memory at once. Tensors are laid out as safetensors lays them out: larger dtypes first, then by name."""
-    order = sorted(layout, key=lambda name: (-layout[name][0].itemsize, name))
-    header: dict[str, object] = {"__metadata__": metadata}
+    memory at once. Tensors are laid out as safetensors lays them out: larger dtypes first, then by name. The
+    metadata gets the checksum of everything (`_digest`), computed as the blocks pass and written into its
+    place in the header at the end (`out` must be seekable)."""
+    order = _file_order({name: dtype for name, (dtype, _) in layout.items()})
+    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    header: dict[str, object] = {"__metadata__": {**metadata, _CHECKSUM: "0" * 64}}
     offset = 0
     for name in order:
         dtype, shape = layout[name]
@@ -275,15 +351,23 @@ def _write_safetensors(out: BinaryIO, layout: dict[str, tuple[torch.dtype, tuple
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    start = out.tell()
     out.write(struct.pack("<Q", len(raw)) + raw)
     for name in order:
         written = 0
+        _digest_tensor(digest, name, *layout[name])
         for block in blocks(name):
-            out.write(block.contiguous().view(torch.uint8).numpy().data)
+            data = block.contiguous().reshape(-1).view(torch.uint8).numpy().data
+            out.write(data)
+            digest.update(data)
             written += block.numel() * block.element_size()
         expected = header[name]["data_offsets"][1] - header[name]["data_offsets"][0]  # type: ignore[index]
         if written != expected:
             raise ValueError(f"tensor {name!r} gave {written} bytes, its layout {layout[name]} needs {expected}")
+    end = out.tell()
+    out.seek(start + 8 + raw.index(f'"{_CHECKSUM}":"'.encode()) + len(_CHECKSUM) + 4)
+    out.write(digest.hexdigest().encode())
+    out.seek(end)
 
 
 @dataclass(frozen=True)
@@ -294,7 +378,7 @@ class MemoryViews:
 
     Why: a slot holds r tokens in one state and blurs their order, which prose forgives and codes do not
     (27166 read for 27611). Another alignment puts the same tokens in other slots, and the views disagree
-    where one is unsure (`benchmarks/window_codes/`). `views[0]` is the memory as stored.
+    where one is unsure. `views[0]` is the memory as stored.
     """
 
     views: tuple[CompressedMemory, ...]

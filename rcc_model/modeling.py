@@ -23,6 +23,7 @@ from rcc_model.config import RCCConfig
 from rcc_model.generation import GenerationMixin
 from rcc_model.injection import SlotInjector
 from rcc_model.memory import CompressedMemory, MemoryMismatchError
+from rcc_model.prompts import token_ids
 from rcc_model.windows import num_slots, slot_positions, split_windows
 
 TokenInput = str | Sequence[int] | torch.Tensor
@@ -170,7 +171,7 @@ class RCCModel(nn.Module, GenerationMixin):
         return state
 
     @contextmanager
-    def rewriting_base_in_place(self) -> Iterator[None]:
+    def _rewriting_base_in_place(self) -> Iterator[None]:
         """A block that writes the same values into base parameters (DDP's broadcast of rank 0's weights when
         `accelerate` wraps the model): what was unchanged before it still counts as the base afterwards."""
         unchanged = [p for p, version in self._base_versions.values() if p._version == version]
@@ -229,26 +230,34 @@ class RCCModel(nn.Module, GenerationMixin):
         ids = self.encode_text(document) if isinstance(document, str) else document
         return [self._require_tokenizer().decode(window) for window in self._windows_of(ids)]
 
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids the encoder and decoder embed (ids 0 to vocab_size - 1)."""
+        return min(self.encoder.get_input_embeddings().num_embeddings,
+                   self.decoder.get_input_embeddings().num_embeddings)
+
     def _as_documents(self, inputs) -> tuple[list[list[int]], bool]:
-        """Normalise compress() input to (token id lists, was it a batch)."""
+        """Normalise compress() input to (token id lists, was it a batch); bytes, bools, non-integer tensors and
+        ids outside the vocabulary are refused here (`token_ids`)."""
         if isinstance(inputs, str):
             return [self.encode_text(inputs)], False
         if isinstance(inputs, torch.Tensor):
-            if inputs.dim() == 1:
-                return [inputs.tolist()], False
-            if inputs.dim() == 2:
-                return inputs.tolist(), True
-            raise ValueError(f"token id tensors must be 1-D or 2-D, got shape {tuple(inputs.shape)}")
-        items = list(inputs)
-        if not items:
-            raise ValueError("cannot compress an empty input")
-        if all(isinstance(t, int) for t in items):
-            return [items], False
-        if all(isinstance(t, str) for t in items):
-            return [self.encode_text(t) for t in items], True
-        if all(isinstance(t, (list, tuple, torch.Tensor)) for t in items):
-            return [t.tolist() if isinstance(t, torch.Tensor) else list(t) for t in items], True
-        raise TypeError("compress() takes a string, a list of token ids, or a list of either")
+            if inputs.dtype == torch.bool or inputs.is_floating_point() or inputs.is_complex():
+                raise TypeError(f"token id tensors hold integers, got dtype {inputs.dtype}")
+            if inputs.dim() not in (1, 2):
+                raise ValueError(f"token id tensors must be 1-D or 2-D, got shape {tuple(inputs.shape)}")
+            rows, is_batch = (inputs.tolist(), True) if inputs.dim() == 2 else ([inputs.tolist()], False)
+        elif isinstance(inputs, (bytes, bytearray)):
+            raise TypeError("compress() got bytes: decode them to text first (e.g. data.decode('utf-8'))")
+        else:
+            items = list(inputs)
+            if not items:
+                raise ValueError("cannot compress an empty input")
+            if all(isinstance(t, str) for t in items):
+                return [self.encode_text(t) for t in items], True
+            is_batch = all(isinstance(t, (list, tuple, torch.Tensor, bytes, bytearray)) for t in items)
+            rows = [t.tolist() if isinstance(t, torch.Tensor) else t for t in items] if is_batch else [items]
+        return [token_ids(row, self.vocab_size, "compress()") for row in rows], is_batch
 
     # ------------------------------------------------------------------ compression
     def encode_windows(self, window_ids: torch.Tensor, lengths: Sequence[int], rate: int | None = None
@@ -276,12 +285,14 @@ class RCCModel(nn.Module, GenerationMixin):
     @torch.no_grad()
     def compress(self, inputs: TokenInput | Sequence[TokenInput], *, batch_size: int = 8,
                  progress: bool | None = None, rate: int | None = None, offset: int = 0,
-                 keep_text: bool = False) -> CompressedMemory | list[CompressedMemory]:
+                 keep_text: bool | None = None) -> CompressedMemory | list[CompressedMemory]:
         """Compress a string, a list of token ids, or a batch of either, into memory, at `rate` (the model's
         default, or another of its `trained_rates`). With `offset`, the first `offset` tokens of each
         document are a window of their own, so every slot boundary after them moves by `offset`: the same
-        text at another alignment (`aligned_views`). With `keep_text`, the memory keeps each window's text
-        (`CompressedMemory.window_texts`), so that a question can read the windows that match it best.
+        text at another alignment (`aligned_views`). The memory keeps each window's text
+        (`CompressedMemory.window_texts`) unless `keep_text` is False (default: where the model has a tokenizer), so
+        that a question can rank its windows and read the best as text (`rcc_model.reading`); the text costs a
+        few bytes per token beside the slots' kilobytes.
 
         Windows of all documents go through the encoder `batch_size` at a time; only slot states are
         kept, written into one preallocated tensor per document, so peak memory is the output plus one
@@ -290,6 +301,8 @@ class RCCModel(nn.Module, GenerationMixin):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
         documents, is_batch = self._as_documents(inputs)
+        if keep_text is None:
+            keep_text = self.tokenizer is not None
         decode = self._require_tokenizer().decode if keep_text else None
         cfg, rate = self.config, self.config.check_rate(rate)
         if not 0 <= offset < cfg.window:
@@ -388,8 +401,8 @@ class RCCModel(nn.Module, GenerationMixin):
             index = torch.tensor(rows, device=input_ids.device)
             group_labels = labels[index, :tokens]
             # full-vocabulary logits only at the input positions some row scores (position P-1+j predicts
-            # input_ids[:, j]), gathered into one contiguous product: 1.11x per CPU step
-            # (benchmarks/step_kernels/). Positions as a 1D tensor, which every HF causal LM takes.
+            # input_ids[:, j]), gathered into one contiguous product rather than one per row: a faster step.
+            # Positions as a 1D tensor, which every HF causal LM takes.
             kept = (group_labels != -100).any(dim=0).nonzero().squeeze(1)  # (n,)
             out = self.decode(padded, slot_mask, input_ids[index, :tokens], attention_mask[index, :tokens],
                               logits_to_keep=kept + slots - 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 Prompt = str | Sequence[int] | Sequence[dict] | None
 
@@ -41,15 +42,54 @@ def text_then_question(text: str, question: str) -> str:
     return f"{text}\n\n{question}"
 
 
+def token_ids(items: Sequence, vocab_size: int, what: str) -> list[int]:
+    """`items` as token ids, refused unless each is an integer (not a bool) in [0, `vocab_size`): a bad id is a
+    clear error here, not an IndexError from inside the embedding."""
+    if isinstance(items, (bytes, bytearray)):
+        raise TypeError(f"{what} got bytes: decode them to text first (e.g. data.decode('utf-8'))")
+    ids = list(items)
+    wrong = next((t for t in ids if isinstance(t, bool) or not isinstance(t, Integral)), None)
+    if wrong is not None:
+        raise TypeError(f"{what}: token ids are ints, got {wrong!r} ({type(wrong).__name__})")
+    ids = [int(t) for t in ids]
+    if ids and (min(ids) < 0 or max(ids) >= vocab_size):
+        bad = next(t for t in ids if not 0 <= t < vocab_size)
+        raise ValueError(f"{what}: token id {bad} is outside the vocabulary of {vocab_size} tokens (ids 0 to "
+                         f"{vocab_size - 1}); encode text with this model's tokenizer")
+    return ids
+
+
+def with_context(prompt: Prompt, context: str) -> Prompt:
+    """`prompt` with `context` (text the decoder reads as plain tokens) before its question: a string becomes
+    `text_then_question(context, prompt)`, chat messages get it in their last user turn, and "" changes nothing.
+    Where a reader puts the windows it expands (`rcc_model.reading`)."""
+    if not context:
+        return prompt
+    if isinstance(prompt, str):
+        return text_then_question(context, prompt)
+    messages = list(prompt or [])
+    for k in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[k], dict) and messages[k].get("role") == "user":
+            messages[k] = {**messages[k], "content": text_then_question(context, messages[k]["content"])}
+            return messages
+    raise ValueError("expanded text goes before a question: pass a string or chat messages with a user turn")
+
+
 def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
-    """Token ids of a prompt: None/"" -> [], str -> raw text, list of ints -> as is, messages -> template."""
+    """Token ids of a prompt: None/"" -> [], str -> raw text, list of ints -> as is, messages -> template.
+    An empty list is refused: it is neither a conversation nor a prompt (None is "no prompt")."""
     if prompt is None or prompt == "":
         return []
     if isinstance(prompt, str):
         _need(tokenizer, "a text prompt")
         return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if isinstance(prompt, (bytes, bytearray)):
+        raise TypeError("a prompt got bytes: decode them to text first (e.g. data.decode('utf-8'))")
     items = list(prompt)
-    if all(isinstance(t, int) for t in items):
+    if not items:
+        raise ValueError("the prompt is an empty list: pass messages, token ids, a string, or None to continue "
+                         "from memory alone")
+    if all(isinstance(t, int) and not isinstance(t, bool) for t in items):
         return items
     if all(isinstance(m, dict) and "role" in m for m in items):
         _need(tokenizer, "chat messages")

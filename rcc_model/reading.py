@@ -1,51 +1,36 @@
-"""Reading part of a memory: when documents hold more memory than a model reads well, a question reads the
-windows whose text matches it best, in document order, within a budget of slots.
+"""Reading part of a memory: compress, select, expand. A question ranks the windows of the memories it is
+given by their text; the best few are read EXPANDED (their text enters the prompt as plain tokens, before the
+question), a wider neighbourhood (the windows next to them, the next-ranked ones) is read COMPRESSED, as slots,
+within a slot budget, and the rest is not read.
 
 Windows are encoded independently, so any subset of a memory's windows is itself a valid memory. Ranking is
-lexical (Okapi BM25 over each window's own text): it finds the window holding a fact far more often than the
-encoder's own states do, since the question and the fact share their rare words. `reading_for` is the policy
-the CLI, the evaluation protocols and the integrations share: the part within a slot budget, read at the model's
-slot alignments (`aligned_views`).
+lexical (Okapi BM25 over each window's own text), fused with an embedding model's ranking where one is given
+(`rcc_model.ranking`): BM25 finds the window holding a fact far more often than the encoder's own states do,
+since the question and the fact share their rare words, and the embedding finds it where they do not. A small
+decoder reads text better than slots, so the few windows that matter most are worth their tokens.
+`reading_for` is the policy that `RCCModel.ask` / `stream`, the CLI, the evaluation protocols and the
+integrations share, at the model's slot alignments (`aligned_views`).
 
 Example:
     .. code-block:: python
 
-        memory = model.compress(report)
-        reading = read_within(question, [memory], [model.window_texts(report)], budget=256)
-        answer = model.generate(reading.memory, [{"role": "user", "content": question}])
+        memory = model.compress(report)                   # keeps each window's text
+        reading = read_within(question, [memory], [memory.window_texts], budget=64, expand_tokens=512)
+        prompt = reading.prompt([{"role": "user", "content": question}])   # the expanded text, then the question
+        answer = model.generate(reading.memory, prompt, reading=None)
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
+import dataclasses
+import hashlib
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rcc_model.memory import CompressedMemory, MemoryViews
-
-_WORD = re.compile(r"\w+")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def bm25(query: str, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> list[float]:
-    """Okapi BM25 score of each text for `query`, with document frequencies taken over `texts` themselves."""
-    bags = [Counter(words(t)) for t in texts]
-    if not bags:
-        return []
-    lengths = [sum(bag.values()) for bag in bags]
-    average = max(sum(lengths) / len(bags), 1.0)
-    frequency = Counter(term for bag in bags for term in bag)
-    terms = set(words(query))
-    idf = {t: math.log(1 + (len(bags) - frequency[t] + 0.5) / (frequency[t] + 0.5)) for t in terms}
-    return [
-        sum(idf[t] * bag[t] * (k1 + 1) / (bag[t] + k1 * (1 - b + b * n / average)) for t in terms if t in bag)
-        for bag, n in zip(bags, lengths)
-    ]
+from rcc_model.prompts import Prompt, with_context
+from rcc_model.ranking import Embed, bm25, rank_windows, words  # noqa: F401 (bm25, words: their old home)
 
 
 @dataclass(frozen=True)
@@ -67,22 +52,66 @@ class MemoryWithText:
         return self.memory.num_slots
 
 
+@dataclass(frozen=True)
+class WindowChoice:
+    """One window a question reads: window `window` of memory `memory`, its ranking `score` (None where nothing
+    was ranked), and how it is read: "expanded" (its text, as plain prompt tokens) or "compressed" (its slots)."""
+
+    memory: int
+    window: int
+    score: float | None
+    read: str
+
+
 @dataclass
 class Reading:
     """What a question reads: `memory`, made of the windows `windows[i]` (indices, in order) of the
-    `available[i]` that memory i holds; `scores[i]` are their BM25 scores (empty where nothing was ranked:
-    everything fitted, or the memory came without text). `texts` is the text of each window read, in
-    order, when every one came with its text (for `aligned_views`), else None."""
+    `available[i]` that memory i holds, read compressed; `expanded[i]`, the windows of memory i read as text
+    instead (`expanded_texts[i]`; all of it, in document order, is `context`, which `prompt` puts before the
+    question, `expanded_tokens` tokens). `scores[i]`
+    and `expanded_scores[i]` are their ranking scores (empty where nothing was ranked: everything fitted, or
+    the memory came without text); `ranking` names the ranking ("bm25", "bm25+embedding", "" for none).
+    `texts` is the text of each window of `memory`, in order, when every one came with its text (for
+    `aligned_views`), else None."""
 
     memory: CompressedMemory
     windows: list[list[int]]
     scores: list[list[float]]
     available: list[int]
     texts: list[str] | None = None
+    expanded: list[list[int]] = field(default_factory=list)
+    expanded_scores: list[list[float]] = field(default_factory=list)
+    expanded_texts: list[list[str]] = field(default_factory=list)
+    expanded_tokens: int = 0
+    ranking: str = ""
+
+    @staticmethod
+    def context_of(expanded: Sequence[Sequence[int]], texts: Sequence[Sequence[str]]) -> str:
+        """The text of expanded windows (`expanded[i]`, ascending, of memory i, whose texts are `texts[i]`), in
+        document order: consecutive windows joined as the text they were cut from, passages apart by a blank
+        line."""
+        passages: list[str] = []
+        for js, text in zip(expanded, texts):
+            for k, (j, piece) in enumerate(zip(js, text)):
+                if k and js[k - 1] == j - 1:
+                    passages[-1] += piece
+                else:
+                    passages.append(piece)
+        return "\n\n".join(p.strip() for p in passages)
+
+    @property
+    def context(self) -> str:
+        """What the question reads as text: the expanded windows' (`context_of`), "" for none."""
+        return self.context_of(self.expanded, self.expanded_texts)
 
     @property
     def windows_read(self) -> int:
-        return sum(map(len, self.windows))
+        """Windows read, compressed or expanded."""
+        return sum(map(len, self.windows)) + self.windows_expanded
+
+    @property
+    def windows_expanded(self) -> int:
+        return sum(map(len, self.expanded))
 
     @property
     def windows_held(self) -> int:
@@ -93,18 +122,62 @@ class Reading:
         """Whether some windows were left unread."""
         return self.windows_read < self.windows_held
 
+    @property
+    def choices(self) -> list[WindowChoice]:
+        """The windows read, expanded ones first (best first), then compressed ones in document order."""
+        def ranked(windows: list[list[int]], scores: list[list[float]], read: str) -> list[WindowChoice]:
+            return [WindowChoice(i, j, scores[i][k] if i < len(scores) and k < len(scores[i]) else None, read)
+                    for i, js in enumerate(windows) for k, j in enumerate(js)]
+
+        expanded = sorted(ranked(self.expanded, self.expanded_scores, "expanded"), key=lambda c: -(c.score or 0.0))
+        return expanded + ranked(self.windows, self.scores, "compressed")
+
+    def metadata(self) -> dict:
+        """What was read, as JSON-ready response metadata: the ranking, each window's choice, the tokens read
+        as text and the slots read compressed."""
+        return {"ranking": self.ranking, "windows": [dataclasses.asdict(c) for c in self.choices],
+                "expanded_tokens": self.expanded_tokens, "compressed_slots": self.memory.num_slots}
+
+    def prompt(self, prompt: Prompt) -> Prompt:
+        """`prompt` with the expanded text before its question (`prompts.with_context`)."""
+        return with_context(prompt, self.context)
+
+
+@dataclass(frozen=True)
+class ReadingPolicy:
+    """How a question reads a memory (`reading_for`): up to `expand_tokens` tokens of the best-ranked windows
+    as text, up to `read_slots` slots of compressed windows, ranked by BM25, fused with `embed`'s ranking where
+    given (`rcc_model.ranking`). None = the model's own setting (`RCCConfig.expand_tokens`, `read_slots`)."""
+
+    expand_tokens: int | None = None
+    read_slots: int | None = None
+    embed: Embed | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("expand_tokens", "read_slots"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"`{name}` must be a non-negative integer or None, got {value!r}")
+
 
 def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequence[Sequence[str] | None],
-                budget: int, relevance: float = 0.75) -> Reading:
-    """The part of `memories` (in order) that `question` reads within `budget` slots.
+                budget: int, relevance: float = 0.75, *, expand_tokens: int = 0, embed: Embed | None = None
+                ) -> Reading:
+    """The part of `memories` (in order) that `question` reads: up to `expand_tokens` tokens as text, and
+    within `budget` slots compressed. `texts[i]` is the text of each window of memory i
+    (`RCCModel.window_texts`), None where unknown: such a memory cannot be ranked and is read whole.
 
-    All of it while it fits. Otherwise a memory without text (`texts[i]` None) cannot be ranked and is read
-    whole; the windows of the others are ranked by BM25 against the question, and those scoring at least
-    `relevance` x the best are taken, best first, while they fit (the best always); what budget is left goes
-    to their neighbours, nearest first, so that a sentence cut by a window boundary is read on both sides.
-    Windows that merely share the question's common words stay out: the next-best window is often a like fact
-    about another place, which misleads the decoder more than it helps. `texts[i]` is the text of each window
-    of memory i (`RCCModel.window_texts`).
+    The windows with text are ranked against the question (`rank_windows`: BM25, fused with `embed`'s ranking
+    where given). With `expand_tokens`, the best windows are expanded, best first, while their tokens fit; the
+    slot budget then goes to the windows next to them (so a sentence cut by a window boundary is read on both
+    sides), then to the next-ranked windows, then to farther neighbours; a window is read once.
+
+    Without expansion (`expand_tokens` 0, or no window fits it), all of the memory is read while it fits;
+    otherwise the windows scoring at least `relevance` x the best BM25 score (with `embed`, the best window
+    alone) are taken, best first, while they fit (the best always), and what budget is left goes to their
+    neighbours, nearest first. Windows that merely share
+    the question's common words stay out: the next-best window is often a like fact about another place, which
+    misleads the decoder more than it helps when it is read from slots.
     """
     if not memories:
         raise ValueError("read_within needs at least one memory")
@@ -114,42 +187,73 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
     for i, (count, text) in enumerate(zip(counts, texts)):
         if text is not None and len(text) != count:
             raise ValueError(f"memory {i} has {count} windows but {len(text)} window texts")
-    if sum(m.num_slots for m in memories) <= budget or all(text is None for text in texts):  # nothing to rank
-        return Reading(CompressedMemory.concat(memories), [list(range(n)) for n in counts], [[] for _ in memories],
-                       counts, _texts_read(texts, [range(n) for n in counts]))
+    fits = sum(m.num_slots for m in memories) <= budget
+    if (fits and expand_tokens <= 0) or all(text is None for text in texts):  # nothing to rank
+        none = [[] for _ in memories]
+        return Reading(CompressedMemory.concat(memories), [list(range(n)) for n in counts], none, counts,
+                       _texts_read(texts, [range(n) for n in counts]), none, none, none)
 
     windows = [m.windows() for m in memories]
     left = budget - sum(m.num_slots for m, text in zip(memories, texts) if text is None)
     candidates = [(i, j) for i, text in enumerate(texts) if text is not None for j in range(len(text))]
-    scores = dict(zip(candidates, bm25(question, [texts[i][j] for i, j in candidates])))
-    chosen: set[tuple[int, int]] = set()
+    ranking, method = rank_windows(question, [texts[i][j] for i, j in candidates], embed)
+    scores = dict(zip(candidates, ranking))
+    ranked = sorted(candidates, key=lambda c: (-scores[c], c))  # best first; ties in document order
+    expanded, room = [], expand_tokens
+    for i, j in ranked:
+        if scores[(i, j)] > 0 and memories[i].window_tokens[j] <= room:
+            expanded.append((i, j))
+            room -= memories[i].window_tokens[j]
+    chosen: set[tuple[int, int]] = set(expanded)
 
     def take(window: tuple[int, int]) -> None:
         nonlocal left
         if window in scores and window not in chosen and (windows[window[0]][window[1]].num_slots <= left
-                                                          or not chosen):
+                                                          or len(chosen) == 0):
             chosen.add(window)
             left -= windows[window[0]][window[1]].num_slots
 
-    ranked = sorted(candidates, key=lambda c: (-scores[c], c))  # best first; ties in document order
-    best = scores[ranked[0]] if ranked else 0.0
-    for window in ranked:
-        if scores[window] < relevance * best:
-            break
-        take(window)
-    hits = [window for window in ranked if window in chosen]  # their neighbours in the same order
+    def near(hits: Sequence[tuple[int, int]], distance: int) -> None:
+        for i, j in hits:  # the better-ranked side first
+            for neighbour in sorted([(i, j - distance), (i, j + distance)], key=lambda c: -scores.get(c, -1.0)):
+                take(neighbour)
+
+    if fits:
+        for window in candidates:
+            take(window)
+    elif expanded:
+        near(expanded, 1)
+        for window in ranked:
+            if scores[window] > 0:
+                take(window)
+    else:  # fused scores are ranks, not strengths: there only the best window (and its ties) passes the cutoff
+        best, cutoff = (scores[ranked[0]] if ranked else 0.0), relevance if method == "bm25" else 1.0
+        for window in ranked:
+            if scores[window] < cutoff * best:
+                break
+            take(window)
+    hits = expanded + [window for window in ranked if window in chosen and window not in expanded]
     for distance in range(1, max(counts) if hits else 0):
         if left <= 0:
             break
-        for i, j in hits:
-            for neighbour in sorted([(i, j - distance), (i, j + distance)], key=lambda c: -scores.get(c, -1.0)):
-                take(neighbour)
-    picked = [sorted(j for i2, j in chosen if i2 == i) if text is not None else list(range(counts[i]))
+        near(hits, distance)
+    opened = set(expanded)
+    picked = [sorted(j for i2, j in chosen - opened if i2 == i) if text is not None else list(range(counts[i]))
               for i, text in enumerate(texts)]
+    shown = [sorted(j for i2, j in opened if i2 == i) for i in range(len(memories))]
     parts = [windows[i][j] for i, js in enumerate(picked) for j in js]
-    return Reading(CompressedMemory.concat(parts), picked,
+    return Reading(CompressedMemory.concat(parts) if parts else _empty_like(memories[0]), picked,
                    [[scores[(i, j)] for j in js] if texts[i] is not None else [] for i, js in enumerate(picked)],
-                   counts, _texts_read(texts, picked))
+                   counts, _texts_read(texts, picked), shown,
+                   [[scores[(i, j)] for j in js] for i, js in enumerate(shown)],
+                   [[texts[i][j] for j in js] for i, js in enumerate(shown)], expand_tokens - room, method)
+
+
+def _empty_like(memory: CompressedMemory) -> CompressedMemory:
+    """A memory of no slots from the model that made `memory` (what a question reads when all it reads is
+    text)."""
+    return dataclasses.replace(memory, states=memory.states[:0], window_tokens=[], token_count=0,
+                               source_hash=hashlib.sha256(b"").hexdigest(), extra={}, window_texts=None)
 
 
 def _texts_read(texts: Sequence[Sequence[str] | None], picked: Sequence[Sequence[int]]) -> list[str] | None:
@@ -182,17 +286,25 @@ def aligned_views(model, memory: CompressedMemory, texts: Sequence[str] | None, 
 
 
 def reading_for(model, memory: CompressedMemory, question: str, read_slots: int | None,
-                texts: Sequence[str] | None = None) -> tuple[CompressedMemory | MemoryViews, Reading]:
-    """What `model`'s decoder reads to answer `question` from `memory`, and which windows that is: the part
-    within `read_slots` slots (`read_within`: beyond the budget, the windows whose text best matches the
-    question) at the model's slot alignments (`aligned_views`), or, with `read_slots` None, all of it as
-    stored. `texts` are the windows' texts (default the memory's own, `compress(..., keep_text=True)`); a
-    memory without them is read whole and as stored.
+                texts: Sequence[str] | None = None, *, expand_tokens: int = 0, embed: Embed | None = None
+                ) -> tuple[CompressedMemory | MemoryViews, Reading]:
+    """What `model`'s decoder reads to answer `question` from `memory`, and which windows that is
+    (`read_within`): up to `expand_tokens` tokens of the best windows as text (`Reading.context`, which
+    `Reading.prompt` puts before the question), and the part within `read_slots` slots (all of it with
+    `read_slots` None) at the model's slot alignments (`aligned_views`). With neither, all of it as stored.
+    `texts` are the windows' texts (default the memory's own, kept by `compress`); a memory without them
+    cannot be ranked and is read whole and as stored, with a warning where it holds more than `read_slots`.
 
-    `rcc ask`, the demo, the evaluation protocols and the integrations all read a memory this way, so a figure
-    measured by a protocol is what a user's question gets.
+    `model.ask`, `model.stream`, `rcc ask`, the demo, the evaluation protocols and the integrations all read a
+    memory this way, so a figure measured by a protocol is what a user's question gets.
     """
-    if read_slots is None:
+    texts = memory.window_texts if texts is None else texts
+    if texts is None and read_slots is not None and memory.num_slots > read_slots:
+        warnings.warn(f"a memory of {memory.num_slots} slots, more than this model reads well ({read_slots}), "
+                      "without its text cannot be ranked, so it is read whole: compress it with keep_text=True "
+                      "(the default)", stacklevel=2)
+    if (read_slots is None and expand_tokens <= 0) or texts is None:
         return memory, read_within(question, [memory], [None], memory.num_slots)
-    reading = read_within(question, [memory], [memory.window_texts if texts is None else texts], read_slots)
+    reading = read_within(question, [memory], [texts], memory.num_slots if read_slots is None else read_slots,
+                          expand_tokens=expand_tokens, embed=embed)
     return aligned_views(model, reading.memory, reading.texts), reading

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 
     from rcc_model.modeling import RCCModel
 
-DEFAULT_SHARD_MB = 512
+# Shards by default: 1/64 of the memory compressed in a run, between these sizes, so that up to 64 processes get
+# balanced shares whatever their number (the plan must not depend on it) and huge corpora few files.
+MIN_SHARD_MB, MAX_SHARD_MB, SHARDS_PER_RUN = 16, 512, 64
 _GROUP_BATCHES = 4  # encoder batches compressed between two progress updates
 
 
@@ -100,6 +102,11 @@ def check_output(store: Path) -> None:
         raise ValueError(f"{store} is a folder that holds other files, not a memory store: choose another -o")
 
 
+def default_shard_mb(run_bytes: int) -> float:
+    """The shard size for a run that compresses `run_bytes` of memory: 1/64 of it, between 16 and 512 MB."""
+    return min(MAX_SHARD_MB, max(MIN_SHARD_MB, run_bytes / SHARDS_PER_RUN / 2**20))
+
+
 def plan_shards(documents: list[PlannedDocument], shard_bytes: int, bytes_per_slot: int, first: int
                 ) -> list[ShardPlan]:
     """Consecutive documents packed into shards of at most `shard_bytes` (a larger document alone)."""
@@ -127,12 +134,13 @@ def assign_shards(shards: list[ShardPlan], processes: int) -> list[list[ShardPla
 
 
 def compress_corpus(model: RCCModel, corpus: Corpus, store: str | Path, *, rate: int | None = None,
-                    storage: str | None = None, shard_mb: float = DEFAULT_SHARD_MB, batch_size: int = 8,
+                    storage: str | None = None, shard_mb: float | None = None, batch_size: int = 8,
                     progress: bool = True, state: PartialState | None = None) -> CompressionReport:
     """Compress every document of `corpus` the store does not already hold (same id and text) into new shards
-    of at most `shard_mb` MB, then rewrite the manifest. `state` (accelerate's `PartialState`) splits the
+    of at most `shard_mb` MB (default: 1/64 of what this run compresses, between 16 and 512 MB), then rewrite
+    the manifest. `state` (accelerate's `PartialState`) splits the
     work across the processes of a launch; None is one process."""
-    if batch_size < 1 or shard_mb <= 0:
+    if batch_size < 1 or (shard_mb is not None and shard_mb <= 0):
         raise ValueError(f"batch_size must be >= 1 and shard_mb > 0, got {batch_size} and {shard_mb}")
     store = Path(store)
     check_output(store)
@@ -144,8 +152,10 @@ def compress_corpus(model: RCCModel, corpus: Corpus, store: str | Path, *, rate:
     if existing is not None:
         existing.check_same(settings, str(store))
     planned, in_corpus = _plan_documents(model, corpus, settings.rate, stored)
-    shards = plan_shards(planned, int(shard_mb * 2**20), settings.bytes_per_slot, first)
-    _check_disk(store, sum(doc.slots for doc in planned) * settings.bytes_per_slot)
+    needed = sum(doc.slots for doc in planned) * settings.bytes_per_slot
+    _check_disk(store, needed)
+    shard_bytes = int((shard_mb or default_shard_mb(needed)) * 2**20)
+    shards = plan_shards(planned, shard_bytes, settings.bytes_per_slot, first)
     mine = assign_shards(shards, count)[index]
     if index == 0:
         (store / SHARDS).mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,8 @@ for its type: strings from tokens without quotes, backslashes or control charact
 tokens; booleans, enums and `anyOf` branches by comparing the model's scores of the alternatives. A small
 local model thus always returns JSON that parses and matches the schema, whatever it "wants" to write.
 
-Supported schema: object (properties, required), array (items, minItems, maxItems), string (enum, const),
-integer, number, boolean, null, enum/const at any level, anyOf/oneOf, $ref into $defs. Anything else is a
-`ValueError` up front, never a silently wrong output.
+The supported schema subset is `rcc_model.json_schema`'s; anything else is an `UnsupportedSchemaError` (a
+`ValueError`) up front, never a silently wrong output.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from rcc_model.decoding import DecodeState, continuation_logprob, extend
+from rcc_model.json_schema import Schema, StringRules
 
 _MAX_STRING_TOKENS = 64
 _MAX_NUMBER_TOKENS = 8
@@ -38,6 +38,13 @@ def _vocabulary(tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     string_ok = torch.tensor([bool(_STRING_SAFE.match(t)) and i not in special for i, t in enumerate(texts)])
     digits = torch.tensor([bool(_DIGITS.match(t)) for t in texts])
     return string_ok, digits, texts
+
+
+@lru_cache(maxsize=4)
+def _clean_string_tokens(tokenizer) -> list[bool]:
+    """Per token: allowed in a JSON string and whole characters (what a string of length rules is built from)."""
+    string_ok, _, texts = _vocabulary(tokenizer)
+    return [ok and "\ufffd" not in text for ok, text in zip(string_ok.tolist(), texts)]
 
 
 @dataclass
@@ -81,71 +88,39 @@ class Cursor:
 
 
 class SchemaDecoder:
-    """Writes one JSON value for a schema through a `Cursor`."""
+    """Writes one JSON value for a schema through a `Cursor`; the schema is checked first
+    (`rcc_model.json_schema`: what is not honoured is an `UnsupportedSchemaError`)."""
 
     def __init__(self, model, schema: dict[str, Any]):
         self.model = model
-        self.root = schema
-        self.check(schema)
+        self.schema = Schema(schema)
+        self.schema.check()
         string_ok, digits, self.texts = _vocabulary(model.tokenizer)
         self.string_ok, self.digits = string_ok, digits
-        self.quote = self.texts.index('"')
+        self.clean = _clean_string_tokens(model.tokenizer)
+        self.digit_ids = digits.nonzero().flatten().tolist()
+        self.quote, self.minus = self.texts.index('"'), self.texts.index("-")
 
     @classmethod
     def check_schema(cls, schema: dict[str, Any]) -> None:
-        """Raise `ValueError` if generation cannot be constrained to `schema` (no model needed)."""
-        checker = cls.__new__(cls)
-        checker.root = schema
-        checker.check(schema)
+        """Raise `UnsupportedSchemaError` if generation cannot be constrained to `schema` (no model needed)."""
+        Schema(schema).check()
 
-    # -------------------------------------------------------------- validation up front
     def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
-        ref = schema.get("$ref")
-        if ref is None:
-            return schema
-        if not ref.startswith("#/"):
-            raise ValueError(f"cannot follow the schema reference {ref!r}")
-        node: Any = self.root
-        for part in ref[2:].split("/"):
-            node = node[part]
-        return self.resolve(node)
-
-    def check(self, schema: dict[str, Any], depth: int = 0) -> None:
-        schema = self.resolve(schema)
-        if depth > 8:
-            raise ValueError("schema nests more than 8 levels (recursive?)")
-        if "enum" in schema or "const" in schema:
-            return
-        for key in ("anyOf", "oneOf"):
-            if key in schema:
-                for branch in schema[key]:
-                    self.check(branch, depth + 1)
-                return
-        kind = schema.get("type")
-        if kind == "object":
-            for sub in schema.get("properties", {}).values():
-                self.check(sub, depth + 1)
-        elif kind == "array":
-            if "prefixItems" in schema:  # a tuple: one schema per position, not written by this decoder
-                raise ValueError(f"cannot constrain generation to a tuple schema ({json.dumps(schema)[:80]})")
-            self.check(schema.get("items", {"type": "string"}), depth + 1)
-        elif kind not in ("string", "integer", "number", "boolean", "null"):
-            raise ValueError(f"cannot constrain generation to schema type {kind!r} ({json.dumps(schema)[:80]})")
+        return self.schema.resolve(schema)
 
     # -------------------------------------------------------------- writing
     def write(self, cursor: Cursor, schema: dict[str, Any]) -> Any:
         schema = self.resolve(schema)
-        if "const" in schema:
-            cursor.force(json.dumps(schema["const"]))
-            return schema["const"]
-        if "enum" in schema:
-            options = [json.dumps(v) for v in schema["enum"]]
-            choice = cursor.choose(options)
+        if "const" in schema or "enum" in schema:
+            values = self.schema.values(schema)
+            options = [json.dumps(v) for v in values]
+            choice = cursor.choose(options) if len(options) > 1 else 0
             cursor.force(options[choice])
-            return schema["enum"][choice]
+            return values[choice]
         branches = schema.get("anyOf") or schema.get("oneOf")
         if branches:
-            starts = [self.opening(self.resolve(b)) for b in branches]
+            starts = [self.opening(b) for b in branches]
             return self.write(cursor, branches[cursor.choose(starts)])
         kind = schema["type"]
         if kind == "object":
@@ -153,9 +128,9 @@ class SchemaDecoder:
         if kind == "array":
             return self.write_array(cursor, schema)
         if kind == "string":
-            return self.write_string(cursor)
+            return self.write_string(cursor, self.schema.string_rules(schema))
         if kind in ("integer", "number"):
-            return self.write_number(cursor, kind)
+            return self.write_number(cursor, schema, kind)
         if kind == "boolean":
             value = cursor.choose(["true", "false"]) == 0
             cursor.force("true" if value else "false")
@@ -163,17 +138,16 @@ class SchemaDecoder:
         cursor.force("null")
         return None
 
-    @staticmethod
-    def opening(schema: dict[str, Any]) -> str:
+    def opening(self, schema: dict[str, Any]) -> str:
         """The first characters a value of this schema starts with (to score alternatives)."""
-        if "const" in schema:
-            return json.dumps(schema["const"])[:2]
-        if "enum" in schema:
-            return json.dumps(schema["enum"][0])[:2]
+        schema = self.resolve(schema)
+        if "const" in schema or "enum" in schema:
+            return json.dumps(self.schema.values(schema)[0])[:2]
         return {"object": "{", "array": "[", "string": '"', "integer": "1", "number": "1", "boolean": "t",
                 "null": "null"}.get(schema.get("type"), '"')
 
     def write_object(self, cursor: Cursor, schema: dict[str, Any]) -> dict[str, Any]:
+        """Every property, in order (required or not: the schema's bounds on their count allow that)."""
         value: dict[str, Any] = {}
         cursor.force("{")
         for i, (key, sub) in enumerate(schema.get("properties", {}).items()):
@@ -183,8 +157,11 @@ class SchemaDecoder:
         return value
 
     def write_array(self, cursor: Cursor, schema: dict[str, Any]) -> list[Any]:
+        """`minItems` items at least, then more while the model prefers them, up to `maxItems` (at most
+        `_MAX_ARRAY_ITEMS` past the minimum) or the budget."""
         items = schema.get("items", {"type": "string"})
-        low, high = schema.get("minItems", 0), min(schema.get("maxItems", _MAX_ARRAY_ITEMS), _MAX_ARRAY_ITEMS)
+        low, cap = schema.get("minItems", 0), schema.get("maxItems")
+        high = cap if cap is not None and cap <= _MAX_ARRAY_ITEMS else max(low, _MAX_ARRAY_ITEMS)
         values: list[Any] = []
         cursor.force("[")
         while len(values) < high:
@@ -192,7 +169,7 @@ class SchemaDecoder:
                 cursor.truncated = True
                 break
             if len(values) >= low:
-                more = ", " if values else self.opening(self.resolve(items))
+                more = ", " if values else self.opening(items)
                 if cursor.choose([more, "]"]) == 1:
                     break
             if values:
@@ -201,7 +178,49 @@ class SchemaDecoder:
         cursor.force("]")
         return values
 
-    def write_string(self, cursor: Cursor) -> str:
+    def write_string(self, cursor: Cursor, rules: StringRules | None = None) -> str:
+        """A string of tokens the model prefers among those that keep `rules` satisfiable; where the budget or
+        `_MAX_STRING_TOKENS` ends it before the rules are met, the shortest completion found is written."""
+        if rules is None or rules.trivial:
+            return self._free_string(cursor)
+        cursor.force('"')
+        text = ""
+        for _ in range(_MAX_STRING_TOKENS):
+            if cursor.exhausted:
+                cursor.truncated = True
+                break
+            token = self._string_token(cursor, text, rules)
+            if token is None:
+                break
+            text += self.texts[token]
+            cursor.take(token)
+        if not rules.done(text):
+            rest = rules.complete(text)
+            if rest is None:
+                raise ValueError(f"could not complete the string {text!r} to {rules.low} to {rules.high} "
+                                 f"characters matching {rules.patterns}: simplify the pattern")
+            cursor.force(rest)
+            text += rest
+        cursor.force_ids([self.quote])
+        return text
+
+    def _string_token(self, cursor: Cursor, text: str, rules: StringRules) -> int | None:
+        """The model's favourite token that keeps `text` satisfiable, or None for the closing quote (preferred,
+        or nothing else fits)."""
+        first: dict[str, bool] = {}  # whether text + a token's first character can still be satisfied
+        for token in cursor.logits.argsort(descending=True).tolist():
+            if token == self.quote and rules.done(text):
+                return None
+            if not self.clean[token]:
+                continue
+            piece = self.texts[token]
+            if piece[0] not in first:
+                first[piece[0]] = rules.prefix_ok(text + piece[0])
+            if first[piece[0]] and rules.viable(text + piece):
+                return token
+        return None
+
+    def _free_string(self, cursor: Cursor) -> str:
         cursor.force('"')
         ids: list[int] = []
         while len(ids) < _MAX_STRING_TOKENS:
@@ -219,21 +238,50 @@ class SchemaDecoder:
         # Decoded together: byte-level tokens of one multi-byte character are not text one by one.
         return self.model.tokenizer.decode(ids).replace("\ufffd", "")
 
-    def write_number(self, cursor: Cursor, kind: str) -> int | float:
-        """Digits until the model prefers anything else; at least one, even past the budget (valid JSON)."""
-        digits = self.digits.to(cursor.logits.device)
+    def write_number(self, cursor: Cursor, schema: dict[str, Any], kind: str) -> int | float:
+        """An integer within the schema's bounds: a sign where the range allows both and the model prefers
+        "-", then digits (`_digits`)."""
+        low, high = self.schema.integer_range(schema)
+        negative = high is not None and high < 0
+        if not negative and (low is None or low < 0):
+            negative = bool(cursor.logits[self.minus] > cursor.logits[self.digit_ids].max())
+        if negative:
+            cursor.force("-")
+            value = -self._digits(cursor, 1 if high is None else max(1, -high), None if low is None else -low)
+        else:
+            value = self._digits(cursor, max(0, low or 0), high)
+        return float(value) if kind == "number" and abs(value) < 2**53 else value
+
+    def _digits(self, cursor: Cursor, low: int, high: int | None) -> int:
+        """Digits of an integer in [low, high] (high None: unbounded) until the model prefers anything else
+        once one is reached; at least one digit, even past the budget (valid JSON)."""
         text = ""
-        for _ in range(_MAX_NUMBER_TOKENS):
-            best = int(cursor.logits.argmax())
-            if text and not digits[best]:
-                break
-            if text and cursor.exhausted:
-                cursor.truncated = True
-                break
-            token = best if digits[best] else int(cursor.logits.masked_fill(~digits, -math.inf).argmax())
+        while True:
+            allowed = [t for t in self.digit_ids if _can_reach(text + self.texts[t], low, high)]
+            reached = text != "" and low <= int(text) and (high is None or int(text) <= high)
+            if reached and (not allowed or len(text) >= _MAX_NUMBER_TOKENS or cursor.exhausted
+                            or not self.digits[int(cursor.logits.argmax())]):
+                cursor.truncated |= cursor.exhausted and bool(allowed)
+                return int(text)
+            token = max(allowed, key=lambda t: float(cursor.logits[t]))  # non-empty: the range was checked
             text += self.texts[token]
             cursor.take(token)
-        return int(text) if kind == "integer" else float(text)
+
+
+def _can_reach(digits: str, low: int, high: int | None) -> bool:
+    """Whether `digits` (no leading zero) are, or begin, a number in [low, high]."""
+    if len(digits) > 1 and digits[0] == "0":
+        return False
+    value = int(digits)
+    if value == 0:
+        return low <= 0
+    if high is None:
+        return True
+    for extra in range(len(str(high)) - len(digits) + 1):
+        first = value * 10**extra
+        if first <= high and first + 10**extra - 1 >= low:
+            return True
+    return False
 
 
 def generate_json(model, state: DecodeState, schema: dict[str, Any], max_new_tokens: int | None = None

@@ -8,7 +8,7 @@ default search (8 beams) wrote "95405." as "9540.5.", four digits and a stop, a 
 likelier than the true one; with 16 beams the true one survived until the block check (`verify`) weighed it,
 and was written. This measures that per setting on windows built like the needle protocol's: held-out
 text (drawn with `--seed`) with `NEEDLE_SENTENCE` placed at a random token inside one window, never cut by
-its edge. Each variant reconstructs the same windows, batched as `RCCModel.reconstruct_windows` does, timed.
+its edge. Each variant reconstructs the same windows, batched as `rcc_model.reconstruct_windows` does, timed.
 """
 
 from __future__ import annotations

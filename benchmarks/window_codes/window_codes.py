@@ -8,7 +8,7 @@ each code's window is found by its text, compressed alone and asked about, so wh
 A code cut in two by a window boundary is skipped. This is the step where the integrations' long-document
 answers go wrong (`RCCMemoryIndex` reads the right window and still swaps digits), so a training stage meant
 to fix it is judged here first. `--alignments 1 2 4` reads each window at that many slot alignments at once
-(`RCCModel.aligned_views`, what the integrations do with the model's `read_alignments`), timed from the
+(`rcc_model.aligned_views`, what the integrations do with the model's `read_alignments`), timed from the
 stored memory to the answer.
 """
 
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["default"])
     parser.add_argument("--draws", type=int, default=16)
     parser.add_argument("--alignments", type=int, nargs="+", default=[1],
-                        help="read each window at this many slot alignments at once (RCCModel.aligned_views)")
+                        help="read each window at this many slot alignments at once (rcc_model.aligned_views)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("window_codes"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)

@@ -20,6 +20,7 @@ from rcc_integrations._conversation import tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
     TOOL_CALL_MARGIN_HELP,
+    CachedEmbedding,
     Engine,
     ToolCall,
     engine_for,
@@ -50,6 +51,8 @@ class RCCChatModel(BaseChatModel):
             llm = ChatRCC(rate=8)  # the default's own r = 8 weights: memory 8x smaller than text, recall lower
             llm = ChatRCC(memory_budget=1024)  # read at most 1,024 slots: the windows that best match the question
             llm = ChatRCC(read_alignments=1)   # decode from the stored memory alone: sooner, codes less exact
+            llm = ChatRCC(expand_tokens=0)     # read attached texts as slots only (no window as plain text)
+            llm = ChatRCC(embeddings=HuggingFaceEmbeddings())  # rank windows by meaning too, fused with BM25
             llm = ChatRCC(memory_store=store)  # any ByteStore (LocalFileStore, Redis...): memory outlives the process
             for chunk in llm.stream([("system", long_text), ("human", "Summarise it.")]):
                 print(chunk.content, end="")
@@ -71,6 +74,13 @@ class RCCChatModel(BaseChatModel):
         default=None, description="the most memory slots one answer reads; beyond it, the windows of the attached "
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
         "to read well (its config's read_slots), else all the decoder's positions hold")
+    expand_tokens: int | None = Field(
+        default=None, ge=0, description="the most tokens of the attached texts' best-matching windows read as "
+        "plain text before the question (the rest is read as slots). None = the model's expand_tokens; 0 = slots "
+        "only")
+    embeddings: Any = Field(
+        default=None, description="LangChain Embeddings that rank the windows of attached texts together with "
+        "BM25 (reciprocal-rank fusion), so a question worded unlike the text still finds it; None = BM25 alone")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
     memory_store: Any = Field(
         default=None, description="a LangChain ByteStore (e.g. langchain-classic's LocalFileStore) keeping "
@@ -79,6 +89,7 @@ class RCCChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _engine: Engine | None = PrivateAttr(default=None)
+    _embed: tuple[Any, CachedEmbedding] | None = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -95,7 +106,9 @@ class RCCChatModel(BaseChatModel):
                 "top_p": self.top_p, "seed": self.seed, "stop": self.stop,
                 "compress_threshold": self.compress_threshold,
                 "instruction_reconstruction": self.instruction_reconstruction,
-                "tool_call_margin": self.tool_call_margin, "memory_budget": self.memory_budget}
+                "tool_call_margin": self.tool_call_margin, "memory_budget": self.memory_budget,
+                "expand_tokens": self.expand_tokens, "read_alignments": self.read_alignments,
+                "embeddings": None if self.embeddings is None else type(self.embeddings).__name__}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
@@ -108,6 +121,14 @@ class RCCChatModel(BaseChatModel):
         if self._engine is None:
             self._engine = engine_for(self.model, self.rate)
         return self._engine
+
+    def _embedder(self) -> CachedEmbedding | None:
+        """`embeddings` as the ranking's `embed` (documents' embeddings, cached per text), None without one."""
+        if self.embeddings is None:
+            return None
+        if self._embed is None or self._embed[0] is not self.embeddings:
+            self._embed = (self.embeddings, CachedEmbedding(self.embeddings.embed_documents))
+        return self._embed[1]
 
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids from the RCC model's own tokenizer (never the GPT-2 download LangChain falls back to)."""
@@ -122,8 +143,9 @@ class RCCChatModel(BaseChatModel):
                    tool_choice: str | dict | bool | None = None,
                    **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools; calls are written by schema-constrained decoding, so they always parse and match the
-        tool's argument schema. `tool_choice`: "auto" (default: the model decides), "none", "any" /
-        "required" (must call), or a tool name."""
+        tool's argument schema; a schema it cannot honour is refused here (`UnsupportedSchemaError` naming the
+        keyword), and so by `with_structured_output`. `tool_choice`: "auto" (default: the model decides), "none",
+        "any" / "required" (must call), or a tool name."""
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         names = [t["function"]["name"] for t in formatted]
         forced = _tool_choice(tool_choice)
@@ -141,17 +163,19 @@ class RCCChatModel(BaseChatModel):
         kwargs.pop("ls_structured_output_format", None)
         attached = kwargs.pop("memory", None)
         sampling = pop_sampling(kwargs, self, [*(self.stop or []), *(stop or [])])
+        memory_budget, expand_tokens = kwargs.pop("memory_budget", self.memory_budget), kwargs.pop(
+            "expand_tokens", self.expand_tokens)  # per call, as invoke(..., expand_tokens=0) or bind()
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
-        room = engine.prompt_room(sampling["max_new_tokens"], budget,
+        budget = engine.read_budget(sampling["max_new_tokens"], memory_budget)
+        room = engine.prompt_room(sampling["max_new_tokens"], budget, expand_tokens,
                                   tools_prompt(tools) if tools and choice != "none" else "")
         decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
                                        self.instruction_reconstruction, attached, room)
         info = GenerationInfo()
-        chat = decoder_input.chat
         reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget,
-                                                self.read_alignments)
+                                                self.read_alignments, expand_tokens, self._embedder())
+        chat = decoder_input.chat  # the question's turn now holds the windows read as text
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         pieces: Iterator[str | ToolCall]
         if decoder_input.question is None and tools and choice != "none":
@@ -168,7 +192,7 @@ class RCCChatModel(BaseChatModel):
                 yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
             else:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        plain = sum(engine.count_tokens(m["content"]) for m in chat)
+        plain = engine.chat_tokens(chat, reading)
         input_tokens = plain + read + created  # all memory given, also windows left unread (see metadata)
         usage = {"input_tokens": input_tokens, "output_tokens": info.output_tokens,
                  "total_tokens": input_tokens + info.output_tokens,
@@ -176,7 +200,8 @@ class RCCChatModel(BaseChatModel):
         metadata = {"model_name": self.model_name, "model_provider": "rcc",
                     "compression_rate": engine.model.config.check_rate(self.rate), "memory_slots": memory.num_slots,
                     "memory_tokens": memory.token_count, "memory_windows_read": reading.windows_read,
-                    "memory_windows": reading.windows_held, "finish_reason": info.finish_reason}
+                    "memory_windows": reading.windows_held, "reading": reading.metadata(),
+                    "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))
 

@@ -17,14 +17,17 @@ from rcc_model import CompressedMemory, MemoryWithText
 
 class RCCChatEngine(BaseChatEngine):
     """Chat with the documents of an index: every turn answers from the memory of the documents the
-    retriever selects (`source_nodes`), with the conversation so far in the chat template."""
+    retriever selects (`source_nodes`), the windows it selects to be read as text in the turn's message (not
+    kept in the history), with the conversation so far in the chat template."""
 
     def __init__(self, index, max_tokens: int = 256, memory_budget: int | None = None,
-                 system_prompt: str | None = None, read_alignments: int | None = None):
+                 system_prompt: str | None = None, read_alignments: int | None = None,
+                 expand_tokens: int | None = None):
         self.index = index
-        self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens)
-        self.llm = RCCLLM(model=index.engine.model, rate=index.rate, max_tokens=max_tokens,
-                          memory_budget=memory_budget, read_alignments=read_alignments)
+        self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens,
+                                            expand_tokens=expand_tokens)
+        self.llm = RCCLLM(model=index.engine.model, rate=index.rate, max_tokens=max_tokens,  # reads what it is given
+                          memory_budget=memory_budget, read_alignments=read_alignments, expand_tokens=0)
         self.prefix = [ChatMessage(role=MessageRole.SYSTEM, content=system_prompt)] if system_prompt else []
         self._memory = ChatMemoryBuffer.from_defaults(token_limit=10**9,
                                                       tokenizer_fn=index.engine.model.encode_text)
@@ -41,10 +44,13 @@ class RCCChatEngine(BaseChatEngine):
         if chat_history is not None:
             self._memory.set(chat_history)
         sources = self.retriever.retrieve(QueryBundle(message))
-        memory = self.index.text_memory_of_nodes([s.node for s in sources], self.llm.read_alignments)
+        nodes = [s.node for s in sources]
+        memory = self.index.text_memory_of_nodes(nodes, self.llm.read_alignments)
         memories = [memory] if memory.num_slots else []
         self._memory.put(ChatMessage(role=MessageRole.USER, content=message))
-        return [*self.prefix, *self._memory.get_all()], sources, memories
+        (turn,) = self.index.reading_of(nodes).prompt([{"role": "user", "content": message}])
+        asked = ChatMessage(role=MessageRole.USER, content=turn["content"])
+        return [*self.prefix, *self._memory.get_all()[:-1], asked], sources, memories
 
     def chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
         messages, sources, memories = self._turn(message, chat_history)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llama_index.core import Settings
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.data_structs.data_structs import IndexDict
 from llama_index.core.data_structs.registry import INDEX_STRUCT_TYPE_TO_INDEX_STRUCT_CLASS
 from llama_index.core.indices.base import BaseIndex
@@ -22,7 +25,7 @@ from llama_index.core.schema import BaseNode, Document, NodeRelationship, TextNo
 from llama_index.core.storage.docstore.types import RefDocInfo
 from llama_index.core.storage.storage_context import StorageContext
 
-from rcc_integrations._runtime import Engine, engine_for
+from rcc_integrations._runtime import CachedEmbedding, Engine, engine_for
 from rcc_model import (
     CompressedMemory,
     MemoryFileError,
@@ -31,6 +34,7 @@ from rcc_model import (
     MemoryViews,
     MemoryWithText,
     RCCModel,
+    Reading,
     atomic_folder,
     confined,
     recover,
@@ -38,9 +42,11 @@ from rcc_model import (
 
 STRUCT_TYPE = "rcc_memory"
 WINDOW_KEY = "rcc_window"  # metadata of a window node: which encoder window of its parent document it holds
+READ_KEY = "rcc_read"  # metadata of a window node: how a question reads it, "expanded" (as text) or "compressed"
 MANIFEST = "rcc_manifest.json"
 MEMORY_FOLDER = "rcc_memory"
 KIND = "rcc-memory-index"
+logger = logging.getLogger(__name__)
 
 
 class RCCMemoryStruct(IndexDict):
@@ -78,7 +84,9 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             docs = SimpleDirectoryReader("reports/").load_data()
             index = RCCMemoryIndex.from_documents(docs, show_progress=True)   # default model
             # or from_documents(docs, rate=8): half the memory, with the default's own r = 8 weights
-            print(index.as_query_engine().query("Who signed the March report?"))
+            # or from_documents(docs, embed_model=my_embedding): windows ranked by meaning too, fused with BM25
+            response = index.as_query_engine().query("Who signed the March report?")
+            print(response, response.metadata["reading"])   # which windows were read as text, which as slots
             index.persist("storage/")
             index = RCCMemoryIndex.load_from_disk("storage/")
     """
@@ -89,7 +97,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                  storage_context: StorageContext | None = None, model: str | Path | RCCModel = "default",
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
                  persist_dir: str | Path | None = None, show_progress: bool = False,
-                 store: str | Path | MemoryStore | None = None, **kwargs: Any):
+                 store: str | Path | MemoryStore | None = None, expand_tokens: int | None = None,
+                 embed_model: BaseEmbedding | None = None, **kwargs: Any):
         if index_struct is not None and persist_dir is not None and recover(persist_dir):
             # a persist interrupted after it committed, just finished: what LlamaIndex read before may mix versions
             storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
@@ -109,6 +118,9 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         self._stored: dict[str, str] = {}  # node id -> id of the document in the store that holds its memory
         self._window_texts: dict[tuple[str, str], list[str]] = {}
         self.memory_budget = memory_budget
+        self.expand_tokens = expand_tokens
+        self.embed_model = embed_model
+        self._embedding: tuple[BaseEmbedding, CachedEmbedding] | None = None
         self.batch_size = batch_size
         self.damaged: list[str] = []
         kwargs.pop("transformations", None)
@@ -125,7 +137,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         for doc in documents:
             storage_context.docstore.set_document_hash(doc.id_, doc.hash)
         kwargs.pop("transformations", None)
-        return cls(nodes=WholeDocuments()(documents), storage_context=storage_context,
+        return cls(nodes=_distinct(WholeDocuments()(documents), set()), storage_context=storage_context,
                    show_progress=show_progress, **kwargs)
 
     @classmethod
@@ -186,8 +198,29 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         for (node, _), memory in zip(todo, memories):
             self._memories[node.node_id] = memory
 
+    def insert_nodes(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
+        """Insert nodes; a document whose id the index holds already is kept beside it (a node id of its own), as
+        LlamaIndex's indexes keep every document inserted (`update_ref_doc` replaces one)."""
+        nodes = _distinct(nodes, set(self._index_struct.nodes_dict))
+        self._check_store_ids(nodes)
+        super().insert_nodes(nodes, **insert_kwargs)
+
+    def _check_store_ids(self, nodes: Sequence[BaseNode]) -> None:
+        """A memory store holds one memory per document id: refuse a second document under an id it holds for
+        another node, before anything is written (it would supersede the first one's memory)."""
+        if self._store is None:
+            return
+        holder = {doc_id: node_id for node_id, doc_id in self._stored.items()}
+        for node in nodes:
+            doc_id = node.ref_doc_id or node.node_id
+            if holder.setdefault(doc_id, node.node_id) != node.node_id:
+                raise ValueError(f"document id {doc_id!r} is given twice, and the memory store {self._store.path} "
+                                 "holds one memory per document id: give each document its own id_, or replace "
+                                 "it with update_ref_doc")
+
     def _build_index_from_nodes(self, nodes: Sequence[BaseNode], **kwargs: Any) -> RCCMemoryStruct:
         struct = RCCMemoryStruct()
+        self._check_store_ids(nodes)
         if nodes:
             self._compress(nodes)
         for node in nodes:
@@ -206,6 +239,18 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         memory = self._memories.pop(node_id, None)
         if memory is not None:
             self._window_texts.pop((node_id, memory.source_hash), None)
+
+    def delete_ref_doc(self, ref_doc_id: str, delete_from_docstore: bool = False, **delete_kwargs: Any) -> None:
+        """Delete every node of a document (several where documents share the id), as `VectorStoreIndex` does; an
+        id the index does not hold deletes nothing and logs a warning, as LlamaIndex's indexes do. (BaseIndex's
+        own version skips every other node of a shared id: the docstore shrinks the list it walks.)"""
+        info = self.docstore.get_ref_doc_info(ref_doc_id)
+        if info is None:
+            logger.warning("ref_doc_id %s not found, nothing deleted.", ref_doc_id)
+            return
+        self.delete_nodes(list(info.node_ids), delete_from_docstore=delete_from_docstore, **delete_kwargs)
+        if delete_from_docstore:
+            self.docstore.delete_ref_doc(ref_doc_id, raise_error=False)
 
     @property
     def ref_doc_info(self) -> dict[str, RefDocInfo]:
@@ -233,6 +278,16 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         from rcc_integrations.llama_index.chat import RCCChatEngine
 
         return RCCChatEngine(self, **kwargs)
+
+    def embedder(self) -> CachedEmbedding | None:
+        """The embedding model that ranks windows with BM25 (`embed_model`, else the one set in LlamaIndex's
+        `Settings`, never its OpenAI default), as the ranking's `embed`; None: BM25 alone."""
+        model = self.embed_model or Settings._embed_model  # set by the user, not resolved to the default
+        if model is None:
+            return None
+        if self._embedding is None or self._embedding[0] is not model:
+            self._embedding = (model, CachedEmbedding(model.get_text_embedding_batch))
+        return self._embedding[1]
 
     # ------------------------------------------------------------------ memory access
     def memory_of(self, node_id: str) -> CompressedMemory:
@@ -266,59 +321,76 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             self._window_texts[key] = self._engine.model.window_texts(self.docstore.get_node(node_id).get_content())
         return self._window_texts[key]
 
-    def window_node(self, node_id: str, window: int) -> TextNode:
-        """A node holding one encoder window of a document: its text, the document's metadata, the document
-        as parent (and its source document, so `ref_doc_id` names it)."""
+    def window_node(self, node_id: str, window: int, read: str = "compressed") -> TextNode:
+        """A node holding one encoder window of a document: its text, the document's metadata with the window
+        and how a question reads it (`read`: "expanded", as text, or "compressed", as slots), the document as
+        parent (and its source document, so `ref_doc_id` names it)."""
         document = self.docstore.get_node(node_id)
         relationships = {NodeRelationship.PARENT: document.as_related_node_info()}
         if document.source_node is not None:
             relationships[NodeRelationship.SOURCE] = document.source_node
+        ours = [WINDOW_KEY, READ_KEY]
         return TextNode(id_=f"{node_id}#window-{window}", text=self.window_texts(node_id)[window],
-                        metadata={**document.metadata, WINDOW_KEY: window},
-                        excluded_llm_metadata_keys=[*document.excluded_llm_metadata_keys, WINDOW_KEY],
-                        excluded_embed_metadata_keys=[*document.excluded_embed_metadata_keys, WINDOW_KEY],
+                        metadata={**document.metadata, WINDOW_KEY: window, READ_KEY: read},
+                        excluded_llm_metadata_keys=[*document.excluded_llm_metadata_keys, *ours],
+                        excluded_embed_metadata_keys=[*document.excluded_embed_metadata_keys, *ours],
                         relationships=relationships)
 
     def memory_of_nodes(self, nodes: Sequence[BaseNode]) -> CompressedMemory:
         """The memory that retrieved nodes name, in document order: whole documents, and the windows of
-        window nodes (`window_node`)."""
-        return self._read(nodes)[0]
+        window nodes (`window_node`) read compressed."""
+        return self.reading_of(nodes).memory
 
     def text_memory_of_nodes(self, nodes: Sequence[BaseNode], alignments: int | None = None
                              ) -> CompressedMemory | MemoryWithText:
         """`memory_of_nodes`, with the text of the windows it holds when an answer will read them at several
         slot alignments (`Engine.realigns`, at `alignments` or the model's `read_alignments`)."""
-        memory, read = self._read(nodes)
-        if not self._engine.realigns(memory.num_slots, alignments):
-            return memory
-        return MemoryWithText(memory, [self.window_texts(node_id)[j] for node_id, js in read for j in js])
+        reading = self.reading_of(nodes)
+        if not self._engine.realigns(reading.memory.num_slots, alignments):
+            return reading.memory
+        return MemoryWithText(reading.memory, reading.texts or [])
 
     def reading_of_nodes(self, nodes: Sequence[BaseNode], alignments: int | None = None
                          ) -> CompressedMemory | MemoryViews:
-        """What an answer from retrieved nodes reads: `memory_of_nodes`, at `alignments` slot alignments
+        """What an answer from retrieved nodes reads as slots: `memory_of_nodes`, at `alignments` slot alignments
         (default the model's `read_alignments`; `rcc_model.aligned_views`) when it is no more than the model
         reads well (`Engine.realigns`)."""
-        read = self.text_memory_of_nodes(nodes, alignments)
-        return self._engine.views(read.memory, read.texts, alignments) if isinstance(read, MemoryWithText) else read
+        reading = self.reading_of(nodes)
+        return self._engine.views(reading.memory, reading.texts, alignments)
 
-    def _read(self, nodes: Sequence[BaseNode]) -> tuple[CompressedMemory, list[tuple[str, Sequence[int]]]]:
-        """(memory of `nodes` in document order, the (document, windows) it was taken from)."""
-        wanted: dict[str, set[int] | None] = {}
+    def reading_of(self, nodes: Sequence[BaseNode]) -> Reading:
+        """What retrieved nodes say a question reads, in document order: whole documents and the windows of
+        compressed window nodes as slots (`memory`, with their `texts`), and the windows of expanded ones as
+        text (`expanded`; `context`, which `Reading.prompt` puts before the question)."""
+        whole, compressed, expanded = set(), {}, {}
         for node in nodes:
             parent = node.parent_node
             if WINDOW_KEY not in node.metadata or parent is None:
-                wanted[node.node_id] = None
-            elif wanted.get(parent.node_id, set()) is not None:  # a document wanted whole stays whole
-                wanted.setdefault(parent.node_id, set()).add(int(node.metadata[WINDOW_KEY]))
+                whole.add(node.node_id)
+            else:
+                kind = expanded if node.metadata.get(READ_KEY) == "expanded" else compressed
+                kind.setdefault(parent.node_id, set()).add(int(node.metadata[WINDOW_KEY]))
         parts: list[CompressedMemory] = []
-        read: list[tuple[str, Sequence[int]]] = []
+        reading = Reading(self._engine.model.empty_memory(), [], [], [], [])
         for node_id in self.node_ids:
-            if node_id in wanted:
-                memory, windows = self.memory_of(node_id), wanted[node_id]
-                chosen = range(memory.num_windows) if windows is None else sorted(windows)
-                parts += [memory] if windows is None else [memory.windows()[j] for j in chosen]
-                read.append((node_id, chosen))
-        return (CompressedMemory.concat(parts), read) if parts else (self._engine.model.empty_memory(), [])
+            if node_id not in whole and node_id not in compressed and node_id not in expanded:
+                continue
+            memory, texts = self.memory_of(node_id), self.window_texts(node_id)
+            shown = [] if node_id in whole else sorted(expanded.get(node_id, ()))  # a document read whole stays whole
+            read = range(memory.num_windows) if node_id in whole else sorted(compressed.get(node_id, set()) -
+                                                                               set(shown))
+            parts += [memory] if node_id in whole else [memory.windows()[j] for j in read]
+            reading.windows.append(list(read))
+            reading.scores.append([])
+            reading.available.append(memory.num_windows)
+            reading.texts += [texts[j] for j in read]
+            reading.expanded.append(shown)
+            reading.expanded_scores.append([])
+            reading.expanded_texts.append([texts[j] for j in shown])
+            reading.expanded_tokens += sum(memory.window_tokens[j] for j in shown)
+        if parts:
+            reading.memory = CompressedMemory.concat(parts)
+        return reading
 
     # ------------------------------------------------------------------ persistence
     def persist(self, persist_dir: str | Path) -> Path:
@@ -398,6 +470,19 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 self.damaged.append(node_id)
                 warnings.warn(f"memory of {node_id!r} is damaged ({error}); it will be recompressed from the "
                               "stored text when first needed", stacklevel=3)
+
+
+def _distinct(nodes: Sequence[BaseNode], taken: set[str]) -> list[BaseNode]:
+    """`nodes` with the whole-document nodes (`WholeDocuments`) whose id is `taken` or repeated renamed
+    "<id>:memory:2", ":3", ...: documents that share an id are all kept, as LlamaIndex keeps them."""
+    distinct = []
+    for node in nodes:
+        if node.node_id in taken and node.node_id.endswith(":memory"):
+            base = node.node_id
+            node.id_ = next(f"{base}:{k}" for k in range(2, len(taken) + 3) if f"{base}:{k}" not in taken)
+        taken.add(node.node_id)
+        distinct.append(node)
+    return distinct
 
 
 def _open_store(path: str) -> MemoryStore | None:

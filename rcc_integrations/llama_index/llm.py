@@ -76,6 +76,9 @@ class RCCLLM(FunctionCallingLLM):
         default=None, description="the most memory slots one answer reads; beyond it, the windows of the long "
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
         "to read well (its config's read_slots), else all the decoder's positions hold")
+    expand_tokens: int | None = Field(
+        default=None, ge=0, description="the most tokens of the long texts' best-matching windows read as plain "
+        "text before the question (the rest is read as slots). None = the model's expand_tokens; 0 = slots only")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
     tool_call_margin: float = Field(default=float("inf"), description=TOOL_CALL_MARGIN_HELP)
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
@@ -119,6 +122,8 @@ class RCCLLM(FunctionCallingLLM):
         turns = [(_ROLES.get(m.role, "user"), _rendered_text(m)) for m in messages]
         attached, schema = kwargs.pop("memory", None), kwargs.pop("json_schema", None)
         functions, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
+        if schema is not None:  # refused before anything is compressed
+            SchemaDecoder.check_schema(schema)
         pieces = list(attached) if isinstance(attached, (list, tuple)) else ([attached] if attached else [])
         if any(not isinstance(p, (str, CompressedMemory, MemoryWithText)) for p in pieces):
             raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")
@@ -126,19 +131,21 @@ class RCCLLM(FunctionCallingLLM):
         tools = react_tools(header) if self.react_guidance and not self.instruction_reconstruction else None
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
-        budget = engine.read_budget(sampling["max_new_tokens"], self.memory_budget)
+        memory_budget = kwargs.pop("memory_budget", self.memory_budget)
+        expand_tokens = kwargs.pop("expand_tokens", self.expand_tokens)
+        budget = engine.read_budget(sampling["max_new_tokens"], memory_budget)
         if tools:  # ReActAgent: its header becomes a plain-text brief of the tools (see react_brief)
             brief = react_brief(header)
             conversation = plan(turns[1:], engine.count_tokens, self.compress_threshold, False, pieces,
-                                engine.prompt_room(sampling["max_new_tokens"], budget, brief))
+                                engine.prompt_room(sampling["max_new_tokens"], budget, expand_tokens, brief))
             conversation.chat.insert(0, {"role": "system", "content": brief})
         else:
             described = tools_prompt(functions) if functions and choice != "none" and schema is None else ""
             conversation = plan(turns, engine.count_tokens, self.compress_threshold,
                                 self.instruction_reconstruction, pieces,
-                                engine.prompt_room(sampling["max_new_tokens"], budget, described))
+                                engine.prompt_room(sampling["max_new_tokens"], budget, expand_tokens, described))
         reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget,
-                                                alignments=self.read_alignments)
+                                                alignments=self.read_alignments, expand_tokens=expand_tokens)
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         info = GenerationInfo()
         if schema is not None:
@@ -160,11 +167,12 @@ class RCCLLM(FunctionCallingLLM):
             text += piece
             yield ChatResponse(message=_assistant(text, calls), delta=piece)
         # every memory token given counts as prompt (read from cache or compressed now), read in full or not
-        prompt_tokens = read + created + sum(engine.count_tokens(m["content"]) for m in conversation.chat)
+        prompt_tokens = read + created + engine.chat_tokens(conversation.chat, reading)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
                  "memory_tokens_compressed": created, "memory_slots": memory.num_slots,
-                 "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held}
+                 "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held,
+                 "reading": reading.metadata()}
         yield ChatResponse(message=_assistant(text, calls), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
 

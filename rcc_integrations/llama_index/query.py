@@ -11,44 +11,51 @@ from llama_index.core.base.response.schema import AsyncStreamingResponse, Respon
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from rcc_integrations._runtime import iterate_in_thread
+from rcc_integrations.llama_index.index import READ_KEY, WINDOW_KEY
 from rcc_model import CompressedMemory, GenerationInfo, MemoryViews, read_within
 
 
 class RCCMemoryRetriever(BaseRetriever):
-    """Returns what a question reads: every document, whole (score 1.0), while their memory fits the budget;
-    otherwise the windows whose text best matches the question (BM25, `rcc_model.reading`), as nodes holding
-    the window's text with its document as parent, best first.
+    """Returns what a question reads: every document, whole (score 1.0), while their memory fits the slot budget
+    and nothing is to be read as text; otherwise the windows that best match the question
+    (`rcc_model.read_within`: BM25, fused with the index's embedding model where it has one), as nodes holding
+    the window's text with its document as parent: first those read as text (metadata `rcc_read` "expanded"),
+    best first, then those read as slots ("compressed"); score = the ranking's.
 
-    The budget is `memory_budget` slots, else the index's, else what the model was measured to read well
-    (`RCCConfig.read_slots`), never more than the decoder's positions leave for question and answer.
+    The slot budget is `memory_budget`, else the index's, else what the model was measured to read well
+    (`RCCConfig.read_slots`), never more than the decoder's positions leave for question and answer; the text
+    budget `expand_tokens`, else the index's, else the model's (`RCCConfig.expand_tokens`; 0 = slots only).
     """
 
-    def __init__(self, index, memory_budget: int | None = None, answer_tokens: int = 256, **kwargs: Any):
+    def __init__(self, index, memory_budget: int | None = None, answer_tokens: int = 256,
+                 expand_tokens: int | None = None, **kwargs: Any):
         super().__init__(callback_manager=index._callback_manager, **kwargs)
         self.index = index
         self.budget = index.engine.read_budget(answer_tokens, memory_budget or index.memory_budget)
+        self.expand_tokens = index.engine.expand_budget(index.expand_tokens if expand_tokens is None
+                                                        else expand_tokens)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         ids = self.index.node_ids
         memories = [self.index.memory_of(node_id) for node_id in ids]
-        if sum(m.num_slots for m in memories) <= self.budget:
+        if not ids or (not self.expand_tokens and sum(m.num_slots for m in memories) <= self.budget):
             return [NodeWithScore(node=node, score=1.0) for node in self.index.docstore.get_nodes(ids)]
         reading = read_within(query_bundle.query_str, memories, [self.index.window_texts(i) for i in ids],
-                              self.budget)
-        nodes = [NodeWithScore(node=self.index.window_node(node_id, window), score=score)
-                 for node_id, windows, scores in zip(ids, reading.windows, reading.scores)
-                 for window, score in zip(windows, scores)]
-        return sorted(nodes, key=lambda n: -(n.score or 0.0))
+                              self.budget, expand_tokens=self.expand_tokens, embed=self.index.embedder())
+        return [NodeWithScore(node=self.index.window_node(ids[c.memory], c.window, c.read), score=c.score)
+                for c in sorted(reading.choices, key=lambda c: (c.read != "expanded", -(c.score or 0.0)))]
 
 
 class RCCQueryEngine(BaseQueryEngine):
-    """Answers a question from the memory of the retrieved documents; `source_nodes` names them."""
+    """Answers a question from the memory of the retrieved documents, with the windows retrieved to be read as
+    text before the question; `source_nodes` names them, and `metadata["reading"]` says how each was read."""
 
     def __init__(self, index, streaming: bool = False, max_tokens: int = 256, memory_budget: int | None = None,
-                 read_alignments: int | None = None, **sampling: Any):
+                 read_alignments: int | None = None, expand_tokens: int | None = None, **sampling: Any):
         super().__init__(callback_manager=index._callback_manager)
         self.index = index
-        self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens)
+        self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens,
+                                            expand_tokens=expand_tokens)
         self.streaming = streaming
         self.read_alignments = read_alignments
         self.sampling = {"max_new_tokens": max_tokens, **sampling}
@@ -56,34 +63,42 @@ class RCCQueryEngine(BaseQueryEngine):
     def _get_prompt_modules(self) -> dict[str, Any]:
         return {}
 
-    def _prepare(self, query_bundle: QueryBundle) -> tuple[list[NodeWithScore], CompressedMemory | MemoryViews]:
+    def _prepare(self, query_bundle: QueryBundle
+                 ) -> tuple[list[NodeWithScore], CompressedMemory | MemoryViews, list[dict[str, str]]]:
         sources = self.retriever.retrieve(query_bundle)
-        return sources, self.index.reading_of_nodes([s.node for s in sources], self.read_alignments)
+        reading = self.index.reading_of([s.node for s in sources])
+        memory = self.index.engine.views(reading.memory, reading.texts, self.read_alignments)
+        return sources, memory, reading.prompt([{"role": "user", "content": query_bundle.query_str}])
 
-    def _pieces(self, question: str, memory: CompressedMemory | MemoryViews, info: GenerationInfo):
-        return self.index.engine.stream(memory, [{"role": "user", "content": question}], info=info, **self.sampling)
+    def _pieces(self, chat: list[dict[str, str]], memory: CompressedMemory | MemoryViews, info: GenerationInfo):
+        return self.index.engine.stream(memory, chat, info=info, **self.sampling)
 
-    def _metadata(self, memory: CompressedMemory | MemoryViews, info: GenerationInfo) -> dict[str, Any]:
-        return {"memory_slots": memory.num_slots, "memory_tokens": memory.token_count,
-                "output_tokens": info.output_tokens, "finish_reason": info.finish_reason}
+    def _metadata(self, sources: list[NodeWithScore], memory: CompressedMemory | MemoryViews,
+                  info: GenerationInfo | None = None) -> dict[str, Any]:
+        reading = [{"node_id": s.node.parent_node.node_id if s.node.parent_node else s.node.node_id,
+                    "window": s.node.metadata.get(WINDOW_KEY), "score": s.score,
+                    "read": s.node.metadata.get(READ_KEY, "compressed")} for s in sources]
+        metadata = {"memory_slots": memory.num_slots, "memory_tokens": memory.token_count, "reading": reading}
+        if info is not None:
+            metadata |= {"output_tokens": info.output_tokens, "finish_reason": info.finish_reason}
+        return metadata
 
     def _query(self, query_bundle: QueryBundle) -> Response | StreamingResponse:
-        sources, memory = self._prepare(query_bundle)
+        sources, memory, chat = self._prepare(query_bundle)
         info = GenerationInfo()
-        pieces = self._pieces(query_bundle.query_str, memory, info)
+        pieces = self._pieces(chat, memory, info)
         if self.streaming:
             return StreamingResponse(response_gen=pieces, source_nodes=sources,
-                                     metadata={"memory_slots": memory.num_slots})
+                                     metadata=self._metadata(sources, memory))
         text = "".join(pieces)
-        return Response(response=text, source_nodes=sources, metadata=self._metadata(memory, info))
+        return Response(response=text, source_nodes=sources, metadata=self._metadata(sources, memory, info))
 
     async def _aquery(self, query_bundle: QueryBundle) -> Response | AsyncStreamingResponse:
-        sources, memory = self._prepare(query_bundle)
+        sources, memory, chat = self._prepare(query_bundle)
         info = GenerationInfo()
-        pieces = iterate_in_thread(lambda: self._pieces(query_bundle.query_str, memory, info),
-                                   lambda: self.index.engine.lock)
+        pieces = iterate_in_thread(lambda: self._pieces(chat, memory, info), lambda: self.index.engine.lock)
         if self.streaming:
             return AsyncStreamingResponse(response_gen=pieces, source_nodes=sources,
-                                          metadata={"memory_slots": memory.num_slots})
+                                          metadata=self._metadata(sources, memory))
         text = "".join([piece async for piece in pieces])
-        return Response(response=text, source_nodes=sources, metadata=self._metadata(memory, info))
+        return Response(response=text, source_nodes=sources, metadata=self._metadata(sources, memory, info))

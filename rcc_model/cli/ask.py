@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from rcc_model.cli.checks import non_negative_float, positive_int, top_p
+    from rcc_model.cli.checks import non_negative_float, non_negative_int, positive_int, top_p
     from rcc_model.cli.options import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("ask", help="answer a question from a memory file",
@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--read-slots", type=positive_int,
                    help="read at most this many slots' worth of the memory, the windows "
                    "that best match the question (default: the model's read_slots)")
+    p.add_argument("--expand-tokens", type=non_negative_int,
+                   help="read up to this many tokens of the best-matching windows as text, before the question "
+                   "(default: the model's expand_tokens; 0 = slots only)")
     p.add_argument("--from-reconstruction", action="store_true", help="answer from the memory's reconstructed "
                    "text, read by the decoder without memory (RCCModel.ask_from_reconstruction); windows ranked "
                    "by their reconstruction, so the memory needs no kept text")
@@ -60,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         memory = model.empty_memory()
     else:
-        memory = _read(model, memory, args.question, budget)
-    for piece in model.stream(memory, prompt, **sampling):
+        memory, prompt = _read(model, memory, prompt, budget, args.expand_tokens)
+    for piece in model.stream(memory, prompt, reading=None, **sampling):
         print(piece, end="", flush=True)
     print()
     return 0
@@ -76,7 +79,8 @@ def _check(args: argparse.Namespace) -> None:
                          "compressed with the text (compress --question)")
     if args.question is None:
         unused = [flag for flag, given in (("--from-reconstruction", args.from_reconstruction),
-                                           ("--read-slots", args.read_slots is not None)) if given]
+                                           ("--read-slots", args.read_slots is not None),
+                                           ("--expand-tokens", args.expand_tokens is not None)) if given]
         if unused:
             raise ValueError(f"{', '.join(unused)} read the memory for a question: give the question")
     if not args.from_reconstruction:
@@ -95,17 +99,17 @@ def load_memory(path: Path):
     return CompressedMemory.load(readable_file(path, "memory file"))
 
 
-def _read(model, memory, question: str, budget: int | None):
-    """What the question reads (`rcc_model.reading_for`), saying so where that is not the whole memory."""
+def _read(model, memory, prompt: list[dict], budget: int | None, expand_tokens: int | None):
+    """What the question reads and the prompt it reads it with (`rcc_model.reading_for`), saying so where that
+    is not the whole memory."""
     import sys
 
     from rcc_model import reading_for
 
-    if budget and memory.num_slots > budget and memory.window_texts is None:
-        print(f"note: {memory.num_slots} slots, more than this model reads well ({budget}); a memory compressed "
-              "with --keep-text is read through the windows that match the question", file=sys.stderr)
-    read, reading = reading_for(model, memory, question, budget or None)
-    if reading.selected:
-        print(f"reading {reading.windows_read} of {reading.windows_held} windows, those that best match the "
-              "question", file=sys.stderr)
-    return read
+    expand = model.config.expand_tokens if expand_tokens is None else expand_tokens
+    read, reading = reading_for(model, memory, prompt[-1]["content"], budget or None, expand_tokens=expand)
+    if reading.selected or reading.windows_expanded:
+        print(f"reading {reading.windows_read} of {reading.windows_held} windows ({reading.windows_expanded} as "
+              f"text, {reading.windows_read - reading.windows_expanded} as slots), those that best match the question",
+              file=sys.stderr)
+    return read, reading.prompt(prompt)

@@ -28,11 +28,13 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per encoder batch (default: 8)")
     p.add_argument("--storage", choices=["bfloat16", "float16", "float32", "int8"],
                    help="dtype of the stored states (default: the model's memory dtype)")
-    p.add_argument("--keep-text", action="store_true", help="store each window's text in the file too, so that "
-                   "`rcc ask` reads the windows that best match a question when the memory is larger than the "
-                   "model reads well (the file then holds the text; a store always keeps its documents' text)")
+    p.add_argument("--keep-text", action=argparse.BooleanOptionalAction, default=True, help="store each window's "
+                   "text in the file too (the default), so that `rcc ask` ranks the windows against a question and "
+                   "reads the best as text; --no-keep-text stores slots only (a store always keeps its documents' "
+                   "text)")
     p.add_argument("--shard-size", type=positive_float, default=None, metavar="MB",
-                   help="a store's largest shard file, in MB (default: 512); a larger document gets one alone")
+                   help="a store's largest shard file, in MB (default: 1/64 of the memory compressed, between 16 and "
+                   "512, so that up to 64 processes share the work evenly); a larger document gets a shard alone")
     add_model_options(p)
 
 
@@ -65,7 +67,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
         raise ValueError("--question compresses one text with a question: it does not apply to a corpus")
     from rcc_model.cli.checks import writable_folder
     from rcc_model.corpus import Corpus
-    from rcc_model.store_builder import DEFAULT_SHARD_MB, check_output, compress_corpus
+    from rcc_model.store_builder import check_output, compress_corpus
 
     corpus = Corpus(args.file)  # no files, a missing JSONL: an error before the model loads
     name = Path(args.file.split("*")[0].rstrip("/") or "corpus")
@@ -79,7 +81,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
         args.device = str(state.device)  # each process on its own accelerator
     model = load_model_for(args, args.rate)
     report = compress_corpus(model, corpus, output, rate=args.rate, storage=args.storage,
-                             shard_mb=args.shard_size or DEFAULT_SHARD_MB, batch_size=args.batch_size,
+                             shard_mb=args.shard_size, batch_size=args.batch_size,
                              progress=True, state=state)
     import resource
 

@@ -26,22 +26,22 @@ def add_parser(sub) -> None:
     p.add_argument("--qa-heldout", type=non_negative_int, default=300, help="held-out question-answer examples "
                    "(default: %(default)s)")
     p.add_argument("--qa-phrasing", choices=PHRASINGS, default="fixed",
-                   help="word each generated fact one way (what the shipped stages trained on) or one of "
+                   help="word each generated fact one way (what the shipped weights trained on) or one of "
                    "several (default: %(default)s)")
     p.add_argument("--qa-values", choices=VALUES, default="fixed",
-                   help="keepers' names from a list of ten (what the shipped stages trained on, and what taught "
+                   help="keepers' names from a list of ten (what the shipped weights trained on, and what taught "
                    "them to guess one) or generated for every fact (default: %(default)s)")
     p.add_argument("--qa-instructions", type=float, default=0.0, metavar="SHARE",
                    help="end this share of fact questions with an answer-format instruction such as \"Give only "
-                   "the number.\" (default: %(default)s, what the shipped stages trained on)")
+                   "the number.\" (default: %(default)s, what the shipped weights trained on)")
     p.add_argument("--qa-subjects", choices=SUBJECTS, default="fixed",
                    help="ask about ten places and \"the access code\", unanswerable questions about places the "
-                   "document never names (what the shipped stages trained on), or generate places and code names "
+                   "document never names (what the shipped weights trained on), or generate places and code names "
                    "and ask half the unanswerable questions about places the document describes "
                    "(default: %(default)s)")
     p.add_argument("--qa-codes", type=float, default=None, metavar="SHARE",
                    help="make this share of generated facts codes, the kind the needle asks for (default: one in "
-                   "four, what the shipped stages trained on)")
+                   "four, what the shipped weights trained on)")
 
 
 def run(args: argparse.Namespace) -> int:

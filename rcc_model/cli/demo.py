@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rcc_model.cli.options import load_model_for
-    from rcc_model.reading import reading_for
+    from rcc_model.generation import GenerationInfo
     from rcc_model.samples import passkey_document
 
     start = time.perf_counter()
@@ -40,11 +40,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"compressed {memory.token_count} tokens into {memory.num_slots} slots in {seconds:.1f}s "
           f"({memory.token_count / seconds:.0f} tokens/s, {memory.nbytes / 1e6:.1f} MB of memory)")
     print(f"question: {question}")
-    memory, reading = reading_for(model, memory, question, model.config.read_slots, model.window_texts(document))
-    if reading.selected:
-        print(f"reading {reading.windows_read} of {reading.windows_held} windows, the best match for the "
-              f"question (the model reads up to {model.config.read_slots} slots well: MODEL_CARD.md)")
-    answer = model.ask(memory, question, max_new_tokens=32)
+    info = GenerationInfo()  # read as `model.ask` reads it: the best windows as text, their neighbours as slots
+    answer = "".join(model.stream(memory, [{"role": "user", "content": question}], max_new_tokens=32, info=info))
+    reading = info.reading
+    if reading is not None and reading.selected:
+        print(f"read {reading.windows_read} of {reading.windows_held} windows ({reading.windows_expanded} as text), "
+              f"those that best match the question (the model reads up to {model.config.read_slots} slots well: "
+              "MODEL_CARD.md)")
     print(f"answer from memory: {answer}")
     print(f"expected: {args.passkey}")
     return 0

@@ -42,7 +42,7 @@ def add_search_options(parser: argparse.ArgumentParser, scope: str = "") -> None
     parser.add_argument("--anchored", action=argparse.BooleanOptionalAction, default=None, help=f"{scope}write the "
                         "token the memory holds at each slot position (default: the model's; the packaged default "
                         "does)")
-    parser.add_argument("--greedy", action="store_true", help=f"{scope}plain greedy decoding, about 3x faster: "
+    parser.add_argument("--greedy", action="store_true", help=f"{scope}plain greedy decoding, several times faster: "
                         "--beams 1 --verify 0 --no-anchored")
 
 

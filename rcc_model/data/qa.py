@@ -24,19 +24,18 @@ _VOWELS = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ou"]
 _CODAS = ["", "", "", "", "n", "r", "s", "l", "k", "m"]
 
 VALUES = ("fixed", "open")
-# "fixed" draws keepers' names from `_NAMES` (what every shipped stage trained on): a model learns to answer with
+# "fixed" draws keepers' names from `_NAMES` (what the shipped weights trained on): a model learns to answer with
 # one of ten names instead of reading the one in its memory. "open" generates a new name for every fact.
 
 
 SUBJECTS = ("fixed", "open")
-# "fixed" asks about ten places and names every code "the access code" (what every shipped stage trained on), and
+# "fixed" asks about ten places and names every code "the access code" (what the shipped weights trained on), and
 # its unanswerable questions ask about a place the document never mentions: a model can learn to answer from the
-# question's words, and the shipped default abstains when the needle asks for "the secret code of the archive" (7
-# of 24 in one window, 18 of 24 asked for "the access code"). "open" generates the place and names each code
-# among many ("the gate PIN", "the badge number"), and half its unanswerable questions ask about a place the
-# document does describe, for a kind of fact it does not give: whether the answer is there must be read from
-# memory. Trained on it, the default read that needle in one window 10 times (stage 19), 14 with instructions too
-# (stage 20), but answered PwC's summary-like questions worse (MODEL_CARD.md).
+# question's words, and abstain where a question names a code otherwise ("the secret code of the archive").
+# "open" generates the place and names each code among many ("the gate PIN", "the badge number"), and half its
+# unanswerable questions ask about a place the document does describe, for a kind of fact it does not give:
+# whether the answer is there must be read from memory. It reads such codes better, at some cost on
+# summary-like questions (the model card has the figures).
 _PLACE_WORDS = ["north", "south", "east", "west", "old", "new", "central", "upper", "lower", "river", "harbour",
                 "mountain", "city", "village", "forest", "market", "garden", "stone", "glass", "signal", "royal",
                 "county", "island", "valley"]
@@ -54,7 +53,7 @@ _CODE_TEMPLATES = (("The {code} of the {place} is {value}.", "What is the {code}
 
 PHRASINGS = ("fixed", "varied")
 # (sentence, question) per fact kind: codes, keepers, years, colours. "fixed" uses the first of each (what
-# every shipped stage trained on); "varied" draws among them, so that a model learns to read a question rather
+# the shipped weights trained on); "varied" draws among them, so that a model learns to read a question rather
 # than to recognise four templates. The needle protocol's own phrasing ("the secret code of the archive")
 # stays out, or the needle would measure recall of a template.
 _TEMPLATES = (
@@ -81,11 +80,10 @@ _TEMPLATES = (
      ("The flag over the {place} is {value}.", "What colour is the flag over the {place}?")),
 )
 
-# Answer-format instructions a user appends to a question, per fact kind (as `_TEMPLATES`), and any kind. The
-# shipped default read 7 of 24 needles in one window asked "What is the secret code of the archive? Answer with
-# the number." and 17 without the instruction; trained on these (stage 18), it read the needle no better, as the
-# pair of unseen subject and instruction, not instructions, made it abstain (MODEL_CARD.md). The protocol's own
-# instruction stays out, as its phrasing does. Unanswerable questions carry them as often: no cue to answer.
+# Answer-format instructions a user appends to a question, per fact kind (as `_TEMPLATES`), and any kind: a
+# model may abstain where a question pairs a subject it never saw with such an instruction ("Answer with the
+# number."); training on instructions alone does not cure that. The protocol's own instruction stays out, as its
+# phrasing does. Unanswerable questions carry them as often: no cue to answer.
 _INSTRUCTIONS = (
     ("Give only the number.", "Reply with the digits alone.", "Just the code, please.",
      "Respond with the code and nothing else.", "Write the number only."),
@@ -99,7 +97,7 @@ _ANY_INSTRUCTIONS = ("Answer briefly.", "Be concise.", "Keep it short.", "Use on
 
 @dataclass(frozen=True)
 class Wording:
-    """How generated facts and questions are worded; the defaults are the set every shipped stage trained on.
+    """How generated facts and questions are worded; the defaults are the set the shipped weights trained on.
 
     `phrasing` "varied" words each fact one of several ways (and codes have 4 to 7 digits); `values` "open" gives
     every keeper a generated name; `instructions` is the share of fact questions that end with an answer-format
@@ -128,7 +126,7 @@ class Wording:
 
 
 SHIPPED_WORDING = Wording()
-"""The wording of the set every shipped stage trained on."""
+"""The wording of the set the shipped weights trained on."""
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,10 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, r
     if reconstructed is not None:
         prompt, reading = reconstruction_prompt(model, memory, prompt, read_slots, **reconstructed)
         return model.empty_memory(), prompt, reading.windows[0]
-    read, reading = reading_for(model, memory, question_of(prompt), read_slots)  # as `rcc ask` reads it
-    return read, prompt, reading.windows[0]
+    expand = model.config.expand_tokens if read_slots is not None else 0
+    read, reading = reading_for(model, memory, question_of(prompt), read_slots,  # as `rcc ask` reads it
+                                expand_tokens=expand)
+    return read, reading.prompt(prompt), reading.windows[0] + reading.expanded[0]
 
 
 def _reading(model: RCCModel, read_slots: int | None, reconstructed: dict | None = None) -> dict:
@@ -124,7 +126,7 @@ def _reading(model: RCCModel, read_slots: int | None, reconstructed: dict | None
     it read their reconstruction (with the search that wrote it)."""
     if reconstructed is None:
         return {"read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1,
-                "read_from": "slots"}
+                "expand_tokens": model.config.expand_tokens if read_slots else 0, "read_from": "slots"}
     settings = dict(reconstructed)
     rank = settings.pop("rank", None)
     search = Search.of(model.config, **settings)
@@ -168,7 +170,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
             for _ in range(trials):
                 context, asked, answer, span = build(rng, length, depth)
                 memory, prompt, read = _read(model, context, asked, read_slots, reconstructed)
-                output = model.generate(memory, prompt, max_new_tokens=answer_tokens)
+                output = model.generate(memory, prompt, max_new_tokens=answer_tokens, reading=None)
                 answers.append({"expected": answer, "output": output, "windows_read": read,
                                 "windows_holding": _windows_holding(model, context, span)})
                 if base is not None:  # the question as asked: `prompt` may hold the reconstruction read
@@ -293,7 +295,7 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
         else:
             memory, prompt, read = _read(model, model.encode_text(example.context),
                                          [{"role": "user", "content": example.question}], read_slots, reconstructed)
-            answer = model.generate(memory, prompt, max_new_tokens=max_new_tokens)
+            answer = model.generate(memory, prompt, max_new_tokens=max_new_tokens, reading=None)
         row = {"question": example.question, "reference": example.answer, "rcc": answer,
                "rcc_f1": metrics.token_f1(answer, example.answer),
                "rcc_rouge_l": metrics.rouge_l(answer, example.answer), "windows_read": read}

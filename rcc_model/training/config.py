@@ -37,21 +37,19 @@ class TrainConfig:
             training stream, grown to a random length of up to `long_context_windows` windows (most generated
             documents fit one window, so without it questions are never answered across many windows).
         qa_kinds: weights of the generated qa kinds ("fact", "multi-fact", "not-in-document", "definition");
-            None = as generated. A stage can stress exact facts over the "does not say" answers.
+            None = as generated. A run can stress exact facts over the "does not say" answers.
         stop_at: end the run after this step (its state saved, so raising or removing it resumes) while the
-            learning-rate schedule still spans `steps`: reproduces, step for step on any machine, a stage that
+            learning-rate schedule still spans `steps`: reproduces, step for step on any machine, a run that
             its `max_minutes` stopped early.
         attention: the attention kernel of encoder and decoder while training ("eager", "sdpa", ...); None =
             "eager" on CUDA, the base's default elsewhere. On an H100 and an H200 (torch 2.11) sdpa's backward gave NaN
             gradients from the first step (the all-masked rows of left-padded memory slots, most likely), while
-            eager, which masks with a finite minimum, trained; on a CPU sdpa trains (every CPU stage used it)
-            and is faster on the recipe's long rows, while eager is faster on short ones (64-token spans from a
-            slot cache: 796 vs 585 context tokens/s, `benchmarks/training_throughput/`).
+            eager, which masks with a finite minimum, trained; on a CPU sdpa trains and is faster on the recipe's
+            long rows, while eager is faster on short ones (e.g. 64-token spans from a slot cache).
         compile: torch.compile each transformer block's parts but its attention (MLP, norms) in encoder and
             decoder, to fuse their elementwise work; attention and the slot-injection hooks on whole blocks stay
-            eager. The same losses; on this 2-core CPU it gained only 1.00-1.03x, on the recipe and on the fastest
-            variant alike, after a first step that compiles (`benchmarks/training_throughput/`,
-            `throughput_batches.md`), so it is off by default; meant for accelerators, where it is not measured yet.
+            eager. The same losses; on a small CPU it gains next to nothing after a first step that compiles, so
+            it is off by default; it is meant for accelerators.
         precision: "bf16" (frozen weights stored in bf16, every step under bf16 autocast, trained weights in
             float32), "fp16", "no" (float32), or "auto": bf16 where the hardware computes it (a bf16-capable
             GPU; a CPU with bfloat16 matrix instructions, AVX-512, AMX or Arm BF16: `bases.cpu_has_fast_bf16`),

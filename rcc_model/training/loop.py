@@ -29,8 +29,8 @@ from rcc_model.training.config import TrainConfig
 from rcc_model.training.slot_cache import build_slot_cache
 from rcc_model.training.state import load_training_state, save_training_state
 
-# Held-out batches come from this seed, not the run's: every run and stage is measured on the same examples,
-# so a learning curve across stages with different seeds is one yardstick.
+# Held-out batches come from this seed, not the run's: every run is measured on the same examples, so learning
+# curves of runs with different seeds (one run continuing another) share one yardstick.
 HELDOUT_SEED = 0
 
 
@@ -156,6 +156,9 @@ def train(config: TrainConfig) -> Path:
     # the CPU over gloo.
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
                               cpu=default_device().type == "cpu")
+    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):  # checkpoints gather on one process
+        raise ValueError(f"training runs replicated (DDP: accelerate's MULTI_GPU), not under "
+                         f"{accelerator.distributed_type.value}: launch with configs/accelerate/ddp.yaml")
     torch.manual_seed(config.seed)
     frozen_dtype = "bfloat16" if precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
         else "float32"
@@ -175,7 +178,7 @@ def train(config: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)
     start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
-    with model.rewriting_base_in_place():
+    with model._rewriting_base_in_place():
         model, optimizer = accelerator.prepare(model, optimizer)
     core: RCCModel = accelerator.unwrap_model(model)
     rates = core.config.trained_rates  # trained in turn, one per micro-batch

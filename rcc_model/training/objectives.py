@@ -80,8 +80,8 @@ def numbers(tokens: np.ndarray, tokenizer, window: int, per_window: tuple[int, i
     """Compress one window of real text with random numbers written into it at random places; regenerate
     the whole window.
 
-    Why: every trained stage reads the window that holds a code and still swaps two neighbouring digits
-    (27611 -> 27166, 87678 -> 87687; `benchmarks/window_codes/`), the order of tokens inside one slot. Prose
+    Why: a model that reads the window holding a code can still swap two neighbouring digits (27611 -> 27166),
+    the order of tokens inside one slot. Prose
     rarely depends on that order and numbers always do, and real text holds few of them; here the digits
     fall at every offset of a slot."""
 

@@ -35,6 +35,26 @@ def test_a_document_several_windows_long_round_trips_through_a_memory_file(defau
     assert default_model.ask(loaded, question, max_new_tokens=12) == answer
 
 
+def test_a_compressed_question_leaves_the_answer_its_max_new_tokens(default_model):
+    """ask(memory, None): recalling the question does not use up the answer's tokens (it used to return '')."""
+    document = "The lighthouse keeper, Ada Brenner, wrote 14 March 1897 in the log. The harbour code is 4471."
+    memory = default_model.compress(document + "\n\nWhat is the harbour code?")
+    assert "4471" in default_model.ask(memory, None, max_new_tokens=8)
+
+
+def test_constrained_json_from_the_default_meets_every_bound(default_model):
+    import jsonschema
+
+    schema = {"type": "object", "required": ["code", "year"], "properties": {
+        "code": {"type": "string", "pattern": "^[0-9]{4}$"}, "year": {"type": "integer", "minimum": 1800,
+                                                                      "maximum": 1999},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "minItems": 2, "maxItems": 3}}}
+    memory = default_model.compress("The harbour code is 4471; the keeper started in 1897.")
+    value = default_model.generate_json(memory, [{"role": "user", "content": "Fill in the record."}], schema,
+                                        max_new_tokens=32)
+    jsonschema.validate(value, schema)
+
+
 def test_the_fingerprint_is_the_same_in_every_process(default_model):
     code = "from rcc_model import RCCModel; print(RCCModel.from_pretrained('default', device='cpu').fingerprint)"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

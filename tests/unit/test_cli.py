@@ -1,5 +1,7 @@
 """The `rcc` commands in-process, on a tiny checkpoint (the packaged default's are in tests/integration)."""
 
+import pytest
+
 from rcc_model import CompressedMemory
 from rcc_model.cli import main
 
@@ -86,14 +88,18 @@ def test_ask_reads_the_windows_that_match_when_the_memory_keeps_its_text(text_rc
     text_rcc.config = dataclasses.replace(text_rcc.config, read_slots=8, read_alignments=2)  # one 32-token window
     filler = "Real text does not repeat itself like filler does. " * 6
     report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
-    kept = text_rcc.compress(report, keep_text=True)
-    read = _read(text_rcc, kept, "What colour is the door of the depot?", 8)
-    assert len(read.views) == 2 and read.views[0].num_slots == 8
+    kept = text_rcc.compress(report)  # keeps its text by default
+    question = [{"role": "user", "content": "What colour is the door of the depot?"}]
+    read, prompt = _read(text_rcc, kept, question, 8, None)  # the model's expand_tokens: 0, slots only
+    assert len(read.views) == 2 and read.views[0].num_slots == 8 and prompt == question
     assert "door of the depot is painted teal" in read.views[0].window_texts[0]
-    assert "reading 1 of" in capsys.readouterr().err
-    bare = text_rcc.compress(report)
-    assert _read(text_rcc, bare, "What colour is the door of the depot?", 8) is bare  # no text: read whole
-    assert "--keep-text" in capsys.readouterr().err
+    assert "reading 1 of 5 windows (0 as text, 1 as slots)" in capsys.readouterr().err
+    read, prompt = _read(text_rcc, kept, question, 8, 32)  # the best window as text, a neighbour as slots
+    assert "door of the depot is painted teal" in prompt[0]["content"] and read.views[0].num_slots <= 8
+    assert "teal" not in read.views[0].window_texts[0] and "(1 as text, 1 as slots)" in capsys.readouterr().err
+    bare = text_rcc.compress(report, keep_text=False)
+    with pytest.warns(UserWarning, match="keep_text"):
+        assert _read(text_rcc, bare, question, 8, None) == (bare, question)  # no text: read whole
 
 
 def test_data_build_refuses_a_bad_wording_before_it_writes_anything(tmp_path, capsys):

@@ -13,10 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RCC_MODEL_ALL = [
     "ANCHORED_GREEDY", "CompressedMemory", "Cursor", "DecodeState", "GREEDY", "GenerationInfo", "MemoryFileError",
     "MemoryMismatchError", "MemoryStore", "MemoryViews", "MemoryWithText", "RCCConfig", "RCCModel", "Reading",
-    "SamplingParams", "SchemaDecoder", "Search", "aligned_views", "atomic_file", "atomic_folder", "chronicle",
-    "confined", "describe", "generate_json", "generate_tool_call", "load_tokenizer_only", "passkey_document",
-    "prefers_tool_call", "rate_folders", "read_within", "reading_for", "reconstruct_windows", "reconstruction_prompt",
-    "recover", "resolve_checkpoint", "text_only", "__version__",
+    "ReadingPolicy", "SamplingParams", "SchemaDecoder", "Search", "UnsupportedSchemaError", "WindowChoice",
+    "aligned_views", "atomic_folder",
+    "chronicle", "confined", "describe", "generate_json", "generate_tool_call", "load_tokenizer_only",
+    "passkey_document", "prefers_tool_call", "rate_folders", "read_within", "reading_for", "reconstruct_windows",
+    "reconstruction_prompt", "recover", "resolve_checkpoint", "text_only", "__version__",
 ]
 
 

@@ -1,7 +1,10 @@
 """Memory files: safetensors round trips, corruption, and memories from other models."""
 
 import dataclasses
+import io
 import json
+import random
+import struct
 
 import pytest
 import torch
@@ -122,15 +125,114 @@ def test_damaged_bytes_are_a_clear_error(memory, damage):
 
 def test_kept_window_texts_travel_with_the_memory(tmp_path, text_rcc):
     text = "The harbour office keeps a ledger of every ship. " * 10
-    memory = text_rcc.compress(text, keep_text=True)
+    memory = text_rcc.compress(text)  # kept by default, where the model has a tokenizer
     assert memory.window_texts == text_rcc.window_texts(text) and memory.num_windows > 2
-    assert text_rcc.compress(text).window_texts is None  # off by default: the file would hold the text
+    assert text_rcc.compress(text, keep_text=False).window_texts is None  # slots only, on request
     for loaded in (CompressedMemory.load(memory.save(tmp_path / "doc.rccmem")),
                    CompressedMemory.from_bytes(memory.to_bytes("int8"))):
         assert loaded.window_texts == memory.window_texts
     assert [w.window_texts for w in memory.windows()] == [[t] for t in memory.window_texts]
     both = CompressedMemory.concat([memory, memory])
     assert both.window_texts == memory.window_texts * 2
-    assert CompressedMemory.concat([memory, text_rcc.compress(text)]).window_texts is None  # one without: unknown
+    assert CompressedMemory.concat([memory, text_rcc.compress(text, keep_text=False)]).window_texts is None
     with pytest.raises(ValueError, match="window texts"):
         dataclasses.replace(memory, window_texts=memory.window_texts[1:])
+
+
+# ------------------------------------------------------------------ checksum and malformed headers
+def same_memory(a: CompressedMemory, b: CompressedMemory) -> bool:
+    fields = [f.name for f in dataclasses.fields(CompressedMemory) if f.name != "states"]
+    return a.states.dtype == b.states.dtype and torch.equal(a.states, b.states) and all(
+        getattr(a, name) == getattr(b, name) for name in fields)
+
+
+@pytest.mark.parametrize(("dtype", "flips"), [(None, 300), ("int8", 100)])
+def test_random_bit_flips_load_the_same_memory_or_raise_memory_file_error(text_rcc, dtype, flips):
+    """Seeded flips of one bit, half in the header (lengths, layout, metadata), half in the tensor data: each file
+    loads exactly what was saved or is a MemoryFileError; a flipped data bit never loads."""
+    memory = text_rcc.compress("The harbour office keeps a ledger of every ship. " * 4, keep_text=True)
+    data = memory.to_bytes(dtype)
+    saved = CompressedMemory.from_bytes(data)
+    header_end = 8 + struct.unpack("<Q", data[:8])[0]
+    rng, loaded = random.Random(46), 0
+    for i in range(flips):
+        position = rng.randrange(header_end) if i % 2 else rng.randrange(header_end, len(data))
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << rng.randrange(8)
+        try:
+            result = CompressedMemory.from_bytes(bytes(damaged))
+        except MemoryFileError:
+            continue
+        assert position < header_end and same_memory(result, saved), f"flip at byte {position} loaded altered"
+        loaded += 1
+    assert loaded < flips // 4  # nearly every flip is caught, not read past
+
+
+def test_a_flipped_bit_in_a_file_is_refused_by_its_checksum(tmp_path, memory):
+    path = memory.save(tmp_path / "doc.rccmem")
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x10  # one bit of the states
+    path.write_bytes(bytes(data))
+    with pytest.raises(MemoryFileError, match="checksum does not match"):
+        CompressedMemory.load(path)
+
+
+def crafted_bytes(memory: CompressedMemory, tensors: dict | None = None, metadata: dict | None = None,
+                  **header) -> bytes:
+    """A memory file with a crafted header and tensors and a valid checksum: damage a checksum cannot catch."""
+    from rcc_model.memory import _write_safetensors
+
+    tensors = {"states": memory.states} if tensors is None else tensors
+    rcc = {**json.loads(memory._serialisable(None)[2]["rcc"]), **header}
+    out = io.BytesIO()
+    _write_safetensors(out, {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()},
+                       lambda name: iter([tensors[name]]), {"rcc": json.dumps(rcc)} if metadata is None else metadata)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ({"metadata": {"rcc": "null"}}, "not an RCC memory file"),
+    ({"metadata": {"rcc": "[1, 2]"}}, "not an RCC memory file"),
+    ({"format_version": "2"}, "format_version is '2'"),
+    ({"format_version": None}, "format_version is None"),
+    ({"format_version": 99}, "newer rcc"),
+    ({"rate": 0}, "rate=0"),
+    ({"rate": "4"}, "'rate' is '4'"),
+    ({"window": -16}, "window=-16"),
+    ({"padding": "zeros"}, "padding='zeros'"),
+    ({"dtype": "Tensor"}, "dtype 'Tensor'"),
+    ({"dtype": "float64"}, "dtype 'float64'"),
+    ({"dtype": "bfloat16"}, "states of shape"),  # the header says bfloat16, the tensor is float32
+    ({"token_count": -1}, "token_count -1"),
+    ({"token_count": 10**9}, "token_count 1000000000"),
+    ({"token_count": 4.5}, "'token_count' is 4.5"),
+    ({"window_tokens": [100, -60]}, "window_tokens"),
+    ({"window_tokens": "16"}, "'window_tokens' is '16'"),
+    ({"window_tokens": [16, 16, "8"]}, "window_tokens"),
+    ({"window_tokens": [16, 16]}, "token_count 40 is not within its windows' 32 tokens"),
+    ({"window_tokens": [16, 16, 8, 0]}, "window_tokens"),
+    ({"window_tokens": [16, 16, 8, 4]}, "inconsistent"),  # 10 slots for windows that need 11
+    ({"window_texts": 5}, "window_texts"),
+    ({"extra": None}, "extra"),
+    ({"fingerprint": None}, "'fingerprint' is None"),
+    ({"tensors": {"states": torch.zeros(40, 2)}}, "states of shape"),
+    ({"tensors": {"states": torch.zeros(10, 3, 32, dtype=torch.int8), "scales": torch.ones(10, 3)}}, "scales"),
+    ({"tensors": {"states": torch.zeros(10, 3, 32, dtype=torch.int8), "scales": torch.ones(3, 10, 1)}}, "scales"),
+    ({"tensors": {"states": torch.zeros(10, 3, 32, dtype=torch.int8)}}, "without their scales"),
+    ({"tensors": {"other": torch.zeros(2)}}, "no 'states'"),
+])
+def test_every_malformed_header_value_is_a_memory_file_error(memory, case, match):
+    data = crafted_bytes(memory, case.pop("tensors", None), case.pop("metadata", None), **case)
+    with pytest.raises(MemoryFileError, match=match):
+        CompressedMemory.from_bytes(data)
+
+
+def test_format_1_files_from_before_the_checksum_still_load(tmp_path, memory):
+    header = {**json.loads(memory._serialisable(None)[2]["rcc"]), "format_version": 1}
+    path = tmp_path / "old.rccmem"
+    save_file({"states": memory.states.contiguous()}, str(path), metadata={"rcc": json.dumps(header)})
+    assert same_memory(CompressedMemory.load(path), memory)
+    header["format_version"] = 2  # format 2 without its checksum: damaged, not old
+    save_file({"states": memory.states.contiguous()}, str(path), metadata={"rcc": json.dumps(header)})
+    with pytest.raises(MemoryFileError, match="checksum"):
+        CompressedMemory.load(path)

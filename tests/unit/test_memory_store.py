@@ -12,7 +12,14 @@ from rcc_model import MemoryFileError, MemoryMismatchError, MemoryStore
 from rcc_model import store as store_module
 from rcc_model.cli import main
 from rcc_model.corpus import Corpus, CorpusError, is_corpus
-from rcc_model.store_builder import PlannedDocument, ShardPlan, assign_shards, compress_corpus, plan_shards
+from rcc_model.store_builder import (
+    PlannedDocument,
+    ShardPlan,
+    assign_shards,
+    compress_corpus,
+    default_shard_mb,
+    plan_shards,
+)
 from tests.conftest import corpus_text
 
 
@@ -64,6 +71,7 @@ def test_shards_hold_consecutive_documents_up_to_their_cap_and_processes_get_bal
     shares = assign_shards([ShardPlan(i, tuple(_planned([t]))) for i, t in enumerate([50, 10, 30, 30, 20])], 2)
     assert [[s.index for s in share] for share in shares] == [[0, 4], [1, 2, 3]]
     assert assign_shards(shares[0], 1) == [shares[0]]
+    assert [default_shard_mb(gib * 2**30) for gib in (0.01, 6.25, 100)] == [16, 100, 512]  # 1/64, within bounds
 
 
 @pytest.fixture()

@@ -23,12 +23,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rcc(args: list[str], processes: int) -> subprocess.CompletedProcess:
-    """`rcc ARGS` as one plain process, or as `processes` launched by accelerate (one thread each: two
-    processes on two cores)."""
-    launch = [] if processes == 1 else [
-        "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+def _rcc(args: list[str], processes: int, config: Path | None = None) -> subprocess.CompletedProcess:
+    """`rcc ARGS` as one plain process, or as `processes` launched by accelerate, with the launch flags or with an
+    accelerate config file (one thread each: two processes on two cores)."""
+    flags = ["--config_file", str(config)] if config else ["--multi_gpu", "--num_machines", "1", "--mixed_precision",
+                                                          "no", "--dynamo_backend", "no"]
+    launch = [] if processes == 1 else ["-m", "accelerate.commands.launch", *flags, "--num_processes", str(processes),
+                                        "--main_process_port", str(_free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, *launch, "-m", "rcc_model.cli", *args], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=300)
@@ -62,13 +63,14 @@ def test_two_processes_train_checkpoint_and_resume_to_the_weights_of_one_process
     for name, batch_size in (("one", 4), ("two", 2)):
         (tmp_path / f"{name}.json").write_text(json.dumps({**config, "out": name, "batch_size": batch_size}))
     _rcc(["train", str(tmp_path / "one.json")], 1)
-    _rcc(["train", str(tmp_path / "two.json"), "--stop-at", "3"], 2)
+    ddp = ROOT / "configs" / "accelerate" / "ddp.yaml"  # the shipped launch config, with 2 processes on this CPU
+    _rcc(["train", str(tmp_path / "two.json"), "--stop-at", "3"], 2, ddp)
     assert json.loads((tmp_path / "two" / "state" / "state.json").read_text())["step"] == 3
-    _rcc(["train", str(tmp_path / "two.json")], 2)
+    _rcc(["train", str(tmp_path / "two.json")], 2, ddp)
 
     log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     starts = [r for r in log if r["event"] == "start"]
-    assert [(r["step"], r["processes"]) for r in starts] == [(0, 2), (3, 2)]
+    assert [(r["step"], r["processes"], r["distributed"]) for r in starts] == [(0, 2, "MULTI_CPU"), (3, 2, "MULTI_CPU")]
     losses = [r["loss"] for r in log if r["event"] == "train"]
     assert len(losses) == config["steps"] and all(torch.isfinite(torch.tensor(losses)))
     a = load_file(str(tmp_path / "one" / "state" / "weights.safetensors"))

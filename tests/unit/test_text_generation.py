@@ -121,10 +121,10 @@ def test_windows_ranked_on_cheap_reconstructions_are_read_from_the_search_given(
     assert calls == [(memory.num_windows, {"num_beams": 8})]
 
 
-def test_ask_in_both_prompt_modes_returns_text(text_rcc):
+def test_ask_returns_text(text_rcc):
+    """(Without a question, see tests/unit/test_reliability.py: a random decoder recalls none.)"""
     plain = text_rcc.ask(text_rcc.compress(DOC), "What did the keeper write?", max_new_tokens=5)
-    reconstructed = text_rcc.ask(text_rcc.compress(DOC + "\n\nWhat did the keeper write?"), max_new_tokens=5)
-    assert isinstance(plain, str) and isinstance(reconstructed, str)
+    assert isinstance(plain, str)
 
 
 @pytest.mark.parametrize("bad", [3.5, [{"content": "no role"}]])
@@ -159,11 +159,13 @@ def test_instruction_reconstruction_stops_at_any_of_the_models_end_tokens(text_r
     assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == "The date."
 
 
-def test_instruction_reconstruction_that_never_closes_the_question_returns_nothing(text_rcc, smollm2_tokenizer,
-                                                                                  monkeypatch):
+def test_instruction_reconstruction_that_never_closes_the_question_is_an_error(text_rcc, smollm2_tokenizer,
+                                                                               monkeypatch):
+    """Not an empty answer, which reads like one the model gave."""
     tokens = smollm2_tokenizer("What did the keeper", add_special_tokens=False)["input_ids"]
     monkeypatch.setattr("rcc_model.generation.decode_tokens", scripted(tokens))
-    assert text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64) == ""
+    with pytest.raises(ValueError, match="no question was recalled"):
+        text_rcc.ask(text_rcc.compress(DOC), max_new_tokens=64)
 
 
 def test_compressing_at_an_offset_moves_every_slot_boundary_and_keeps_every_token(text_rcc):

@@ -7,8 +7,9 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from rcc_integrations.langchain import ChatRCC, RCCChatModel
-from rcc_model import MemoryMismatchError
+from rcc_model import MemoryMismatchError, UnsupportedSchemaError
 from tests.conftest import make_rcc
+from tests.unit.test_text_generation import scripted
 
 LONG = "The lighthouse keeper wrote the date in the log every evening before supper. " * 20
 
@@ -136,7 +137,7 @@ def test_attached_documents_and_memories_are_read(llm, text_rcc):
     assert by_document.content == by_memory.content and by_document.response_metadata["memory_slots"] > 0
 
 
-def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(text_rcc):
+def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(text_rcc, monkeypatch):
     slots = text_rcc.config.window // text_rcc.config.rate
     report = LONG + "The harbour code is kept by Amara Quist. " + LONG
     llm = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=2 * slots)
@@ -146,9 +147,10 @@ def test_beyond_the_memory_budget_the_windows_matching_the_question_are_read(tex
     details = message.usage_metadata["input_token_details"]  # all memory given counts, read or not
     assert message.usage_metadata["input_tokens"] >= details["cache_read"] == text_rcc.compress(report).token_count
     assert meta["memory_windows"] == text_rcc.compress(report).num_windows > 2
-    given = text_rcc.compress(report)  # a memory without its text cannot be ranked: it is read whole
+    given = text_rcc.compress(report, keep_text=False)  # without its text it cannot be ranked: read whole
     assert llm.invoke("Who?", memory=given).response_metadata["memory_slots"] == given.num_slots
     question_last = RCCChatModel(model=text_rcc, max_tokens=4, memory_budget=slots, instruction_reconstruction=True)
+    recalls_a_question(text_rcc, monkeypatch)
     meta = question_last.invoke([SystemMessage(report), HumanMessage("Who keeps the harbour code?")]
                                 ).response_metadata
     question_slots = text_rcc.compress("\n\nWho keeps the harbour code?").num_slots
@@ -183,8 +185,15 @@ def test_construction_is_instant_and_loads_nothing():
     assert llm._engine is None
 
 
-def test_instruction_reconstruction_mode_compresses_the_question(text_rcc):
+def recalls_a_question(model, monkeypatch) -> None:
+    """Make the random decoder recall a question and answer it, as instruction reconstruction expects."""
+    script = model.encode_text("When?<|im_end|>\n<|im_start|>assistant\nAt dawn.<|im_end|>")
+    monkeypatch.setattr("rcc_model.generation.decode_tokens", scripted(script))
+
+
+def test_instruction_reconstruction_mode_compresses_the_question(text_rcc, monkeypatch):
     llm = RCCChatModel(model=text_rcc, max_tokens=8, instruction_reconstruction=True)
+    recalls_a_question(text_rcc, monkeypatch)
     before = llm.engine.compressions
     message = llm.invoke([SystemMessage(LONG), HumanMessage("When?")])
     assert llm.engine.compressions == before + 2  # the document and the question
@@ -271,6 +280,31 @@ def test_a_tool_schema_that_cannot_be_honoured_is_refused(llm):
         llm.bind_tools([tool])
 
 
+def test_structured_output_honours_every_field_constraint(llm):
+    from pydantic import BaseModel, Field
+
+    class Report(BaseModel):
+        flags: list[bool] = Field(min_length=10)
+        code: str = Field(max_length=2, pattern=r"^[0-9]+$")
+        population: int = Field(ge=1_000_000)
+        score: float = Field(gt=-5, lt=-2)
+
+    report = llm.with_structured_output(Report).invoke("Report the numbers.")  # validated by pydantic
+    assert len(report.flags) >= 10 and report.code.isdigit() and report.population >= 1_000_000
+
+
+@pytest.mark.parametrize(("constraint", "keyword"), [({"multiple_of": 3}, "'multipleOf'"),
+                                                     ({"le": -1, "ge": 1}, "no integer")])
+def test_structured_output_refuses_at_bind_time_what_it_cannot_honour(llm, constraint, keyword):
+    from pydantic import Field, create_model
+
+    odd = create_model("Odd", n=(int, Field(**constraint)))
+    with pytest.raises(UnsupportedSchemaError, match=keyword):
+        llm.with_structured_output(odd)
+    with pytest.raises(UnsupportedSchemaError, match=keyword):
+        llm.bind_tools([odd])
+
+
 def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
     from langchain.agents import create_agent
     from langchain_core.messages import ToolMessage
@@ -305,12 +339,12 @@ def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, mo
     reading = read_within(question, [text_rcc.compress(report)], [text_rcc.window_texts(report)], slots)
     assert seen == [reading.texts] and len(reading.texts) == 1 and "harbour" in reading.texts[0]
     assert meta["memory_slots"] == slots  # the stored memory read; its other alignment is decoded beside it
-    llm.invoke(question, memory=text_rcc.compress(report))  # a memory given without its text: one alignment
+    llm.invoke(question, memory=text_rcc.compress(report, keep_text=False))  # without its text: one alignment
     assert len(seen) == 1
     stored = MemoryWithText(text_rcc.compress(report), text_rcc.window_texts(report))
     llm.invoke(question, memory=stored)  # with its text: ranked and realigned like the document itself
     assert seen[1] == reading.texts
-    llm.invoke(question, memory=text_rcc.compress(report, keep_text=True))  # a memory that keeps its own text
+    llm.invoke(question, memory=text_rcc.compress(report))  # a memory that keeps its own text (the default)
     assert seen[2] == reading.texts
     llm.model_copy(update={"read_alignments": 1}).invoke(question, memory=[Document(page_content=report)])
     assert len(seen) == 3

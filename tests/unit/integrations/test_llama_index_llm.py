@@ -9,6 +9,7 @@ from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
 from pydantic import BaseModel
 
 from rcc_integrations.llama_index import RCCLLM
+from rcc_model import UnsupportedSchemaError
 
 LONG = "The lighthouse keeper wrote the date in the log every evening before supper. " * 20
 
@@ -230,6 +231,24 @@ def test_structured_predict_always_returns_the_model_even_from_a_random_decoder(
     before = llm.engine.compressions
     read = llm.structured_predict(Trip, PromptTemplate("Where to?"), llm_kwargs={"memory": [LONG]})
     assert isinstance(read, Trip) and llm.engine.compressions == before + 1  # the attached document was read
+
+
+def test_structured_predict_honours_field_constraints_and_refuses_recursion(llm):
+    from llama_index.core.prompts import PromptTemplate
+    from pydantic import Field
+
+    class Code(BaseModel):
+        digits: str = Field(min_length=3, max_length=4, pattern=r"^[0-9]+$")
+        tags: list[int] = Field(min_length=3, max_length=3)
+
+    code = llm.structured_predict(Code, PromptTemplate("The code?"))
+    assert code.digits.isdigit() and 3 <= len(code.digits) <= 4 and len(code.tags) == 3
+
+    class Node(BaseModel):
+        children: list["Node"]
+
+    with pytest.raises(UnsupportedSchemaError, match="refers to itself"):
+        llm.structured_predict(Node, PromptTemplate("A tree?"))
 
 
 def test_structured_predict_refuses_a_schema_it_cannot_honour_before_running(llm):

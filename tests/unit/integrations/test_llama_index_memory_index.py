@@ -184,3 +184,47 @@ def test_an_index_at_a_rate_with_weights_of_its_own_reads_and_reloads_with_them(
     assert (loaded.rate, loaded.engine.model.fingerprint) == (8, fingerprints[8])
     assert RCCMemoryIndex.from_documents(docs(), model=folder).engine.model.fingerprint == fingerprints[4]
 
+
+
+# ------------------------------------------------------------------ duplicate and missing ids, as LlamaIndex has them
+def vector_index(documents):
+    """LlamaIndex's own VectorStoreIndex over the same documents (a mock embedding: no model)."""
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    return VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
+
+
+def held(index) -> dict[str, list[str]]:
+    """Document id -> the texts of its nodes, as the index's ref_doc_info and docstore tell them."""
+    return {ref: sorted(index.docstore.get_node(n).get_content() for n in info.node_ids)
+            for ref, info in index.ref_doc_info.items()}
+
+
+def test_duplicate_document_ids_are_kept_as_vector_store_index_keeps_them(text_rcc, tmp_path):
+    """LlamaIndex keeps every document given, several under one ref_doc_id; none is dropped."""
+    twice = [Document(text=TEXT + " First.", id_="same"), Document(text=TEXT + " Second.", id_="same"),
+             Document(text=TEXT + " Other.", id_="other")]
+    ours, theirs = RCCMemoryIndex.from_documents(twice, model=text_rcc), vector_index(twice)
+    assert held(ours) == held(theirs) and len(held(ours)["same"]) == 2
+    for node_id in ours.ref_doc_info["same"].node_ids:  # each reads the memory of its own text
+        text = ours.docstore.get_node(node_id).get_content()
+        assert ours.memory_of(node_id).token_count == len(text_rcc.encode_text(text))
+    again = Document(text=TEXT + " Third.", id_="same")
+    ours.insert(again)
+    theirs.insert(again)
+    assert held(ours) == held(theirs) and len(held(ours)["same"]) == 3
+    loaded = RCCMemoryIndex.load_from_disk(ours.persist(tmp_path / "index"), model=text_rcc)
+    assert held(loaded) == held(ours) and not loaded.damaged
+    ours.delete_ref_doc("same", delete_from_docstore=True)
+    theirs.delete_ref_doc("same", delete_from_docstore=True)
+    assert held(ours) == held(theirs) == {"other": [TEXT + " Other."]} and len(ours.node_ids) == 1
+
+
+def test_deleting_a_missing_document_does_what_vector_store_index_does(index, text_rcc):
+    theirs = vector_index(docs())
+    before, nodes = held(index), list(index.node_ids)
+    for target in (index, theirs):  # nothing deleted, no error (LlamaIndex logs a warning)
+        target.delete_ref_doc("no-such-doc")
+        target.delete_ref_doc("no-such-doc", delete_from_docstore=True)
+    assert held(index) == before == held(theirs) and index.node_ids == nodes

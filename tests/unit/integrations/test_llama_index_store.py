@@ -77,3 +77,17 @@ def test_a_store_made_by_another_model_is_refused_and_damaged_rows_are_compresse
         memory = index.memory_of("doc-2:memory")
     assert memory.states.equal(text_rcc.compress(TEXTS["doc-2"]).states) and index.engine.compressions == 1
     assert MemoryStore(store_path).entry("doc-2").shard != shard.name  # the fresh memory supersedes the damaged one
+
+
+def test_a_second_document_under_an_id_the_store_holds_is_refused_before_anything_is_written(text_rcc, store_path):
+    """A store holds one memory per document id: a second document under one would take the first one's place."""
+    index = RCCMemoryIndex.from_store(store_path, model=text_rcc)
+    docstore_before = sorted(index.docstore.docs)
+    with pytest.raises(ValueError, match=r"'doc-1' is given twice.*update_ref_doc"):
+        index.insert(Document(text="Another document that says it is doc-1.", id_="doc-1"))
+    assert sorted(index.docstore.docs) == docstore_before and MemoryStore(store_path).text("doc-1") == TEXTS["doc-1"]
+    index.update_ref_doc(Document(text="The new text of doc-1.", id_="doc-1"))  # replacing it is allowed
+    assert MemoryStore(store_path).text("doc-1") == "The new text of doc-1."
+    with pytest.raises(ValueError, match="given twice"):
+        RCCMemoryIndex.from_documents([Document(text="one", id_="x"), Document(text="two", id_="x")],
+                                      model=text_rcc, store=store_path)
