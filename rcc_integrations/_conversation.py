@@ -3,6 +3,7 @@ the rest stays in the chat template."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,10 @@ from typing import Any
 from rcc_model import CompressedMemory, MemoryWithText
 
 IN_MEMORY = "[The full text of this message is in your memory.]"
+CONTINUED = "[The beginning of this message is in your memory.]"
+TEMPLATE_RESERVE = 32  # prompt tokens the chat template adds around the messages (a default system prompt...)
+TURN_RESERVE = 8  # and around each message
+_BOUNDARIES = (r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+")  # where a message is cut, best first
 
 
 @dataclass
@@ -26,11 +31,12 @@ class DecoderInput:
 
 
 def plan(turns: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], threshold: int,
-         instruction_reconstruction: bool, pieces: Sequence[str | CompressedMemory | MemoryWithText] = ()
-         ) -> DecoderInput:
+         instruction_reconstruction: bool, pieces: Sequence[str | CompressedMemory | MemoryWithText] = (),
+         room: int | None = None) -> DecoderInput:
     """(role, text) turns -> DecoderInput. Turns longer than `threshold` tokens become memory (their place in
     the chat says so); the last turn stays plain text, unless `instruction_reconstruction` compresses the
-    question too. `pieces` (attached documents or memories) are read first."""
+    question too, or the chat would not fit in `room` prompt tokens: then the last turn's beginning becomes
+    memory too (`fit_last_turn`). `pieces` (attached documents or memories) are read first."""
     if not turns:
         raise ValueError("the conversation needs at least one message")
     result = DecoderInput(pieces=list(pieces))
@@ -45,7 +51,48 @@ def plan(turns: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], t
             result.chat.append({"role": role, "content": IN_MEMORY})
         else:
             result.chat.append({"role": role, "content": text})
+    if room is not None and result.question is None:
+        fit_last_turn(result, count_tokens, threshold, room)
     return result
+
+
+def fit_last_turn(conversation: DecoderInput, count_tokens: Callable[[str], int], threshold: int, room: int
+                  ) -> None:
+    """Where the chat does not fit in `room` prompt tokens, split its last turn (a document, then the question):
+    its end stays plain text, at most `threshold` tokens and what fits, cut at a paragraph, line, sentence or
+    word; the beginning becomes the last piece of memory, as earlier long turns are. Where not even a short
+    end fits, the chat is left as it is (the decoder then says what does not fit)."""
+    last = conversation.chat[-1]
+    left = room - TEMPLATE_RESERVE - sum(count_tokens(turn["content"]) + TURN_RESERVE for turn in conversation.chat)
+    if left >= 0:
+        return
+    limit = min(threshold, count_tokens(last["content"]) + left - count_tokens(CONTINUED))
+    if limit <= 0:
+        return
+    head, tail = split_tail(last["content"], count_tokens, limit)
+    conversation.pieces.append(head)
+    last["content"] = f"{CONTINUED}\n\n{tail}"
+
+
+def split_tail(text: str, count_tokens: Callable[[str], int], limit: int) -> tuple[str, str]:
+    """(head, tail) of `text` (trailing whitespace dropped): the longest tail of at most `limit` tokens that
+    starts at the best kind of boundary (`_BOUNDARIES`) offering one, else at any character; neither part is
+    blank."""
+    text = text.rstrip()
+    first = len(text) - len(text.lstrip())  # a cut after it leaves a head that is not blank
+    for pattern in (*_BOUNDARIES, None):
+        cuts = ([cut for cut in (m.end() for m in re.finditer(pattern, text)) if first < cut < len(text)]
+                if pattern else range(first + 1, len(text)))
+        low, high = 0, len(cuts)  # the first cut whose tail fits: tails shrink as cuts move right
+        while low < high:
+            middle = (low + high) // 2
+            if count_tokens(text[cuts[middle]:]) <= limit:
+                high = middle
+            else:
+                low = middle + 1
+        if low < len(cuts):
+            return text[:cuts[low]], text[cuts[low]:]
+    raise ValueError(f"cannot keep {limit} tokens of a message of {count_tokens(text)} tokens as its end")
 
 
 def tools_prompt(tools: Sequence[dict[str, Any]]) -> str:

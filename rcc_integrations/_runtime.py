@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 import uuid
 import warnings
 from collections import OrderedDict
@@ -47,6 +48,13 @@ READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads ar
                         "decoder row and one more encoder pass over the text read. None = the model's read_alignments "
                         "(4 for the packaged default; 1 answers soonest)")
 
+TOOL_CALL_MARGIN_HELP = ('with tools bound and the choice left to the model, call a tool on a user turn when "{" '
+                         "scores within this many nats of the decoder's favourite token; after a tool result, "
+                         "answer in text. The default, float('inf'), calls on every user turn: the agent loop "
+                         "(call, then answer from the result) that a small model runs dependably; a finite margin "
+                         "(e.g. 2.0) lets it answer some user turns in text, and the packaged model then skips "
+                         "calls it needed")
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -55,6 +63,45 @@ class ToolCall:
     name: str
     arguments: Any
     id: str
+
+
+class ModelLock:
+    """A reentrant lock that knows whether another thread is waiting for it (`contended`): a stream whose
+    reader has gone idle gives the model up to such a waiter (`iterate_in_thread`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._waiting = 0
+        self._count = threading.Lock()
+
+    @property
+    def contended(self) -> bool:
+        return self._waiting > 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        with self._count:
+            self._waiting += 1
+        try:
+            return self._lock.acquire(blocking, timeout)
+        finally:
+            with self._count:
+                self._waiting -= 1
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> ModelLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class StreamStopped(RuntimeError):
+    """An async stream was stopped because its reader left it unread while another call waited for the model."""
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -71,7 +118,7 @@ class Engine:
 
     def __init__(self, model: RCCModel, cache_size: int = 64):
         self.model = model
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int, str], CompressedMemory] = OrderedDict()
         self.compressions = 0
@@ -128,6 +175,13 @@ class Engine:
         positions = self.model.max_positions
         free = positions - min(QUESTION_RESERVE + answer_tokens, positions // 2)
         return min(memory_budget or self.model.config.read_slots or free, free)
+
+    def prompt_room(self, answer_tokens: int, budget: int, expand_tokens: int | None = None, system: str = ""
+                    ) -> int:
+        """Prompt tokens that fit in the decoder beside `budget` memory slots, the answer, the memory read as
+        text (`expand_budget`) and a `system` text added to the chat later (a tool description)."""
+        return (self.model.max_positions - budget - answer_tokens - self.expand_budget(expand_tokens)
+                - self.count_tokens(system))
 
     def resolve(self, pieces: list[str | CompressedMemory | MemoryWithText], store: Any = None,
                 rate: int | None = None, question: str | None = None, budget: int | None = None,
@@ -310,32 +364,82 @@ def engine_for(model: str | Path | RCCModel, rate: int | None = None) -> Engine:
     return engine
 
 
-async def iterate_in_thread(make_iterator: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+READ_AHEAD = 32  # items a stream computes before its reader takes them; then it waits for the reader
+IDLE_SECONDS = 2.0  # a stream this long unread, read-ahead full, gives the model up to a waiting call
+
+
+async def iterate_in_thread(make_iterator: Callable[[], Iterator[Any]],
+                            lock_of: Callable[[], ModelLock] | None = None) -> AsyncIterator[Any]:
     """Run a blocking iterator in a worker thread and yield its items on the event loop as they come.
 
-    If the consumer stops early, the worker stops at its next item (releasing the model's lock).
+    The worker stops, closing the iterator (so the model's lock is released), when the reader goes away: at
+    the reader's `aclose`, cancellation or garbage collection, or when its event loop closes, checked between
+    items. A reader that stops reading has at most `READ_AHEAD` items computed for it, then the worker waits;
+    left unread for `IDLE_SECONDS` while another call waits for the model's lock (`lock_of()`, read in the
+    worker, where the model may still be loading), the stream gives the model up: its reader, if it comes
+    back, gets the items computed, then `StreamStopped`. The worker is a daemon thread: a program that ends
+    with a stream unread does not wait for it.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    done, cancelled = object(), threading.Event()
+    done = object()
+    reader = threading.Condition()
+    unread, last_read, gone, finished = 0, time.monotonic(), False, False
+    lock: ModelLock | None = None
+
+    def deliver(item: Any) -> bool:
+        """Hand `item` to the reader; False when its event loop is closed (nobody will read)."""
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:
+            return False
+        return True
+
+    def wait_for_reader() -> bool:
+        """Wait while the read-ahead is full; False when the reader is gone; `StreamStopped` when it idles
+        while another call waits for the model."""
+        with reader:
+            while unread >= READ_AHEAD and not gone and not loop.is_closed():
+                if lock is not None and lock.contended and time.monotonic() - last_read >= IDLE_SECONDS:
+                    raise StreamStopped(f"this stream was stopped after {IDLE_SECONDS:g} s unread while another "
+                                        "call waited for the model: read a stream to its end, or aclose() it")
+                reader.wait(0.05)
+            return not gone and not loop.is_closed()
 
     def produce() -> None:
+        nonlocal unread, lock
+        iterator: Iterator[Any] | None = None
         try:
-            for item in make_iterator():
-                if cancelled.is_set():
+            iterator = make_iterator()
+            lock = lock_of() if lock_of is not None else None
+            for item in iterator:
+                with reader:
+                    unread += 1
+                if not deliver(item) or not wait_for_reader():
                     break
-                loop.call_soon_threadsafe(queue.put_nowait, item)
         except BaseException as error:
-            loop.call_soon_threadsafe(queue.put_nowait, error)
+            deliver(error)
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # in this thread, which holds the model's lock while the iterator is open
+            deliver(done)
 
-    worker = loop.run_in_executor(None, produce)
+    threading.Thread(target=produce, name="rcc-stream", daemon=True).start()
     try:
         while (item := await queue.get()) is not done:
             if isinstance(item, BaseException):
                 raise item
+            with reader:
+                unread, last_read = unread - 1, time.monotonic()
+                reader.notify()
             yield item
+        finished = True
     finally:
-        cancelled.set()
-        await worker
+        with reader:
+            gone = True
+            reader.notify()
+        # The model is free once aclose() returns: wait for the worker's last word (not when collected, the
+        # event loop no longer running, as a program ends).
+        while not finished and loop.is_running() and await queue.get() is not done:
+            pass

@@ -16,9 +16,10 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._conversation import with_tools
+from rcc_integrations._conversation import tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
+    TOOL_CALL_MARGIN_HELP,
     CachedEmbedding,
     Engine,
     ToolCall,
@@ -68,10 +69,7 @@ class RCCChatModel(BaseChatModel):
     compress_threshold: int = Field(default=256, description="messages longer than this (tokens) become memory")
     instruction_reconstruction: bool = Field(
         default=False, description="compress the question too; the decoder recalls it from memory (the paper)")
-    tool_call_margin: float = Field(
-        default=2.0, description='with tool_choice="auto", call a tool on a user turn when "{" scores within this '
-        "many nats of the decoder's favourite token; float('inf') = always call on user turns and answer in "
-        "text after a tool result (a dependable agent loop for small models)")
+    tool_call_margin: float = Field(default=float("inf"), description=TOOL_CALL_MARGIN_HELP)
     memory_budget: int | None = Field(
         default=None, description="the most memory slots one answer reads; beyond it, the windows of the attached "
         "texts that best match the question (BM25 over their text) are read. None = what the model was measured "
@@ -163,15 +161,18 @@ class RCCChatModel(BaseChatModel):
         engine = self.engine
         tools, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         kwargs.pop("ls_structured_output_format", None)
-        decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
-                                       self.instruction_reconstruction, kwargs.pop("memory", None))
+        attached = kwargs.pop("memory", None)
         sampling = pop_sampling(kwargs, self, [*(self.stop or []), *(stop or [])])
         memory_budget, expand_tokens = kwargs.pop("memory_budget", self.memory_budget), kwargs.pop(
             "expand_tokens", self.expand_tokens)  # per call, as invoke(..., expand_tokens=0) or bind()
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        info = GenerationInfo()
         budget = engine.read_budget(sampling["max_new_tokens"], memory_budget)
+        room = engine.prompt_room(sampling["max_new_tokens"], budget, expand_tokens,
+                                  tools_prompt(tools) if tools and choice != "none" else "")
+        decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
+                                       self.instruction_reconstruction, attached, room)
+        info = GenerationInfo()
         reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget,
                                                 self.read_alignments, expand_tokens, self._embedder())
         chat = decoder_input.chat  # the question's turn now holds the windows read as text
@@ -216,7 +217,8 @@ class RCCChatModel(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
                        ) -> AsyncIterator[ChatGenerationChunk]:
-        async for chunk in iterate_in_thread(lambda: self._chunks(messages, stop, **kwargs)):
+        async for chunk in iterate_in_thread(lambda: self._chunks(messages, stop, **kwargs),
+                                           lambda: self.engine.lock):
             if run_manager and chunk.message.content:
                 await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
             yield chunk

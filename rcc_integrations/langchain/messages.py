@@ -53,12 +53,13 @@ def role_of(message: BaseMessage) -> str:
 
 
 def split_messages(messages: Sequence[BaseMessage], count_tokens, threshold: int,
-                   instruction_reconstruction: bool, attached: Any = None) -> DecoderInput:
+                   instruction_reconstruction: bool, attached: Any = None, room: int | None = None
+                   ) -> DecoderInput:
     """LangChain messages (and attached memory) -> what the decoder reads; see `_conversation.plan`."""
     if not messages:
         raise ValueError("RCCChatModel needs at least one message")
     turns = [(role_of(m), rendered_text(m)) for m in messages]
-    return plan(turns, count_tokens, threshold, instruction_reconstruction, attached_pieces(attached))
+    return plan(turns, count_tokens, threshold, instruction_reconstruction, attached_pieces(attached), room)
 
 
 def attached_pieces(memory: Any) -> list[str | CompressedMemory | MemoryWithText]:

@@ -24,10 +24,12 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._conversation import plan, with_tools
+from rcc_integrations._conversation import plan, tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
+    TOOL_CALL_MARGIN_HELP,
     Engine,
+    ModelLock,
     ToolCall,
     engine_for,
     iterate_in_thread,
@@ -45,8 +47,9 @@ _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", Message
 
 class RCCLLM(FunctionCallingLLM):
     """LlamaIndex LLM over an RCC model: messages longer than `compress_threshold` tokens (and `memory=`
-    attached documents or memories) are read through compressed memory; `metadata.context_window` is the
-    number of original tokens the decoder can cover that way.
+    attached documents or memories) are read through compressed memory, and so is the beginning of a last
+    message too long for the decoder (its end, the question, stays text); `metadata.context_window` is the
+    number of original tokens the decoder can cover that way, and a prompt that long is accepted.
 
     Example:
         .. code-block:: python
@@ -57,7 +60,7 @@ class RCCLLM(FunctionCallingLLM):
             print(llm.complete(long_report + "\\n\\nWho signed it?"))
             for r in llm.stream_complete("Summarise: " + long_report):
                 print(r.delta, end="")
-            agent = FunctionAgent(tools=[lookup], llm=RCCLLM(tool_call_margin=float("inf")))  # tool, then text
+            agent = FunctionAgent(tools=[lookup], llm=RCCLLM())  # a tool call, then a text answer
     """
 
     model: Any = Field(default="default", description="packaged name, checkpoint folder, or an RCCModel")
@@ -77,10 +80,7 @@ class RCCLLM(FunctionCallingLLM):
         default=None, ge=0, description="the most tokens of the long texts' best-matching windows read as plain "
         "text before the question (the rest is read as slots). None = the model's expand_tokens; 0 = slots only")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
-    tool_call_margin: float = Field(
-        default=2.0, description='with tools and no tool_required, call a tool on a user turn when "{" scores '
-        "within this many nats of the decoder's favourite token; float('inf') = always call on user turns and "
-        "answer in text after a tool result (a dependable FunctionAgent loop for small models)")
+    tool_call_margin: float = Field(default=float("inf"), description=TOOL_CALL_MARGIN_HELP)
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
     react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
                                        "observation (and against, after one); float('inf') = always act first, "
@@ -112,6 +112,10 @@ class RCCLLM(FunctionCallingLLM):
         return LLMMetadata(context_window=(positions - self.max_tokens) * rate, num_output=self.max_tokens,
                            is_chat_model=True, is_function_calling_model=True, model_name=name)
 
+    def _lock(self) -> ModelLock:
+        """The model's lock, which a stream left unread gives up to a waiting call (`iterate_in_thread`)."""
+        return self.engine.lock
+
     # ------------------------------------------------------------------ one synchronous core
     def _responses(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         engine = self.engine
@@ -125,18 +129,23 @@ class RCCLLM(FunctionCallingLLM):
             raise TypeError("memory= takes strings, CompressedMemory or MemoryWithText objects")
         header = turns[0][1] if turns and turns[0][0] == "system" else ""
         tools = react_tools(header) if self.react_guidance and not self.instruction_reconstruction else None
-        if tools:  # ReActAgent: its header becomes a plain-text brief of the tools (see react_brief)
-            conversation = plan(turns[1:], engine.count_tokens, self.compress_threshold, False, pieces)
-            conversation.chat.insert(0, {"role": "system", "content": react_brief(header)})
-        else:
-            conversation = plan(turns, engine.count_tokens, self.compress_threshold,
-                                self.instruction_reconstruction, pieces)
         sampling = pop_sampling(kwargs, self, kwargs.pop("stop", None) or ())
         kwargs.pop("formatted", None)
-        budget = engine.read_budget(sampling["max_new_tokens"], kwargs.pop("memory_budget", self.memory_budget))
+        memory_budget = kwargs.pop("memory_budget", self.memory_budget)
+        expand_tokens = kwargs.pop("expand_tokens", self.expand_tokens)
+        budget = engine.read_budget(sampling["max_new_tokens"], memory_budget)
+        if tools:  # ReActAgent: its header becomes a plain-text brief of the tools (see react_brief)
+            brief = react_brief(header)
+            conversation = plan(turns[1:], engine.count_tokens, self.compress_threshold, False, pieces,
+                                engine.prompt_room(sampling["max_new_tokens"], budget, expand_tokens, brief))
+            conversation.chat.insert(0, {"role": "system", "content": brief})
+        else:
+            described = tools_prompt(functions) if functions and choice != "none" and schema is None else ""
+            conversation = plan(turns, engine.count_tokens, self.compress_threshold,
+                                self.instruction_reconstruction, pieces,
+                                engine.prompt_room(sampling["max_new_tokens"], budget, expand_tokens, described))
         reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget,
-                                                alignments=self.read_alignments,
-                                                expand_tokens=kwargs.pop("expand_tokens", self.expand_tokens))
+                                                alignments=self.read_alignments, expand_tokens=expand_tokens)
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         info = GenerationInfo()
         if schema is not None:
@@ -205,13 +214,13 @@ class RCCLLM(FunctionCallingLLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         last = None
-        async for last in iterate_in_thread(lambda: self._responses(messages, **kwargs)):  # noqa: B007
+        async for last in iterate_in_thread(lambda: self._responses(messages, **kwargs), self._lock):  # noqa: B007
             pass
         return last
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return iterate_in_thread(lambda: self._responses(messages, **kwargs))
+        return iterate_in_thread(lambda: self._responses(messages, **kwargs), self._lock)
 
     # ------------------------------------------------------------------ function calling
     def _prepare_chat_with_tools(self, tools: Sequence[BaseTool], user_msg: str | ChatMessage | None = None,
@@ -289,14 +298,14 @@ class RCCLLM(FunctionCallingLLM):
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         last = None
-        async for last in iterate_in_thread(lambda: self._completions(prompt, **kwargs)):  # noqa: B007
+        async for last in iterate_in_thread(lambda: self._completions(prompt, **kwargs), self._lock):  # noqa: B007
             pass
         return last
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False,
                                **kwargs: Any) -> CompletionResponseAsyncGen:
-        return iterate_in_thread(lambda: self._completions(prompt, **kwargs))
+        return iterate_in_thread(lambda: self._completions(prompt, **kwargs), self._lock)
 
 
 def _checked_schema(output_cls: type[BaseModel]) -> dict[str, Any]:

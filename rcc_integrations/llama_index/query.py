@@ -96,7 +96,7 @@ class RCCQueryEngine(BaseQueryEngine):
     async def _aquery(self, query_bundle: QueryBundle) -> Response | AsyncStreamingResponse:
         sources, memory, chat = self._prepare(query_bundle)
         info = GenerationInfo()
-        pieces = iterate_in_thread(lambda: self._pieces(chat, memory, info))
+        pieces = iterate_in_thread(lambda: self._pieces(chat, memory, info), lambda: self.index.engine.lock)
         if self.streaming:
             return AsyncStreamingResponse(response_gen=pieces, source_nodes=sources,
                                           metadata=self._metadata(sources, memory))

@@ -1,5 +1,9 @@
 import sys
 
-from rcc_model.cli import main
+try:
+    from rcc_model.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the command's modules import
+    print("rcc: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

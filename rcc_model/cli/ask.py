@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from rcc_model.cli.checks import non_negative_float, non_negative_int, positive_int, top_p
     from rcc_model.cli.options import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("ask", help="answer a question from a memory file",
@@ -18,17 +19,19 @@ def add_parser(sub) -> None:
                        "reconstructs from the memory instead (slower; answers open questions far better).")
     p.add_argument("memory", type=Path, help="memory file written by `rcc compress`")
     p.add_argument("question", nargs="?", help="the question (omit for instruction reconstruction)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="stop the answer after this many tokens "
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="stop the answer after this many tokens "
                    "(default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0, help="with --temperature > 0, sample from the smallest set "
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=top_p, default=1.0, help="with --temperature > 0, sample from the smallest set "
                    "of tokens holding this much probability (default: %(default)s, all)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling, so that a sampled answer "
                    "repeats (default: none)")
-    p.add_argument("--read-slots", type=int, help="read at most this many slots' worth of the memory, the windows "
+    p.add_argument("--read-slots", type=positive_int,
+                   help="read at most this many slots' worth of the memory, the windows "
                    "that best match the question (default: the model's read_slots)")
-    p.add_argument("--expand-tokens", type=int, help="read up to this many tokens of the best-matching windows as "
-                   "text, before the question (default: the model's expand_tokens; 0 = slots only)")
+    p.add_argument("--expand-tokens", type=non_negative_int,
+                   help="read up to this many tokens of the best-matching windows as text, before the question "
+                   "(default: the model's expand_tokens; 0 = slots only)")
     p.add_argument("--from-reconstruction", action="store_true", help="answer from the memory's reconstructed "
                    "text, read by the decoder without memory (RCCModel.ask_from_reconstruction); windows ranked "
                    "by their reconstruction, so the memory needs no kept text")
@@ -40,10 +43,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rcc_model import CompressedMemory, reconstruction_prompt
+    from rcc_model import reconstruction_prompt
     from rcc_model.cli.options import load_model_for, reconstruction_options
 
-    memory = CompressedMemory.load(args.memory)
+    _check(args)
+    reconstructed = reconstruction_options(args)  # flags checked before anything is read
+    memory = load_memory(args.memory)
     model = load_model_for(args, memory.rate)
     sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                     seed=args.seed)
@@ -52,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     budget = args.read_slots or model.config.read_slots
     prompt = [{"role": "user", "content": args.question}]
-    reconstructed = reconstruction_options(args)
     if reconstructed is not None:
         prompt, reading = reconstruction_prompt(model, memory, prompt, budget, **reconstructed, progress=True)
         print(f"reading the reconstruction of {reading.windows_read} of {reading.windows_held} windows",
@@ -64,6 +68,35 @@ def run(args: argparse.Namespace) -> int:
         print(piece, end="", flush=True)
     print()
     return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Refuse flags that would do nothing here, before anything loads."""
+    from rcc_model.cli.options import refuse_unused_search
+
+    if args.question is not None and not args.question.strip():
+        raise ValueError("the question is empty: ask something, or leave it out to answer the question "
+                         "compressed with the text (compress --question)")
+    if args.question is None:
+        unused = [flag for flag, given in (("--from-reconstruction", args.from_reconstruction),
+                                           ("--read-slots", args.read_slots is not None),
+                                           ("--expand-tokens", args.expand_tokens is not None)) if given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} read the memory for a question: give the question")
+    if not args.from_reconstruction:
+        refuse_unused_search(args, "they need --from-reconstruction")
+    if args.seed is not None and args.temperature == 0:
+        raise ValueError("--seed only changes sampled answers: give --temperature above 0 too, or leave --seed out")
+    if args.top_p != 1.0 and args.temperature == 0:
+        raise ValueError("--top-p only changes sampled answers: give --temperature above 0 too, or leave --top-p out")
+
+
+def load_memory(path: Path):
+    """The memory file at `path` (`CompressedMemory.load`), a folder or a missing path refused clearly."""
+    from rcc_model import CompressedMemory
+    from rcc_model.cli.checks import readable_file
+
+    return CompressedMemory.load(readable_file(path, "memory file"))
 
 
 def _read(model, memory, prompt: list[dict], budget: int | None, expand_tokens: int | None):

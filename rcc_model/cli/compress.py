@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from rcc_model.cli.checks import positive_float, positive_int
     from rcc_model.cli.options import add_model_options
 
     p = sub.add_parser(
@@ -22,16 +23,16 @@ def add_parser(sub) -> None:
                    "folder (default: NAME.rccstore)")
     p.add_argument("--question", help="compress this question with the text (instruction reconstruction; one text "
                    "file only)")
-    p.add_argument("--rate", type=int, help="compression rate, one the model was trained at (default: its "
+    p.add_argument("--rate", type=positive_int, help="compression rate, one the model was trained at (default: its "
                    "own); a model with weights of their own for that rate loads them")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per encoder batch (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per encoder batch (default: 8)")
     p.add_argument("--storage", choices=["bfloat16", "float16", "float32", "int8"],
                    help="dtype of the stored states (default: the model's memory dtype)")
     p.add_argument("--keep-text", action=argparse.BooleanOptionalAction, default=True, help="store each window's "
                    "text in the file too (the default), so that `rcc ask` ranks the windows against a question and "
                    "reads the best as text; --no-keep-text stores slots only (a store always keeps its documents' "
                    "text)")
-    p.add_argument("--shard-size", type=float, default=None, metavar="MB",
+    p.add_argument("--shard-size", type=positive_float, default=None, metavar="MB",
                    help="a store's largest shard file, in MB (default: 1/64 of the memory compressed, between 16 and "
                    "512, so that up to 64 processes share the work evenly); a larger document gets a shard alone")
     add_model_options(p)
@@ -44,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
         return _run_corpus(args)
     if args.shard_size is not None:
         raise ValueError("--shard-size sizes a store's shards: it needs a corpus (a folder, a glob or a .jsonl file)")
+    from rcc_model.cli.checks import writable_file
     from rcc_model.cli.options import load_model_for
 
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    output = writable_file(args.output or Path(f"{args.file}.rccmem" if args.file != "-" else "stdin.rccmem"))
+    text = read_text(args.file)
     if args.question:
         text = f"{text}\n\n{args.question}"
-    output = args.output or Path(f"{args.file}.rccmem" if args.file != "-" else "stdin.rccmem")
     check_room(args.model, text, args.rate, args.storage, output)
     model = load_model_for(args, args.rate)
     memory = model.compress(text, batch_size=args.batch_size, progress=True, rate=args.rate, keep_text=args.keep_text)
@@ -63,6 +65,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
     """A corpus into a store; under `accelerate launch` every process takes its share."""
     if args.question:
         raise ValueError("--question compresses one text with a question: it does not apply to a corpus")
+    from rcc_model.cli.checks import writable_folder
     from rcc_model.corpus import Corpus
     from rcc_model.store_builder import check_output, compress_corpus
 
@@ -70,6 +73,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
     name = Path(args.file.split("*")[0].rstrip("/") or "corpus")
     output = args.output or name.with_name(f"{name.stem or 'corpus'}.rccstore")
     check_output(output)
+    writable_folder(output, "memory store")
     state = _process_state()
     from rcc_model.cli.options import load_model_for
 
@@ -91,6 +95,20 @@ def _run_corpus(args: argparse.Namespace) -> int:
         print(f"{output}: {report.documents} documents ({report.planned} compressed now, {report.already_stored} "
               f"already stored with the same text)")
     return 0
+
+
+def read_text(source: str) -> str:
+    """The UTF-8 text of a file (or of standard input, '-'); an empty one is refused."""
+    from rcc_model.cli.checks import readable_file
+
+    try:
+        text = sys.stdin.read() if source == "-" else readable_file(source, "text file").read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{source} is not UTF-8 text ({e.reason} at byte {e.start}): convert it to UTF-8 "
+                         "first") from e
+    if not text.strip():
+        raise ValueError(f"{'standard input' if source == '-' else source} holds no text to compress")
+    return text
 
 
 def _process_state():

@@ -9,19 +9,21 @@ from rcc_model.data.qa import PHRASINGS, SUBJECTS, VALUES
 
 
 def add_parser(sub) -> None:
+    from rcc_model.cli.checks import non_negative_int, share
+
     p = sub.add_parser("data", help="build the training and evaluation data",
                        description="Download the Debian text packages, split them into training and held-out "
                        "documents, tokenise them and generate question-answer data. Deterministic.")
     p.add_argument("action", choices=["build"], help="what to do: build (download, split, tokenise, generate)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", default="default", help="model whose tokenizer to use (default: %(default)s)")
-    p.add_argument("--heldout-share", type=float, default=0.05, help="share of documents held out for "
+    p.add_argument("--heldout-share", type=share, default=0.05, help="share of documents held out for "
                    "evaluation (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated question-answer data "
                    "(default: %(default)s)")
-    p.add_argument("--qa-train", type=int, default=20000, help="question-answer examples for training "
+    p.add_argument("--qa-train", type=non_negative_int, default=20000, help="question-answer examples for training "
                    "(default: %(default)s)")
-    p.add_argument("--qa-heldout", type=int, default=300, help="held-out question-answer examples "
+    p.add_argument("--qa-heldout", type=non_negative_int, default=300, help="held-out question-answer examples "
                    "(default: %(default)s)")
     p.add_argument("--qa-phrasing", choices=PHRASINGS, default="fixed",
                    help="word each generated fact one way (what the shipped weights trained on) or one of "
@@ -47,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
     from rcc_model import RCCConfig, bases
     from rcc_model.checkpoint import resolve_checkpoint
+    from rcc_model.cli.checks import writable_folder
     from rcc_model.data.build import build
     from rcc_model.data.qa import Wording
 
+    writable_folder(args.out)
     wording = Wording(phrasing=args.qa_phrasing, values=args.qa_values, instructions=args.qa_instructions,
                       subjects=args.qa_subjects, codes=args.qa_codes)  # checked before anything is downloaded
     base = RCCConfig.load(resolve_checkpoint(args.model)).base

@@ -6,14 +6,16 @@ import argparse
 
 
 def add_parser(sub) -> None:
+    from rcc_model.cli.checks import non_negative_int, positive_int
     from rcc_model.cli.options import add_model_options
 
     p = sub.add_parser("demo", help="compress a sample document and answer a question about it",
                        description="Compress a generated document several windows long, then answer a "
                        "question about a fact hidden in its middle.")
-    p.add_argument("--passkey", type=int, default=68231, help="the number hidden in the sample document "
+    p.add_argument("--passkey", type=non_negative_int, default=68231, help="the number hidden in the sample document "
                    "(default: %(default)s)")
-    p.add_argument("--rate", type=int, help="compression rate, one the model was trained at (default: its own)")
+    p.add_argument("--rate", type=positive_int,
+                   help="compression rate, one the model was trained at (default: its own)")
     add_model_options(p)
 
 

@@ -11,6 +11,7 @@ PROTOCOLS = ("reconstruction", "passkey", "needle", "qa")
 
 
 def add_parser(sub) -> None:
+    from rcc_model.cli.checks import non_negative_int, positive_int, share
     from rcc_model.cli.options import add_model_options, add_rank_option, add_search_options
 
     p = sub.add_parser("eval", help="evaluate a model (reconstruction, passkey, needle, qa)",
@@ -20,22 +21,26 @@ def add_parser(sub) -> None:
                    "text), passkey, needle (a planted fact at lengths x depths), qa (answers to questions)")
     p.add_argument("--data", type=Path, help="folder from `rcc data build` (held-out split)")
     p.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default: %(default)s)")
-    p.add_argument("--windows", type=int, default=32, help="reconstruction: held-out windows")
-    p.add_argument("--rate", type=int, help="evaluate the model at this rate, one it was trained at (default: its "
+    p.add_argument("--windows", type=positive_int, default=32, help="reconstruction: held-out windows")
+    p.add_argument("--rate", type=positive_int,
+                   help="evaluate the model at this rate, one it was trained at (default: its "
                    "own); a model with weights of their own for that rate loads them")
-    p.add_argument("--rates", type=int, nargs="+", help="reconstruction: read the model at each of these "
+    p.add_argument("--rates", type=positive_int, nargs="+", help="reconstruction: read the model at each of these "
                    "compression rates (BLEU vs rate; default: the rate it was trained at)")
     p.add_argument("--stop-at-eos", action="store_true", help="reconstruction: end a window's text at the "
                    "first EOS instead of decoding it to its known length")
-    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="reconstruction: never repeat an "
+    p.add_argument("--no-repeat-ngram", type=non_negative_int, default=0, metavar="N",
+                   help="reconstruction: never repeat an "
                    "N-gram of tokens a window's text already holds (default: 0, greedy alone)")
     add_search_options(p, "reconstruction, --from-reconstruction: ")
-    p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
-    p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
-    p.add_argument("--trials", type=int, default=2, help="passkey/needle: trials per cell")
-    p.add_argument("--read-slots", type=int, help="passkey/needle/qa: read only this many slots of each memory, "
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=[1000, 4000], help="passkey/needle: tokens")
+    p.add_argument("--depths", type=share, nargs="+", default=[0.1, 0.5, 0.9], help="passkey/needle: depth")
+    p.add_argument("--trials", type=positive_int, default=2, help="passkey/needle: trials per cell")
+    p.add_argument("--read-slots", type=positive_int,
+                   help="passkey/needle/qa: read only this many slots of each memory, "
                    "the windows that best match the question (BM25), as the integrations do (default: all)")
-    p.add_argument("--read-alignments", type=int, help="passkey/needle/qa with --read-slots: decode the windows "
+    p.add_argument("--read-alignments", type=positive_int,
+                   help="passkey/needle/qa with --read-slots: decode the windows "
                    "read at this many slot alignments together (default: the model's read_alignments)")
     p.add_argument("--from-reconstruction", action="store_true", help="passkey/needle/qa: answer from the memory's "
                    "reconstructed text, read by the decoder without memory (RCCModel.ask_from_reconstruction; "
@@ -49,7 +54,7 @@ def add_parser(sub) -> None:
     p.add_argument("--needle-question", help="needle: the question asked (default: the protocol's own)")
     p.add_argument("--pwc", type=Path, help="qa, reconstruction: a PwC jsonl file (input, prompt, answer) "
                    "instead of --data")
-    p.add_argument("--limit", type=int, default=50, help="qa: at most this many examples")
+    p.add_argument("--limit", type=positive_int, default=50, help="qa: at most this many examples")
     p.add_argument("--no-baseline", action="store_true", help="qa, passkey, needle: skip the baseline, the same base "
                    "model with the full text in its window (where it fits)")
     p.add_argument("--compressed-question", action="store_true", help="qa: compress each question after its "
@@ -63,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from rcc_model.cli.options import load_model, reconstruction_options, search_options
     from rcc_model.evaluation import protocols
 
-    if args.from_reconstruction and args.protocol == "reconstruction":
-        raise ValueError("--from-reconstruction answers questions (passkey, needle, qa); reconstruction is measured "
-                         "by the reconstruction protocol itself")
+    _check(args)
     reconstructed = reconstruction_options(args)
     own = own_rates(args.model)
     if args.rate is not None and args.rate not in own:
@@ -115,6 +118,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, options the protocol does not use and inputs or outputs that are not
+    there to read or write."""
+    from rcc_model.cli.checks import readable_file, writable_folder
+    from rcc_model.cli.options import refuse_unused_search
+
+    if args.from_reconstruction and args.protocol == "reconstruction":
+        raise ValueError("--from-reconstruction answers questions (passkey, needle, qa); reconstruction is measured "
+                         "by the reconstruction protocol itself")
+    if args.protocol != "reconstruction" and not args.from_reconstruction:
+        refuse_unused_search(args, f"{args.protocol} decodes them only with --from-reconstruction")
+    if args.pwc is not None:
+        if args.protocol not in ("qa", "reconstruction"):
+            raise ValueError(f"--pwc gives qa or reconstruction rows; {args.protocol} does not read it")
+        readable_file(args.pwc, "PwC jsonl file")
+    elif args.protocol != "passkey":
+        _need(args.data)
+    writable_folder(args.out)
+
+
 def _margin(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
@@ -122,6 +145,8 @@ def _margin(text: str) -> float | None:
 def _need(data: Path | None) -> Path:
     if data is None:
         raise ValueError("this protocol needs --data (a folder from `rcc data build`)")
+    if not data.is_dir():
+        raise ValueError(f"--data {data} is not a folder: give the folder `rcc data build --out` wrote")
     return data
 
 

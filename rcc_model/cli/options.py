@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rcc_model.cli.checks import non_negative_float, positive_int
+
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
@@ -30,9 +32,11 @@ def load_model_for(args: argparse.Namespace, rate: int | None):
 def add_search_options(parser: argparse.ArgumentParser, scope: str = "") -> None:
     """How reconstruction decodes each window; left out, the model's own settings (`RCCConfig.reconstruct_*`).
     `scope` prefixes each help text (e.g. "reconstruction: ")."""
-    parser.add_argument("--beams", type=int, default=None, metavar="K", help=f"{scope}decode each window by beam "
+    parser.add_argument("--beams", type=positive_int, default=None, metavar="K",
+                        help=f"{scope}decode each window by beam "
                         "search with K hypotheses (default: the model's; the packaged default's 8)")
-    parser.add_argument("--verify", type=float, default=None, metavar="NATS", help=f"{scope}re-encode each block a "
+    parser.add_argument("--verify", type=non_negative_float, default=None, metavar="NATS",
+                        help=f"{scope}re-encode each block a "
                         "hypothesis writes and charge NATS per unit of distance from the memory's slot (default: the "
                         "model's; the packaged default's 30)")
     parser.add_argument("--anchored", action=argparse.BooleanOptionalAction, default=None, help=f"{scope}write the "
@@ -52,6 +56,17 @@ def search_options(args: argparse.Namespace) -> dict:
     from rcc_model.beam_search import GREEDY
 
     return dict(GREEDY)
+
+
+def refuse_unused_search(args: argparse.Namespace, why: str) -> None:
+    """Refuse search options (`add_search_options`) given where nothing is decoded by them; `why` says what
+    they need (e.g. "they need --from-reconstruction")."""
+    given = [flag for flag, value in (("--beams", args.beams), ("--verify", args.verify),
+                                      ("--anchored/--no-anchored", args.anchored), ("--greedy", args.greedy or None))
+             if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} decode{'s' if len(given) == 1 else ''} reconstructed text, which this "
+                         f"command does not do here: {why}")
 
 
 RANKINGS = ("read", "greedy", "anchored-greedy")

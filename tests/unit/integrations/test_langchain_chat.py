@@ -78,6 +78,33 @@ def test_short_messages_stay_plain_text(llm):
     assert llm.engine.compressions == before and message.response_metadata["memory_slots"] == 0
 
 
+def test_a_last_message_longer_than_the_decoder_holds_is_read_from_memory_but_its_question(llm, text_rcc,
+                                                                                         prompts_read):
+    from rcc_integrations._conversation import CONTINUED
+
+    document, question = LONG * 8, "When did the keeper write the date?"
+    assert llm.engine.count_tokens(document) > text_rcc.max_positions
+    message = llm.invoke([SystemMessage("Answer briefly."), HumanMessage(f"{document}\n\n{question}")])
+    (slots, chat), = prompts_read
+    assert chat[-1]["content"] == f"{CONTINUED}\n\n{question}"  # the question stays text, the document memory
+    assert chat[0]["content"] == "Answer briefly." and 0 < slots == message.response_metadata["memory_slots"]
+    assert message.usage_metadata["input_tokens"] >= llm.engine.count_tokens(document)
+
+
+@pytest.mark.parametrize(("text", "limit", "tail"), [
+    ("A long document.\n\nIts second paragraph.\n\nThe question?", 6, "The question?"),  # a paragraph
+    ("One sentence. Another one. The question?", 5, "The question?"),  # else a sentence
+    ("averyveryveryverylongword", 2, None),  # else characters: the longest end that fits
+])
+def test_a_message_is_cut_at_the_best_boundary_whose_end_fits(text, limit, tail, text_rcc):
+    from rcc_integrations._conversation import split_tail
+
+    count = text_rcc.encode_text
+    head, end = split_tail(text + "  \n", lambda t: len(count(t)), limit)
+    assert head + end == text and head.strip() and len(count(end)) <= limit
+    assert end == tail if tail else len(count(text[len(head) - 1:])) > limit
+
+
 def test_stream_equals_invoke_and_carries_usage_once(llm):
     messages = [SystemMessage(LONG), HumanMessage("When?")]
     chunks = list(llm.stream(messages))
@@ -204,6 +231,17 @@ def test_max_tokens_cuts_tool_arguments_short_and_says_so(llm, text_rcc):
     assert message.response_metadata["finish_reason"] == "length"
 
 
+def test_by_default_a_user_turn_with_tools_calls_one_even_where_the_model_favours_text(text_rcc, prefers_text):
+    def lookup(city: str) -> str:
+        """Look up facts about a city."""
+        return city
+
+    question = HumanMessage("Tell me about Oslo.")
+    assert RCCChatModel(model=text_rcc, max_tokens=4).bind_tools([lookup]).invoke([question]).tool_calls
+    assert not RCCChatModel(model=text_rcc, max_tokens=4, tool_call_margin=2.0).bind_tools([lookup]).invoke(
+        [question]).tool_calls  # a finite margin lets such a model answer in text
+
+
 def test_a_named_tool_choice_is_honoured(llm):
     message = llm.bind_tools([get_weather, add], tool_choice="add").invoke("hello")
     assert message.tool_calls[0]["name"] == "add"
@@ -278,7 +316,7 @@ def test_a_create_agent_tool_loop_runs_to_a_text_answer(text_rcc):
         calls.append(city)
         return f"{city} has a harbour."
 
-    llm = RCCChatModel(model=text_rcc, max_tokens=8, tool_call_margin=float("inf"))
+    llm = RCCChatModel(model=text_rcc, max_tokens=8)  # the default tool_call_margin: a call, then text
     agent = create_agent(llm, tools=[lookup])
     result = agent.invoke({"messages": [HumanMessage("Tell me about Oslo.")]})
     kinds = [type(m).__name__ for m in result["messages"]]

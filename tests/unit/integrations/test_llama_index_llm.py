@@ -74,6 +74,23 @@ def test_metadata_counts_original_tokens_the_memory_can_cover(llm, text_rcc):
     assert RCCLLM().metadata.context_window == (8192 - 256) * 4  # the packaged default, from configs only
 
 
+def test_a_prompt_as_long_as_the_context_window_is_accepted_its_end_kept_as_text(llm, text_rcc, prompts_read):
+    from rcc_integrations._conversation import CONTINUED
+
+    sentence = "The harbour master counted {} ships at the northern pier that morning.\n"
+    lines, count = [], 0
+    while count < llm.metadata.context_window:  # what LlamaIndex's prompt helper packs for this LLM
+        lines.append(sentence.format(len(lines)))
+        count += llm.engine.count_tokens(lines[-1])
+    response = llm.complete("".join(lines) + "How many ships were counted last?")
+    (slots, chat), = prompts_read
+    assert chat[-1]["content"].startswith(CONTINUED) and chat[-1]["content"].endswith("counted last?")
+    assert llm.engine.count_tokens(chat[-1]["content"]) <= 64 + llm.engine.count_tokens(CONTINUED)  # threshold
+    assert 0 < slots == response.raw["usage"]["memory_slots"] <= llm.engine.read_budget(8)
+    last = llm.chat([*messages(), ChatMessage(role=MessageRole.USER, content="".join(lines))])  # chat too
+    assert prompts_read[-1][1][-1]["content"].startswith(CONTINUED) and last.raw["usage"]["memory_slots"] > 0
+
+
 # ---------------------------------------------------------------------- ReActAgent steps
 def lookup(city: str, year: int) -> str:
     """Population of a city in a year."""
@@ -149,12 +166,20 @@ def test_react_agent_calls_the_tool_and_answers(text_rcc):
 def test_a_function_agent_calls_the_tool_then_answers_in_text(text_rcc):
     from llama_index.core.agent.workflow import FunctionAgent
 
-    llm = RCCLLM(model=text_rcc, max_tokens=8, tool_call_margin=float("inf"))
+    llm = RCCLLM(model=text_rcc, max_tokens=8)  # the default tool_call_margin: a call, then text
     assert llm.metadata.is_function_calling_model
     calls, result = run_agent(FunctionAgent(tools=[lookup], llm=llm))
     assert [c.tool_name for c in calls] == ["lookup"] and "people in" in str(calls[0].tool_output)
     assert {k: type(v) for k, v in calls[0].tool_kwargs.items()} == {"city": str, "year": int}
     assert result.tool_calls and not result.response.additional_kwargs.get("tool_calls")  # then text
+
+
+def test_by_default_a_user_turn_with_tools_calls_one_even_where_the_model_favours_text(text_rcc, prefers_text):
+    from llama_index.core.tools import FunctionTool
+
+    tools = [FunctionTool.from_defaults(lookup)]
+    response = RCCLLM(model=text_rcc, max_tokens=4).chat_with_tools(tools, "How many people lived in Oslo?")
+    assert response.message.additional_kwargs["tool_calls"][0]["name"] == "lookup"
 
 
 def test_chat_with_tools_required_always_calls_and_the_call_is_read_back_as_json(text_rcc, monkeypatch):
