@@ -38,6 +38,9 @@ _ALPHABET = "".join(chr(c) for c in range(32, 127) if chr(c) not in '"\\')
 _SEARCH_NODES = 4000  # partial matches a completion search may try before giving up
 
 
+MAX_FORCED = 1024  # items or characters a schema's minimums may force into one output
+
+
 class UnsupportedSchemaError(ValueError):
     """A JSON schema that constrained decoding cannot honour (an unsupported keyword, a combination no value
     satisfies, a `$ref` to nothing or to itself), refused before anything is generated."""
@@ -48,6 +51,7 @@ class Schema:
 
     def __init__(self, root: dict[str, Any]):
         self.root = root
+        self._repeats = 1  # how many times the schema being checked is written at least (arrays' minItems, nested)
 
     def resolve(self, schema: dict[str, Any], where: str = "#") -> dict[str, Any]:
         """`schema` with `$ref`s (and an `allOf` of one schema) followed to the schema they name."""
@@ -123,8 +127,14 @@ class Schema:
             if not isinstance(schema.get("items", {}), dict):
                 raise UnsupportedSchemaError(f"{where}: 'items' must be one schema, got {schema['items']!r} (tuple "
                                              "schemas are not supported)")
-            if _counts(schema, "minItems", "maxItems", where)[1] != 0:
-                self.check(schema.get("items", {"type": "string"}), f"{where}/items", refs)
+            low, high = _counts(schema, "minItems", "maxItems", where)
+            self._forced(low, "minItems", where)
+            if high != 0:
+                outer, self._repeats = self._repeats, self._repeats * max(low, 1)
+                try:
+                    self.check(schema.get("items", {"type": "string"}), f"{where}/items", refs)
+                finally:
+                    self._repeats = outer
         elif kind == "string":
             self.string_rules(schema, where)
         elif kind in ("integer", "number"):
@@ -207,9 +217,17 @@ class Schema:
                                          "integers): widen the range")
         return low, high
 
+    def _forced(self, minimum: int, key: str, where: str) -> None:
+        """Refuse a minimum that forces more than `MAX_FORCED` items or characters (nested minimums multiply):
+        the output must be written whatever the token budget, so it would bound no time."""
+        if minimum * self._repeats > MAX_FORCED:
+            raise UnsupportedSchemaError(f"{where}: {key} {minimum} forces {minimum * self._repeats:,} values or "
+                                         f"characters into every output (at most {MAX_FORCED:,}): lower it")
+
     def string_rules(self, schema: dict[str, Any], where: str = "#") -> StringRules:
         """The length bounds and patterns of a string schema, refused when no string satisfies them all."""
         low, high = _counts(schema, "minLength", "maxLength", where)
+        self._forced(low, "minLength", where)
         patterns = []
         if "pattern" in schema:
             patterns.append(schema["pattern"])

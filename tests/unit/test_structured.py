@@ -118,6 +118,10 @@ def test_the_schemas_seen_wrong_are_now_written_as_they_say(text_rcc):
     ({"type": "integer", "exclusiveMinimum": True, "minimum": 0}, "'exclusiveMinimum' must be a finite number"),
     ({"type": ["string", "null"]}, "use 'anyOf'"),
     ({"type": "string", "enum": ["a", "bb"], "maxLength": 1}, "'enum'/'const' with 'maxLength'"),
+    ({"type": "array", "items": {"type": "integer"}, "minItems": 10_000}, "minItems 10000 forces 10,000"),
+    ({"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 100}, "minItems": 100},
+     "minItems 100 forces 10,000"),  # nested minimums multiply: every output would be unbounded in time
+    ({"type": "array", "items": {"type": "string", "minLength": 300}, "minItems": 4}, "minLength 300 forces 1,200"),
 ])
 def test_what_cannot_be_honoured_is_refused_up_front_naming_the_keyword(schema, keyword):
     with pytest.raises(UnsupportedSchemaError, match=re.escape(keyword)):
