@@ -44,6 +44,10 @@ class GenerationInfo:
 READ = ReadingPolicy()  # the model's own reading: its expand_tokens and read_slots, BM25 ranking
 
 
+class QuestionNotRecalled(ValueError):
+    """`ask(memory, None)` found no question compressed in the memory to answer."""
+
+
 class GenerationMixin:
     """Text and token generation from memory for `RCCModel` (which provides `decode`, `check_memory`,
     `tokenizer`, `fingerprint`, `max_positions`)."""
@@ -262,7 +266,7 @@ class GenerationMixin:
                 break
         _, found, answer = text.text.partition(frame.turn_end)
         if not found:
-            raise ValueError(f"no question was recalled from memory in {params.max_new_tokens} tokens: "
+            raise QuestionNotRecalled(f"no question was recalled from memory in {params.max_new_tokens} tokens: "
                              "ask(memory, None) answers a question compressed after its context "
                              "(compress(context + '\\n\\n' + question)); otherwise pass the question")
         for s in (*ends, *stop):

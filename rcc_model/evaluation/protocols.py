@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from rcc_model.beam_search import Search
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import metrics
+from rcc_model.generation import QuestionNotRecalled
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.modeling import RCCModel
 from rcc_model.prompts import Prompt, question_of, text_then_question
@@ -291,7 +292,10 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
         if compressed_question:
             context = model.encode_text(f"{example.context}\n\n{example.question}")
             memory, _, read = _read(model, context, example.question, None)
-            answer = model.ask(memory, None, max_new_tokens=max_new_tokens)
+            try:
+                answer = model.ask(memory, None, max_new_tokens=max_new_tokens)
+            except QuestionNotRecalled:  # scored as no answer: one row does not end the run
+                answer = ""
         else:
             memory, prompt, read = _read(model, model.encode_text(example.context),
                                          [{"role": "user", "content": example.question}], read_slots, reconstructed)

@@ -9,6 +9,7 @@ from rcc_model import GREEDY, reconstruction_prompt
 from rcc_model.cli.evaluate import write
 from rcc_model.data.qa import QAExample
 from rcc_model.evaluation import protocols
+from rcc_model.generation import QuestionNotRecalled
 
 
 def test_reconstruction_reports_every_measure(text_rcc, smollm2_tokenizer):
@@ -104,7 +105,9 @@ def test_qa_can_compress_the_question_with_the_context(text_rcc):
     result = protocols.question_answering(text_rcc, [example], max_new_tokens=4, compressed_question=True)
     memory = text_rcc.compress(example.context + "\n\n" + example.question)
     assert result["question_mode"] == "compressed"
-    assert result["rows"][0]["rcc"] == text_rcc.ask(memory, None, max_new_tokens=4)
+    with pytest.raises(QuestionNotRecalled):  # a random model recalls no question: the row scores no answer
+        text_rcc.ask(memory, None, max_new_tokens=4)
+    assert result["rows"][0]["rcc"] == "" and result["rcc_f1"] == 0
     assert result["rows"][0]["windows_read"] == list(range(memory.num_windows))
     with pytest.raises(ValueError, match="whole memory"):
         protocols.question_answering(text_rcc, [example], read_slots=8, compressed_question=True)
