@@ -35,13 +35,13 @@ def test_an_unknown_name_is_an_attribute_error():
 def test_langchain_all():
     from rcc_integrations import langchain
 
-    assert langchain.__all__ == ["ChatRCC", "RCCChatModel"]
+    assert langchain.__all__ == ["ChatRCC", "RCCChatModel", "StreamStopped"]
 
 
 def test_llama_index_all():
     from rcc_integrations import llama_index
 
-    assert llama_index.__all__ == ["RCCLLM", "RCCMemoryIndex"]
+    assert llama_index.__all__ == ["RCCLLM", "RCCMemoryIndex", "StreamStopped"]
 
 
 def _rcc_model_imports(path: Path) -> list[tuple[str, str]]:
