@@ -23,6 +23,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class ShardWriter:
         time, and a shard already there means another one wrote it."""
         if self._cursor != self.states.shape[0]:
             raise RuntimeError(f"shard filled {self._cursor} of its {self.states.shape[0]} slots")
-        if path.exists():
+        if path.exists():  # `writing` keeps a second writer out; this is the last guard
             raise FileExistsError(f"{path} was written by another writer meanwhile: a store takes one writer at a "
                                   "time; run the command again")
         header = {"format": FORMAT, "version": FORMAT_VERSION, "settings": asdict(self.settings),
@@ -209,6 +210,32 @@ def write_manifest(folder: Path) -> dict[str, Any]:
     with atomic_file(folder / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest))
     return manifest
+
+
+@contextmanager
+def writing(folder: Path, hold: bool = True) -> Iterator[None]:
+    """Hold the store's writer lock (an exclusive `flock` on `shards/.lock`, released by the system if the
+    process dies) for the block: a second writer gets a clear error instead of clobbering shards. `hold=False`
+    is the other processes of one launch, which write under their main process's lock."""
+    if not hold:
+        yield
+        return
+    (folder / SHARDS).mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ModuleNotFoundError:  # no flock (Windows): one writer at a time is the caller's to keep
+        yield
+        return
+    with open(folder / SHARDS / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another rcc process is writing {folder}: a store takes one writer at a time; wait "
+                             "for it to finish, then run this again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def is_store(path: str | Path) -> bool:
@@ -328,7 +355,7 @@ class MemoryStore(Mapping[str, CompressedMemory]):
         writer = ShardWriter(s, sum(memory.num_slots for *_, memory in documents))
         for doc_id, text, metadata, memory in documents:
             writer.add(doc_id, text, metadata, memory)
-        with self._lock:
+        with self._lock, writing(self.path):
             writer.write(self.path / SHARDS / shard_name(scan_shards(self.path)[2]))
             write_manifest(self.path)
             self._read_manifest()

@@ -29,6 +29,7 @@ from rcc_model.store import (
     scan_shards,
     shard_name,
     write_manifest,
+    writing,
 )
 from rcc_model.windows import num_slots
 
@@ -148,37 +149,38 @@ def compress_corpus(model: RCCModel, corpus: Corpus, store: str | Path, *, rate:
     index, count = (state.process_index, state.num_processes) if state is not None else (0, 1)
     barrier = state.wait_for_everyone if state is not None else (lambda: None)
 
-    existing, stored, first = scan_shards(store)
-    if existing is not None:
-        existing.check_same(settings, str(store))
-    planned, in_corpus = _plan_documents(model, corpus, settings.rate, stored)
-    needed = sum(doc.slots for doc in planned) * settings.bytes_per_slot
-    _check_disk(store, needed)
-    shard_bytes = int((shard_mb or default_shard_mb(needed)) * 2**20)
-    shards = plan_shards(planned, shard_bytes, settings.bytes_per_slot, first)
-    mine = assign_shards(shards, count)[index]
-    if index == 0:
-        (store / SHARDS).mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(store)
-    barrier()  # every process has scanned the store before any writes to it
+    with writing(store, hold=index == 0):
+        barrier()  # the main process holds the store's writer lock before any process reads the store
+        existing, stored, first = scan_shards(store)
+        if existing is not None:
+            existing.check_same(settings, str(store))
+        planned, in_corpus = _plan_documents(model, corpus, settings.rate, stored)
+        needed = sum(doc.slots for doc in planned) * settings.bytes_per_slot
+        _check_disk(store, needed)
+        shard_bytes = int((shard_mb or default_shard_mb(needed)) * 2**20)
+        shards = plan_shards(planned, shard_bytes, settings.bytes_per_slot, first)
+        mine = assign_shards(shards, count)[index]
+        if index == 0:
+            remove_stale_temporaries(store)
+        barrier()  # every process has scanned the store before any writes to it
 
-    began, done_docs, done_tokens = time.perf_counter(), 0, 0
-    desc = "compressing" if count == 1 else f"compressing [{index + 1}/{count}]"
-    with tqdm(total=sum(s.tokens for s in mine), unit="tok", unit_scale=True, desc=desc, position=index,
-              disable=not progress) as bar:
-        for shard in mine:
-            _write_shard(model, corpus, shard, settings, batch_size, store, bar)
-            done_docs += len(shard.documents)
-            done_tokens += shard.tokens
-    seconds = time.perf_counter() - began
-    barrier()
-    if index == 0 and (shards or stored):
-        write_manifest(store)
-    barrier()  # no process returns before the manifest is written
-    return CompressionReport(store=store, documents=len(stored.keys() | {doc.id for doc in planned}),
-                             already_stored=in_corpus - len(planned), planned=len(planned),
-                             compressed_documents=done_docs, compressed_tokens=done_tokens, seconds=seconds,
-                             skipped=list(corpus.skipped))
+        began, done_docs, done_tokens = time.perf_counter(), 0, 0
+        desc = "compressing" if count == 1 else f"compressing [{index + 1}/{count}]"
+        with tqdm(total=sum(s.tokens for s in mine), unit="tok", unit_scale=True, desc=desc, position=index,
+                  disable=not progress) as bar:
+            for shard in mine:
+                _write_shard(model, corpus, shard, settings, batch_size, store, bar)
+                done_docs += len(shard.documents)
+                done_tokens += shard.tokens
+        seconds = time.perf_counter() - began
+        barrier()
+        if index == 0 and (shards or stored):
+            write_manifest(store)
+        barrier()  # no process returns before the manifest is written
+        return CompressionReport(store=store, documents=len(stored.keys() | {doc.id for doc in planned}),
+                                 already_stored=in_corpus - len(planned), planned=len(planned),
+                                 compressed_documents=done_docs, compressed_tokens=done_tokens, seconds=seconds,
+                                 skipped=list(corpus.skipped))
 
 
 def _plan_documents(model: RCCModel, corpus: Corpus, rate: int, stored: dict[str, StoredDocument]

@@ -82,7 +82,7 @@ def run(corpus: Path, store: Path, processes: int, args: argparse.Namespace) -> 
 
 def same_store(a: Path, b: Path) -> bool:
     manifests = [json.loads((s / "manifest.json").read_text()) for s in (a, b)]
-    shards = [sorted(p.name for p in (s / "shards").iterdir()) for s in (a, b)]
+    shards = [sorted(p.name for p in (s / "shards").glob("shard-*")) for s in (a, b)]
     return manifests[0] == manifests[1] and shards[0] == shards[1] and all(
         (a / "shards" / n).read_bytes() == (b / "shards" / n).read_bytes() for n in shards[0])
 

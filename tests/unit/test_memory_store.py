@@ -95,7 +95,7 @@ def test_a_store_gives_back_each_documents_memory_text_and_metadata_from_shards_
     docs = list(Corpus(corpus_dir))
     assert report.documents == report.planned == len(store) == 6 and report.already_stored == 0
     assert list(store) == [d.id for d in docs] and "doc0.txt" in store and "nope" not in store
-    shards = sorted((store_path / "shards").iterdir())
+    shards = sorted((store_path / "shards").glob("shard-*"))
     assert len(shards) > 1 and all(p.stat().st_size < 0.005 * 2**20 + 2**13 for p in shards)
     for doc in docs:
         _same_memory(store[doc.id], tiny.compress(doc.text))
@@ -144,7 +144,7 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_with_the_store_an_uninte
     report = compress_corpus(tiny, Corpus(corpus_dir), killed, shard_mb=0.005, progress=False)
     done_before = sum(len(store_module.read_shard_header(killed / "shards" / n)[1]) for n in written)
     assert report.already_stored == done_before > 0 and report.planned == 6 - done_before
-    assert not list((killed / "shards").glob(".*"))  # the half-written shard is gone
+    assert not list((killed / "shards").glob(".shard-*"))  # the half-written shard is gone
     a, b = MemoryStore(straight), MemoryStore(killed)
     assert list(a) == list(b)
     for doc_id in a:
@@ -185,7 +185,7 @@ def test_a_store_refuses_other_settings_a_damaged_shard_and_a_folder_that_is_not
     with pytest.raises(MemoryMismatchError, match="fingerprint"):
         compress_corpus(other, Corpus(corpus_dir), store_path, progress=False)
 
-    shard = next((store_path / "shards").iterdir())
+    shard = next((store_path / "shards").glob("shard-*"))
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0xFF  # a flipped bit in the last document's states
     shard.write_bytes(bytes(data))
@@ -219,3 +219,17 @@ def test_rcc_compress_writes_a_store_from_a_folder_and_rcc_info_summarises_it(ti
     assert main(["compress", str(corpus_dir), "-o", str(store_path), "--model", tiny_checkpoint, "--question",
                  "why?"]) == 2
     assert "does not apply to a corpus" in capsys.readouterr().err
+
+
+def test_a_store_takes_one_writer_at_a_time(tiny, corpus_dir, tmp_path):
+    store_path = tmp_path / "s"
+    compress_corpus(tiny, Corpus(corpus_dir), store_path, progress=False)
+    store = MemoryStore(store_path)
+    extra = ("new.txt", "a new note, code 7.", {}, tiny.compress("a new note, code 7."))
+    with store_module.writing(store_path):  # another writer (its lock is per open file, so this process's counts)
+        with pytest.raises(ValueError, match="another rcc process is writing"):
+            compress_corpus(tiny, Corpus(corpus_dir), store_path, progress=False)
+        with pytest.raises(ValueError, match="another rcc process is writing"):
+            store.append([extra])
+    store.append([extra])  # the lock is free again
+    assert "new.txt" in MemoryStore(store_path) and len(MemoryStore(store_path)) == 7
