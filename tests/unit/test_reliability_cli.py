@@ -152,13 +152,21 @@ def test_os_errors_and_interrupts_end_in_one_line(raised, status, line, monkeypa
     assert err.startswith(line) and err.count("\n") == 1
 
 
+def _default_sigint() -> None:
+    """In the child before it runs: SIGINT handled by default and not blocked, whatever the test process inherited
+    or set (a run started in the background ignores it; a library may block it in this thread)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_ends_a_running_command_with_status_130_and_no_traceback(tmp_path):
     """SIGINT to `python -m rcc_model.cli compress` while it reads its input (a named pipe that never ends)."""
     fifo = tmp_path / "input.txt"
     os.mkfifo(fifo)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "rcc_model.cli", "compress", str(fifo), *NO_MODEL],
-                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=_default_sigint)
     writer, deadline = None, time.monotonic() + 60
     try:
         while writer is None:  # a writer can open the pipe once the command holds it open for reading

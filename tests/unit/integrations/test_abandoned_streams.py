@@ -94,8 +94,10 @@ async def test_a_slow_reader_keeps_its_stream_while_another_call_waits(kind, tex
     async for _ in stream:
         await asyncio.sleep(2 * SECONDS_PER_TOKEN)  # slower than generation: the read-ahead fills, then waits
     await asyncio.wait_for(waiting, timeout=30)
-    # the reader got its whole answer (pieces: a few tokens may join into one), then the other call ran
-    assert len(generated) == 2 and length - 8 < generated[0] <= length
+    # the reader got its whole answer (pieces: a few tokens may join into one) and the other call its two tokens,
+    # whichever of them took the model first
+    other, read = sorted(generated)
+    assert other <= 2 and length - 8 < read <= length
 
 
 def test_a_program_that_ends_with_a_stream_unread_exits_at_once(tmp_path):
