@@ -152,7 +152,7 @@ class CompressedMemory:
             states = self.states.detach()
             scales = torch.empty((*states.shape[:2], 1), dtype=torch.float32)
             for rows in _row_chunks(states):
-                scales[rows] = (states[rows].float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0).cpu()
+                scales[rows] = int8_scales(states[rows]).cpu()
         header = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint,
             "base": self.base, "rate": self.rate, "window": self.window, "padding": self.padding,
@@ -177,7 +177,7 @@ class CompressedMemory:
                 return
             for rows in _row_chunks(states):
                 block = states[rows].cpu()
-                yield block.to(storage) if scales is None else torch.round(block.float() / scales[rows]).to(storage)
+                yield block.to(storage) if scales is None else int8_values(block, scales[rows])
 
         _write_safetensors(out, layout, blocks, metadata)
 
@@ -240,6 +240,16 @@ class CompressedMemory:
 
 _HEADER_TYPES = {"fingerprint": str, "base": str, "rate": int, "window": int, "padding": str, "window_tokens": list,
                  "token_count": int, "source_hash": str, "dtype": str}
+
+
+def int8_scales(states: torch.Tensor) -> torch.Tensor:
+    """Per-vector absmax scales of (S, K, H) states for int8 storage: (S, K, 1) float32."""
+    return states.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0
+
+
+def int8_values(states: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """(S, K, H) states as int8 under their `int8_scales`; `values.float() * scales` reads them back."""
+    return torch.round(states.float() / scales).to(torch.int8)
 
 
 def _header(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str) -> dict:

@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rcc_model.atomic import atomic_file
-from rcc_model.memory import CompressedMemory, MemoryFileError, MemoryMismatchError
+from rcc_model.memory import CompressedMemory, MemoryFileError, MemoryMismatchError, int8_scales, int8_values
 
 FORMAT = "rcc-memory-store"
 FORMAT_VERSION = 1
@@ -102,12 +102,6 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def quantise_int8(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-vector absmax int8 of (S, K, H) states: (values (S, K, H) int8, scales (S, K, 1) float32)."""
-    scales = states.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 127.0
-    return torch.round(states.float() / scales).to(torch.int8), scales
-
-
 def _digest(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:
@@ -130,7 +124,8 @@ class ShardWriter:
         a, b = self._cursor, self._cursor + memory.num_slots
         states = memory.states.detach().cpu()
         if self.scales is not None:
-            self.states[a:b], self.scales[a:b] = quantise_int8(states)
+            self.scales[a:b] = int8_scales(states)
+            self.states[a:b] = int8_values(states, self.scales[a:b])
         else:
             self.states[a:b] = states
         parts = (self.states[a:b],) if self.scales is None else (self.states[a:b], self.scales[a:b])
