@@ -153,6 +153,11 @@ class RCCModel(nn.Module, GenerationMixin):
 
     # ------------------------------------------------------------------ identity
     @property
+    def _no_split_modules(self) -> list[str]:
+        """The base's block classes, which FSDP's transformer wrap policy (`accelerate`) shards one by one."""
+        return list(getattr(self.decoder, "_no_split_modules", None) or [])
+
+    @property
     def device(self) -> torch.device:
         return self.decoder.get_input_embeddings().weight.device
 

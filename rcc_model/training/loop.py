@@ -27,7 +27,7 @@ from rcc_model.training import objectives
 from rcc_model.training.batch import collate
 from rcc_model.training.config import TrainConfig
 from rcc_model.training.slot_cache import build_slot_cache
-from rcc_model.training.state import load_training_state, save_training_state
+from rcc_model.training.state import load_optimizer_state, load_training_weights, save_training_state
 
 # Held-out batches come from this seed, not the run's: every run is measured on the same examples, so learning
 # curves of runs with different seeds (one run continuing another) share one yardstick.
@@ -156,9 +156,14 @@ def train(config: TrainConfig) -> Path:
     # the CPU over gloo.
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum,
                               cpu=default_device().type == "cpu")
-    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):  # checkpoints gather on one process
-        raise ValueError(f"training runs replicated (DDP: accelerate's MULTI_GPU), not under "
-                         f"{accelerator.distributed_type.value}: launch with configs/accelerate/ddp.yaml")
+    sharded = accelerator.distributed_type.value == "FSDP"
+    if accelerator.distributed_type.value in ("DEEPSPEED", "MEGATRON_LM") or (sharded and not accelerator.is_fsdp2):
+        raise ValueError(f"training runs replicated (DDP) or sharded by FSDP2, not under "
+                         f"{accelerator.distributed_type.value}{' version 1' if sharded else ''}: launch with "
+                         f"configs/accelerate/ddp.yaml or configs/accelerate/fsdp.yaml")
+    if sharded and config.slot_cache:  # the cache is built by one process while the others wait
+        raise ValueError("`slot_cache` is built by the main process alone, which a model sharded across processes "
+                         "cannot do: drop the cache or launch with configs/accelerate/ddp.yaml")
     torch.manual_seed(config.seed)
     frozen_dtype = "bfloat16" if precision == "bf16" and config.trainable in ("bridges", "bridges+lora") \
         else "float32"
@@ -177,9 +182,16 @@ def train(config: TrainConfig) -> Path:
               {"params": [p for p in params if id(p) not in bridge_ids], "scale": 1.0}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)
-    start = load_training_state(out / "state", model, optimizer) if (out / "state").is_dir() else 0
+    resuming = (out / "state").is_dir()
+    start = load_training_weights(out / "state", model) if resuming else 0
+    # once sharded, a parameter no longer tells whether it trained: name what can train while it still does
+    sharded_names = {*model.trained_state_dict(), *(n for n, p in model.named_parameters() if p.requires_grad)} \
+        if sharded else None
     with model._rewriting_base_in_place():
         model, optimizer = accelerator.prepare(model, optimizer)
+    if resuming:
+        load_optimizer_state(out / "state", optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP replaced them by shards
     core: RCCModel = accelerator.unwrap_model(model)
     rates = core.config.trained_rates  # trained in turn, one per micro-batch
     cache = None
@@ -237,7 +249,7 @@ def train(config: TrainConfig) -> Path:
         if step % config.eval_every == 0:
             log({"event": "eval", "step": step, **evaluate()})
         if step > start and step % config.save_every == 0:
-            save_training_state(out / "state", core, optimizer, step, accelerator)
+            save_training_state(out / "state", core, optimizer, step, accelerator, sharded_names)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, step) * group["scale"]
         for micro in range(config.grad_accum):
@@ -267,9 +279,12 @@ def train(config: TrainConfig) -> Path:
             break
     if step == end < config.steps:
         log({"event": "stop_at reached", "step": step})
-    save_training_state(out / "state", core, optimizer, step, accelerator)
+    save_training_state(out / "state", core, optimizer, step, accelerator, sharded_names)
     if step >= config.steps:
         log({"event": "eval", "step": step, **evaluate()})
-        if accelerator.is_main_process:
+        if sharded:  # the main process holds no whole parameter: export what the state gathered
+            if accelerator.is_main_process:
+                export(config, out / "final")
+        elif accelerator.is_main_process:
             core.save_pretrained(out / "final")
     return out
