@@ -278,7 +278,8 @@ def _alive(pid: int) -> bool:
 
 def _sync_tree(folder: Path) -> None:
     for path in sorted(folder.rglob("*"), reverse=True):  # files before the folders that hold them
-        _sync(path)
+        if not path.is_symlink():  # a link is an entry of its folder; its target, maybe dangling, is not ours
+            _sync(path)
     _sync(folder)
 
 

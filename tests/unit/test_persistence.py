@@ -293,6 +293,17 @@ def test_a_fresh_folder_appears_whole_or_not_at_all_and_the_first_writer_wins(tm
     assert (target / "config.json").read_text() == '{"second": true}'
 
 
+def test_a_fresh_folder_keeps_links_whose_target_is_elsewhere_or_nowhere(tmp_path):
+    """An unpacked package links to files of other packages (a .deb's `underscore.js`): committing the folder
+    syncs what it holds and leaves such links as they are."""
+    target = tmp_path / "unpacked"
+    with fresh_folder(target) as tmp:
+        (tmp / "page.html").write_text("<p>")
+        (tmp / "dangling.js").symlink_to(tmp_path / "not-installed" / "underscore.js")
+    assert (target / "dangling.js").is_symlink() and not (target / "dangling.js").exists()
+    assert (target / "page.html").read_text() == "<p>"
+
+
 # ---------------------------------------------------------------------------------------------- modes, links
 def test_written_files_and_folders_follow_the_umask(tmp_path, text_rcc):
     old = os.umask(0o022)
