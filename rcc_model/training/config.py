@@ -30,7 +30,8 @@ class TrainConfig:
             (`out/slot-cache/`, 2.3 MB per window for the SmolLM2 default) and draw every training context
             from them, so steps run no encoder at all; 0 = off. Stream objectives only (not qa).
         objectives: weights of reconstruction, continuation, long_context, numbers (reconstruction of text
-            with random numbers written in: exact digit order), qa.
+            with random numbers written in: exact digit order), qa, mixed_reading (qa as a selective reading
+            gives it: some windows as text before the question, others as slots).
         span / cue / whole_window_share: reconstruction regenerates the whole window (that share of the
             examples) or a `span` after `cue` tokens of the text as a cue.
         qa_haystack: share of qa examples whose document is hidden at a random depth inside real text of the
@@ -38,6 +39,10 @@ class TrainConfig:
             documents fit one window, so without it questions are never answered across many windows).
         qa_kinds: weights of the generated qa kinds ("fact", "multi-fact", "not-in-document", "definition");
             None = as generated. A run can stress exact facts over the "does not say" answers.
+        mixed_cases: mixed_reading's weights of where the window stating the answer goes: "expanded" (read as
+            text), "compressed" (read as slots) or "absent" (not read: "The document does not say.").
+        mixed_windows: mixed_reading's most windows read as text, and as slots, per example (each drawn from 1
+            to its most).
         stop_at: end the run after this step (its state saved, so raising or removing it resumes) while the
             learning-rate schedule still spans `steps`: reproduces, step for step on any machine, a run that
             its `max_minutes` stopped early.
@@ -81,6 +86,9 @@ class TrainConfig:
     qa_reconstruct_instruction: float = 0.5
     qa_haystack: float = 0.0
     qa_kinds: dict[str, float] | None = None
+    mixed_cases: dict[str, float] = field(default_factory=lambda: {"expanded": 0.4, "compressed": 0.4,
+                                                                   "absent": 0.2})
+    mixed_windows: list[int] = field(default_factory=lambda: [2, 2])
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-3
@@ -114,10 +122,13 @@ class TrainConfig:
         if self.slot_cache:
             if self.train_encoder:
                 raise ValueError("`slot_cache` needs a frozen encoder: set `train_encoder` to false")
-            made = sorted(n for n in ("numbers", "qa") if self.objectives.get(n, 0) > 0)
+            made = sorted(n for n in ("numbers", "qa", "mixed_reading") if self.objectives.get(n, 0) > 0)
             if made:
                 raise ValueError(f"`slot_cache` covers the token stream only; {' and '.join(made)} contexts "
                                  "are not cached")
+        if len(self.mixed_windows) != 2 or min(self.mixed_windows) < 1:
+            raise ValueError(f"`mixed_windows` is [most windows read as text, most read as slots], each at least "
+                             f"1; got {self.mixed_windows}")
         for name in ("batch_size", "grad_accum", "steps", "eval_every", "save_every", "log_every", "stop_at"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")

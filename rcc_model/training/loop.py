@@ -106,6 +106,11 @@ def build_objective(config: TrainConfig, model: RCCModel, split: str, aligned: i
                                                        config.long_context_windows, config.qa_reconstruct_instruction,
                                                        tokens, config.qa_haystack, config.qa_kinds,
                                                        answer_end=answer_end_id(model))
+    if config.objectives.get("mixed_reading", 0) > 0:
+        builders["mixed_reading"] = objectives.mixed_reading(load_qa(data, split), model.tokenizer, tokens,
+                                                             config.window, config.mixed_cases,
+                                                             *config.mixed_windows, config.qa_kinds,
+                                                             answer_end=answer_end_id(model))
     return objectives.mixture(builders, config.objectives)
 
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rcc_model.data.qa import QAExample
-from rcc_model.prompts import instruction_frame, prompt_ids
+from rcc_model.data.qa import NOT_IN_DOCUMENT, QAExample
+from rcc_model.prompts import instruction_frame, prompt_ids, text_then_question
+from rcc_model.reading import Reading
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,69 @@ def question_answering(examples: Sequence[QAExample], tokenizer, window: int, wi
             return Example(context, header, encode(qa.question + frame.turn_end) + answer)
         return Example(document(qa, budget, rng), prompt_ids(tokenizer, [{"role": "user", "content": qa.question}]),
                        answer)
+
+    return build
+
+
+MIXED_CASES = ("expanded", "compressed", "absent")
+
+
+def mixed_reading(examples: Sequence[QAExample], tokenizer, haystack: np.ndarray, window: int,
+                  cases: dict[str, float], expanded_windows: int, compressed_windows: int,
+                  kinds: dict[str, float] | None = None, *, answer_end: int) -> Builder:
+    """Answer from what a selective reading gives the decoder (`rcc_model.reading`): the text of a few windows
+    before the question, and a few others as slots.
+
+    A generated document is hidden at a random depth in real text from `haystack`, cut into windows; up to
+    `expanded_windows` of them are read as text, in document order, joined as `Reading.context_of` joins them,
+    and up to `compressed_windows` others as slots. `cases` weights where the window that states the answer
+    goes: "expanded" (read as text), "compressed" (read as slots while other windows are the text) or "absent"
+    (read neither way: the answer is "The document does not say."). Questions whose answer the document never
+    gives ("not-in-document") are answered so whatever is read. The other windows are the document's other
+    facts and the real text around it: the distractors a ranking brings."""
+    unknown = sorted(set(cases) - set(MIXED_CASES))
+    if unknown:
+        raise ValueError(f"unknown mixed-reading cases {unknown}; known: {list(MIXED_CASES)}")
+    draw, choose_case = _weighted_draw(examples, kinds), _weighted_choice(cases)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def windows_of(qa: QAExample, read: int, rng: random.Random) -> list[list[int]]:
+        """The document in real text, padded to whole windows, with at least `read` windows of text around it."""
+        ids = encode(qa.context)
+        extra = (-(-len(ids) // window) + read) * window - len(ids)
+        start = rng.randrange(0, len(haystack) - extra)
+        filler = haystack[start:start + extra].tolist()
+        cut = rng.randint(0, extra)
+        tokens = filler[:cut] + ids + filler[cut:]
+        return [tokens[i:i + window] for i in range(0, len(tokens), window)]
+
+    def build(rng: random.Random) -> Example:
+        n_expanded, n_compressed = rng.randint(1, expanded_windows), rng.randint(1, compressed_windows)
+        while True:
+            qa = draw(rng)
+            windows = windows_of(qa, n_expanded + n_compressed, rng)
+            answered = qa.answer != NOT_IN_DOCUMENT
+            holding = [j for j, w in enumerate(windows) if answered and qa.answer in tokenizer.decode(w)]
+            if holding or not answered:  # else the answer straddles two windows: draw again
+                break
+        case = choose_case(rng) if answered else "absent"
+        others = [j for j in range(len(windows)) if j not in holding]
+        rng.shuffle(others)
+        fact = [rng.choice(holding)] if case != "absent" else []
+        if case == "expanded":
+            expanded, compressed = fact + others[:n_expanded - 1], others[n_expanded - 1:][:n_compressed]
+        elif case == "compressed":
+            expanded, compressed = others[:n_expanded], fact + others[n_expanded:][:n_compressed - 1]
+        else:
+            expanded, compressed = others[:n_expanded], others[n_expanded:][:n_compressed]
+        expanded, compressed = sorted(expanded), sorted(compressed)
+        text = Reading.context_of([expanded], [[tokenizer.decode(windows[j]) for j in expanded]])
+        question = [{"role": "user", "content": text_then_question(text, qa.question)}]
+        answer = qa.answer if case != "absent" else NOT_IN_DOCUMENT
+        return Example([t for j in compressed for t in windows[j]], prompt_ids(tokenizer, question),
+                       [*encode(answer), answer_end])
 
     return build
 

@@ -449,6 +449,38 @@ def test_qa_kind_weights_choose_what_is_asked(smollm2_tokenizer):
                                       kinds={"definition": 1.0}, answer_end=smollm2_tokenizer.eos_token_id)
 
 
+def test_mixed_reading_puts_the_answer_in_the_text_in_the_slots_or_nowhere_as_its_cases_say(smollm2_tokenizer):
+    from rcc_model.data.qa import NOT_IN_DOCUMENT, QAExample
+
+    qa = [QAExample("Some words first. The gate code of the valley mill is 48213. More words follow.",
+                    "What is the gate code of the valley mill?", "48213", "fact")]
+    stream = np.asarray(smollm2_tokenizer("Python's os module wraps the system calls of the platform. " * 200,
+                                          add_special_tokens=False)["input_ids"], dtype=np.uint32)
+    eos = smollm2_tokenizer.eos_token_id
+    answer, abstain = (smollm2_tokenizer(t, add_special_tokens=False)["input_ids"] + [eos]
+                       for t in ("48213", NOT_IN_DOCUMENT))
+
+    def where(cases):
+        build = objectives.mixed_reading(qa, smollm2_tokenizer, stream, 32, cases, 2, 3, answer_end=eos)
+        found = []
+        for seed in range(30):
+            example = build(random.Random(seed))
+            assert example.context and len(example.context) % 32 == 0  # whole windows of slots
+            assert len(example.context) <= 3 * 32
+            text = smollm2_tokenizer.decode(example.prompt)
+            assert text.rstrip().endswith("assistant") and "What is the gate code of the valley mill?" in text
+            found.append(("48213" in text, "48213" in smollm2_tokenizer.decode(example.context),
+                          example.target == answer, example.target == abstain))
+        return set(found)
+
+    assert where({"expanded": 1}) == {(True, False, True, False)}
+    assert where({"compressed": 1}) == {(False, True, True, False)}
+    assert where({"absent": 1}) == {(False, False, False, True)}
+    assert len(where({"expanded": 1, "compressed": 1, "absent": 1})) == 3
+    with pytest.raises(ValueError, match="cases"):
+        objectives.mixed_reading(qa, smollm2_tokenizer, stream, 32, {"elsewhere": 1}, 2, 2, answer_end=eos)
+
+
 def test_numbers_are_written_into_real_text_at_every_slot_offset_and_regenerated_whole(smollm2_tokenizer):
     stream = np.asarray(smollm2_tokenizer("Python's os module wraps the system calls of the platform. " * 200,
                                           add_special_tokens=False)["input_ids"], dtype=np.uint32)
