@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,7 +78,8 @@ class MemoryCache:
               ) -> CompressedMemory:
         """The memory cached under `key`, else `make()`'s, cached (as `dtype`, evicting the least recently
         used entries beyond `max_bytes`) and returned as its file reads back: a first read answers exactly as
-        the later ones. A memory larger than `max_bytes` is returned and not cached."""
+        the later ones. A memory larger than `max_bytes`, or one the folder cannot take (read-only, full: a
+        warning), is returned and not cached."""
         if not key or not all(c in "0123456789abcdef" for c in key):
             raise ValueError(f"a cache key is a lowercase hex digest (`MemoryCache.key`), got {key!r}")
         path = self.folder / f"{key}{SUFFIX}"
@@ -88,7 +90,12 @@ class MemoryCache:
                 return memory
             self.misses += 1
             memory = make().stored_as(self.dtype)
-            memory.save(path, dtype=self.dtype)
+            try:
+                memory.save(path, dtype=self.dtype)
+            except OSError as error:  # read-only, full: answer uncached rather than not at all
+                warnings.warn(f"the memory cache {self.folder} cannot be written ({error}): memories are compressed "
+                              "on every read; give a writable cache folder with room", stacklevel=3)
+                return memory.to(device)
             self._touch(path)
             self._evict()
             return memory.to(device)

@@ -55,6 +55,15 @@ def test_a_damaged_entry_is_compressed_again(model, tmp_path, caplog):
     assert len(calls) == 2 and "unreadable" in caplog.text
 
 
+def test_a_folder_that_cannot_be_written_answers_uncached_with_a_warning(model, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    cache, calls, ids = MemoryCache(blocked / "cache"), [], random_ids(40)
+    with pytest.warns(UserWarning, match="cannot be written"):
+        memory = cache.fetch("ab", maker(model, ids, calls))
+    assert torch.equal(memory.states, model.compress(ids).stored_as("int8").states) and cache.nbytes == 0
+
+
 def test_threads_reading_one_missing_memory_compress_it_once(model, tmp_path):
     cache, calls, ids = MemoryCache(tmp_path), [], random_ids(40)
     results: list[CompressedMemory] = []
