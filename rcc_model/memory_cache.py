@@ -3,7 +3,8 @@
 Why: an index that persists text instead of memory (`RCCMemoryIndex(storage="text")`) compresses a document
 when a question first reads it. Where compression is cheap (a GPU) that beats storing kilobytes per token, and
 the cache keeps what is read often. Entries are memory files (`CompressedMemory.save`, written atomically) named
-by a key (`MemoryCache.key`: model, rate, text); reading one sets its modification time, which orders eviction.
+by a key (`MemoryCache.key`: model, rate, text) and the storage dtype; reading one sets its modification time,
+which orders eviction.
 
 Threads of one process share a cache safely (one lock: a key is compressed once while the others wait);
 processes sharing a folder see only whole files, and an entry evicted or damaged under a reader is a miss,
@@ -82,7 +83,7 @@ class MemoryCache:
         warning), is returned and not cached."""
         if not key or not all(c in "0123456789abcdef" for c in key):
             raise ValueError(f"a cache key is a lowercase hex digest (`MemoryCache.key`), got {key!r}")
-        path = self.folder / f"{key}{SUFFIX}"
+        path = self.folder / f"{key}.{self.dtype or 'own'}{SUFFIX}"  # caches of other dtypes may share a folder
         with self._lock:
             memory = self._read(path, device)
             if memory is not None:

@@ -30,6 +30,8 @@ def test_a_memory_is_compressed_once_then_read_from_disk_as_its_first_read_gave_
     assert calls == [1] and torch.equal(first.states, again.states)
     assert torch.equal(first.states, model.compress(ids).stored_as("int8").states)  # as an int8 file reads back
     assert (cache.hits, cache.misses) == (0, 1) and len(list((tmp_path / "cache").iterdir())) == 1
+    wider = MemoryCache(tmp_path / "cache", dtype="bfloat16").fetch(key, maker(model, ids, calls))  # not the int8 one
+    assert calls == [1, 1] and torch.equal(wider.states, model.compress(ids).stored_as("bfloat16").states)
 
 
 def test_the_least_recently_used_entries_go_first_and_the_folder_stays_within_its_bytes(model, tmp_path):
@@ -50,7 +52,7 @@ def test_the_least_recently_used_entries_go_first_and_the_folder_stays_within_it
 def test_a_damaged_entry_is_compressed_again(model, tmp_path, caplog):
     cache, calls, ids = MemoryCache(tmp_path), [], random_ids(40)
     cache.fetch("ab", maker(model, ids, calls))
-    (tmp_path / "ab.rccmem").write_bytes(b"garbage")
+    (tmp_path / "ab.int8.rccmem").write_bytes(b"garbage")
     assert torch.equal(cache.fetch("ab", maker(model, ids, calls)).states, model.compress(ids).stored_as("int8").states)
     assert len(calls) == 2 and "unreadable" in caplog.text
 
