@@ -24,6 +24,7 @@ _EXPORTS = {
     "CompressedMemory": "rcc_model.memory",
     "MemoryFileError": "rcc_model.memory",
     "MemoryMismatchError": "rcc_model.memory",
+    "MemoryCache": "rcc_model.memory_cache",
     "MemoryStore": "rcc_model.store",
     "MemoryViews": "rcc_model.memory",
     # generation
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
     from rcc_model.memory import MemoryFileError as MemoryFileError
     from rcc_model.memory import MemoryMismatchError as MemoryMismatchError
     from rcc_model.memory import MemoryViews as MemoryViews
+    from rcc_model.memory_cache import MemoryCache as MemoryCache
     from rcc_model.modeling import RCCModel as RCCModel
     from rcc_model.reading import MemoryWithText as MemoryWithText
     from rcc_model.reading import Reading as Reading

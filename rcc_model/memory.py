@@ -29,7 +29,7 @@ from rcc_model.windows import num_slots
 FORMAT = "rcc-memory"
 FORMAT_VERSION = 2
 _CHECKSUM = "rcc_sha256"  # metadata key of the checksum (`_digest`)
-_STORAGE_DTYPES = ("float32", "bfloat16", "float16", "int8")
+STORAGE_DTYPES = ("float32", "bfloat16", "float16", "int8")
 
 
 class MemoryMismatchError(ValueError):
@@ -140,13 +140,31 @@ class CompressedMemory:
             else [t for m in memories for t in m.window_texts],
         )
 
+    def _storage(self, dtype: str | None) -> str:
+        """The storage dtype a file saved with `dtype` holds (None: the states' own)."""
+        storage = dtype or str(self.dtype).removeprefix("torch.")
+        if storage not in STORAGE_DTYPES:
+            raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}, got {storage!r}")
+        return storage
+
+    def stored_as(self, dtype: str | None) -> CompressedMemory:
+        """This memory as a file saved with `dtype` (see `_serialisable`) reads back, without writing one: what
+        an index that persists at `dtype` answers from before it is persisted as after it is reloaded."""
+        storage = self._storage(dtype)
+        if storage != "int8":
+            return self.to(dtype=getattr(torch, storage))
+        states = torch.empty_like(self.states)
+        for rows in _row_chunks(states):
+            block = self.states[rows].detach()
+            scales = int8_scales(block)
+            states[rows] = (int8_values(block, scales).float() * scales).to(states.dtype)
+        return replace(self, states=states)
+
     def _serialisable(self, dtype: str | None) -> tuple[torch.dtype, torch.Tensor | None, dict[str, str]]:
         """(stored dtype of the states, int8 scales or None, string metadata) of the safetensors form.
         `dtype="int8"` stores per-vector absmax int8 with float32 scales (half the bytes of bfloat16); the default
         keeps the states' own dtype. Scales are computed a block of slots at a time (`_row_chunks`)."""
-        storage = dtype or str(self.dtype).removeprefix("torch.")
-        if storage not in _STORAGE_DTYPES:
-            raise ValueError(f"storage dtype must be one of {_STORAGE_DTYPES}, got {storage!r}")
+        storage = self._storage(dtype)
         scales = None
         if storage == "int8":
             states = self.states.detach()
@@ -287,8 +305,8 @@ def _header(tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: 
         raise fault("window_texts are not a list of texts")
     if not (isinstance(extra, dict) and all(isinstance(v, str) for v in extra.values())):
         raise fault("extra is not a mapping of strings")
-    if header["dtype"] not in _STORAGE_DTYPES[:3]:
-        raise fault(f"dtype {header['dtype']!r} is not one of {_STORAGE_DTYPES[:3]}")
+    if header["dtype"] not in STORAGE_DTYPES[:3]:
+        raise fault(f"dtype {header['dtype']!r} is not one of {STORAGE_DTYPES[:3]}")
     states = tensors.get("states")
     if states is None:
         raise MemoryFileError(f"{source} has no 'states' tensor")

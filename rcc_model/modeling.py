@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -305,23 +305,8 @@ class RCCModel(nn.Module, GenerationMixin):
         """
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
-        documents, is_batch = self._as_documents(inputs)
-        if keep_text is None:
-            keep_text = self.tokenizer is not None
-        decode = self._require_tokenizer().decode if keep_text else None
-        cfg, rate = self.config, self.config.check_rate(rate)
-        if not 0 <= offset < cfg.window:
-            raise ValueError(f"`offset` must be in [0, {cfg.window}), got {offset}")
-        per_doc = [self._windows_of(doc[:offset]) + self._windows_of(doc[offset:]) if 0 < offset < len(doc)
-                   else self._windows_of(doc) for doc in documents]  # a text no longer than `offset`: as it is
-        storage = getattr(torch, cfg.memory_dtype)
-        entries = len(bases.decoder_layers(self.encoder)) + 1
-        hidden = bases.hidden_size(self.encoder)
-        outputs = [  # (S_doc, K, H) per document
-            torch.empty(sum(num_slots(len(w), rate) for w in wins), entries, hidden, dtype=storage,
-                        device=self.device)
-            for wins in per_doc
-        ]
+        documents, is_batch, per_doc, rate, decode = self._plan(inputs, rate, offset, keep_text)
+        outputs = self._slot_tensors(per_doc, rate, self.device)  # (S_doc, K, H) per document
         jobs = [(d, w) for d, wins in enumerate(per_doc) for w in wins]
         cursor = [0] * len(documents)
         batches = range(0, len(jobs), batch_size)
@@ -338,8 +323,46 @@ class RCCModel(nn.Module, GenerationMixin):
                 count = num_slots(n, rate)
                 outputs[doc][cursor[doc]:cursor[doc] + count] = states[row, :count]
                 cursor[doc] += count
-        fingerprint = self.fingerprint
-        memories = [
+        memories = self._memories(outputs, per_doc, documents, rate, decode)
+        return memories if is_batch else memories[0]
+
+    def outline(self, inputs: TokenInput | Sequence[TokenInput], *, rate: int | None = None
+                ) -> CompressedMemory | list[CompressedMemory]:
+        """What `compress(inputs, rate=rate)` would return, its states on PyTorch's meta device (a shape, no
+        data): windows, their token counts and texts, slots, source hash, from the tokenizer alone. Ranking a
+        memory's windows reads only these, so an index that stores text ranks every document and compresses
+        only the ones a question reads."""
+        documents, is_batch, per_doc, rate, decode = self._plan(inputs, rate, 0, None)
+        memories = self._memories(self._slot_tensors(per_doc, rate, "meta"), per_doc, documents, rate, decode)
+        return memories if is_batch else memories[0]
+
+    def _plan(self, inputs: TokenInput | Sequence[TokenInput], rate: int | None, offset: int,
+              keep_text: bool | None) -> tuple[list[list[int]], bool, list[list[list[int]]], int, Callable | None]:
+        """(token ids per document, was it a batch, windows per document, rate, window decoder or None) of a
+        compression: everything but the encoder's work."""
+        documents, is_batch = self._as_documents(inputs)
+        if keep_text is None:
+            keep_text = self.tokenizer is not None
+        decode = self._require_tokenizer().decode if keep_text else None
+        cfg, rate = self.config, self.config.check_rate(rate)
+        if not 0 <= offset < cfg.window:
+            raise ValueError(f"`offset` must be in [0, {cfg.window}), got {offset}")
+        per_doc = [self._windows_of(doc[:offset]) + self._windows_of(doc[offset:]) if 0 < offset < len(doc)
+                   else self._windows_of(doc) for doc in documents]  # a text no longer than `offset`: as it is
+        return documents, is_batch, per_doc, rate, decode
+
+    def _slot_tensors(self, per_doc: list[list[list[int]]], rate: int, device: str | torch.device
+                      ) -> list[torch.Tensor]:
+        """One uninitialised (S_doc, K, H) tensor of the memory dtype per document, for its windows' slots."""
+        entries = len(bases.decoder_layers(self.encoder)) + 1
+        hidden = bases.hidden_size(self.encoder)
+        return [torch.empty(sum(num_slots(len(w), rate) for w in wins), entries, hidden,
+                            dtype=getattr(torch, self.config.memory_dtype), device=device) for wins in per_doc]
+
+    def _memories(self, outputs: list[torch.Tensor], per_doc: list[list[list[int]]], documents: list[list[int]],
+                  rate: int, decode: Callable | None) -> list[CompressedMemory]:
+        cfg, fingerprint = self.config, self.fingerprint
+        return [
             CompressedMemory(
                 states=out, fingerprint=fingerprint, base=cfg.base, rate=rate, window=cfg.window,
                 padding=cfg.padding, window_tokens=[len(w) for w in wins], token_count=len(doc),
@@ -348,7 +371,6 @@ class RCCModel(nn.Module, GenerationMixin):
             )
             for out, wins, doc in zip(outputs, per_doc, documents)
         ]
-        return memories if is_batch else memories[0]
 
     def empty_memory(self) -> CompressedMemory:
         """A memory of nothing: generation from it is the base decoder (adapters off) on the prompt."""

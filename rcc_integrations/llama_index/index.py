@@ -1,8 +1,10 @@
 """`RCCMemoryIndex`: each document compressed whole into RCC memory, instead of chunked and embedded.
 
-Memory tensors live in side files (safetensors) under the persist folder with a manifest; LlamaIndex's own
-docstore and index store hold the text and the structure, so a damaged memory file can always be rebuilt
-from the text.
+Memory tensors live in side files (safetensors, int8 by default: `storage`) under the persist folder with a
+manifest; LlamaIndex's own docstore and index store hold the text and the structure, so a damaged memory file
+can always be rebuilt from the text. With `storage="text"` the folder holds no memory at all: the text, each
+document's windows (what ranking reads) and the manifest; a document is compressed when a question first reads
+it, into a bounded on-disk cache (`rcc_model.MemoryCache`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,22 @@ from llama_index.core.storage.docstore.types import RefDocInfo
 from llama_index.core.storage.storage_context import StorageContext
 
 from rcc_integrations._runtime import CachedEmbedding, Engine, engine_for
+from rcc_integrations.llama_index.persisted import (
+    MANIFEST,
+    VECTORS,
+    damaged_store,
+    embedding_name,
+    read_manifest,
+    read_outlines,
+    read_vectors,
+    save_vectors,
+    storage_of,
+    text_key,
+    windows_entry,
+)
 from rcc_model import (
     CompressedMemory,
+    MemoryCache,
     MemoryFileError,
     MemoryMismatchError,
     MemoryStore,
@@ -43,7 +59,6 @@ from rcc_model import (
 STRUCT_TYPE = "rcc_memory"
 WINDOW_KEY = "rcc_window"  # metadata of a window node: which encoder window of its parent document it holds
 READ_KEY = "rcc_read"  # metadata of a window node: how a question reads it, "expanded" (as text) or "compressed"
-MANIFEST = "rcc_manifest.json"
 MEMORY_FOLDER = "rcc_memory"
 KIND = "rcc-memory-index"
 logger = logging.getLogger(__name__)
@@ -85,10 +100,18 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             index = RCCMemoryIndex.from_documents(docs, show_progress=True)   # default model
             # or from_documents(docs, rate=8): half the memory, with the default's own r = 8 weights
             # or from_documents(docs, embed_model=my_embedding): windows ranked by meaning too, fused with BM25
+            # or from_documents(docs, storage="text"): persist text only, compress on first read into a cache
             response = index.as_query_engine().query("Who signed the March report?")
             print(response, response.metadata["reading"])   # which windows were read as text, which as slots
             index.persist("storage/")
             index = RCCMemoryIndex.load_from_disk("storage/")
+
+    `storage` says how `persist` keeps memory: "int8" (the default: answers as bfloat16's do, at half the
+    bytes), "bfloat16", "float16", "float32", or "text": no memory, only the text and each document's windows
+    (about what a vector index stores); a document is then compressed when a question first reads it, into a
+    `rcc_model.MemoryCache` of at most `cache_bytes` in `cache_dir` (default `~/.cache/rcc/memories`): the
+    choice where compression is cheap (a GPU). The index answers from memory as it will be stored, before
+    `persist` as after a reload. A loaded index keeps the storage it was persisted with unless given another.
     """
 
     index_struct_cls = RCCMemoryStruct
@@ -98,13 +121,14 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                  rate: int | None = None, memory_budget: int | None = None, batch_size: int = 8,
                  persist_dir: str | Path | None = None, show_progress: bool = False,
                  store: str | Path | MemoryStore | None = None, expand_tokens: int | None = None,
-                 embed_model: BaseEmbedding | None = None, **kwargs: Any):
+                 embed_model: BaseEmbedding | None = None, storage: str | None = None,
+                 cache_dir: str | Path | None = None, cache_bytes: int = MemoryCache.DEFAULT_BYTES, **kwargs: Any):
         if index_struct is not None and persist_dir is not None and recover(persist_dir):
             # a persist interrupted after it committed, just finished: what LlamaIndex read before may mix versions
             storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
             index_struct = (storage_context.index_store.get_index_struct(index_struct.index_id)
                             or storage_context.index_store.get_index_struct())  # the new version's, if it is another
-        manifest = _read_manifest(persist_dir) if index_struct is not None else None
+        manifest = read_manifest(persist_dir) if index_struct is not None else None
         if store is None and manifest is not None and manifest.get("store"):
             store = _open_store(manifest["store"])
         self._store = MemoryStore(store) if isinstance(store, (str, Path)) else store
@@ -114,6 +138,13 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         self.rate = self._engine.model.config.check_rate(rate or built_at)  # a loaded index keeps its rate
         if self._store is not None:
             _check_store(self._store, self._engine.model, self.rate)
+        self.storage = storage_of(storage, manifest, self._engine.model)
+        if self.storage == "text" and self._store is not None:
+            raise ValueError(f"storage='text' keeps no memory, and the memory store {self._store.path} keeps all of "
+                             "it outside the index already: give one or the other")
+        # text storage: memories compressed on first read, in a bounded on-disk cache; the rest keep them in RAM
+        self.cache = MemoryCache(cache_dir, cache_bytes) if self.storage == "text" else None
+        self._outlines: dict[str, CompressedMemory] = {}  # text storage: node id -> its memory's shape and windows
         self._memories: dict[str, CompressedMemory] = {}
         self._stored: dict[str, str] = {}  # node id -> id of the document in the store that holds its memory
         self._window_texts: dict[tuple[str, str], list[str]] = {}
@@ -121,6 +152,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         self.expand_tokens = expand_tokens
         self.embed_model = embed_model
         self._embedding: tuple[BaseEmbedding, CachedEmbedding] | None = None
+        self._vectors: tuple[str, dict[str, list[float]]] | None = None  # window embeddings a persist kept
         self.batch_size = batch_size
         self.damaged: list[str] = []
         kwargs.pop("transformations", None)
@@ -186,17 +218,25 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 todo.append((node, text))
         if not todo:
             return
-        with self._engine.lock:
-            memories = self._engine.model.compress([text for _, text in todo], batch_size=self.batch_size,
-                                                   progress=self._show_progress, rate=self.rate)
-        self._engine.compressions += len(todo)
+        if self.cache is not None:  # text storage: compressed when first read (`memory_of`)
+            self._outlines.update((node.node_id, self._engine.model.outline(text, rate=self.rate))
+                                  for node, text in todo)
+            return
+        memories = self._compressed([text for _, text in todo])
         if self._store is not None:
             self._store.append([(node.ref_doc_id or node.node_id, text, dict(node.metadata), memory)
                                 for (node, text), memory in zip(todo, memories)])
             self._stored.update((node.node_id, node.ref_doc_id or node.node_id) for node, _ in todo)
             return
         for (node, _), memory in zip(todo, memories):
-            self._memories[node.node_id] = memory
+            self._memories[node.node_id] = memory.stored_as(self.storage)
+
+    def _compressed(self, texts: list[str]) -> list[CompressedMemory]:
+        with self._engine.lock:
+            memories = self._engine.model.compress(texts, batch_size=self.batch_size, progress=self._show_progress,
+                                                   rate=self.rate)
+        self._engine.compressions += len(texts)
+        return memories
 
     def insert_nodes(self, nodes: Sequence[BaseNode], **insert_kwargs: Any) -> None:
         """Insert nodes; a document whose id the index holds already is kept beside it (a node id of its own), as
@@ -236,6 +276,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         """Forget a document (a store keeps its memory: other indexes may read it)."""
         self._index_struct.delete(node_id)
         self._stored.pop(node_id, None)
+        self._outlines.pop(node_id, None)
         memory = self._memories.pop(node_id, None)
         if memory is not None:
             self._window_texts.pop((node_id, memory.source_hash), None)
@@ -282,12 +323,28 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
     def embedder(self) -> CachedEmbedding | None:
         """The embedding model that ranks windows with BM25 (`embed_model`, else the one set in LlamaIndex's
         `Settings`, never its OpenAI default), as the ranking's `embed`; None: BM25 alone."""
-        model = self.embed_model or Settings._embed_model  # set by the user, not resolved to the default
+        model = self._embed_model()
         if model is None:
             return None
         if self._embedding is None or self._embedding[0] is not model:
-            self._embedding = (model, CachedEmbedding(model.get_text_embedding_batch))
+            self._embedding = (model, CachedEmbedding(self._embed_texts(model)))
         return self._embedding[1]
+
+    def _embed_model(self) -> BaseEmbedding | None:
+        return self.embed_model or Settings._embed_model  # set by the user, not resolved to the default
+
+    def _embed_texts(self, model: BaseEmbedding):
+        """`model`'s batch embedding, taking the vectors a persisted index kept where `model` made them."""
+        if self._vectors is None or self._vectors[0] != embedding_name(model):
+            return model.get_text_embedding_batch
+        known = self._vectors[1]
+
+        def embed(texts: list[str]) -> list[list[float]]:
+            keys = [text_key(text) for text in texts]
+            fresh = iter(model.get_text_embedding_batch([t for t, k in zip(texts, keys) if k not in known]))
+            return [known[key] if key in known else next(fresh) for key in keys]
+
+        return embed
 
     # ------------------------------------------------------------------ memory access
     def memory_of(self, node_id: str) -> CompressedMemory:
@@ -300,6 +357,11 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 warnings.warn(f"memory of {node_id!r} is damaged ({error}); compressing it again", stacklevel=2)
                 del self._stored[node_id]
                 self._compress([self.docstore.get_node(node_id)], reuse_store=False)
+        elif self.cache is not None:
+            text = self.docstore.get_node(node_id).get_content()
+            model = self._engine.model
+            return self.cache.fetch(MemoryCache.key(model.fingerprint, self.rate, text),
+                                    lambda: self._compressed([text])[0], device=model.device)
         elif node_id not in self._memories:
             self._compress([self.docstore.get_node(node_id)])
         if node_id in self.damaged:
@@ -308,14 +370,27 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             return self._store[self._stored[node_id]].to(self._engine.model.device)
         return self._memories[node_id]
 
+    def outline_of(self, node_id: str) -> CompressedMemory:
+        """A document's memory as ranking reads it: windows, their token counts and texts, slots. With text
+        storage its outline (`RCCModel.outline`, no states), so that ranking compresses nothing; else the
+        memory itself (`memory_of`)."""
+        if self.cache is None:
+            return self.memory_of(node_id)
+        if node_id not in self._outlines:
+            self._outlines[node_id] = self._engine.model.outline(self.docstore.get_node(node_id).get_content(),
+                                                                 rate=self.rate)
+        return self._outlines[node_id]
+
     @property
     def node_ids(self) -> list[str]:
         return list(self._index_struct.nodes_dict)
 
     def window_texts(self, node_id: str) -> list[str]:
         """The text of each encoder window of a document's memory (what a question's reading ranks)."""
+        if node_id in self._outlines and self._outlines[node_id].window_texts is not None:
+            return self._outlines[node_id].window_texts
         source = self._store.entry(self._stored[node_id]).source_hash if node_id in self._stored \
-            else self.memory_of(node_id).source_hash
+            else self.outline_of(node_id).source_hash
         key = (node_id, source)
         if key not in self._window_texts:
             self._window_texts[key] = self._engine.model.window_texts(self.docstore.get_node(node_id).get_content())
@@ -394,7 +469,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
 
     # ------------------------------------------------------------------ persistence
     def persist(self, persist_dir: str | Path) -> Path:
-        """Write docstore, index store, memory files and manifest into `persist_dir`, atomically as a whole
+        """Write docstore, index store, memory files (as `storage`; none for "text", which writes each
+        document's windows into the manifest instead) and manifest into `persist_dir`, atomically as a whole
         (`rcc_model.atomic.atomic_folder`): a crash at any point leaves the previous index or the new one
         loadable. Other files in the folder are never touched; a non-empty folder that holds no index of
         this kind is refused (ValueError naming it)."""
@@ -402,23 +478,29 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         with atomic_folder(target, KIND, accepts=lambda folder: (folder / MANIFEST).is_file()) as tmp:
             self._storage_context.persist(persist_dir=str(tmp))
             (tmp / MEMORY_FOLDER).mkdir()
-            entries = {}
+            entries, windows = {}, {}
             for node_id in self.node_ids:
                 if node_id in self._stored:  # its memory stays in the store
                     continue
+                if self.cache is not None:
+                    windows[node_id] = windows_entry(self.outline_of(node_id), self.window_texts(node_id))
+                    continue
                 memory = self.memory_of(node_id)
                 name = hashlib.sha256(node_id.encode()).hexdigest()[:32] + ".rccmem"
-                path = memory.save(tmp / MEMORY_FOLDER / name)
+                path = memory.save(tmp / MEMORY_FOLDER / name, dtype=self.storage)
                 entries[node_id] = {"file": name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                                     "source_hash": memory.source_hash, "tokens": memory.token_count,
                                     "shape": list(memory.states.shape), "dtype": str(memory.dtype)}
             model = self._engine.model
             manifest = {"format": "rcc-memory-index", "version": 1, "fingerprint": model.fingerprint,
                         "base": model.config.base, "rate": self.rate, "window": model.config.window,
-                        "index_id": self.index_id, "entries": entries}
+                        "index_id": self.index_id, "storage": self.storage, "entries": entries, "windows": windows}
             if self._store is not None:
                 manifest |= {"store": str(self._store.path.resolve()), "stored": dict(self._stored)}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            if (embedder := self.embedder()) is not None:  # what ranking embedded, so a reload does not again
+                texts = list(dict.fromkeys(t for node_id in self.node_ids for t in self.window_texts(node_id)))
+                save_vectors(tmp / VECTORS, self._embed_model(), texts, embedder(texts))
         return target
 
     @classmethod
@@ -430,7 +512,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         try:
             storage_context = StorageContext.from_defaults(persist_dir=str(persist_dir))
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{_damaged_store(Path(persist_dir))} is damaged ({type(e).__name__}: {e}): restore "
+            raise ValueError(f"{damaged_store(Path(persist_dir))} is damaged ({type(e).__name__}: {e}): restore "
                              "the folder, or build the index again and persist it") from e
         return load_index_from_storage(storage_context, model=model, persist_dir=persist_dir, **kwargs)
 
@@ -453,6 +535,11 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             raise MemoryMismatchError(f"{persist_dir} holds memory compressed at rate {built_at}, not "
                                       f"{requested_rate}: load it without rate=, or rebuild the index at that rate")
         self.rate = self._engine.model.config.check_rate(built_at)
+        self._vectors = read_vectors(persist_dir / VECTORS)
+        if self.cache is not None:
+            self._outlines.update(read_outlines(manifest, model.empty_memory(), self.rate))
+            return  # memory files, from a persist at another storage, are not read: text storage holds none
+        recast = storage_of(None, manifest, model) != self.storage  # files of another storage: held as this one's
         for node_id, doc_id in manifest.get("stored", {}).items():
             if self._store is not None and doc_id in self._store:
                 self._stored[node_id] = doc_id
@@ -465,7 +552,8 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             try:
                 if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
                     raise MemoryFileError(f"{path} is missing or does not match its manifest checksum")
-                self._memories[node_id] = CompressedMemory.load(path, device=model.device)
+                memory = CompressedMemory.load(path, device=model.device)
+                self._memories[node_id] = memory.stored_as(self.storage) if recast else memory
             except MemoryFileError as error:
                 self.damaged.append(node_id)
                 warnings.warn(f"memory of {node_id!r} is damaged ({error}); it will be recompressed from the "
@@ -501,38 +589,6 @@ def _check_store(store: MemoryStore, model: RCCModel, rate: int) -> None:
         raise MemoryMismatchError(
             f"{store.path} holds memory of model {store.settings.fingerprint} at rate {store.settings.rate}; this is "
             f"model {model.fingerprint} at rate {rate}: use the model that made the store, or compress it again")
-
-
-def _read_manifest(persist_dir: str | Path | None) -> dict | None:
-    """A persisted index's manifest (which model built it, at which rate, its memory files), read before the
-    model loads so that a rate's own weights can be chosen; None without one. A damaged one raises
-    `MemoryFileError` naming it."""
-    path = Path(persist_dir) / MANIFEST if persist_dir else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if manifest.get("format") != "rcc-memory-index":
-            raise ValueError(f"format is {manifest.get('format')!r}, not 'rcc-memory-index'")
-        for node_id, entry in manifest["entries"].items():
-            if not isinstance(node_id, str) or not all(isinstance(entry[k], str) for k in ("file", "sha256")):
-                raise TypeError(f"entry {node_id!r} needs the strings 'file' and 'sha256'")
-        if not isinstance(manifest.get("rate", 0), int):
-            raise TypeError(f"rate must be an integer, got {manifest.get('rate')!r}")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise MemoryFileError(f"{path} is damaged ({type(e).__name__}: {e}): restore the folder, or build the "
-                              "index again and persist it") from e
-    return manifest
-
-
-def _damaged_store(persist_dir: Path) -> Path:
-    """The first of LlamaIndex's JSON stores in `persist_dir` that does not parse (else the docstore)."""
-    for path in sorted(persist_dir.glob("*.json")):
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            return path
-    return persist_dir / "docstore.json"
 
 
 INDEX_STRUCT_TYPE_TO_INDEX_STRUCT_CLASS[STRUCT_TYPE] = RCCMemoryStruct  # type: ignore[index]

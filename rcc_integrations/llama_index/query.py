@@ -37,7 +37,7 @@ class RCCMemoryRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         ids = self.index.node_ids
-        memories = [self.index.memory_of(node_id) for node_id in ids]
+        memories = [self.index.outline_of(node_id) for node_id in ids]  # ranking reads no states
         if not ids or (not self.expand_tokens and sum(m.num_slots for m in memories) <= self.budget):
             return [NodeWithScore(node=node, score=1.0) for node in self.index.docstore.get_nodes(ids)]
         reading = read_within(query_bundle.query_str, memories, [self.index.window_texts(i) for i in ids],

@@ -11,10 +11,10 @@ import rcc_model
 ROOT = Path(__file__).resolve().parents[2]
 
 RCC_MODEL_ALL = [
-    "ANCHORED_GREEDY", "CompressedMemory", "Cursor", "DecodeState", "GREEDY", "GenerationInfo", "MemoryFileError",
-    "MemoryMismatchError", "MemoryStore", "MemoryViews", "MemoryWithText", "RCCConfig", "RCCModel", "Reading",
-    "ReadingPolicy", "SamplingParams", "SchemaDecoder", "Search", "UnsupportedSchemaError", "WindowChoice",
-    "aligned_views", "atomic_folder",
+    "ANCHORED_GREEDY", "CompressedMemory", "Cursor", "DecodeState", "GREEDY", "GenerationInfo", "MemoryCache",
+    "MemoryFileError", "MemoryMismatchError", "MemoryStore", "MemoryViews", "MemoryWithText", "RCCConfig",
+    "RCCModel", "Reading", "ReadingPolicy", "SamplingParams", "SchemaDecoder", "Search", "UnsupportedSchemaError",
+    "WindowChoice", "aligned_views", "atomic_folder",
     "chronicle", "confined", "describe", "generate_json", "generate_tool_call", "load_tokenizer_only",
     "passkey_document", "prefers_tool_call", "rate_folders", "read_within", "reading_for", "reconstruct_windows",
     "reconstruction_prompt", "recover", "resolve_checkpoint", "text_only", "__version__",

@@ -41,6 +41,16 @@ def test_int8_storage_halves_bfloat16_bytes_and_stays_within_one_percent(tmp_pat
     assert error < 0.01
 
 
+@pytest.mark.parametrize("dtype", [None, "bfloat16", "int8"])
+def test_stored_as_is_what_a_file_saved_at_that_dtype_reads_back(tmp_path, memory, dtype):
+    loaded = CompressedMemory.load(memory.save(tmp_path / "doc.rccmem", dtype=dtype))
+    stored = memory.stored_as(dtype)
+    assert stored.dtype == loaded.dtype and torch.equal(stored.states, loaded.states)
+    assert dtype is None or not torch.equal(stored.states, memory.states)
+    with pytest.raises(ValueError, match="int4"):
+        memory.stored_as("int4")
+
+
 def test_a_truncated_file_is_a_clear_error(tmp_path, memory):
     path = memory.save(tmp_path / "doc.rccmem")
     path.write_bytes(path.read_bytes()[:-100])
@@ -137,6 +147,14 @@ def test_kept_window_texts_travel_with_the_memory(tmp_path, text_rcc):
     assert CompressedMemory.concat([memory, text_rcc.compress(text, keep_text=False)]).window_texts is None
     with pytest.raises(ValueError, match="window texts"):
         dataclasses.replace(memory, window_texts=memory.window_texts[1:])
+
+
+def test_an_outline_is_the_memory_without_its_states(text_rcc):
+    text = "The harbour office keeps a ledger of every ship. " * 10
+    memory, outline = text_rcc.compress(text), text_rcc.outline(text)
+    assert outline.states.is_meta and outline.states.shape == memory.states.shape
+    assert same_memory(dataclasses.replace(outline, states=memory.states), memory)
+    assert [w.num_slots for w in outline.windows()] == [w.num_slots for w in memory.windows()]
 
 
 # ------------------------------------------------------------------ checksum and malformed headers

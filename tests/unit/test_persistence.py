@@ -133,13 +133,14 @@ def load_with_llama_index(folder: Path, model: RCCModel) -> RCCMemoryIndex:
 
 
 @fork_only
-@pytest.mark.parametrize("load", [RCCMemoryIndex.load_from_disk, load_with_llama_index])
-def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc, tmp_path, load):
-    old = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+@pytest.mark.parametrize(("load", "storage"), [(RCCMemoryIndex.load_from_disk, "int8"), (load_with_llama_index, "int8"),
+                                               (RCCMemoryIndex.load_from_disk, "text")])
+def test_a_kill_at_any_step_of_persist_leaves_the_old_or_the_new_index(text_rcc, tmp_path, load, storage):
+    old = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage=storage, cache_dir=tmp_path / "cache")
     store = tmp_path / "old"
     old.persist(store)
     (store / "notes.txt").write_text("the user's own file")
-    new = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+    new = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage=storage, cache_dir=tmp_path / "cache")
     new.delete_ref_doc("doc-0", delete_from_docstore=True)  # its memory file becomes obsolete
     new.insert(docs([3])[0])
     work = tmp_path / "work"

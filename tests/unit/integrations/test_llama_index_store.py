@@ -31,7 +31,8 @@ def test_an_index_over_a_store_compresses_nothing_and_answers_as_one_that_compre
     assert index.engine.compressions == 0 and sorted(index.ref_doc_info) == sorted(TEXTS)
     node = index.docstore.get_node("doc-1:memory")
     assert node.get_content() == TEXTS["doc-1"] and node.metadata == {"n": 1}
-    direct = RCCMemoryIndex.from_documents([Document(text=v, id_=k) for k, v in TEXTS.items()], model=text_rcc)
+    direct = RCCMemoryIndex.from_documents([Document(text=v, id_=k) for k, v in TEXTS.items()], model=text_rcc,
+                                           storage=index.store.settings.storage)  # the store's precision
     for node_id in direct.node_ids:
         assert index.memory_of(node_id).states.equal(direct.memory_of(node_id).states)
     question = "Which office keeps a ledger?"
@@ -91,3 +92,8 @@ def test_a_second_document_under_an_id_the_store_holds_is_refused_before_anythin
     with pytest.raises(ValueError, match="given twice"):
         RCCMemoryIndex.from_documents([Document(text="one", id_="x"), Document(text="two", id_="x")],
                                       model=text_rcc, store=store_path)
+
+
+def test_text_storage_over_a_store_is_refused(text_rcc, store_path):
+    with pytest.raises(ValueError, match="give one or the other"):
+        RCCMemoryIndex.from_store(store_path, model=text_rcc, storage="text")
