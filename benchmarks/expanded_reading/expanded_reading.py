@@ -55,8 +55,9 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--model", default="default", help="packaged name or checkpoint folder (default: %(default)s)")
     args = parser.parse_args()
-    model = RCCModel.from_pretrained("default")
+    model = RCCModel.from_pretrained(args.model)
     cases = chronicle_cases(args.documents, args.seed)
     if GPL.is_file():
         cases += [(GPL.read_text(), q, a, "GPL-3") for q, a in GPL_QUESTIONS]
