@@ -18,11 +18,13 @@ The text systems answer through `RCCLLM` over the RCC model's base, untouched (a
 the base model); their prompt is LlamaIndex's, told how to decline ("The document does not say.", the RCC
 model's own abstention). Greedy, `--max-tokens` answer tokens.
 
-Per question: the answer, whether it is correct (`scoring.py`), decoder tokens read (memory slots read, one
-alignment's, + prompt tokens: the text of every message, the chat template aside), time to first answer text
-(retrieval included), seconds. Per system and document: build seconds and bytes stored (the persisted index; the
-UTF-8 text for the full text). Every record is appended to `--out`.jsonl as it comes, so a killed run continues
-where it stopped; then `--out`.md / .json (the tables) and .png (accuracy per kind with 95 % bootstrap intervals).
+Per question: the answer, whether it is correct (`scoring.py`), whether the text the decoder read (the chunks,
+the windows read as text or slots, the document) holds the answer (finding apart from reading), decoder tokens
+read (memory slots read, one alignment's, + prompt tokens: the text of every message, the chat template aside),
+time to first answer text (retrieval included), seconds. Per system and document: build seconds and bytes stored
+(the persisted index; the UTF-8 text for the full text). Every record is appended to `--out`.jsonl as it comes,
+so a killed run continues where it stopped; then `--out`.md / .json (the tables) and .png (accuracy per kind with
+95 % bootstrap intervals).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ SYSTEMS = ("rcc", "minilm-top2", "minilm-top4", "bm25-top2", "bm25-top4", "full-
 CHUNK_TOKENS, CHUNK_OVERLAP = 256, 32
 TEXT_QA = PromptTemplate(DEFAULT_TEXT_QA_PROMPT_TMPL.replace(
     "Query:", "If the context does not give the answer, reply: The document does not say.\nQuery:"))
-Answer = Callable[[str], dict]  # question -> {"answer", "ttft_s", "slots", "prompt_tokens"}
+Answer = Callable[[str], dict]  # question -> {"answer", "ttft_s", "slots", "prompt_tokens", "read_text"}
 
 
 class MiniLM(BaseEmbedding):
@@ -171,7 +173,8 @@ class Bench:
         began = time.perf_counter() if began is None else began
         stream = self.llm.stream_complete(TEXT_QA.format(context_str=context, query_str=question))
         answer, ttft, last = streamed(stream, began, lambda r: r.delta)
-        return {"answer": answer, "ttft_s": ttft, "slots": 0, "prompt_tokens": last.raw["usage"]["prompt_tokens"]}
+        return {"answer": answer, "ttft_s": ttft, "slots": 0, "prompt_tokens": last.raw["usage"]["prompt_tokens"],
+                "read_text": context}
 
     def from_chunks(self, retriever: BaseRetriever, question: str) -> dict:
         began = time.perf_counter()
@@ -187,6 +190,7 @@ class Bench:
             [{"role": "user", "content": question}])
         return {"answer": answer, "ttft_s": ttft, "slots": response.metadata["memory_slots"],
                 "prompt_tokens": sum(self.count(m["content"]) for m in chat),
+                "read_text": "\n\n".join(s.node.get_content() for s in response.source_nodes),
                 "expanded_windows": sum(r["read"] == "expanded" for r in response.metadata["reading"])}
 
 
@@ -227,9 +231,11 @@ def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str]
                     began = time.perf_counter()
                     result = answer(row["question"])
                     seconds = time.perf_counter() - began
+                    read = result.pop("read_text")  # whether the answer was in what the decoder read:
+                    in_read = None if row["kind"] == "absent" else is_correct(read, row)  # finding vs reading
                     record({"type": "answer", "system": system, **{k: row[k] for k in ("id", "doc", "kind", "source")},
                             "question": row["question"], **result, "seconds": seconds,
-                            "decoder_tokens": result["slots"] + result["prompt_tokens"],
+                            "decoder_tokens": result["slots"] + result["prompt_tokens"], "answer_read": in_read,
                             "correct": is_correct(result["answer"], row)})
                     print(f"{system:12s} {row['id']:14s} {'ok ' if done[-1]['correct'] else 'no '}"
                           f"{result['answer'][:80]!r}", flush=True)
@@ -251,8 +257,8 @@ def summary(log: list[dict], rows: list[dict], systems: list[str]) -> dict:
                      for source in dict.fromkeys(row["source"] for row in rows)}}
         accuracy = {name: {"n": len(group), "accuracy": share([r["correct"] for r in group]),
                            "interval": bootstrap([r["correct"] for r in group])} for name, group in groups.items()}
-        means = {key: share([r[key] for r in answers if r[key] is not None])
-                 for key in ("decoder_tokens", "ttft_s", "seconds")}
+        means = {key: share([r[key] for r in answers if r.get(key) is not None])
+                 for key in ("answer_read", "decoder_tokens", "ttft_s", "seconds")}
         out[system] = {"accuracy": accuracy, **means, "build_s": sum(b.get("build_s", 0.0) for b in builds),
                        "bytes": sum(b.get("bytes", 0) for b in builds),
                        "skipped": sorted(b["doc"] for b in builds if "skipped" in b)}
@@ -271,6 +277,25 @@ def cell(entry: dict) -> str:
     return f"{entry['accuracy']:.0%} [{low:.0%}, {high:.0%}] (n={entry['n']})"
 
 
+def verdict(results: dict) -> list[str]:
+    """Issue 43's targets, where rcc and a chunked system ran: rcc's accuracy at least the best chunked
+    configuration's on every kind and above it overall; its decoder tokens per question at most half of
+    minilm-top4's."""
+    chunked = {name: r for name, r in results.items() if name.startswith(("minilm", "bm25"))}
+    if "rcc" not in results or not chunked:
+        return []
+    ours, lines = results["rcc"], ["Issue 43's targets:", ""]
+    for group in (*KINDS, "all"):
+        best = max(chunked, key=lambda name: chunked[name]["accuracy"][group]["accuracy"] or 0.0)
+        mine, theirs = ours["accuracy"][group]["accuracy"] or 0.0, chunked[best]["accuracy"][group]["accuracy"] or 0.0
+        met = mine > theirs if group == "all" else mine >= theirs
+        lines.append(f"- {group}: rcc {mine:.0%}, best chunked {best} {theirs:.0%}: {'met' if met else 'NOT met'}")
+    if "minilm-top4" in results and ours["decoder_tokens"] and results["minilm-top4"]["decoder_tokens"]:
+        ratio = ours["decoder_tokens"] / results["minilm-top4"]["decoder_tokens"]
+        lines.append(f"- decoder tokens: rcc {ratio:.0%} of minilm-top4's: {'met' if ratio <= 0.5 else 'NOT met'}")
+    return [*lines, ""]
+
+
 def tables(results: dict, rows: list[dict]) -> list[str]:
     sources = list(dict.fromkeys(row["source"] for row in rows))
     lines = ["Accuracy (95 % bootstrap interval, questions answered):", "",
@@ -281,13 +306,14 @@ def tables(results: dict, rows: list[dict]) -> list[str]:
     lines += [f"| {system} | " + " | ".join(cell(r["accuracy"][s]) for s in sources) + " |"
               for system, r in results.items()]
     lines += ["", "Cost per question (means) and per index (sums over the documents):", "",
-              "| system | decoder tokens read | time to first token s | s / question | build s | bytes stored | "
-              "documents not taken |", "|---|---:|---:|---:|---:|---:|---|"]
+              "| system | answer in what was read | decoder tokens read | time to first token s | s / question | "
+              "build s | bytes stored | documents not taken |", "|---|---:|---:|---:|---:|---:|---:|---|"]
 
     def number(value: float | None, form: str) -> str:
         return "–" if value is None else format(value, form)
 
-    lines += [f"| {system} | {number(r['decoder_tokens'], ',.0f')} | {number(r['ttft_s'], '.2f')} | "
+    lines += [f"| {system} | {number(r['answer_read'], '.0%')} | {number(r['decoder_tokens'], ',.0f')} | "
+              f"{number(r['ttft_s'], '.2f')} | "
               f"{number(r['seconds'], '.2f')} | {r['build_s']:.1f} | {r['bytes']:,} | "
               f"{', '.join(r['skipped']) or '–'} |" for system, r in results.items()]
     return lines
@@ -351,10 +377,10 @@ def main() -> None:
     body = [f"{len(rows)} questions ({kinds}) over {len({r['doc'] for r in rows})} documents; "
             f"every answer by `{bench.rcc.config.base}`, greedy, {args.max_tokens} tokens at most; rcc reads "
             f"{bench.rcc.config.read_slots} slots at {bench.rcc.config.read_alignments} alignments and "
-            f"{bench.llm.engine.expand_budget(args.expand_tokens)} tokens as text.", "", *tables(results, rows), "",
+            f"{bench.rcc.config.expand_tokens if args.expand_tokens is None else args.expand_tokens} tokens as "
+            "text.", "", *verdict(results), *tables(results, rows), "",
             f"Per question: `{args.out.name}.jsonl`. Plot: `{args.out.name}.png`."]
-    threads = torch.get_num_threads()
-    write_report(args.out, title, command, body, {"results": results}, measured_on=machine(threads))
+    write_report(args.out, title, command, body, {"results": results}, measured_on=machine(torch.get_num_threads()))
     plot(results, args.out.with_suffix(".png"), title)
 
 
