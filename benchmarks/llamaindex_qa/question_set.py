@@ -131,8 +131,8 @@ def _filler_sentences() -> list[str]:
 
 
 def generated(count: int = GENERATED_DOCS, seed: int = GENERATED_SEED) -> tuple[dict[str, str], list[dict]]:
-    """`count` generated documents ({id: text}) and their questions, four of each kind per document (three
-    two-fact ones), the same for the same `seed`."""
+    """`count` generated documents ({id: text}) and their questions, per document three exact, three
+    paraphrased, three two-fact and four absent ones; the same for the same `seed`."""
     filler, docs, rows = _filler_sentences(), {}, []
     for number in range(count):
         rng, doc = random.Random(f"{seed}-{number}"), f"gen-{number:02d}"
