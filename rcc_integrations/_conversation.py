@@ -14,6 +14,7 @@ IN_MEMORY = "[The full text of this message is in your memory.]"
 CONTINUED = "[The beginning of this message is in your memory.]"
 TEMPLATE_RESERVE = 32  # prompt tokens the chat template adds around the messages (a default system prompt...)
 TURN_RESERVE = 8  # and around each message
+ANSWER_FROM_RESULT = "Answer the user's question from the tool's result."
 _BOUNDARIES = (r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+")  # where a message is cut, best first
 
 
@@ -111,9 +112,17 @@ def tools_prompt(tools: Sequence[dict[str, Any]]) -> str:
 
 
 def with_tools(chat: list[dict], tools: Sequence[dict[str, Any]]) -> list[dict]:
-    """`chat` with the tools described (`tools_prompt`) at the end of its system message (one added in
-    front if it has none)."""
-    text = tools_prompt(tools)
+    """`chat` with the tools described (`tools_prompt`) at the end of its system message."""
+    return with_system_note(chat, tools_prompt(tools))
+
+
+def answering_from_result(chat: list[dict]) -> list[dict]:
+    """`chat`, ending in a tool's result, told to answer from that result (`ANSWER_FROM_RESULT`)."""
+    return with_system_note(chat, ANSWER_FROM_RESULT)
+
+
+def with_system_note(chat: list[dict], text: str) -> list[dict]:
+    """`chat` with `text` at the end of its system message (one added in front if it has none)."""
     if chat and chat[0]["role"] == "system":
         return [{"role": "system", "content": f"{chat[0]['content']}\n\n{text}"}, *chat[1:]]
     return [{"role": "system", "content": text}, *chat]

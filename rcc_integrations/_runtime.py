@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rcc_integrations._conversation import DecoderInput
+from rcc_integrations._conversation import DecoderInput, answering_from_result, with_tools
 from rcc_model import (
     CompressedMemory,
     GenerationInfo,
@@ -38,6 +39,7 @@ from rcc_model import (
     read_within,
     resolve_checkpoint,
     text_only,
+    with_context,
 )
 
 Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]  # texts -> vectors: what rcc_model ranks with
@@ -287,23 +289,51 @@ class Engine:
     def tool_call_or_text(self, memory: CompressedMemory | MemoryViews, chat: list[dict], tools: list[dict],
                           choice: str | None, after_tool_result: bool, margin: float, info: GenerationInfo,
                           sampling: dict[str, Any]) -> Iterator[str | ToolCall]:
-        """One prefill of memory + chat (whose system message describes the tools: `with_tools`), then either one
-        `ToolCall` written by schema-constrained decoding or streamed text. `choice`: None (the model decides:
-        a call on a user turn when "{" scores within `margin` nats of its favourite token, text after a tool
-        result), "any" (must call), or a tool name (must call that one)."""
+        """One turn of a conversation with `tools` bound: one `ToolCall`, written by schema-constrained decoding,
+        or streamed text. `choice`: None (the model decides: a
+        call on a user turn when "{" scores within `margin` nats of its favourite token, reading the tools
+        described in `chat`'s system message: `with_tools`; text after a tool result), "any" (must call), or a
+        tool name (must call that one).
+
+        Each step goes to the decoder that does it dependably on the packaged model. A call: the decoder that
+        reads memory first answers the user's turn from it (`recall`: e.g. the code a calculation needs), then
+        the base decoder (no memory, adapters off, its own tool-use skill) writes the call with that answer
+        before the question; the memory-reading decoder, trained to answer from memory, writes arguments that
+        ignore it. The recollection stays out of the message: shown in the next turn, the base decoder computed
+        its own answer from it instead of reading the tool's result. An answer after a tool result: the base
+        decoder reads the conversation told to answer from the result (`answering_from_result`), since the
+        memory-reading decoder answers from memory instead."""
         schemas = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in tools}
+        tokenizer = self.model.tokenizer
         with self.lock:
-            state = self.model.prefill_prompt(memory, chat)
-            if choice is not None or (not after_tool_result
-                                      and prefers_tool_call(state, self.model.tokenizer, margin)):
+            state = None
+            if choice is None and after_tool_result:
+                state = self.model.prefill_prompt(self.model.empty_memory(), answering_from_result(chat))
+            elif choice is None and margin != math.inf:
+                state = self.model.prefill_prompt(memory, with_tools(chat, tools))
+                state = None if prefers_tool_call(state, tokenizer, margin) else state
+            if state is None:
+                recalled = self.recall(memory, chat, sampling)
+                state = self.model.prefill_prompt(self.model.empty_memory(),
+                                                  with_context(with_tools(chat, tools), recalled))
                 name, arguments, cut = generate_tool_call(self.model, state, schemas,
                                                           None if choice == "any" else choice,
                                                           sampling["max_new_tokens"])
-                info.output_tokens = self.count_tokens(json.dumps(arguments))
+                info.output_tokens = self.count_tokens(recalled) + self.count_tokens(json.dumps(arguments))
                 info.finish_reason = "length" if cut else "tool_calls"
                 yield ToolCall(name, arguments, f"call_{uuid.uuid4().hex[:24]}")
                 return
-        yield from self.stream(text_only(state, self.model.tokenizer), None, info=info, **sampling)
+        yield from self.stream(text_only(state, tokenizer), None, info=info, **sampling)
+
+    def recall(self, memory: CompressedMemory | MemoryViews, chat: list[dict], sampling: dict[str, Any]) -> str:
+        """The first line of the answer to `chat` from `memory` (greedy, within the answer's budget): what a
+        tool call is written from. "" for an empty memory, or where the answer is the model's abstention."""
+        if memory.num_slots == 0:
+            return ""
+        with self.lock:
+            text = "".join(self.model.stream(memory, chat, reading=None, max_new_tokens=sampling["max_new_tokens"],
+                                             stop=["\n", *sampling["stop"]])).strip()
+        return "" if text == self.model.config.abstention else text
 
     def stream(self, memory: CompressedMemory | MemoryViews, prompt: Any, **kwargs) -> Iterator[str]:
         with self.lock:

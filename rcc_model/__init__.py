@@ -43,6 +43,7 @@ _EXPORTS = {
     "reading_for": "rcc_model.reading",
     "ReadingPolicy": "rcc_model.reading",
     "WindowChoice": "rcc_model.reading",
+    "with_context": "rcc_model.prompts",
     "reconstruct_windows": "rcc_model.reconstruction",
     "reconstruction_prompt": "rcc_model.reconstruction",
     # structured output and tool calls

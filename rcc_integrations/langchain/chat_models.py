@@ -27,7 +27,7 @@ from rcc_integrations._runtime import (
     iterate_in_thread,
     pop_sampling,
 )
-from rcc_integrations.langchain.messages import split_messages
+from rcc_integrations.langchain.messages import memory_key, split_messages
 from rcc_model import GenerationInfo, RCCModel, SchemaDecoder
 
 
@@ -48,6 +48,7 @@ class RCCChatModel(BaseChatModel):
             llm.invoke("Hello!")
             report = Document(page_content=open("report.txt").read())
             llm.invoke("Who signed the report?", memory=[report])   # compressed once, cached
+            agent = create_agent(ChatRCC(memory=[report]), tools=[...])  # every call of the agent reads it
             llm = ChatRCC(rate=8)  # the default's own r = 8 weights: memory 8x smaller than text, recall lower
             llm = ChatRCC(memory_budget=1024)  # read at most 1,024 slots: the windows that best match the question
             llm = ChatRCC(read_alignments=1)   # decode from the stored memory alone: sooner, codes less exact
@@ -82,6 +83,10 @@ class RCCChatModel(BaseChatModel):
         default=None, description="LangChain Embeddings that rank the windows of attached texts together with "
         "BM25 (reciprocal-rank fusion), so a question worded unlike the text still finds it; None = BM25 alone")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
+    memory: Any = Field(
+        default=None, description="what every call reads as memory (Documents, strings, CompressedMemory, "
+        "MemoryWithText, .rccmem paths), unless a call passes its own memory=; a field, not bind(memory=...), "
+        "keeps it where an agent binds tools to the model (langchain's create_agent rebinds the bare model)")
     memory_store: Any = Field(
         default=None, description="a LangChain ByteStore (e.g. langchain-classic's LocalFileStore) keeping "
         "compressed memory across processes, keyed by model fingerprint and text hash; the in-process cache is "
@@ -108,6 +113,7 @@ class RCCChatModel(BaseChatModel):
                 "instruction_reconstruction": self.instruction_reconstruction,
                 "tool_call_margin": self.tool_call_margin, "memory_budget": self.memory_budget,
                 "expand_tokens": self.expand_tokens, "read_alignments": self.read_alignments,
+                "memory": memory_key(self.memory),
                 "embeddings": None if self.embeddings is None else type(self.embeddings).__name__}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -161,7 +167,7 @@ class RCCChatModel(BaseChatModel):
         engine = self.engine
         tools, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         kwargs.pop("ls_structured_output_format", None)
-        attached = kwargs.pop("memory", None)
+        attached = kwargs.pop("memory", self.memory)
         sampling = pop_sampling(kwargs, self, [*(self.stop or []), *(stop or [])])
         memory_budget, expand_tokens = kwargs.pop("memory_budget", self.memory_budget), kwargs.pop(
             "expand_tokens", self.expand_tokens)  # per call, as invoke(..., expand_tokens=0) or bind()
@@ -179,10 +185,10 @@ class RCCChatModel(BaseChatModel):
         memory = engine.views(reading.memory, reading.texts, self.read_alignments)
         pieces: Iterator[str | ToolCall]
         if decoder_input.question is None and tools and choice != "none":
-            chat = with_tools(chat, tools)
             pieces = engine.tool_call_or_text(memory, chat, tools, choice,
                                               isinstance(messages[-1], ToolMessage), self.tool_call_margin, info,
                                               sampling)
+            chat = with_tools(chat, tools)  # counted with the tools described
         else:
             pieces = engine.answer(memory, decoder_input, info, **sampling)
         for piece in pieces:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,3 +82,20 @@ def attached_pieces(memory: Any) -> list[str | CompressedMemory | MemoryWithText
             raise TypeError(f"cannot use {type(item).__name__} as memory: pass CompressedMemory, "
                             "MemoryWithText, a .rccmem path, a Document or a string")
     return pieces
+
+
+def memory_key(memory: Any) -> list[str] | None:
+    """What identifies attached memory in a response-cache key (`_identifying_params`): a hash of each text,
+    the source hash of each memory, each path."""
+    if memory is None:
+        return None
+    key = []
+    for item in memory if isinstance(memory, (list, tuple)) else [memory]:
+        if isinstance(item, (CompressedMemory, MemoryWithText)):
+            key.append((item.memory if isinstance(item, MemoryWithText) else item).source_hash)
+        elif isinstance(item, Document) or (isinstance(item, str) and not item.endswith(".rccmem")):
+            text = item.page_content if isinstance(item, Document) else item
+            key.append(hashlib.sha256(text.encode()).hexdigest())
+        else:
+            key.append(str(item))
+    return key

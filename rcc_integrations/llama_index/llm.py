@@ -154,9 +154,9 @@ class RCCLLM(FunctionCallingLLM):
             observed = turns[-1][1].startswith("Observation:")
             stream = self._react(engine, memory, conversation.chat, tools, observed, info, sampling)
         elif functions and choice != "none" and conversation.question is None:
-            conversation.chat = with_tools(conversation.chat, functions)  # read, and counted below, with the tools
             stream = engine.tool_call_or_text(memory, conversation.chat, functions, choice, turns[-1][0] == "tool",
                                               self.tool_call_margin, info, sampling)
+            conversation.chat = with_tools(conversation.chat, functions)  # counted below with the tools described
         else:
             stream = engine.answer(memory, conversation, info, **sampling)
         text, calls = "", []

@@ -17,7 +17,7 @@ RCC_MODEL_ALL = [
     "WindowChoice", "aligned_views", "atomic_folder",
     "chronicle", "confined", "describe", "generate_json", "generate_tool_call", "load_tokenizer_only",
     "passkey_document", "prefers_tool_call", "rate_folders", "read_within", "reading_for", "reconstruct_windows",
-    "reconstruction_prompt", "recover", "resolve_checkpoint", "text_only", "__version__",
+    "reconstruction_prompt", "recover", "resolve_checkpoint", "text_only", "with_context", "__version__",
 ]
 
 
