@@ -1,11 +1,12 @@
 """A LlamaIndex ReActAgent that answers questions over a folder of long text files through RCCMemoryIndex.
 
-    python examples/llamaindex_agent.py                           # three generated long files, offline
+    python examples/llamaindex_agent.py                           # two generated long files, offline
     python examples/llamaindex_agent.py FOLDER --question "..."   # your own .txt files
 
 Each file is compressed whole into RCC memory once (no chunking, no embeddings) and the index is persisted
 next to the files, so a second run loads it instead of compressing again. The agent's one tool is the
-index's query engine, which hands the decoder that memory.
+index's query engine, which hands the decoder that memory: the agent asks it the user's question, then
+answers from what it said.
 """
 
 import argparse
@@ -16,20 +17,19 @@ from pathlib import Path
 from llama_index.core import SimpleDirectoryReader
 from llama_index.core.agent.workflow import ReActAgent, ToolCallResult
 from llama_index.core.tools import QueryEngineTool
+from long_document import chronicle_text
 
 from rcc_integrations.llama_index import RCCLLM, RCCMemoryIndex
 from rcc_model import chronicle
 
-SAMPLE_FACTS = [
-    ["The lighthouse is kept by Ines Okafor."],
-    ["The access code of the archive is 48213."],
-    ["The ferry to Marrow Island leaves at seven in the morning."],
-]
+QUESTION = "Who keeps the lighthouse?"
 
 
 def write_samples(folder: Path) -> None:
-    for number, facts in enumerate(SAMPLE_FACTS):
-        (folder / f"chronicle_{number}.txt").write_text(chronicle(sentences=250, seed=number, facts=facts))
+    """The examples' long chronicle (the lighthouse's keeper, the archive's code) and a shorter one (the ferry)."""
+    (folder / "chronicle.txt").write_text(chronicle_text())
+    (folder / "ferry.txt").write_text(chronicle(sentences=150, seed=1,
+                                                facts=["The ferry to Marrow Island leaves at seven in the morning."]))
 
 
 def load_index(folder: Path) -> RCCMemoryIndex:
@@ -53,7 +53,7 @@ async def ask(agent: ReActAgent, question: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", type=Path, help="folder of .txt files (default: generated samples)")
-    parser.add_argument("--question", default="Who keeps the lighthouse? Look it up in the library.")
+    parser.add_argument("--question", default=QUESTION)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.folder or Path(scratch)
@@ -62,8 +62,7 @@ def main() -> None:
         index = load_index(folder)
         library = QueryEngineTool.from_defaults(index.as_query_engine(max_tokens=48), name="library",
                                                 description="Answers a question from the text files in memory.")
-        # inf: look something up before answering, answer once a tool has replied (dependable for small models)
-        agent = ReActAgent(tools=[library], llm=RCCLLM(max_tokens=64, react_action_margin=float("inf")))
+        agent = ReActAgent(tools=[library], llm=RCCLLM(max_tokens=64))  # looks it up, then answers from it
         asyncio.run(ask(agent, args.question))
 
 

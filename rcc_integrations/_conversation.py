@@ -14,7 +14,7 @@ IN_MEMORY = "[The full text of this message is in your memory.]"
 CONTINUED = "[The beginning of this message is in your memory.]"
 TEMPLATE_RESERVE = 32  # prompt tokens the chat template adds around the messages (a default system prompt...)
 TURN_RESERVE = 8  # and around each message
-ANSWER_FROM_RESULT = "Answer the user's question from the tool's result."
+ANSWER_FROM_RESULT = "Answer the user's question with the tool's result, adding nothing else."
 _BOUNDARIES = (r"\n\s*\n", r"\n", r"(?<=[.!?])\s+", r"\s+")  # where a message is cut, best first
 
 

@@ -24,7 +24,7 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from rcc_integrations._conversation import plan, tools_prompt, with_tools
+from rcc_integrations._conversation import answering_from_result, plan, tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
     TOOL_CALL_MARGIN_HELP,
@@ -35,8 +35,16 @@ from rcc_integrations._runtime import (
     iterate_in_thread,
     pop_sampling,
 )
-from rcc_integrations.llama_index.react import react_brief, react_step, react_tools
-from rcc_model import CompressedMemory, GenerationInfo, MemoryWithText, RCCModel, SchemaDecoder, generate_json
+from rcc_integrations.llama_index.react import as_tool_calls, react_brief, react_step, react_tools
+from rcc_model import (
+    CompressedMemory,
+    GenerationInfo,
+    MemoryWithText,
+    RCCModel,
+    SchemaDecoder,
+    generate_json,
+    text_only,
+)
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -82,9 +90,11 @@ class RCCLLM(FunctionCallingLLM):
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
     tool_call_margin: float = Field(default=float("inf"), description=TOOL_CALL_MARGIN_HELP)
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
-    react_action_margin: float = Field(default=2.0, description="nats in favour of calling a tool before any "
-                                       "observation (and against, after one); float('inf') = always act first, "
-                                       "always answer after a tool has replied")
+    react_action_margin: float = Field(default=float("inf"), description="nats in favour of calling a tool "
+                                       "before any observation (and against, after one). The default, "
+                                       "float('inf'): act first, answer once a tool has replied (the loop the "
+                                       "packaged model runs dependably, like tool_call_margin); a finite margin "
+                                       "(e.g. 2.0) lets the model's scores decide")
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _engine: Engine | None = PrivateAttr(default=None)
@@ -151,8 +161,9 @@ class RCCLLM(FunctionCallingLLM):
         if schema is not None:
             stream = self._json(engine, memory, conversation.chat, schema, info, sampling)
         elif tools:
-            observed = turns[-1][1].startswith("Observation:")
-            stream = self._react(engine, memory, conversation.chat, tools, observed, info, sampling)
+            asked = [text for role, text in turns[1:] if role == "user" and not text.startswith("Observation:")]
+            stream = self._react(engine, memory, conversation.chat, tools, turns[-1][1].startswith("Observation:"),
+                                 asked[-1] if asked else None, info, sampling)
         elif functions and choice != "none" and conversation.question is None:
             stream = engine.tool_call_or_text(memory, conversation.chat, functions, choice, turns[-1][0] == "tool",
                                               self.tool_call_margin, info, sampling)
@@ -188,16 +199,24 @@ class RCCLLM(FunctionCallingLLM):
         yield text
 
     def _react(self, engine: Engine, memory: CompressedMemory, chat: list[dict[str, str]],
-               tools: dict[str, dict[str, Any]], observed: bool, info: GenerationInfo, sampling: dict[str, Any]
-               ) -> Iterator[str]:
-        """One ReActAgent step in its format (see `react.py`): a complete action, or a streamed answer."""
+               tools: dict[str, dict[str, Any]], observed: bool, question: str | None, info: GenerationInfo,
+               sampling: dict[str, Any]) -> Iterator[str]:
+        """One ReActAgent step in its format (see `react.py`): a complete action, or a streamed answer, which
+        ends at its line's end: the small model ran on into steps of its own ("Action: ...") after it. An
+        answer after an observation is the base decoder's, reading the steps as tool calls and told to answer
+        from the result (as `Engine.tool_call_or_text` answers after a tool result)."""
         bias = -self.react_action_margin if observed else self.react_action_margin
         with engine.lock:
             text, rest = react_step(engine.model, engine.model.prefill_prompt(memory, chat), tools, bias,
-                                    sampling["max_new_tokens"])
+                                    sampling["max_new_tokens"], question)
+            if rest is not None and observed:
+                text += " "  # the answer starts a turn of its own, where no space leads it
+                rest = text_only(engine.model.prefill_prompt(engine.model.empty_memory(),
+                                                             answering_from_result(as_tool_calls(chat))),
+                                 engine.model.tokenizer)
         yield text
         if rest is not None:
-            yield from engine.stream(rest, None, info=info, **sampling)
+            yield from engine.stream(rest, None, info=info, **{**sampling, "stop": ["\n", *sampling["stop"]]})
         info.output_tokens += engine.count_tokens(text)
         info.finish_reason = info.finish_reason or "stop"
 

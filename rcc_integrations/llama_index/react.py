@@ -10,6 +10,7 @@ reads a brief of the tools in place of the header, whose format section it would
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
@@ -21,6 +22,7 @@ from rcc_model import Cursor, DecodeState, SchemaDecoder
 _TOOL = re.compile(r"^> Tool Name: (?P<name>\S+)\n(?:Tool Description: )?(?P<description>.*?)"
                    r"^Tool Args: (?P<args>\{[^\n]*\})$", re.MULTILINE | re.DOTALL)
 _FORMAT_MARKERS = ("## Output Format", "Action Input:")
+_ACTION = re.compile(r"^Action: (?P<name>\S+)\nAction Input: (?P<input>\{.*\})\s*$", re.MULTILINE | re.DOTALL)
 _STEP_WORDS = re.compile(r"\b(Thought|Action|Action Input|Answer|Observation):")
 THOUGHT_TOKENS = 48
 
@@ -47,6 +49,34 @@ def react_brief(system: str) -> str:
             "\nTo use a tool, give it the user's question. Once a tool has answered, answer from what it said.")
 
 
+def as_tool_calls(chat: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A ReAct conversation as a tool-calling one: each action step as the JSON call it stands for, each
+    observation as the tool's result. Read so, the base decoder answers from a result (`answering_from_result`);
+    read as ReAct steps, it wrote another action, or added to the result what it knew of the name in it."""
+    turns = []
+    for turn in chat:
+        action = _ACTION.search(turn["content"]) if turn["role"] == "assistant" else None
+        if action:
+            call = {"name": action["name"], "arguments": _action_input(action["input"])}
+            turns.append({"role": "assistant", "content": json.dumps(call)})
+        elif turn["role"] == "user" and turn["content"].startswith("Observation:"):
+            turns.append({"role": "tool", "content": turn["content"].removeprefix("Observation:").strip()})
+        else:
+            turns.append(turn)
+    return turns
+
+
+def _action_input(text: str) -> Any:
+    """An action's input as written in the history: JSON, or the Python dict that LlamaIndex's ReActAgent
+    writes there (`ActionReasoningStep.get_content`); else the text itself."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            continue
+    return text
+
+
 def _thought(cursor: Cursor, limit: int) -> str:
     """Greedy free text up to the end of the line (special tokens and step keywords excluded)."""
     tokenizer = cursor.model.tokenizer
@@ -66,14 +96,23 @@ def _thought(cursor: Cursor, limit: int) -> str:
     return text.strip() or "I need to think about the question."
 
 
+def asks_a_question(schema: dict[str, Any]) -> bool:
+    """Whether a tool's arguments are one string named "input": LlamaIndex's schema for a tool that answers a
+    question (`QueryEngineTool`, a query engine over an index)."""
+    properties = schema.get("properties", {})
+    return list(properties) == ["input"] and properties["input"].get("type") == "string"
+
+
 def react_step(model, state: DecodeState, tools: dict[str, dict[str, Any]], action_bias: float,
-               max_new_tokens: int | None = None) -> tuple[str, DecodeState | None]:
+               max_new_tokens: int | None = None, question: str | None = None) -> tuple[str, DecodeState | None]:
     """Write one ReAct step from a prefilled single-row `state`.
 
     Returns the step's text and, when the step is an answer, the decoder state right after "Answer:" for
     the caller to stream the answer from (None when the step is a tool action, which is complete). The
     step acts when the model's score of "Action:" plus `action_bias` (nats) beats its score of "Answer:".
     `max_new_tokens` caps the tokens the model writes into the thought and the tool input (see `Cursor`).
+    A tool that answers a question (`asks_a_question`) is given the user's `question` as it was asked, as the
+    brief says: the small model shortened it to a keyword ("lighthouse"), which a query engine cannot answer.
     """
     decoders = {name: SchemaDecoder(model, schema) for name, schema in tools.items()}  # unsupported: fail now
     with torch.no_grad():
@@ -86,7 +125,10 @@ def react_step(model, state: DecodeState, tools: dict[str, dict[str, Any]], acti
             cursor.force("Action:")
             name = names[cursor.choose([f" {n}" for n in names])]
             cursor.force(f" {name}\nAction Input: ")
-            arguments = decoders[name].write(cursor, tools[name])
+            if question and asks_a_question(tools[name]):
+                arguments = {"input": question}
+            else:
+                arguments = decoders[name].write(cursor, tools[name])
             return f"{text}\nAction: {name}\nAction Input: {json.dumps(arguments)}", None
         cursor.force("Answer:")
         return f"{text}\nAnswer:", cursor.state
