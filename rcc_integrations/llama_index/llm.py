@@ -211,8 +211,9 @@ class RCCLLM(FunctionCallingLLM):
                                     sampling["max_new_tokens"], question)
             if rest is not None and observed:
                 text += " "  # the answer starts a turn of its own, where no space leads it
-                rest = text_only(engine.model.prefill_prompt(engine.model.empty_memory(),
-                                                             answering_from_result(as_tool_calls(chat))),
+                # the steps without the brief: beside it, the base decoder told what it knew of a name in the result
+                answering = answering_from_result(as_tool_calls(chat[1:]))
+                rest = text_only(engine.model.prefill_prompt(engine.model.empty_memory(), answering),
                                  engine.model.tokenizer)
         yield text
         if rest is not None:
