@@ -370,3 +370,54 @@ def test_tools_are_described_as_signatures_not_json_schemas():
     prompt = tools_prompt([convert_to_openai_tool(get_weather)])
     assert "- get_weather(city: string, days: integer): Weather forecast for a city." in prompt
     assert "properties" not in prompt  # no schema text for a small model to copy into its arguments
+
+
+@pytest.fixture()
+def prefills(text_rcc, monkeypatch) -> list[tuple[int, list[dict[str, str]]]]:
+    """(memory slots, chat) of every prefill before a tool call or an answer after a tool's result."""
+    seen: list[tuple[int, list[dict[str, str]]]] = []
+    prefill = text_rcc.prefill_prompt
+    monkeypatch.setattr(text_rcc, "prefill_prompt",
+                        lambda memory, chat: seen.append((memory.num_slots, chat)) or prefill(memory, chat))
+    return seen
+
+
+def test_a_call_is_written_by_the_base_decoder_from_what_the_memory_decoder_recalls(text_rcc, prefills,
+                                                                                     monkeypatch):
+    from rcc_integrations._conversation import IN_MEMORY
+
+    recalled = []  # the memory-reading decoder's answer to the question, on the chat without the tools
+    monkeypatch.setattr(text_rcc, "stream", lambda memory, chat, **kw: recalled.append((memory.num_slots, chat))
+                        or iter(["The code is 48213."]))
+    message = RCCChatModel(model=text_rcc, max_tokens=8).bind_tools([add]).invoke(
+        [SystemMessage(LONG), HumanMessage("What is the code plus 7?")])
+    assert message.tool_calls and message.content == ""
+    (slots, chat), = recalled
+    assert slots > 0 and chat[-1]["content"] == "What is the code plus 7?" and IN_MEMORY in chat[0]["content"]
+    assert "add(a: integer, b: integer)" not in chat[0]["content"]
+    (slots, chat), = prefills
+    assert slots == 0 and "add(a: integer, b: integer)" in chat[0]["content"]
+    assert chat[-1]["content"] == "The code is 48213.\n\nWhat is the code plus 7?"
+
+
+def test_after_a_tool_result_the_base_decoder_answers_told_to_answer_from_it(text_rcc, prefills):
+    from langchain_core.messages import ToolMessage
+
+    from rcc_integrations._conversation import ANSWER_FROM_RESULT
+
+    history = [SystemMessage(LONG), HumanMessage("What is the code plus 7?"),
+               AIMessage("", tool_calls=[{"name": "add", "args": {"a": 48213, "b": 7}, "id": "c1"}]),
+               ToolMessage("48220", tool_call_id="c1")]
+    RCCChatModel(model=text_rcc, max_tokens=4).bind_tools([add]).invoke(history)
+    (slots, chat), = prefills
+    assert slots == 0 and chat[0]["content"].endswith(ANSWER_FROM_RESULT)
+    assert chat[-1] == {"role": "tool", "content": "48220"}
+
+
+def test_memory_given_to_the_model_is_kept_where_an_agent_binds_its_tools(text_rcc, prompts_read):
+    from langchain.agents import create_agent
+
+    llm = RCCChatModel(model=text_rcc, max_tokens=4, memory=[Document(page_content=LONG)])
+    create_agent(llm, tools=[add]).invoke({"messages": [HumanMessage("What is the code plus 7?")]})
+    assert prompts_read and prompts_read[0][0] > 0  # the call was written from what the memory holds
+    assert llm._identifying_params["memory"] != RCCChatModel(model=text_rcc)._identifying_params["memory"]

@@ -261,3 +261,27 @@ def test_structured_predict_refuses_a_schema_it_cannot_honour_before_running(llm
     with pytest.raises(ValueError, match="cannot constrain"):
         llm.structured_predict(Pair, PromptTemplate(LONG))
     assert llm.engine.compressions == before
+
+
+def test_a_react_agent_gives_a_query_engine_tool_the_question_and_answers_from_its_result(text_rcc, monkeypatch):
+    from llama_index.core.agent.workflow import ReActAgent
+    from llama_index.core.tools import FunctionTool
+
+    from rcc_integrations._conversation import ANSWER_FROM_RESULT
+
+    def library(input: str) -> str:
+        """Answers a question from the files."""
+        return "Oslo had 1200 people in 1900."
+
+    read = []
+    prefill = text_rcc.prefill_prompt
+    monkeypatch.setattr(text_rcc, "prefill_prompt", lambda memory, chat: read.append(chat) or prefill(memory, chat))
+    calls, result = run_agent(ReActAgent(tools=[FunctionTool.from_defaults(library)],
+                                         llm=RCCLLM(model=text_rcc, max_tokens=8)))  # the default margin: act
+    assert [c.tool_kwargs for c in calls] == [{"input": "How many people lived in Oslo in 1900?"}]
+    assert read[-1] == [{"role": "system", "content": ANSWER_FROM_RESULT},
+                        {"role": "user", "content": "How many people lived in Oslo in 1900?"},
+                        {"role": "assistant", "content": json.dumps({"name": "library", "arguments": {
+                            "input": "How many people lived in Oslo in 1900?"}})},
+                        {"role": "tool", "content": "Oslo had 1200 people in 1900."}]
+    assert "\n" not in str(result).strip()  # the answer ends at its line: no steps leaked after it
