@@ -290,10 +290,9 @@ class Engine:
                           choice: str | None, after_tool_result: bool, margin: float, info: GenerationInfo,
                           sampling: dict[str, Any]) -> Iterator[str | ToolCall]:
         """One turn of a conversation with `tools` bound: one `ToolCall`, written by schema-constrained decoding,
-        or streamed text. `choice`: None (the model decides: a
-        call on a user turn when "{" scores within `margin` nats of its favourite token, reading the tools
-        described in `chat`'s system message: `with_tools`; text after a tool result), "any" (must call), or a
-        tool name (must call that one).
+        or streamed text. `choice`: None (the model decides: a call on a user turn when "{" scores within
+        `margin` nats of its favourite token, reading the tools described in its system message: `with_tools`;
+        text after a tool result), "any" (must call), or a tool name (must call that one).
 
         Each step goes to the decoder that does it dependably on the packaged model. A call: the decoder that
         reads memory first answers the user's turn from it (`recall`: e.g. the code a calculation needs), then
@@ -319,6 +318,7 @@ class Engine:
                 name, arguments, cut = generate_tool_call(self.model, state, schemas,
                                                           None if choice == "any" else choice,
                                                           sampling["max_new_tokens"])
+                # the recollection's tokens were generated for this turn too
                 info.output_tokens = self.count_tokens(recalled) + self.count_tokens(json.dumps(arguments))
                 info.finish_reason = "length" if cut else "tool_calls"
                 yield ToolCall(name, arguments, f"call_{uuid.uuid4().hex[:24]}")
