@@ -91,6 +91,7 @@ if TYPE_CHECKING:
     from rcc_model.memory import MemoryViews as MemoryViews
     from rcc_model.memory_cache import MemoryCache as MemoryCache
     from rcc_model.modeling import RCCModel as RCCModel
+    from rcc_model.prompts import with_context as with_context
     from rcc_model.reading import MemoryWithText as MemoryWithText
     from rcc_model.reading import Reading as Reading
     from rcc_model.reading import ReadingPolicy as ReadingPolicy
