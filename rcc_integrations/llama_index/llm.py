@@ -69,6 +69,7 @@ class RCCLLM(FunctionCallingLLM):
             for r in llm.stream_complete("Summarise: " + long_report):
                 print(r.delta, end="")
             agent = FunctionAgent(tools=[lookup], llm=RCCLLM())  # a tool call, then a text answer
+            agent = FunctionAgent(tools=[lookup], llm=RCCLLM(memory=[report]))  # reading a document too
     """
 
     model: Any = Field(default="default", description="packaged name, checkpoint folder, or an RCCModel")
@@ -88,6 +89,9 @@ class RCCLLM(FunctionCallingLLM):
         default=None, ge=0, description="the most tokens of the long texts' best-matching windows read as plain "
         "text before the question (the rest is read as slots). None = the model's expand_tokens; 0 = slots only")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
+    memory: Any = Field(default=None, description="what every call reads as memory (strings, CompressedMemory, "
+                        "MemoryWithText), unless a call passes its own memory=: how an agent's LLM (FunctionAgent, "
+                        "which passes no memory=) reads documents")
     tool_call_margin: float = Field(default=float("inf"), description=TOOL_CALL_MARGIN_HELP)
     react_guidance: bool = Field(default=True, description="write ReActAgent steps in their format by construction")
     react_action_margin: float = Field(default=float("inf"), description="nats in favour of calling a tool "
@@ -130,7 +134,7 @@ class RCCLLM(FunctionCallingLLM):
     def _responses(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         engine = self.engine
         turns = [(_ROLES.get(m.role, "user"), _rendered_text(m)) for m in messages]
-        attached, schema = kwargs.pop("memory", None), kwargs.pop("json_schema", None)
+        attached, schema = kwargs.pop("memory", self.memory), kwargs.pop("json_schema", None)
         functions, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         if schema is not None:  # refused before anything is compressed
             SchemaDecoder.check_schema(schema)

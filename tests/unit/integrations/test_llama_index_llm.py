@@ -285,3 +285,10 @@ def test_a_react_agent_gives_a_query_engine_tool_the_question_and_answers_from_i
                             "input": "How many people lived in Oslo in 1900?"}})},
                         {"role": "tool", "content": "Oslo had 1200 people in 1900."}]
     assert "\n" not in str(result).strip()  # the answer ends at its line: no steps leaked after it
+
+
+def test_memory_given_to_the_llm_is_read_by_a_function_agent(text_rcc, prompts_read):
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    run_agent(FunctionAgent(tools=[lookup], llm=RCCLLM(model=text_rcc, max_tokens=4, memory=[LONG])))
+    assert prompts_read and prompts_read[0][0] > 0  # the call was written from what the memory holds
