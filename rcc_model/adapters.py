@@ -74,3 +74,8 @@ def without_memory_adapters(model, no_memory: bool = True) -> AbstractContextMan
     answered by the untouched base decoder, whose chat and tool-use skills the adapters may have drifted.
     A context manager: `adapters_disabled()` for such a batch of a model with LoRA, else a no-op."""
     return adapters_disabled() if no_memory and model.config.lora else nullcontext()
+
+
+def adapters_active() -> bool:
+    """False inside `adapters_disabled()`: what code that computes the LoRA layers itself reads."""
+    return not _BASE_ONLY.get()

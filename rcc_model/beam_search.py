@@ -26,7 +26,7 @@ from types import MappingProxyType
 import torch
 from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
-from rcc_model.decoding import advance, eos_token_ids, prefill
+from rcc_model.decoding import advance, eos_token_ids, prefill, with_static_cache
 from rcc_model.memory import CompressedMemory
 from rcc_model.windows import slot_positions
 
@@ -149,6 +149,7 @@ def beam_search(model, memories: Sequence[CompressedMemory], length: int, num_be
         known = torch.tensor([anchor_tokens(model, m) for m in memories]).repeat_interleave(k, dim=0)  # (B k, S)
         anchors = {end: known[:, j] for j, end in enumerate(ends)}
     state = prefill(model, [m for m in memories for _ in range(k)], [[]] * (rows * k), length)
+    state = with_static_cache(model, state, length - 1)
     device = state.logits.device
     eos = torch.tensor(sorted(eos_token_ids(model)), dtype=torch.long, device=device)
     blocker = NoRepeatNGramLogitsProcessor(no_repeat_ngram_size) if no_repeat_ngram_size else None
@@ -174,9 +175,10 @@ def beam_search(model, memories: Sequence[CompressedMemory], length: int, num_be
             if distances is not None:
                 scores = scores - verify * distances.view(rows, k).to(device)
         if step + 1 < length:
-            state.cache.reorder_cache(parents)
-            state = advance(model, dataclasses.replace(state, mask=state.mask[parents],
-                                                       positions=state.positions[parents]), history[:, -1])
+            if k > 1:  # one beam: every hypothesis extends its own row
+                state.cache.reorder_cache(parents)
+                state = dataclasses.replace(state, mask=state.mask[parents], positions=state.positions[parents])
+            state = advance(model, state, history[:, -1])
     best = scores.argmax(dim=-1)  # (B,)
     winners = (first_row.squeeze(1) + best).tolist()
     return BeamResult([history[row].tolist() for row in winners], scores.gather(1, best[:, None]).squeeze(1).tolist())

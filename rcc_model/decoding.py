@@ -19,6 +19,7 @@ from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 from rcc_model.adapters import without_memory_adapters
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.prompts import token_ids
+from rcc_model.static_decoding import StaticCache
 
 
 @dataclass(frozen=True)
@@ -185,10 +186,24 @@ def advance(model, state: DecodeState, tokens: torch.Tensor) -> DecodeState:
     place), its logits merged over views."""
     mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
     with without_memory_adapters(model, state.num_slots == 0):
-        out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=state.positions[:, None],
-                            cache=state.cache, use_cache=True)
-    return DecodeState(merge_views(out.logits[:, -1].float(), state.views), out.cache, mask, state.positions + 1,
+        if isinstance(state.cache, StaticCache):
+            logits = state.cache.decoder.step(state.cache, tokens, state.positions, mask)
+        else:
+            out = model.decoder(input_ids=tokens[:, None], attention_mask=mask, position_ids=state.positions[:, None],
+                                cache=state.cache, use_cache=True)
+            logits = out.logits[:, -1]
+    return DecodeState(merge_views(logits.float(), state.views), state.cache, mask, state.positions + 1,
                        state.num_slots, state.fingerprint, state.extra)
+
+
+def with_static_cache(model, state: DecodeState, steps: int) -> DecodeState:
+    """`state` with its cache copied into a `StaticCache` with room for `steps` more tokens, on which `advance`
+    runs the decoder's `StaticDecoder` step instead of the stock `forward` and its per-call overhead (the same
+    logits: `rcc_model.static_decoding` says how far). `state` itself where there is no step to take or the
+    decoder has no such step."""
+    cache = StaticCache.of(model, state.cache, steps) if steps > 0 else None
+    return state if cache is None else DecodeState(state.logits, cache, state.mask, state.positions, state.num_slots,
+                                                   state.fingerprint, state.extra)
 
 
 @torch.no_grad()
@@ -205,6 +220,7 @@ def decode_tokens(model, state: DecodeState, params: SamplingParams) -> Iterator
     eos = torch.tensor(sorted(eos_token_ids(model)), dtype=torch.long, device=logits.device)
     blocker = NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size) if params.no_repeat_ngram_size else None
     generated = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)  # (B, t), for the blocker
+    state = with_static_cache(model, state, params.max_new_tokens - 1)
     for step in range(params.max_new_tokens):
         if step < params.min_new_tokens:  # out of place: a forked DecodeState shares its logits
             logits = logits.index_fill(1, eos, float("-inf"))

@@ -292,17 +292,21 @@ def test_a_greedy_abstention_gives_way_to_the_other_answer_only_within_the_margi
 
 
 @pytest.mark.parametrize("max_new_tokens", [4, 16, 40])
-def test_an_answer_the_weighing_chose_is_not_decoded_again(text_rcc, max_new_tokens):
-    """Past the prefill and one pass that scores the abstention, the decoder runs as often as decoding the
-    other answer plainly takes, also where the answer runs on past what the weighing decodes (32 tokens)."""
+def test_an_answer_the_weighing_chose_is_not_decoded_again(text_rcc, max_new_tokens, monkeypatch):
+    """Past the prefill and one pass that scores the abstention, the decoder runs (a stock forward or a
+    `StaticDecoder` step) as often as decoding the other answer plainly takes, also where the answer runs on past
+    what the weighing decodes (32 tokens)."""
     import dataclasses
 
     from rcc_model.abstention import abstention_gap
+    from rcc_model.static_decoding import StaticDecoder
 
     memory, question, _ = _abstaining(text_rcc, 3)
     with torch.no_grad():
         weighed = abstention_gap(text_rcc, text_rcc.prefill_prompt(memory, question), max_new_tokens=max_new_tokens)
     calls: list[int] = []
+    step = StaticDecoder.step
+    monkeypatch.setattr(StaticDecoder, "step", lambda *args: calls.append(1) or step(*args))
     hook = text_rcc.decoder.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
         plain = text_rcc.generate_ids(weighed.ruled_out, [], max_new_tokens=max_new_tokens)
