@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 import torch
 
-from rcc_model.decoding import DecodeState, SamplingParams, answer_end_id, eos_token_ids, extend, feed
+from rcc_model.decoding import (
+    DecodeState,
+    SamplingParams,
+    answer_end_id,
+    eos_token_ids,
+    extend,
+    feed,
+    with_static_cache,
+)
 
 ABSTENTION_PROBE_TOKENS = 32
 
@@ -79,8 +87,8 @@ def abstention_gap(model, state: DecodeState, max_new_tokens: int = ABSTENTION_P
     abstain = float(first[abstention[0]] + torch.log_softmax(logits[0], -1).gather(1, following).sum())
     ruled_out = dataclasses.replace(state, logits=state.logits.index_fill(
         1, torch.tensor([abstention[0]], device=state.logits.device), float("-inf")))
-    trial, other, score = ruled_out.clone(), [], 0.0
     limit = min(max_new_tokens, ABSTENTION_PROBE_TOKENS)
+    trial, other, score = with_static_cache(model, ruled_out.clone(), limit), [], 0.0
     while True:
         log_probs = first if not other else torch.log_softmax(trial.logits[0], -1)
         token = int(trial.logits[0].argmax())

@@ -151,8 +151,15 @@ def feed(model, state: DecodeState, prompt: Sequence[int], keep: int) -> tuple[t
 
 def extend(model, state: DecodeState, prompt: Sequence[int]) -> DecodeState:
     """Feed more prompt tokens to a (cloned) single-row state (or one of views), e.g. a question after a
-    memory prefix."""
-    return feed(model, state, prompt, keep=1)[1] if prompt else state
+    memory prefix; a state on a `StaticCache` (decoding) takes one token at a time, as decoding feeds them."""
+    if not prompt:
+        return state
+    if isinstance(state.cache, StaticCache):
+        if len(prompt) != 1:
+            raise ValueError(f"a decoding state takes one token at a time, got {len(prompt)}")
+        tokens = torch.tensor(list(prompt), device=state.logits.device).expand(state.mask.shape[0])
+        return advance(model, state, tokens)
+    return feed(model, state, prompt, keep=1)[1]
 
 
 def continuation_logprob(model, state: DecodeState, ids: Sequence[int]) -> float:
@@ -199,8 +206,11 @@ def advance(model, state: DecodeState, tokens: torch.Tensor) -> DecodeState:
 def with_static_cache(model, state: DecodeState, steps: int) -> DecodeState:
     """`state` with its cache copied into a `StaticCache` with room for `steps` more tokens, on which `advance`
     runs the decoder's `StaticDecoder` step instead of the stock `forward` and its per-call overhead (the same
-    logits: `rcc_model.static_decoding` says how far). `state` itself where there is no step to take or the
-    decoder has no such step."""
+    logits: `rcc_model.static_decoding` says how far). `state` itself, given room for `steps` more, where its
+    cache is one already; unchanged where there is no step to take or the decoder has no such step."""
+    if isinstance(state.cache, StaticCache):
+        state.cache.reserve(steps)
+        return state
     cache = StaticCache.of(model, state.cache, steps) if steps > 0 else None
     return state if cache is None else DecodeState(state.logits, cache, state.mask, state.positions, state.num_slots,
                                                    state.fingerprint, state.extra)

@@ -185,6 +185,7 @@ class StaticDecoder:
         mask over everything cached and this token; the keys and values go into `cache`."""
         hidden = self.embedding(tokens[:, None])  # (R, 1, H), as the stock layers see it
         cos, sin = (t.unsqueeze(1) for t in self.rotary_embedding(hidden, positions[:, None]))  # (R, 1, 1, D)
+        cache.reserve(1)
         column, rows = cache.length, tokens.shape[0]
         # Attention as the stock sdpa function computes it for one query and a padding mask (R, 1, 1, cached): the
         # query heads that share a key/value head side by side (R, N_kv, groups, D). Without padding the stock
@@ -212,10 +213,14 @@ class StaticDecoder:
 
 
 def _supported(decoder: nn.Module) -> bool:
+    """A decoder `StaticDecoder` computes as its stock `forward` does: a known anatomy, sdpa attention, no sliding
+    window, plain or LoRA linear layers, and every weight on one device (no `device_map` split or offload, whose
+    hooks move activations between modules)."""
     config = decoder.config
     inner = getattr(decoder, "model", None)
     if (config.model_type not in ARCHITECTURES or config._attn_implementation != "sdpa" or inner is None
-            or (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))):
+            or (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
+            or len({p.device for p in decoder.parameters()}) != 1 or hasattr(decoder, "hf_device_map")):
         return False
     projections = [decoder.lm_head] + [getattr(layer.self_attn, f"{n}_proj") for layer in inner.layers for n in "qkvo"]
     projections += [getattr(layer.mlp, f"{n}_proj") for layer in inner.layers for n in ("gate", "up", "down")]
@@ -248,6 +253,19 @@ class StaticCache:
                 buffer[:, :, :length] = source
                 buffers.append(buffer)
         return cls(decoder, keys, values, length)
+
+    def reserve(self, steps: int) -> None:
+        """Make room for `steps` more positions (a decoding state read on for longer than it was made for)."""
+        if self.keys[0].shape[2] >= self.length + steps:
+            return
+        for buffers in (self.keys, self.values):
+            for i, old in enumerate(buffers):
+                buffers[i] = old.new_empty(*old.shape[:2], self.length + steps, old.shape[3])
+                buffers[i][:, :, :self.length] = old[:, :, :self.length]
+
+    def __deepcopy__(self, memo: dict) -> StaticCache:
+        """A copy of the keys and values on the same (shared, read-only) decoder step."""
+        return StaticCache(self.decoder, [k.clone() for k in self.keys], [v.clone() for v in self.values], self.length)
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
         """Keep the cache rows `rows` (beam search: the row each new hypothesis extends), as the stock cache does."""

@@ -11,7 +11,7 @@ import torch
 from rcc_model import MemoryViews
 from rcc_model.adapters import add_lora
 from rcc_model.beam_search import beam_search
-from rcc_model.decoding import SamplingParams, advance, decode_tokens, prefill, with_static_cache
+from rcc_model.decoding import SamplingParams, advance, decode_tokens, extend, prefill, with_static_cache
 from rcc_model.static_decoding import StaticCache, StaticDecoder
 from tests.conftest import VOCAB, make_rcc, randomize_bridges
 
@@ -100,6 +100,21 @@ def test_views_and_beam_search_decode_as_with_the_stock_step():
     fast = decode()
     with stock_decoding():
         assert fast == decode()
+
+
+def test_a_decoding_state_takes_tokens_past_its_room_and_clones_apart():
+    model = randomize_bridges(make_rcc())
+    state = prefill(model, [model.compress(random_ids(n, seed=n)) for n in (40, 9)], [[1], [2, 3]], 8)
+    static, stock = with_static_cache(model, state.clone(), 1), state.clone()
+    for token in (5, 6, 7, 8):  # room for one: the buffers grow
+        static, stock = extend(model, static, [token]), extend(model, stock, [token])
+        assert torch.equal(static.logits, stock.logits)
+    copy = static.clone()
+    assert copy.cache.decoder is static.cache.decoder
+    advance(model, copy, torch.tensor([9, 9]))
+    assert (copy.cache.length, static.cache.length) == (static.cache.length + 1, stock.cache.get_seq_length())
+    with pytest.raises(ValueError, match="one token at a time"):
+        extend(model, static, [1, 2])
 
 
 def test_the_step_follows_weights_changed_in_place():
