@@ -86,8 +86,8 @@ class _Linears:
         out = product(x)  # (..., outputs + LoRA ranks): every base output, then every A output
         if up is None:
             return out
-        out, low = out.split([self.outputs, out.shape[-1] - self.outputs], -1)
-        return out + up(low) if active else out
+        base = out[..., :self.outputs]
+        return base + up(out[..., self.outputs:]) if active else base
 
     def _run_each(self, x: torch.Tensor, active: bool) -> torch.Tensor:
         outs = []
@@ -133,8 +133,7 @@ def _rms_norm(norm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:
         dtype, hidden = hidden.dtype, hidden.to(torch.float32)
-        hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
-        return weight * hidden.to(dtype)
+        return weight * (hidden * hidden.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()).to(dtype)
 
     return forward
 
@@ -162,8 +161,8 @@ class StaticDecoder:
         self.head = _Linears([decoder.lm_head])
         config, attention = decoder.config, inner.layers[0].self_attn
         self.head_dim, self.rotate_half = attention.head_dim, sys.modules[type(attention).__module__].rotate_half
-        self.query_heads = [config.num_attention_heads, config.num_key_value_heads]  # split of queries | keys
-        self.qk_heads = [sum(self.query_heads), config.num_key_value_heads]  # of (queries, keys) | values
+        self.query_heads = config.num_attention_heads  # heads of the queries, then the keys, then the values
+        self.qk_heads = config.num_attention_heads + config.num_key_value_heads
         self.intermediate = config.intermediate_size
 
     @classmethod
@@ -195,9 +194,10 @@ class StaticDecoder:
         heads = (rows, 1, -1, self.head_dim)
         for i, layer in enumerate(self.layers):
             residual, hidden = hidden, layer.input_norm(hidden)
-            qk, value = layer.qkv(hidden).view(heads).transpose(1, 2).split(self.qk_heads, 1)  # (R, heads, 1, D)
+            qkv = layer.qkv(hidden).view(heads).transpose(1, 2)  # (R, heads, 1, D)
+            qk = qkv[:, :self.qk_heads]
             qk = qk * cos + self.rotate_half(qk) * sin  # the stock rotary function, on queries and keys at once
-            query, key = qk.split(self.query_heads, 1)
+            query, key, value = qk[:, :self.query_heads], qk[:, self.query_heads:], qkv[:, self.qk_heads:]
             keys, values = cache.keys[i], cache.values[i]
             keys[:, :, column] = key[:, :, 0]
             values[:, :, column] = value[:, :, 0]
@@ -206,8 +206,8 @@ class StaticDecoder:
                 values[:, :, :column + 1], attn_mask=attention_mask, scale=layer.scaling)
             hidden = residual + layer.o(out.reshape(rows, 1, -1))
             residual, hidden = hidden, layer.post_norm(hidden)
-            gate, up = layer.gate_up(hidden).split(self.intermediate, -1)
-            hidden = residual + layer.down(layer.act(gate) * up)
+            gate_up, split = layer.gate_up(hidden), self.intermediate
+            hidden = residual + layer.down(layer.act(gate_up[..., :split]) * gate_up[..., split:])
         cache.length += 1
         return self.head(self.norm(hidden))[:, -1]
 
