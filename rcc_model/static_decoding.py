@@ -2,15 +2,18 @@
 
 A decoding step is one token per cache row, yet the stock `forward` runs the generic path of a prefill: module
 calls and hooks around every projection (with LoRA, three linear layers each), a causal mask built anew, a
-dynamic cache that concatenates every layer's keys and values, linear layers that on the CPU relayout their
-bfloat16 weights on every call, and, for one unpadded row, sdpa's `enable_gqa` kernel, up to ten times slower
-on the CPU than the one it takes for a padded batch. On a 135M model that overhead, not the arithmetic, bounds
-tokens per second. `StaticDecoder.step` runs the decoder's own weights, rotary embedding and functions in the
-stock layer's order of operations, without the machinery: keys and values go into buffers allocated once
-(`StaticCache`), bfloat16 weights are prepacked for oneDNN once (bitwise the same products), and attention
-always takes the padded-batch kernel. So a step gives bit for bit the logits the stock decoder gives a padded
-batch, and for an unpadded row the same up to the rounding of attention outputs to the model's dtype: the
-same greedy tokens but for a near tie (`tests/unit/test_static_decoding.py`).
+dynamic cache that concatenates every layer's keys and values, and linear layers that on the CPU relayout their
+bfloat16 weights on every call. On a 135M model that overhead, not the arithmetic, bounds tokens per second.
+`StaticDecoder.step` runs the decoder's own weights, rotary embedding and attention function in the stock
+layer's order of operations without that machinery: keys and values go into buffers allocated once
+(`StaticCache`), bfloat16 weights are prepacked for oneDNN once, and linear layers that read the same input run
+as one product. Every piece computes bitwise what the stock one does (the prepacked and side-by-side products
+are checked on a probe when built), so decoding gives the stock decoder's logits bit for bit and the same tokens
+(`tests/unit/test_static_decoding.py`).
+
+One stock cost stays, for that reason: for an unpadded row the stock attention takes sdpa's `enable_gqa` kernel,
+on the CPU several times slower than the kernel it takes for a padded batch, and the two round attention outputs
+differently, which flips greedy decoding at near ties (one of two reconstructed windows, at its second token).
 
 Shapes: R cache rows, C cache capacity (cached positions + steps still to take), N_kv key/value heads, D head
 dim, H hidden size, V vocabulary.
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from rcc_model.adapters import adapters_active
 
@@ -144,7 +148,8 @@ class _Layer:
     def __init__(self, layer: nn.Module):
         attention, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.post_norm = _rms_norm(layer.input_layernorm), _rms_norm(layer.post_attention_layernorm)
-        self.scaling, self.groups, self.act = attention.scaling, attention.num_key_value_groups, mlp.act_fn
+        self.attention = attention  # the stock attention function reads its head grouping
+        self.scaling, self.act = attention.scaling, mlp.act_fn
         self.qkv = _Linears([attention.q_proj, attention.k_proj, attention.v_proj])
         self.o = _Linears([attention.o_proj])
         self.gate_up, self.down = _Linears([mlp.gate_proj, mlp.up_proj]), _Linears([mlp.down_proj])
@@ -186,11 +191,8 @@ class StaticDecoder:
         cos, sin = (t.unsqueeze(1) for t in self.rotary_embedding(hidden, positions[:, None]))  # (R, 1, 1, D)
         cache.reserve(1)
         column, rows = cache.length, tokens.shape[0]
-        # Attention as the stock sdpa function computes it for one query and a padding mask (R, 1, 1, cached): the
-        # query heads that share a key/value head side by side (R, N_kv, groups, D). Without padding the stock
-        # decoder would take sdpa's `enable_gqa` kernel instead, up to ten times slower on the CPU and equal up to
-        # the rounding of attention outputs to the model's dtype.
-        attention_mask = mask.bool()[:, None, None, :]
+        # the stock causal mask for one query: none where no row is padded, else the padding, (R, 1, 1, cached)
+        attention_mask = None if bool(mask.all()) else mask.bool()[:, None, None, :]
         heads = (rows, 1, -1, self.head_dim)
         for i, layer in enumerate(self.layers):
             residual, hidden = hidden, layer.input_norm(hidden)
@@ -201,10 +203,9 @@ class StaticDecoder:
             keys, values = cache.keys[i], cache.values[i]
             keys[:, :, column] = key[:, :, 0]
             values[:, :, column] = value[:, :, 0]
-            out = nn.functional.scaled_dot_product_attention(
-                query.reshape(rows, -1, layer.groups, self.head_dim), keys[:, :, :column + 1],
-                values[:, :, :column + 1], attn_mask=attention_mask, scale=layer.scaling)
-            hidden = residual + layer.o(out.reshape(rows, 1, -1))
+            out, _ = sdpa_attention_forward(layer.attention, query, keys[:, :, :column + 1],
+                                            values[:, :, :column + 1], attention_mask, scaling=layer.scaling)
+            hidden = residual + layer.o(out.reshape(rows, 1, -1))  # (R, 1, heads, D) -> (R, 1, H)
             residual, hidden = hidden, layer.post_norm(hidden)
             gate_up, split = layer.gate_up(hidden), self.intermediate
             hidden = residual + layer.down(layer.act(gate_up[..., :split]) * gate_up[..., split:])

@@ -1,6 +1,6 @@
 """`StaticDecoder` steps against the stock decoder `forward` they replace in cached decoding: the same logits bit
-for bit where the stock decoder takes the same attention kernel (a padded batch), the same greedy tokens on one
-unpadded row; with LoRA adapters on and off, in float32 (plain products) and bfloat16 (prepacked on the CPU)."""
+for bit, padded batches and single rows, with LoRA adapters on and off, in float32 (plain products) and bfloat16
+(prepacked products on the CPU)."""
 
 from contextlib import contextmanager
 from unittest import mock
@@ -57,11 +57,12 @@ def step_logits(model, state, steps, static):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
-def test_a_padded_batch_steps_to_the_stock_logits_bit_for_bit(arch, dtype):
+def test_steps_give_the_stock_logits_bit_for_bit(arch, dtype):
     model = randomize_bridges(make_rcc(arch)).to(dtype)
     memories = [model.compress(random_ids(n, seed=n)) for n in (40, 9, 23)]
-    state = prefill(model, memories, [[1, 2, 3], [4], [5, 6]], 8)
-    assert torch.equal(step_logits(model, state, 8, static=True), step_logits(model, state, 8, static=False))
+    for state in (prefill(model, memories, [[1, 2, 3], [4], [5, 6]], 8),  # padded
+                  prefill(model, memories[:1], [[1, 2, 3]], 8)):  # one row: another attention kernel
+        assert torch.equal(step_logits(model, state, 8, static=True), step_logits(model, state, 8, static=False))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -77,7 +78,7 @@ def test_lora_adapters_step_as_the_stock_modules_compute_them_with_memory_and_wi
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_one_unpadded_row_writes_the_stock_greedy_tokens(dtype):
+def test_generation_writes_the_stock_greedy_tokens(dtype):
     model = lora_rcc(dtype=dtype)
     memory = model.compress(random_ids(40))
     fast = model.generate_ids(memory, [3, 4, 5], max_new_tokens=16, min_new_tokens=16)
