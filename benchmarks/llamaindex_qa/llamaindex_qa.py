@@ -326,6 +326,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("llamaindex_qa"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     docs, rows = load(args.cache)
     wrong = problems(docs, rows)
     if wrong:
