@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 
 import torch
@@ -212,8 +212,7 @@ def with_static_cache(model, state: DecodeState, steps: int) -> DecodeState:
         state.cache.reserve(steps)
         return state
     cache = StaticCache.of(model, state.cache, steps) if steps > 0 else None
-    return state if cache is None else DecodeState(state.logits, cache, state.mask, state.positions, state.num_slots,
-                                                   state.fingerprint, state.extra)
+    return state if cache is None else replace(state, cache=cache)
 
 
 @torch.no_grad()

@@ -246,14 +246,10 @@ class StaticCache:
         if decoder is None or type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer
                                                                     for layer in cache.layers):
             return None
-        length = cache.get_seq_length()
-        keys, values = [], []
-        for layer in cache.layers:
-            for source, buffers in ((layer.keys, keys), (layer.values, values)):
-                buffer = source.new_empty(*source.shape[:2], length + steps, source.shape[3])
-                buffer[:, :, :length] = source
-                buffers.append(buffer)
-        return cls(decoder, keys, values, length)
+        static = cls(decoder, [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
+                     cache.get_seq_length())
+        static.reserve(max(steps, 1))  # copies into buffers of its own: the prefill's cache is never written
+        return static
 
     def reserve(self, steps: int) -> None:
         """Make room for `steps` more positions (a decoding state read on for longer than it was made for)."""
