@@ -200,8 +200,9 @@ def mixed_reading(examples: Sequence[QAExample], tokenizer, haystack: np.ndarray
         while True:
             qa = draw(rng)
             windows = windows_of(qa, n_expanded + n_compressed, rng)
+            texts = [tokenizer.decode(w) for w in windows]
             answered = qa.answer != NOT_IN_DOCUMENT
-            holding = [j for j, w in enumerate(windows) if answered and qa.answer in tokenizer.decode(w)]
+            holding = [j for j, text in enumerate(texts) if answered and qa.answer in text]
             if holding or not answered:  # else the answer straddles two windows: draw again
                 break
         case = choose_case(rng) if answered else "absent"
@@ -215,7 +216,7 @@ def mixed_reading(examples: Sequence[QAExample], tokenizer, haystack: np.ndarray
         else:
             expanded, compressed = others[:n_expanded], others[n_expanded:][:n_compressed]
         expanded, compressed = sorted(expanded), sorted(compressed)
-        text = Reading.context_of([expanded], [[tokenizer.decode(windows[j]) for j in expanded]])
+        text = Reading.context_of([expanded], [[texts[j] for j in expanded]])
         question = [{"role": "user", "content": text_then_question(text, qa.question)}]
         answer = qa.answer if case != "absent" else NOT_IN_DOCUMENT
         return Example([t for j in compressed for t in windows[j]], prompt_ids(tokenizer, question),
