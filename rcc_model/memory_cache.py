@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -28,12 +28,14 @@ import torch
 from rcc_model.memory import STORAGE_DTYPES, CompressedMemory, MemoryFileError
 
 SUFFIX = ".rccmem"
+FOLDER_VARIABLE = "RCC_MEMORY_CACHE"  # where a cache given no folder lives, if set
 logger = logging.getLogger(__name__)
 
 
 class MemoryCache:
     """A folder of memory files of at most `max_bytes` (default 2 GiB), stored as `dtype` (default int8, half of
-    bfloat16), in `folder` (default `~/.cache/rcc/memories`, under `$XDG_CACHE_HOME` where set).
+    bfloat16), in `folder` (default `$RCC_MEMORY_CACHE` where set, else `~/.cache/rcc/memories`, under
+    `$XDG_CACHE_HOME` where set).
 
     Example:
         .. code-block:: python
@@ -50,7 +52,9 @@ class MemoryCache:
             raise ValueError(f"`max_bytes` must be a positive integer, got {max_bytes!r}")
         if dtype is not None and dtype not in STORAGE_DTYPES:
             raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES} or None (the memory's own), got {dtype!r}")
-        if folder is None:
+        if folder is None and os.environ.get(FOLDER_VARIABLE):
+            folder = os.environ[FOLDER_VARIABLE]
+        elif folder is None:
             from rcc_model.bases import default_cache_dir
 
             folder = default_cache_dir() / "memories"
@@ -81,25 +85,39 @@ class MemoryCache:
         used entries beyond `max_bytes`) and returned as its file reads back: a first read answers exactly as
         the later ones. A memory larger than `max_bytes`, or one the folder cannot take (read-only, full: a
         warning), is returned and not cached."""
-        if not key or not all(c in "0123456789abcdef" for c in key):
-            raise ValueError(f"a cache key is a lowercase hex digest (`MemoryCache.key`), got {key!r}")
-        path = self.folder / f"{key}.{self.dtype or 'own'}{SUFFIX}"  # caches of other dtypes may share a folder
+        return self.fetch_many([key], lambda missing: [make()], device)[0]
+
+    def fetch_many(self, keys: Sequence[str], make: Callable[[list[int]], list[CompressedMemory]],
+                   device: str | torch.device = "cpu") -> list[CompressedMemory]:
+        """`fetch` for several keys at once: `make(missing)` returns the memories of the keys at the indices
+        `missing` (in that order), so that what is not cached is compressed in one batch."""
+        for key in keys:
+            if not key or not all(c in "0123456789abcdef" for c in key):
+                raise ValueError(f"a cache key is a lowercase hex digest (`MemoryCache.key`), got {key!r}")
+        paths = [self.folder / f"{key}.{self.dtype or 'own'}{SUFFIX}" for key in keys]  # other dtypes may share it
         with self._lock:
-            memory = self._read(path, device)
-            if memory is not None:
-                self.hits += 1
-                return memory
-            self.misses += 1
-            memory = make().stored_as(self.dtype)
-            try:
-                memory.save(path, dtype=self.dtype)
-            except OSError as error:  # read-only, full: answer uncached rather than not at all
-                warnings.warn(f"the memory cache {self.folder} cannot be written ({error}): memories are compressed "
-                              "on every read; give a writable cache folder with room", stacklevel=3)
-                return memory.to(device)
-            self._touch(path)
-            self._evict()
+            found = [self._read(path, device) for path in paths]
+            missing = [i for i, memory in enumerate(found) if memory is None]
+            self.hits += len(keys) - len(missing)
+            self.misses += len(missing)
+            made = make(missing) if missing else []
+            if len(made) != len(missing):
+                raise ValueError(f"`make` returned {len(made)} memories for {len(missing)} missing keys")
+            for i, memory in zip(missing, made):
+                found[i] = self._store(paths[i], memory.stored_as(self.dtype), device)
+            return found
+
+    def _store(self, path: Path, memory: CompressedMemory, device: str | torch.device) -> CompressedMemory:
+        """Write `memory` to `path` and evict beyond `max_bytes`; `memory` on `device`, cached or not."""
+        try:
+            memory.save(path, dtype=self.dtype)
+        except OSError as error:  # read-only, full: answer uncached rather than not at all
+            warnings.warn(f"the memory cache {self.folder} cannot be written ({error}): memories are compressed "
+                          "on every read; give a writable cache folder with room", stacklevel=4)
             return memory.to(device)
+        self._touch(path)
+        self._evict()
+        return memory.to(device)
 
     def _read(self, path: Path, device: str | torch.device) -> CompressedMemory | None:
         if not path.is_file():

@@ -229,11 +229,16 @@ class RCCModel(nn.Module, GenerationMixin):
             cuts = self._sentence_ends
         return split_windows(ids, self.config.window, self.config.padding, cuts)
 
+    def window_ids(self, document: str | Sequence[int]) -> list[list[int]]:
+        """The token ids of each encoder window of a document (text or token ids), in memory order. Windows are
+        encoded independently, so `compress(window_ids(doc)[j])` is window j of `compress(doc)`: what an index
+        that stores text compresses when a question reads only some windows."""
+        return self._windows_of(self.encode_text(document) if isinstance(document, str) else document)
+
     def window_texts(self, document: str | Sequence[int]) -> list[str]:
         """The text each encoder window of a document (text or token ids) holds, in memory order (what
         `rcc_model.reading` ranks)."""
-        ids = self.encode_text(document) if isinstance(document, str) else document
-        return [self._require_tokenizer().decode(window) for window in self._windows_of(ids)]
+        return [self._require_tokenizer().decode(window) for window in self.window_ids(document)]
 
     @property
     def vocab_size(self) -> int:

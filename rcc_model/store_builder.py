@@ -197,7 +197,7 @@ def _plan_documents(model: RCCModel, corpus: Corpus, rate: int, stored: dict[str
         digest = doc.text_sha256
         if doc.id in stored and stored[doc.id].text_sha256 == digest:
             continue
-        windows = model._windows_of(model.encode_text(doc.text))  # the windows compress will cut
+        windows = model.window_ids(doc.text)  # the windows compress will cut
         planned.append(PlannedDocument(doc.id, doc.locator, digest, sum(len(w) for w in windows),
                                        sum(num_slots(len(w), rate) for w in windows)))
     return planned, len(seen)

@@ -72,6 +72,14 @@ def randomize_bridges(model: RCCModel, seed: int = 0, std: float = 0.05) -> RCCM
     return model
 
 
+@pytest.fixture(autouse=True)
+def _memory_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test's memory cache (an index's default `storage="text"`) in a folder of its own, never the user's."""
+    folder = tmp_path_factory.mktemp("memory-cache")
+    monkeypatch.setenv("RCC_MEMORY_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture(params=["llama", "neox"])
 def arch(request) -> str:
     """The two architecture families every invariant is checked on."""

@@ -1,10 +1,10 @@
 """`RCCMemoryIndex`: each document compressed whole into RCC memory, instead of chunked and embedded.
 
-Memory tensors live in side files (safetensors, int8 by default: `storage`) under the persist folder with a
-manifest; LlamaIndex's own docstore and index store hold the text and the structure, so a damaged memory file
-can always be rebuilt from the text. With `storage="text"` the folder holds no memory at all: the text, each
-document's windows (what ranking reads) and the manifest; a document is compressed when a question first reads
-it, into a bounded on-disk cache (`rcc_model.MemoryCache`).
+By default (`storage="text"`) the persist folder holds no memory at all: LlamaIndex's docstore and index store
+(the text and the structure), each document's windows (what ranking reads) and a manifest; a window is
+compressed when a question first reads it, into a bounded on-disk cache (`rcc_model.MemoryCache`). With a
+memory storage ("int8", "bfloat16", ...) the memory tensors live in side files (safetensors) beside them, so
+nothing is compressed at question time; a damaged memory file can always be rebuilt from the text.
 """
 
 from __future__ import annotations
@@ -100,18 +100,20 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             index = RCCMemoryIndex.from_documents(docs, show_progress=True)   # default model
             # or from_documents(docs, rate=8): half the memory, with the default's own r = 8 weights
             # or from_documents(docs, embed_model=my_embedding): windows ranked by meaning too, fused with BM25
-            # or from_documents(docs, storage="text"): persist text only, compress on first read into a cache
+            # or from_documents(docs, storage="int8"): persist memory too, so no question compresses anything
             response = index.as_query_engine().query("Who signed the March report?")
             print(response, response.metadata["reading"])   # which windows were read as text, which as slots
             index.persist("storage/")
             index = RCCMemoryIndex.load_from_disk("storage/")
 
-    `storage` says how `persist` keeps memory: "int8" (the default: answers as bfloat16's do, at half the
-    bytes), "bfloat16", "float16", "float32", or "text": no memory, only the text and each document's windows
-    (about what a vector index stores); a document is then compressed when a question first reads it, into a
-    `rcc_model.MemoryCache` of at most `cache_bytes` in `cache_dir` (default `~/.cache/rcc/memories`): the
-    choice where compression is cheap (a GPU). The index answers from memory as it will be stored, before
-    `persist` as after a reload. A loaded index keeps the storage it was persisted with unless given another.
+    `storage` says how the index keeps memory. "text" (the default) keeps none: `persist` writes the text and
+    each document's windows, about what a vector index stores, and a window is compressed when a question first
+    reads it (a question reads a few), into a `rcc_model.MemoryCache` of at most `cache_bytes` in `cache_dir`
+    (default `$RCC_MEMORY_CACHE`, else `~/.cache/rcc/memories`), so later questions read it from there. "int8"
+    (answers as bfloat16's do, at half the bytes), "bfloat16", "float16" or "float32" compress every document
+    when it is indexed and persist its memory, some kilobytes per token: no question waits for compression.
+    The index answers from memory as it will be stored, before `persist` as after a reload. A loaded index
+    keeps the storage it was persisted with unless given another.
     """
 
     index_struct_cls = RCCMemoryStruct
@@ -138,7 +140,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         self.rate = self._engine.model.config.check_rate(rate or built_at)  # a loaded index keeps its rate
         if self._store is not None:
             _check_store(self._store, self._engine.model, self.rate)
-        self.storage = storage_of(storage, manifest, self._engine.model)
+        self.storage = storage_of(storage, manifest, self._engine.model, with_store=self._store is not None)
         if self.storage == "text" and self._store is not None:
             raise ValueError(f"storage='text' keeps no memory, and the memory store {self._store.path} keeps all of "
                              "it outside the index already: give one or the other")
@@ -231,7 +233,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         for (node, _), memory in zip(todo, memories):
             self._memories[node.node_id] = memory.stored_as(self.storage)
 
-    def _compressed(self, texts: list[str]) -> list[CompressedMemory]:
+    def _compressed(self, texts: list[str] | list[list[int]]) -> list[CompressedMemory]:
         with self._engine.lock:
             memories = self._engine.model.compress(texts, batch_size=self.batch_size, progress=self._show_progress,
                                                    rate=self.rate)
@@ -349,7 +351,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
     # ------------------------------------------------------------------ memory access
     def memory_of(self, node_id: str) -> CompressedMemory:
         """The memory of one document (read from the store, when it holds it), recompressed from its stored text
-        if its file or its rows in the store were damaged."""
+        if its file or its rows in the store were damaged; with text storage, all its windows (`windows_of`)."""
         if node_id in self._stored:
             try:
                 return self._store[self._stored[node_id]].to(self._engine.model.device)
@@ -358,10 +360,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 del self._stored[node_id]
                 self._compress([self.docstore.get_node(node_id)], reuse_store=False)
         elif self.cache is not None:
-            text = self.docstore.get_node(node_id).get_content()
-            model = self._engine.model
-            return self.cache.fetch(MemoryCache.key(model.fingerprint, self.rate, text),
-                                    lambda: self._compressed([text])[0], device=model.device)
+            return CompressedMemory.concat(self.windows_of(node_id, range(self.outline_of(node_id).num_windows)))
         elif node_id not in self._memories:
             self._compress([self.docstore.get_node(node_id)])
         if node_id in self.damaged:
@@ -369,6 +368,19 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         if node_id in self._stored:
             return self._store[self._stored[node_id]].to(self._engine.model.device)
         return self._memories[node_id]
+
+    def windows_of(self, node_id: str, windows: Sequence[int]) -> list[CompressedMemory]:
+        """The memories of some windows of one document. With text storage each window is compressed alone
+        (windows are encoded independently: the same states) when a question first reads it, in one batch, and
+        kept in the cache, so a question pays for the few windows it reads, never for a whole document."""
+        if self.cache is None:
+            parts = self.memory_of(node_id).windows()
+            return [parts[j] for j in windows]
+        model = self._engine.model
+        ids = model.window_ids(self.docstore.get_node(node_id).get_content())
+        keys = [MemoryCache.key(model.fingerprint, self.rate, "window", ids[j]) for j in windows]
+        return self.cache.fetch_many(keys, lambda missing: self._compressed([ids[windows[k]] for k in missing]),
+                                     device=model.device)
 
     def outline_of(self, node_id: str) -> CompressedMemory:
         """A document's memory as ranking reads it: windows, their token counts and texts, slots. With text
@@ -450,19 +462,19 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
         for node_id in self.node_ids:
             if node_id not in whole and node_id not in compressed and node_id not in expanded:
                 continue
-            memory, texts = self.memory_of(node_id), self.window_texts(node_id)
+            outline, texts = self.outline_of(node_id), self.window_texts(node_id)
             shown = [] if node_id in whole else sorted(expanded.get(node_id, ()))  # a document read whole stays whole
-            read = range(memory.num_windows) if node_id in whole else sorted(compressed.get(node_id, set()) -
-                                                                               set(shown))
-            parts += [memory] if node_id in whole else [memory.windows()[j] for j in read]
+            read = range(outline.num_windows) if node_id in whole else sorted(compressed.get(node_id, set()) -
+                                                                                set(shown))
+            parts += [self.memory_of(node_id)] if node_id in whole else self.windows_of(node_id, read)
             reading.windows.append(list(read))
             reading.scores.append([])
-            reading.available.append(memory.num_windows)
+            reading.available.append(outline.num_windows)
             reading.texts += [texts[j] for j in read]
             reading.expanded.append(shown)
             reading.expanded_scores.append([])
             reading.expanded_texts.append([texts[j] for j in shown])
-            reading.expanded_tokens += sum(memory.window_tokens[j] for j in shown)
+            reading.expanded_tokens += sum(outline.window_tokens[j] for j in shown)
         if parts:
             reading.memory = CompressedMemory.concat(parts)
         return reading

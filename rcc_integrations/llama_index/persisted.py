@@ -32,14 +32,17 @@ from rcc_model import CompressedMemory, MemoryFileError, RCCModel
 MANIFEST = "rcc_manifest.json"
 VECTORS = "rcc_embeddings.safetensors"
 STORAGES = ("int8", "bfloat16", "float16", "float32", "text")  # how `persist` keeps memory
-DEFAULT_STORAGE = "int8"  # answers as bfloat16's on the measured questions (benchmarks/index_storage), half the bytes
+DEFAULT_STORAGE = "text"  # within the vector index's bytes; a question compresses only the windows it reads
 
 
-def storage_of(storage: str | None, manifest: dict | None, model: RCCModel) -> str:
+def storage_of(storage: str | None, manifest: dict | None, model: RCCModel, with_store: bool = False) -> str:
     """The storage an index persists with: `storage` if given, else the persisted index's (the memory dtype
-    for an index persisted before `storage` existed, which kept the states' dtype), else `DEFAULT_STORAGE`."""
-    if storage is None:
-        storage = DEFAULT_STORAGE if manifest is None else manifest.get("storage", model.config.memory_dtype)
+    for an index persisted before `storage` existed, which kept the states' dtype), else `DEFAULT_STORAGE`
+    ("int8" `with_store`: a memory store holds memory, which text storage has none of)."""
+    if storage is None and manifest is not None:
+        storage = manifest.get("storage", model.config.memory_dtype)
+    elif storage is None:
+        storage = "int8" if with_store else DEFAULT_STORAGE
     if storage not in STORAGES:
         raise ValueError(f"`storage` must be one of {STORAGES}, got {storage!r}")
     return storage

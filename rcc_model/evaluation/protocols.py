@@ -143,7 +143,7 @@ def _described(search: Search) -> str:
 
 def _windows_holding(model: RCCModel, context: list[int], span: tuple[int, int]) -> list[int]:
     """The windows of `context`'s memory that hold a token of `span` (start, end): the code's sentence."""
-    bounds = np.cumsum([0] + [len(window) for window in model._windows_of(context)])
+    bounds = np.cumsum([0] + [len(window) for window in model.window_ids(context)])
     return [i for i in range(len(bounds) - 1) if bounds[i] < span[1] and bounds[i + 1] > span[0]]
 
 

@@ -34,6 +34,24 @@ def test_a_memory_is_compressed_once_then_read_from_disk_as_its_first_read_gave_
     assert calls == [1, 1] and torch.equal(wider.states, model.compress(ids).stored_as("bfloat16").states)
 
 
+
+def test_fetch_many_compresses_only_the_missing_keys_in_one_call_and_keeps_their_order(model, tmp_path):
+    cache, texts = MemoryCache(tmp_path / "cache"), [random_ids(24, seed=seed) for seed in range(3)]
+    keys = [MemoryCache.key(model.fingerprint, 4, ids) for ids in texts]
+    cache.fetch(keys[1], lambda: model.compress(texts[1]))
+    asked: list[list[int]] = []
+
+    def make(missing: list[int]) -> list[CompressedMemory]:
+        asked.append(missing)
+        return model.compress([texts[i] for i in missing])
+
+    got = cache.fetch_many(keys, make)
+    assert asked == [[0, 2]] and (cache.hits, cache.misses) == (1, 3)
+    for ids, memory in zip(texts, got):
+        assert torch.equal(memory.states, model.compress(ids).stored_as("int8").states)
+    with pytest.raises(ValueError, match="returned 0 memories for 1 missing"):
+        MemoryCache(tmp_path / "other").fetch_many(keys[:1], lambda missing: [])
+
 def test_the_least_recently_used_entries_go_first_and_the_folder_stays_within_its_bytes(model, tmp_path):
     docs = {name: random_ids(40, seed=i) for i, name in enumerate("abc")}
     keys = {name: MemoryCache.key(name) for name in docs}

@@ -214,7 +214,7 @@ def test_an_error_at_any_step_of_persist_keeps_the_old_or_the_new_index_and_leav
 
 # ---------------------------------------------------------------------------------------------- your files
 def test_persist_and_save_pretrained_keep_the_users_files(text_rcc, tmp_path, base_dir):
-    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="int8")
     store = index.persist(tmp_path / "store")
     (store / "notes.txt").write_text("mine")
     (store / "extra").mkdir()
@@ -253,7 +253,7 @@ def test_a_non_empty_folder_rcc_did_not_write_is_refused(text_rcc, tmp_path, bas
 
 
 def test_a_folder_an_older_rcc_wrote_is_overwritten_in_place(text_rcc, tmp_path):
-    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="int8")
     store = index.persist(tmp_path / "store")
     (store / JOURNAL).unlink()  # what an older rcc left: no journal
     (store / "rcc_memory" / ("0" * 32)).write_bytes(b"an older version's memory file")
@@ -311,7 +311,7 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, text_rcc):
     try:
         with atomic_file(tmp_path / "plain.txt") as tmp:
             tmp.write_text("x")
-        store = RCCMemoryIndex.from_documents(docs([0]), model=text_rcc).persist(tmp_path / "store")
+        store = RCCMemoryIndex.from_documents(docs([0]), model=text_rcc, storage="int8").persist(tmp_path / "store")
     finally:
         os.umask(old)
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
@@ -356,7 +356,7 @@ def test_saving_onto_a_symbolic_link_writes_its_target_and_keeps_the_link(tmp_pa
 
 # ---------------------------------------------------------------------------------------------- manifests
 def test_a_manifest_entry_outside_the_index_folder_is_refused(text_rcc, tmp_path):
-    store = RCCMemoryIndex.from_documents(docs(), model=text_rcc).persist(tmp_path / "store")
+    store = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="int8").persist(tmp_path / "store")
     secret = tmp_path / "secret.txt"
     secret.write_text("not yours")
     manifest = json.loads((store / "rcc_manifest.json").read_text())

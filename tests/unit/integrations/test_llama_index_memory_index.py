@@ -18,7 +18,8 @@ def docs():
 
 @pytest.fixture()
 def index(text_rcc):
-    return RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+    """An index that compresses its documents when they are added and persists their memory."""
+    return RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="int8")
 
 
 def test_documents_are_compressed_whole_with_metadata(index, text_rcc):

@@ -1,5 +1,5 @@
-"""RCCMemoryIndex storage: int8 memory by default, bfloat16 on request, and text only, compressed on first read
-into a bounded cache."""
+"""RCCMemoryIndex storage: text only by default, each window compressed when a question first reads it into a
+bounded cache; int8 or wider memory persisted on request."""
 
 import json
 
@@ -10,6 +10,7 @@ from pydantic import Field
 from safetensors import safe_open
 
 from rcc_integrations.llama_index import RCCMemoryIndex
+from tests.conftest import corpus_text
 from tests.unit.integrations.test_expanded_reading import FakeEmbedding
 from tests.unit.integrations.test_llama_index_memory_index import TEXT, docs
 
@@ -42,8 +43,16 @@ def stored_dtypes(folder) -> set[str]:
     return dtypes
 
 
-def test_the_default_persists_int8_memory_and_answers_alike_before_persist_and_after_reload(text_rcc, tmp_path):
+def test_the_default_persists_text_and_no_memory(text_rcc, tmp_path):
     index = RCCMemoryIndex.from_documents(docs(), model=text_rcc)
+    assert index.storage == "text" and index.engine.compressions == 0
+    folder = index.persist(tmp_path / "text")
+    assert not list(folder.rglob("*.rccmem"))
+    assert RCCMemoryIndex.load_from_disk(folder, model=text_rcc).storage == "text"
+
+
+def test_int8_persists_int8_memory_and_answers_alike_before_persist_and_after_reload(text_rcc, tmp_path):
+    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="int8")
     answer = str(index.as_query_engine(max_tokens=6).query("Which office keeps a ledger?"))
     assert index.storage == "int8" and stored_dtypes(index.persist(tmp_path / "int8")) == {"I8"}
     loaded = RCCMemoryIndex.load_from_disk(tmp_path / "int8", model=text_rcc)
@@ -68,8 +77,8 @@ def test_a_loaded_index_keeps_its_storage_unless_given_another(text_rcc, tmp_pat
         RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="int4")
 
 
-def test_text_storage_persists_no_memory_and_compresses_a_document_when_a_question_first_reads_it(text_rcc,
-                                                                                                  tmp_path):
+def test_text_storage_persists_no_memory_and_compresses_the_windows_a_question_reads_when_it_first_reads_them(
+        text_rcc, tmp_path):
     budget = 2 * text_rcc.config.window // text_rcc.config.rate  # two windows
     index = RCCMemoryIndex.from_documents(planted(), model=text_rcc, storage="text", cache_dir=tmp_path / "cache")
     assert index.engine.compressions == 0  # built from the tokenizer alone
@@ -78,33 +87,43 @@ def test_text_storage_persists_no_memory_and_compresses_a_document_when_a_questi
     windows = json.loads((folder / "rcc_manifest.json").read_text())["windows"]
     assert sorted(windows) == sorted(index.node_ids) and windows["doc-9:memory"]["window_texts"] == \
         index.window_texts("doc-9:memory")
-    int8 = RCCMemoryIndex.from_documents(planted(), model=text_rcc)
+    int8 = RCCMemoryIndex.from_documents(planted(), model=text_rcc, storage="int8")
     expected = int8.as_query_engine(max_tokens=4, memory_budget=budget).query(QUESTION)
     built = int8.engine.compressions
 
     loaded = RCCMemoryIndex.load_from_disk(folder, model=text_rcc, cache_dir=tmp_path / "cache")
     assert loaded.storage == "text"
     first = loaded.as_query_engine(max_tokens=4, memory_budget=budget).query(QUESTION)
-    read = {s.node.ref_doc_id for s in first.source_nodes}
-    assert read == {"doc-9"} and loaded.engine.compressions == built + 1  # only the document read
+    read = [s.node.metadata["rcc_window"] for s in first.source_nodes]
+    assert {s.node.ref_doc_id for s in first.source_nodes} == {"doc-9"} and 0 < len(read) < \
+        loaded.outline_of("doc-9:memory").num_windows
+    assert loaded.engine.compressions == built + len(read)  # the windows read, each once, nothing else
     assert str(first) == str(expected)  # the cache holds int8 memory: answers as the int8 index does
     again = loaded.as_query_engine(max_tokens=4, memory_budget=budget).query(QUESTION)
-    assert str(again) == str(first) and loaded.engine.compressions == built + 1
-    assert (loaded.cache.hits, loaded.cache.misses) == (1, 1)
+    assert str(again) == str(first) and loaded.engine.compressions == built + len(read)
+    assert (loaded.cache.hits, loaded.cache.misses) == (len(read), len(read))
     assert folder_bytes(folder) < folder_bytes(int8.persist(tmp_path / "int8"))
 
 
 def test_the_cache_stays_within_its_bytes_and_a_document_evicted_is_compressed_again(text_rcc, tmp_path):
-    index = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="text", cache_dir=tmp_path / "cache")
+    distinct = [Document(text=corpus_text(seed, 120), id_=f"doc-{seed}") for seed in (0, 1)]  # no window shared
+    index = RCCMemoryIndex.from_documents(distinct, model=text_rcc, storage="text", cache_dir=tmp_path / "cache")
     one = index.memory_of("doc-0:memory").stored_as("int8")
+    whole = RCCMemoryIndex.from_documents(distinct, model=text_rcc, storage="int8").memory_of("doc-0:memory")
+    assert torch.equal(one.states, whole.states)  # windows compressed apart: the memory compressed whole
     entry = folder_bytes(tmp_path / "cache")
-    small = RCCMemoryIndex.from_documents(docs(), model=text_rcc, storage="text", cache_dir=tmp_path / "small",
-                                          cache_bytes=entry + entry // 2)  # room for one document
+    small = RCCMemoryIndex.from_documents(distinct, model=text_rcc, storage="text", cache_dir=tmp_path / "small",
+                                          cache_bytes=entry + entry // 2)  # room for one document's windows
     compressions = small.engine.compressions
-    for node_id in ("doc-0:memory", "doc-1:memory", "doc-0:memory"):
+    windows = {node_id: small.outline_of(node_id).num_windows for node_id in ("doc-0:memory", "doc-1:memory")}
+    assert min(windows.values()) > 1
+    for node_id in ("doc-0:memory", "doc-1:memory"):
         small.memory_of(node_id)
-    assert small.engine.compressions == compressions + 3 and folder_bytes(tmp_path / "small") <= entry + entry // 2
-    assert torch.equal(small.memory_of("doc-0:memory").states, one.states)
+    both = compressions + windows["doc-0:memory"] + windows["doc-1:memory"]
+    assert small.engine.compressions == both and folder_bytes(tmp_path / "small") <= entry + entry // 2
+    again = small.memory_of("doc-0:memory")  # the least recently used of its windows were evicted
+    assert both < small.engine.compressions <= both + windows["doc-0:memory"]
+    assert torch.equal(again.states, one.states)
 
 
 def test_damaged_windows_in_a_text_index_are_computed_again_from_the_text(text_rcc, tmp_path):
