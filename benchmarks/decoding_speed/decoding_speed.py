@@ -6,7 +6,10 @@
 Methods, each timed in turn within every repetition (so that load from other processes hits all alike), medians
 reported:
 - base `generate`: the untouched base model (transformers `generate`, KV cache, greedy) on a prompt of as many
-  tokens as the RCC decoder reads (the memory's slots + the question), so that both attend to as many positions;
+  tokens as the RCC decoder reads (the memory's slots + the question), so that both attend to as many positions
+  (the "x base" columns: the per-token cost alone);
+- base `generate`, whole context: the same on the context itself + the question, what the base model must read
+  to answer the same question without RCC (the "x context" column; the memory was compressed beforehand, once);
 - RCC `generate_ids`: greedy tokens from the memory and the same question, as `generate`, `ask` and `stream`
   decode them (`StaticDecoder` steps);
 - RCC, stock step: the same, each step through the stock decoder `forward` (the path before `StaticDecoder`);
@@ -67,10 +70,11 @@ def main() -> None:
     windows = model.compress(ids[:2 * model.config.window])
     question = prompt_ids(model.tokenizer, [{"role": "user", "content": QUESTION}])
     base_prompt = torch.tensor([ids[:memory.num_slots] + question])  # as many positions as slots + question
+    context_prompt = torch.tensor([ids[:args.context_tokens] + question])  # what the base reads without RCC
     n = args.new_tokens
 
-    def base_generate(tokens: int):
-        return lambda: base.generate(base_prompt, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    def base_generate(tokens: int, prompt: torch.Tensor = base_prompt):
+        return lambda: base.generate(prompt, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
 
     def rcc_generate(tokens: int):
         return lambda: model.generate_ids(memory, question, max_new_tokens=tokens, min_new_tokens=tokens)
@@ -86,6 +90,7 @@ def main() -> None:
 
     methods = {
         "base `generate`": (base_generate(n), base_generate(1), n),
+        "base `generate`, whole context": (base_generate(n, context_prompt), base_generate(1, context_prompt), n),
         "RCC `generate_ids` from memory": (rcc_generate(n), rcc_generate(1), n),
         "RCC from memory, stock step": (stock(rcc_generate(n)), stock(rcc_generate(1)), n),
         "greedy `reconstruct`, 2 windows in one batch": (reconstruct, None, windows.token_count),
@@ -97,7 +102,7 @@ def main() -> None:
         if one:
             one()
     names = list(methods)
-    same_tokens = outputs[names[1]] == outputs[names[2]] and outputs[names[3]] == outputs[names[4]]
+    same_tokens = outputs[names[2]] == outputs[names[3]] and outputs[names[4]] == outputs[names[5]]
     times: dict[str, list[float]] = {name: [] for name in methods}
     firsts: dict[str, list[float]] = {name: [] for name in methods}
     for repeat in range(args.repeats):
@@ -115,9 +120,10 @@ def main() -> None:
                      "first_token_s": first,
                      "decoding_tokens_per_s": (tokens - 1) / (total - first) if first is not None else None,
                      "all_seconds": times[name]})
-    base_rate = rows[0]
+    base_rate, context_rate = rows[0], rows[1]
     for row in rows:
         row["vs_base"] = row["tokens_per_s"] / base_rate["tokens_per_s"]
+        row["vs_context"] = row["tokens_per_s"] / context_rate["tokens_per_s"]
         if row["decoding_tokens_per_s"] is not None:
             row["decoding_vs_base"] = row["decoding_tokens_per_s"] / base_rate["decoding_tokens_per_s"]
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else []
@@ -126,17 +132,18 @@ def main() -> None:
     if args.out != HERE / "decoding_speed":
         command += f" --out {args.out}"
     body = [f"Memory: {args.context_tokens} tokens, {memory.num_slots} slots (r = {memory.rate}); question "
-            f"{len(question)} tokens; base prompt {base_prompt.shape[1]} tokens. Weights {model.decoder.dtype}. "
+            f"{len(question)} tokens; base prompt {base_prompt.shape[1]} tokens, whole context "
+            f"{context_prompt.shape[1]}. Weights {model.decoder.dtype}. "
             f"Median of {args.repeats} interleaved repetitions. Load average at the end: {' '.join(load)}. "
             f"The StaticDecoder path writes the stock path's greedy tokens and reconstruction: "
             f"{'yes' if same_tokens else 'NO'}.", "",
-            "| method | new tokens | s per call | tokens/s | x base | first token s | decoding tokens/s | x base |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| method | new tokens | s per call | tokens/s | x base | x context | first token s | decoding tokens/s "
+            "| x base |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         decoding = (f"{r['first_token_s']:.2f} | {r['decoding_tokens_per_s']:.1f} | {r['decoding_vs_base']:.2f}"
                     if r["first_token_s"] is not None else "– | – | –")
         body.append(f"| {r['method']} | {r['new_tokens']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} | "
-                    f"{r['vs_base']:.2f} | {decoding} |")
+                    f"{r['vs_base']:.2f} | {r['vs_context']:.2f} | {decoding} |")
     write_report(args.out, "Decoding speed from memory vs the base model's `generate`", command, body,
                  {"rows": rows, "same_tokens": same_tokens, "load_average": load, "slots": memory.num_slots},
                  measured_on=machine(torch.get_num_threads()))
