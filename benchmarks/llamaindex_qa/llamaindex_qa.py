@@ -13,17 +13,20 @@ Each question is asked of an index of its own document (generated ones of ~3K to
 - minilm-top2, minilm-top4: `VectorStoreIndex`, 256-token chunks (the base model's tokens, 32 overlapping),
   MiniLM embeddings, the top 2 or 4 chunks pasted into LlamaIndex's QA prompt;
 - bm25-top2, bm25-top4: the same chunks ranked by Okapi BM25 (`rcc_model.ranking.bm25`);
+- minilm-top4-decline, bm25-top4-decline: the same, the QA prompt told how to decline ("If the context does not
+  give the answer, reply: The document does not say.", the RCC model's own abstention);
 - full-text: the whole document in the prompt, where it fits the base model's positions.
 The text systems answer through `RCCLLM` over the RCC model's base, untouched (an RCC decoder reading no memory is
-the base model); their prompt is LlamaIndex's, told how to decline ("The document does not say.", the RCC
-model's own abstention). Greedy, `--max-tokens` answer tokens.
+the base model), in LlamaIndex's own QA prompt (`DEFAULT_TEXT_QA_PROMPT`, what a `VectorStoreIndex` query engine
+sends; "-decline" adds the line above). Greedy, `--max-tokens` answer tokens.
 
 Per question: the answer, whether it is correct (`scoring.py`), whether the text the decoder read (the chunks,
 the windows read as text or slots, the document) holds the answer (finding apart from reading), decoder tokens
 read (memory slots read, one alignment's, + prompt tokens: the text of every message, the chat template aside),
 time to first answer text (retrieval included), seconds. Per system and document: build seconds and bytes stored
 (the persisted index; the UTF-8 text for the full text). Every record is appended to `--out`.jsonl as it comes,
-so a killed run continues where it stopped; then `--out`.md / .json (the tables) and .png (accuracy per kind with
+so a killed run continues where it stopped, and runs of other systems into other files can be joined
+(`--join`); then `--out`.md / .json (the tables) and .png (accuracy per kind with
 95 % bootstrap intervals).
 """
 
@@ -42,7 +45,7 @@ import torch
 from llama_index.core import Document, PromptTemplate, VectorStoreIndex
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT_TMPL
+from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT as TEXT_QA
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.storage.docstore import SimpleDocumentStore
 
@@ -57,10 +60,13 @@ from _report import machine, write_report
 from question_set import KINDS, load, problems
 from scoring import bootstrap, is_correct
 
-SYSTEMS = ("rcc", "minilm-top2", "minilm-top4", "bm25-top2", "bm25-top4", "full-text")
-CHUNK_TOKENS, CHUNK_OVERLAP = 256, 32
-TEXT_QA = PromptTemplate(DEFAULT_TEXT_QA_PROMPT_TMPL.replace(
+SYSTEMS = ("rcc", "minilm-top2", "minilm-top4", "bm25-top2", "bm25-top4", "minilm-top4-decline", "bm25-top4-decline",
+           "full-text")
+DECLINE = PromptTemplate(TEXT_QA.template.replace(  # "-decline": told how to say the document does not hold it
     "Query:", "If the context does not give the answer, reply: The document does not say.\nQuery:"))
+CHUNK_TOKENS, CHUNK_OVERLAP = 256, 32
+DEFAULT_OUT = Path(__file__).with_name("llamaindex_qa")
+OTHER_WEIGHTS = "; a system named rcc-...: rcc with other weights, run under --label (README.md)"
 Answer = Callable[[str], dict]  # question -> {"answer", "ttft_s", "slots", "prompt_tokens", "read_text"}
 
 
@@ -101,6 +107,8 @@ class Bench:
                           compress_threshold=10**9)
         self.embed = MiniLM()
         self.max_tokens, self.expand_tokens = max_tokens, expand_tokens
+        self._cache = tempfile.TemporaryDirectory(prefix="rcc-memory-cache-")  # rcc's windows: cold at the start
+        self.cache = Path(self._cache.name)
         self.splitter = SentenceSplitter(chunk_size=CHUNK_TOKENS, chunk_overlap=CHUNK_OVERLAP,
                                          tokenizer=self.llm.engine.tokenizer.encode)
 
@@ -119,13 +127,14 @@ class Bench:
             return (lambda q: self.from_text(text, q)), {"build_s": 0.0, "bytes": len(text.encode())}
         if system == "rcc":
             index = RCCMemoryIndex.from_documents([document], model=self.rcc, embed_model=self.embed,
-                                                  expand_tokens=self.expand_tokens)
+                                                  expand_tokens=self.expand_tokens, cache_dir=self.cache)
             built = time.perf_counter() - began
             engine = index.as_query_engine(streaming=True, max_tokens=self.max_tokens)
             return (lambda q: self.from_memory(index, engine, q)), {
                 "build_s": built, "bytes": folder_bytes(index.persist(scratch / "rcc"))}
         nodes = self.splitter.get_nodes_from_documents([document])
-        top_k = int(system.rsplit("top", 1)[1])
+        top_k = int(system.rsplit("top", 1)[1].removesuffix("-decline"))
+        prompt = DECLINE if system.endswith("-decline") else TEXT_QA
         if system.startswith("minilm"):
             vector = VectorStoreIndex(nodes, embed_model=self.embed)
             retriever, built = vector.as_retriever(similarity_top_k=top_k), time.perf_counter() - began
@@ -135,20 +144,21 @@ class Bench:
             store = SimpleDocumentStore()
             store.add_documents(nodes)
             store.persist(str(scratch / "bm25" / "docstore.json"))
-        return (lambda q: self.from_chunks(retriever, q)), {"build_s": built, "bytes": folder_bytes(scratch)}
+        return (lambda q: self.from_chunks(retriever, q, prompt)), {"build_s": built, "bytes": folder_bytes(scratch)}
 
-    def from_text(self, context: str, question: str, began: float | None = None) -> dict:
+    def from_text(self, context: str, question: str, began: float | None = None,
+                  prompt: PromptTemplate = TEXT_QA) -> dict:
         began = time.perf_counter() if began is None else began
-        stream = self.llm.stream_complete(TEXT_QA.format(context_str=context, query_str=question))
+        stream = self.llm.stream_complete(prompt.format(context_str=context, query_str=question))
         answer, ttft, last = streamed(stream, began, lambda r: r.delta)
         return {"answer": answer, "ttft_s": ttft, "slots": 0, "prompt_tokens": last.raw["usage"]["prompt_tokens"],
                 "read_text": context}
 
-    def from_chunks(self, retriever: BaseRetriever, question: str) -> dict:
+    def from_chunks(self, retriever: BaseRetriever, question: str, prompt: PromptTemplate) -> dict:
         began = time.perf_counter()
         chunks = retriever.retrieve(question)
         context = "\n\n".join(c.node.get_content(metadata_mode=MetadataMode.LLM) for c in chunks)
-        return self.from_text(context, question, began)
+        return self.from_text(context, question, began, prompt)
 
     def from_memory(self, index: RCCMemoryIndex, engine, question: str) -> dict:
         began = time.perf_counter()
@@ -175,8 +185,10 @@ def chosen(rows: list[dict], limit: int | None) -> list[dict]:
     return picked
 
 
-def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str], log: Path) -> list[dict]:
-    """Every (system, question) not yet in `log`, appended to it as answered; returns all of `log`."""
+def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str], log: Path,
+        label: str | None = None) -> list[dict]:
+    """Every (system, question) not yet in `log`, appended to it as answered, the system named `label` where
+    given (one system: another model's rcc beside the packaged one's); returns all of `log`."""
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     answered = {(r["system"], r["id"]) for r in done if r["type"] == "answer"}
     built = {(r["system"], r["doc"]) for r in done if r["type"] == "build"}
@@ -188,26 +200,42 @@ def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str]
 
         for doc in dict.fromkeys(row["doc"] for row in rows):
             for system in systems:
-                todo = [row for row in rows if row["doc"] == doc and (system, row["id"]) not in answered]
+                name = label or system
+                todo = [row for row in rows if row["doc"] == doc and (name, row["id"]) not in answered]
                 if not todo:
                     continue
                 with tempfile.TemporaryDirectory() as scratch:
                     answer, build = bench.build(system, doc, docs[doc], Path(scratch))
-                if (system, doc) not in built:
-                    record({"type": "build", "system": system, "doc": doc, "tokens": bench.count(docs[doc]), **build})
+                if (name, doc) not in built:
+                    record({"type": "build", "system": name, "doc": doc, "tokens": bench.count(docs[doc]), **build})
                 for row in todo if answer is not None else []:
                     began = time.perf_counter()
                     result = answer(row["question"])
                     seconds = time.perf_counter() - began
                     read = result.pop("read_text")  # whether the answer was in what the decoder read:
                     in_read = None if row["kind"] == "absent" else is_correct(read, row)  # finding vs reading
-                    record({"type": "answer", "system": system, **{k: row[k] for k in ("id", "doc", "kind", "source")},
+                    record({"type": "answer", "system": name, **{k: row[k] for k in ("id", "doc", "kind", "source")},
                             "question": row["question"], **result, "seconds": seconds,
                             "decoder_tokens": result["slots"] + result["prompt_tokens"], "answer_read": in_read,
                             "correct": is_correct(result["answer"], row)})
-                    print(f"{system:12s} {row['id']:14s} {'ok ' if done[-1]['correct'] else 'no '}"
+                    print(f"{name:12s} {row['id']:14s} {'ok ' if done[-1]['correct'] else 'no '}"
                           f"{result['answer'][:80]!r}", flush=True)
     return done
+
+
+def join(log: Path, others: list[Path]) -> None:
+    """Append to `log` the records of `others` that it lacks (one build per system and document, one answer per
+    system and question), so that systems run apart, each into its own log, report together."""
+    have = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    keys = {(r["type"], r["system"], r["id"] if r["type"] == "answer" else r["doc"]) for r in have}
+    with log.open("a") as out:
+        for other in others:
+            for line in other.read_text().splitlines():
+                r = json.loads(line)
+                key = (r["type"], r["system"], r["id"] if r["type"] == "answer" else r["doc"])
+                if key not in keys:
+                    keys.add(key)
+                    out.write(json.dumps(r) + "\n")
 
 
 def summary(log: list[dict], rows: list[dict], systems: list[str]) -> dict:
@@ -246,22 +274,28 @@ def cell(entry: dict) -> str:
 
 
 def verdict(results: dict) -> list[str]:
-    """Issue 43's targets, where rcc and a chunked system ran: rcc's accuracy at least the best chunked
-    configuration's on every kind and above it overall; its decoder tokens per question at most half of
-    minilm-top4's."""
+    """Issue 43's targets, for each rcc system (the packaged model's, and any --label'd "rcc-...") where a chunked
+    system ran: accuracy at least the best chunked configuration's on every kind and above it overall; decoder
+    tokens per question at most half of minilm-top4's."""
     chunked = {name: r for name, r in results.items() if name.startswith(("minilm", "bm25"))}
-    if "rcc" not in results or not chunked:
-        return []
-    ours, lines = results["rcc"], ["Issue 43's targets:", ""]
-    for group in (*KINDS, "all"):
-        best = max(chunked, key=lambda name: chunked[name]["accuracy"][group]["accuracy"] or 0.0)
-        mine, theirs = ours["accuracy"][group]["accuracy"] or 0.0, chunked[best]["accuracy"][group]["accuracy"] or 0.0
-        met = mine > theirs if group == "all" else mine >= theirs
-        lines.append(f"- {group}: rcc {mine:.0%}, best chunked {best} {theirs:.0%}: {'met' if met else 'NOT met'}")
-    if "minilm-top4" in results and ours["decoder_tokens"] and results["minilm-top4"]["decoder_tokens"]:
-        ratio = ours["decoder_tokens"] / results["minilm-top4"]["decoder_tokens"]
-        lines.append(f"- decoder tokens: rcc {ratio:.0%} of minilm-top4's: {'met' if ratio <= 0.5 else 'NOT met'}")
-    return [*lines, ""]
+    lines = []
+    for system in [name for name in results if name == "rcc" or name.startswith("rcc-")] if chunked else []:
+        ours = results[system]
+        lines += [f"Issue 43's targets, {system}:", ""]
+        for group in (*KINDS, "all"):
+            best = max(chunked, key=lambda name: chunked[name]["accuracy"][group]["accuracy"] or 0.0)
+            mine = ours["accuracy"][group]["accuracy"] or 0.0
+            theirs = chunked[best]["accuracy"][group]["accuracy"] or 0.0
+            met = mine > theirs if group == "all" else mine >= theirs
+            state = "met" if met else "NOT met"
+            state += ", as a tie at 0: neither answers" if met and mine == theirs == 0 else ""
+            lines.append(f"- {group}: {system} {mine:.0%}, best chunked {best} {theirs:.0%}: {state}")
+        if "minilm-top4" in results and ours["decoder_tokens"] and results["minilm-top4"]["decoder_tokens"]:
+            ratio = ours["decoder_tokens"] / results["minilm-top4"]["decoder_tokens"]
+            lines.append(f"- decoder tokens: {system} {ratio:.0%} of minilm-top4's: "
+                         f"{'met' if ratio <= 0.5 else 'NOT met'}")
+        lines.append("")
+    return lines
 
 
 def tables(results: dict, rows: list[dict]) -> list[str]:
@@ -317,14 +351,25 @@ def plot(results: dict, path: Path, title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="the RCC model; the text systems use its base")
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS),
+                        help=f"of {', '.join(SYSTEMS)}; with --report-only, any --label too")
+    parser.add_argument("--label", help="log the (one) system under this name: rcc with another --model")
     parser.add_argument("--limit", type=int, help="questions per kind (a smoke run); default all")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--expand-tokens", type=int, help="rcc: tokens read as text (default the model's own)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rcc" / "llamaindex_qa",
                         help="where a man page missing here is unpacked from its Debian package")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("llamaindex_qa"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--join", type=Path, nargs="+", default=[],
+                        help="the .jsonl logs of runs of other systems, copied into --out's log before it runs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="answer nothing: report what the log (and --join) holds of each system")
     args = parser.parse_args()
+    unknown = sorted(set(args.systems) - set(SYSTEMS))
+    if unknown and not args.report_only:
+        parser.error(f"unknown systems {unknown}: only --report-only reports systems run under a --label")
+    if args.label and len(args.systems) != 1:
+        parser.error("--label names one system")
     torch.set_grad_enabled(False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     docs, rows = load(args.cache)
@@ -332,22 +377,31 @@ def main() -> None:
     if wrong:
         raise SystemExit("the question set does not check out:\n" + "\n".join(wrong))
     rows = chosen(rows, args.limit)
-    bench = Bench(args.model, args.max_tokens, args.expand_tokens)
-    log = run(bench, docs, rows, args.systems, args.out.with_suffix(".jsonl"))
+    log = args.out.with_suffix(".jsonl")
+    join(log, args.join)
+    if args.report_only:
+        config = RCCModel.from_pretrained(args.model).config
+        log = [json.loads(line) for line in log.read_text().splitlines()]
+    else:
+        bench = Bench(args.model, args.max_tokens, args.expand_tokens)
+        config = bench.rcc.config
+        log = run(bench, docs, rows, args.systems, log, args.label)
     results = summary(log, rows, args.systems)
     command = " ".join(["python benchmarks/llamaindex_qa/llamaindex_qa.py", f"--model {args.model}",
                         "--systems", *args.systems, f"--max-tokens {args.max_tokens}"]
                        + ([f"--limit {args.limit}"] if args.limit is not None else [])
                        + ([f"--expand-tokens {args.expand_tokens}"] if args.expand_tokens is not None else [])
-                       + [f"--out {args.out}"])
+                       + ([f"--label {args.label}"] if args.label else [])
+                       + ([f"--out {args.out}"] if args.out != DEFAULT_OUT else []))
     kinds = ", ".join(f"{sum(r['kind'] == k for r in rows)} {k}" for k in KINDS)
     title = ("SMOKE RUN (a few questions per kind, not a result): " if args.limit is not None else "") + \
         "LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text"
     body = [f"{len(rows)} questions ({kinds}) over {len({r['doc'] for r in rows})} documents; "
-            f"every answer by `{bench.rcc.config.base}`, greedy, {args.max_tokens} tokens at most; rcc reads "
-            f"{bench.rcc.config.read_slots} slots at {bench.rcc.config.read_alignments} alignments and "
-            f"{bench.rcc.config.expand_tokens if args.expand_tokens is None else args.expand_tokens} tokens as "
-            "text.", "", *verdict(results), *tables(results, rows), "",
+            f"every answer by `{config.base}`, greedy, {args.max_tokens} tokens at most; rcc reads "
+            f"{config.read_slots} slots at {config.read_alignments} alignments and "
+            f"{config.expand_tokens if args.expand_tokens is None else args.expand_tokens} tokens as "
+            f"text{OTHER_WEIGHTS if any(name.startswith('rcc-') for name in results) else ''}.",
+            "", *verdict(results), *tables(results, rows), "",
             f"Per question: `{args.out.name}.jsonl`. Plot: `{args.out.name}.png`."]
     write_report(args.out, title, command, body, {"results": results}, measured_on=machine(torch.get_num_threads()))
     plot(results, args.out.with_suffix(".png"), title)
