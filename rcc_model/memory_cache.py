@@ -90,14 +90,16 @@ class MemoryCache:
     def fetch_many(self, keys: Sequence[str], make: Callable[[list[int]], list[CompressedMemory]],
                    device: str | torch.device = "cpu") -> list[CompressedMemory]:
         """`fetch` for several keys at once: `make(missing)` returns the memories of the keys at the indices
-        `missing` (in that order), so that what is not cached is compressed in one batch."""
+        `missing` (in that order), so that what is not cached is compressed in one batch, each key once (a key
+        given twice, a window a document repeats, is made at its first index and shared)."""
         for key in keys:
             if not key or not all(c in "0123456789abcdef" for c in key):
                 raise ValueError(f"a cache key is a lowercase hex digest (`MemoryCache.key`), got {key!r}")
         paths = [self.folder / f"{key}.{self.dtype or 'own'}{SUFFIX}" for key in keys]  # other dtypes may share it
+        first = {path: i for i, path in reversed(list(enumerate(paths)))}  # each path's first index
         with self._lock:
-            found = [self._read(path, device) for path in paths]
-            missing = [i for i, memory in enumerate(found) if memory is None]
+            found = [self._read(path, device) if first[path] == i else None for i, path in enumerate(paths)]
+            missing = [i for i, memory in enumerate(found) if memory is None and first[paths[i]] == i]
             self.hits += len(keys) - len(missing)
             self.misses += len(missing)
             made = make(missing) if missing else []
@@ -105,7 +107,7 @@ class MemoryCache:
                 raise ValueError(f"`make` returned {len(made)} memories for {len(missing)} missing keys")
             for i, memory in zip(missing, made):
                 found[i] = self._store(paths[i], memory.stored_as(self.dtype), device)
-            return found
+            return [found[first[path]] for path in paths]
 
     def _store(self, path: Path, memory: CompressedMemory, device: str | torch.device) -> CompressedMemory:
         """Write `memory` to `path` and evict beyond `max_bytes`; `memory` on `device`, cached or not."""

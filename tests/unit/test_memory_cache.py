@@ -49,6 +49,15 @@ def test_fetch_many_compresses_only_the_missing_keys_in_one_call_and_keeps_their
     assert asked == [[0, 2]] and (cache.hits, cache.misses) == (1, 3)
     for ids, memory in zip(texts, got):
         assert torch.equal(memory.states, model.compress(ids).stored_as("int8").states)
+    again, sources = [], [texts[0], texts[2], texts[0]]  # a key given twice (a window a document repeats)
+
+    def make_again(missing: list[int]) -> list[CompressedMemory]:
+        again.append(missing)
+        return model.compress([sources[i] for i in missing])
+
+    twice = MemoryCache(tmp_path / "twice").fetch_many([keys[0], keys[2], keys[0]], make_again)
+    assert again == [[0, 1]] and twice[0] is twice[2]  # made once, at its first index
+    assert torch.equal(twice[2].states, got[0].states) and torch.equal(twice[1].states, got[2].states)
     with pytest.raises(ValueError, match="returned 0 memories for 1 missing"):
         MemoryCache(tmp_path / "other").fetch_many(keys[:1], lambda missing: [])
 
