@@ -50,7 +50,8 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from llama_index.core.storage.docstore import SimpleDocumentStore
 
 from rcc_integrations.llama_index import RCCLLM, RCCMemoryIndex
-from rcc_model import RCCModel
+from rcc_model import RCCConfig, RCCModel
+from rcc_model.checkpoint import resolve_checkpoint
 from rcc_model.ranking import bm25
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
@@ -189,9 +190,8 @@ def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str]
         label: str | None = None) -> list[dict]:
     """Every (system, question) not yet in `log`, appended to it as answered, the system named `label` where
     given (one system: another model's rcc beside the packaged one's); returns all of `log`."""
-    done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    answered = {(r["system"], r["id"]) for r in done if r["type"] == "answer"}
-    built = {(r["system"], r["doc"]) for r in done if r["type"] == "build"}
+    done = read_log(log)
+    seen = {record_key(r) for r in done}
     with log.open("a") as out:
         def record(entry: dict) -> None:
             out.write(json.dumps(entry) + "\n")
@@ -201,12 +201,12 @@ def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str]
         for doc in dict.fromkeys(row["doc"] for row in rows):
             for system in systems:
                 name = label or system
-                todo = [row for row in rows if row["doc"] == doc and (name, row["id"]) not in answered]
+                todo = [row for row in rows if row["doc"] == doc and ("answer", name, row["id"]) not in seen]
                 if not todo:
                     continue
                 with tempfile.TemporaryDirectory() as scratch:
                     answer, build = bench.build(system, doc, docs[doc], Path(scratch))
-                if (name, doc) not in built:
+                if ("build", name, doc) not in seen:
                     record({"type": "build", "system": name, "doc": doc, "tokens": bench.count(docs[doc]), **build})
                 for row in todo if answer is not None else []:
                     began = time.perf_counter()
@@ -223,18 +223,25 @@ def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str]
     return done
 
 
+def read_log(log: Path) -> list[dict]:
+    """The records of a log, in order; none where it does not exist yet."""
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def record_key(record: dict) -> tuple[str, str, str]:
+    """What a record is of: ("answer", system, question id) or ("build", system, document); a log holds one each."""
+    return record["type"], record["system"], record["id"] if record["type"] == "answer" else record["doc"]
+
+
 def join(log: Path, others: list[Path]) -> None:
-    """Append to `log` the records of `others` that it lacks (one build per system and document, one answer per
-    system and question), so that systems run apart, each into its own log, report together."""
-    have = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    keys = {(r["type"], r["system"], r["id"] if r["type"] == "answer" else r["doc"]) for r in have}
+    """Append to `log` the records of `others` that it lacks (`record_key`), so that systems run apart, each into
+    its own log, report together."""
+    keys = {record_key(r) for r in read_log(log)}
     with log.open("a") as out:
         for other in others:
-            for line in other.read_text().splitlines():
-                r = json.loads(line)
-                key = (r["type"], r["system"], r["id"] if r["type"] == "answer" else r["doc"])
-                if key not in keys:
-                    keys.add(key)
+            for r in read_log(other):
+                if record_key(r) not in keys:
+                    keys.add(record_key(r))
                     out.write(json.dumps(r) + "\n")
 
 
@@ -379,9 +386,9 @@ def main() -> None:
     rows = chosen(rows, args.limit)
     log = args.out.with_suffix(".jsonl")
     join(log, args.join)
-    if args.report_only:
-        config = RCCModel.from_pretrained(args.model).config
-        log = [json.loads(line) for line in log.read_text().splitlines()]
+    if args.report_only:  # the model's reading settings, for the report's text; no weights loaded
+        config = RCCConfig.load(resolve_checkpoint(args.model))
+        log = read_log(log)
     else:
         bench = Bench(args.model, args.max_tokens, args.expand_tokens)
         config = bench.rcc.config
