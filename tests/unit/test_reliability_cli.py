@@ -159,6 +159,16 @@ def _default_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def _wait_until_blocked_reading(pid: int, deadline: float) -> None:
+    """Until the process sleeps in `read` on the pipe. A SIGINT that lands between its `open` returning and its
+    `read` starting is only flagged by CPython's C handler, and the `read` that follows blocks without noticing
+    (no EINTR): a race in the interpreter, not in the command, so the signal waits for the blocked `read`."""
+    wchan = Path(f"/proc/{pid}/wchan")
+    while not wchan.read_text().endswith("pipe_read"):  # anon_pipe_read on newer kernels
+        assert time.monotonic() < deadline, f"the command never blocked reading its input ({wchan.read_text()})"
+        time.sleep(0.05)
+
+
 def test_ctrl_c_ends_a_running_command_with_status_130_and_no_traceback(tmp_path):
     """SIGINT to `python -m rcc_model.cli compress` while it reads its input (a named pipe that never ends)."""
     fifo = tmp_path / "input.txt"
@@ -175,6 +185,7 @@ def test_ctrl_c_ends_a_running_command_with_status_130_and_no_traceback(tmp_path
             except OSError as e:
                 assert e.errno == errno.ENXIO and process.poll() is None and time.monotonic() < deadline, e
                 time.sleep(0.05)
+        _wait_until_blocked_reading(process.pid, deadline)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     finally:
