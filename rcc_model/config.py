@@ -72,11 +72,13 @@ class RCCConfig:
             more decoder row). What this model was measured to read best with (its model card says how).
         abstention: the answer this model was trained to give when its memory does not hold one (the
             default's QA data: "The document does not say."); None = no such answer.
-        abstention_margin: with `abstention`, a greedy answer is the abstention only when the model scores it
-            more than this many nats above the best answer that does not begin with it
-            (`generation.weigh_abstention`); None = plain greedy decoding. Greedy decoding commits to
-            abstaining at its first token, while the code the model would have written, scored whole, can be
-            the likelier answer. Its model card says how the margin was measured.
+        abstention_margin: with `abstention`, a greedy answer is the abstention exactly where the model scores
+            it more than this many nats above the best answer that does not begin with it, both scored whole
+            (`abstention.weigh_abstention`); None = plain greedy decoding. Greedy decoding commits at the first
+            token, while the answer the model would have written, scored whole, can be the likelier one, and the
+            reverse. A margin of 0 or more keeps only clear abstentions (greedy answers are not weighed); below 0,
+            the abstention also replaces an answer it trails by less than that: a model that declines rather
+            than guess. Its model card says how the margin was measured.
         reconstruct_beams / reconstruct_verify / reconstruct_anchored: how `RCCModel.reconstruct` decodes each
             window unless told otherwise (`rcc_model.beam_search.Search`): 1, 0.0, False = greedy; more beams,
             each block checked against the memory (nats per unit of distance) and the token each slot holds

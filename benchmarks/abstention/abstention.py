@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rcc_model import RCCModel
-from rcc_model.abstention import abstention_gap, keeps_abstention
+from rcc_model.abstention import abstention_gap, greedy_answer_stands
 from rcc_model.data.build import load_qa
 from rcc_model.data.qa import NOT_IN_DOCUMENT
 from rcc_model.evaluation.metrics import token_f1
@@ -55,7 +55,7 @@ def measure(model: RCCModel, examples, max_new_tokens: int) -> list[dict]:
 def answer_at(row: dict, abstention: str, margin: float | None) -> str:
     """What `generate` answers with `abstention_margin` = margin (None: plain greedy), by
     `generation.weigh_abstention`'s own rule."""
-    return row["greedy"] if keeps_abstention(abstention, margin, row["gap"], row["other"] or "") else row["other"]
+    return row["greedy"] if greedy_answer_stands(abstention, margin, row["gap"], row["other"] or "") else row["other"]
 
 
 def main() -> None:

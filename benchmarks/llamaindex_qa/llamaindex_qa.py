@@ -28,6 +28,12 @@ time to first answer text (retrieval included), seconds. Per system and document
 so a killed run continues where it stopped, and runs of other systems into other files can be joined
 (`--join`); then `--out`.md / .json (the tables) and .png (accuracy per kind with
 95 % bootstrap intervals).
+
+Each rcc answer also records the model's abstention scored whole against its best other answer (greedy
+decoding's own included; `rcc_model.abstention`), so the report gives rcc's accuracy per kind at every abstention
+margin of `MARGINS` from one run: the curve along which declining trades against answering. `--seed S --docs N`
+asks about N generated documents of seed S instead, a validation set apart from the benchmark's own (seed 43),
+on which such settings are chosen.
 """
 
 from __future__ import annotations
@@ -50,7 +56,8 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from llama_index.core.storage.docstore import SimpleDocumentStore
 
 from rcc_integrations.llama_index import RCCLLM, RCCMemoryIndex
-from rcc_model import RCCConfig, RCCModel
+from rcc_model import RCCConfig, RCCModel, generation
+from rcc_model.abstention import abstention_gap, greedy_answer_stands
 from rcc_model.checkpoint import resolve_checkpoint
 from rcc_model.ranking import bm25
 
@@ -58,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _chronicles import MiniLM
 from _report import machine, write_report
-from question_set import KINDS, load, problems
+from question_set import KINDS, generated, load, problems
 from scoring import bootstrap, is_correct
 
 SYSTEMS = ("rcc", "minilm-top2", "minilm-top4", "bm25-top2", "bm25-top4", "minilm-top4-decline", "bm25-top4-decline",
@@ -67,6 +74,7 @@ DECLINE = PromptTemplate(TEXT_QA.template.replace(  # "-decline": told how to sa
     "Query:", "If the context does not give the answer, reply: The document does not say.\nQuery:"))
 CHUNK_TOKENS, CHUNK_OVERLAP = 256, 32
 DEFAULT_OUT = Path(__file__).with_name("llamaindex_qa")
+MARGINS = (0.5, 0.0, -1.0, -2.0, -3.0, -4.0, -5.0)  # abstention margins the report gives rcc's accuracy at
 OTHER_WEIGHTS = "; a system named rcc-...: rcc with other weights, run under --label (README.md)"
 Answer = Callable[[str], dict]  # question -> {"answer", "ttft_s", "slots", "prompt_tokens", "read_text"}
 
@@ -112,6 +120,22 @@ class Bench:
         self.cache = Path(self._cache.name)
         self.splitter = SentenceSplitter(chunk_size=CHUNK_TOKENS, chunk_overlap=CHUNK_OVERLAP,
                                          tokenizer=self.llm.engine.tokenizer.encode)
+        self.weighed: list[dict | None] = []
+        generation.weigh_abstention = self._weigh_and_record(generation.weigh_abstention)
+
+    def _weigh_and_record(self, weigh: Callable) -> Callable:
+        """`weigh_abstention` that first scores the abstention against the best other answer, greedy decoding's
+        own included, whole (no margin stops it) and records that in `weighed`: from one run, the report gives
+        what any abstention margin would have answered (`at_margin`)."""
+        def weigh_and_record(model, state, params):
+            began = time.perf_counter()
+            found = abstention_gap(model, state, params.max_new_tokens, weigh_answers=True)
+            self.weighed.append({"scoring_s": time.perf_counter() - began} if found is None else {
+                "gap": found.gap, "other": model.tokenizer.decode(found.other, skip_special_tokens=True),
+                "abstains": found.abstains, "abstention": model.config.abstention,
+                "margin": model.config.abstention_margin, "scoring_s": time.perf_counter() - began})
+            return weigh(model, state, params)
+        return weigh_and_record
 
     def count(self, text: str) -> int:
         return self.llm.engine.count_tokens(text)
@@ -162,15 +186,19 @@ class Bench:
         return self.from_text(context, question, began, prompt)
 
     def from_memory(self, index: RCCMemoryIndex, engine, question: str) -> dict:
+        self.weighed.clear()
         began = time.perf_counter()
         response = engine.query(question)
         answer, ttft, _ = streamed(response.response_gen, began, str)
+        recording = self.weighed[0].pop("scoring_s")  # not part of answering: taken off the times
+        seconds, ttft = time.perf_counter() - began - recording, ttft and ttft - recording
         chat = index.reading_of([s.node for s in response.source_nodes]).prompt(
             [{"role": "user", "content": question}])
         return {"answer": answer, "ttft_s": ttft, "slots": response.metadata["memory_slots"],
                 "prompt_tokens": sum(self.count(m["content"]) for m in chat),
                 "read_text": "\n\n".join(s.node.get_content() for s in response.source_nodes),
-                "expanded_windows": sum(r["read"] == "expanded" for r in response.metadata["reading"])}
+                "expanded_windows": sum(r["read"] == "expanded" for r in response.metadata["reading"]),
+                "weighed": self.weighed[0] or None, "seconds": seconds}
 
 
 def chosen(rows: list[dict], limit: int | None) -> list[dict]:
@@ -211,7 +239,7 @@ def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str]
                 for row in todo if answer is not None else []:
                     began = time.perf_counter()
                     result = answer(row["question"])
-                    seconds = time.perf_counter() - began
+                    seconds = result.pop("seconds", time.perf_counter() - began)
                     read = result.pop("read_text")  # whether the answer was in what the decoder read:
                     in_read = None if row["kind"] == "absent" else is_correct(read, row)  # finding vs reading
                     record({"type": "answer", "system": name, **{k: row[k] for k in ("id", "doc", "kind", "source")},
@@ -328,6 +356,43 @@ def tables(results: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
+def at_margin(record: dict, margin: float | None) -> str:
+    """What rcc would have answered with `abstention_margin` = margin (None: plain greedy), by
+    `weigh_abstention`'s own rule applied to the scores its record holds."""
+    weighed = record.get("weighed")
+    if weighed is None:  # nothing weighed: the answer is greedy decoding's at every margin
+        return record["answer"]
+    abstention, abstains, other = weighed["abstention"], weighed["abstains"], weighed["other"]
+    gap = weighed["gap"] if abstains or (margin is not None and margin < 0) else None
+    if greedy_answer_stands(abstention, margin, gap, other, abstains):
+        return abstention if abstains else other
+    return other if abstains else abstention
+
+
+def margin_table(log: list[dict], rows: list[dict], systems: list[str]) -> list[str]:
+    """Accuracy per kind of each rcc system whose answers record the abstention's scores, at every margin of
+    `MARGINS`: the curve along which declining trades against answering."""
+    by_id = {row["id"]: row for row in rows}
+    lines = []
+    for system in systems:
+        answers = [r for r in log if r["type"] == "answer" and r["system"] == system and r["id"] in by_id
+                   and "weighed" in r]
+        if not answers:
+            continue
+        own = next(r["weighed"]["margin"] for r in answers if r["weighed"])
+        same = sum(at_margin(r, own).strip() == r["answer"].strip() for r in answers)
+        lines += [f"{system} at other abstention margins (from the scores each answer records; at the model's own, "
+                  f"{own}, the rule gives the logged answer for {same} of {len(answers)}):", "",
+                  "| margin | " + " | ".join(KINDS) + " | all |", "|---|" + "---:|" * (len(KINDS) + 1)]
+        for margin in sorted({*MARGINS, own}, reverse=True):
+            right = [is_correct(at_margin(r, margin), by_id[r["id"]]) for r in answers]
+            cells = [share([c for c, r in zip(right, answers) if r["kind"] == kind]) for kind in KINDS]
+            lines.append(f"| {margin}{' (own)' if margin == own else ''} | "
+                         + " | ".join("–" if c is None else f"{c:.0%}" for c in [*cells, share(right)]) + " |")
+        lines.append("")
+    return lines
+
+
 def plot(results: dict, path: Path, title: str) -> None:
     """Accuracy per kind (and overall) per system, with the 95 % bootstrap intervals as error bars."""
     import matplotlib
@@ -369,6 +434,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--join", type=Path, nargs="+", default=[],
                         help="the .jsonl logs of runs of other systems, copied into --out's log before it runs")
+    parser.add_argument("--seed", type=int, help="ask instead about generated documents of this seed alone: a "
+                        "validation set apart from the benchmark's own (seed 43), for choosing settings")
+    parser.add_argument("--docs", type=int, default=8, help="with --seed: how many documents (13 questions each)")
     parser.add_argument("--report-only", action="store_true",
                         help="answer nothing: report what the log (and --join) holds of each system")
     args = parser.parse_args()
@@ -379,7 +447,7 @@ def main() -> None:
         parser.error("--label names one system")
     torch.set_grad_enabled(False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    docs, rows = load(args.cache)
+    docs, rows = load(args.cache) if args.seed is None else generated(args.docs, args.seed)
     wrong = problems(docs, rows)
     if wrong:
         raise SystemExit("the question set does not check out:\n" + "\n".join(wrong))
@@ -393,22 +461,25 @@ def main() -> None:
         bench = Bench(args.model, args.max_tokens, args.expand_tokens)
         config = bench.rcc.config
         log = run(bench, docs, rows, args.systems, log, args.label)
-    results = summary(log, rows, args.systems)
+    reported = [args.label] if args.label else args.systems  # the names the log holds the systems under
+    results = summary(log, rows, reported)
     command = " ".join(["python benchmarks/llamaindex_qa/llamaindex_qa.py", f"--model {args.model}",
                         "--systems", *args.systems, f"--max-tokens {args.max_tokens}"]
                        + ([f"--limit {args.limit}"] if args.limit is not None else [])
                        + ([f"--expand-tokens {args.expand_tokens}"] if args.expand_tokens is not None else [])
                        + ([f"--label {args.label}"] if args.label else [])
+                       + ([f"--seed {args.seed} --docs {args.docs}"] if args.seed is not None else [])
                        + ([f"--out {args.out}"] if args.out != DEFAULT_OUT else []))
     kinds = ", ".join(f"{sum(r['kind'] == k for r in rows)} {k}" for k in KINDS)
     title = ("SMOKE RUN (a few questions per kind, not a result): " if args.limit is not None else "") + \
+        (f"VALIDATION SET (generated documents, seed {args.seed}): " if args.seed is not None else "") + \
         "LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text"
     body = [f"{len(rows)} questions ({kinds}) over {len({r['doc'] for r in rows})} documents; "
             f"every answer by `{config.base}`, greedy, {args.max_tokens} tokens at most; rcc reads "
             f"{config.read_slots} slots at {config.read_alignments} alignments and "
             f"{config.expand_tokens if args.expand_tokens is None else args.expand_tokens} tokens as "
             f"text{OTHER_WEIGHTS if any(name.startswith('rcc-') for name in results) else ''}.",
-            "", *verdict(results), *tables(results, rows), "",
+            "", *verdict(results), *tables(results, rows), "", *margin_table(log, rows, reported),
             f"Per question: `{args.out.name}.jsonl`. Plot: `{args.out.name}.png`."]
     write_report(args.out, title, command, body, {"results": results}, measured_on=machine(torch.get_num_threads()))
     plot(results, args.out.with_suffix(".png"), title)

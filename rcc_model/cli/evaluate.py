@@ -47,8 +47,9 @@ def add_parser(sub) -> None:
                    "with --read-slots, the reconstructed windows that best match the question)")
     add_rank_option(p)
     p.add_argument("--abstention-margin", type=_margin, default=argparse.SUPPRESS, help="answer with the model's "
-                   "abstention only where it beats its best other answer by this many nats, or 'none' for plain "
-                   "greedy decoding (default: the model's abstention_margin)")
+                   "abstention exactly where it beats its best other answer by more than this many nats (below 0: "
+                   "also where it trails an answer by less), or 'none' for plain greedy decoding (default: the "
+                   "model's abstention_margin)")
     p.add_argument("--needle-sentence", help="needle: the hidden sentence, with {code} in it (default: the "
                    "protocol's own)")
     p.add_argument("--needle-question", help="needle: the question asked (default: the protocol's own)")

@@ -346,3 +346,34 @@ def test_generation_without_repeated_ngrams_repeats_none(text_rcc):
 def test_a_negative_ngram_size_is_refused():
     with pytest.raises(ValueError, match="no_repeat_ngram_size"):
         SamplingParams(no_repeat_ngram_size=-1)
+
+
+def test_a_negative_margin_lets_the_abstention_replace_an_answer_it_trails_by_less(text_rcc):
+    """Where greedy decoding writes another answer, the abstention is scored against it whole, and with a margin
+    below 0 it replaces that answer exactly where it trails by less than the margin's size: written whole and
+    ended where the token limit allows, cut at the limit where not."""
+    import dataclasses
+
+    from rcc_model.abstention import abstention_gap
+    from rcc_model.decoding import continuation_logprob
+
+    memory = text_rcc.compress(DOC)
+    question = [{"role": "user", "content": "Who wrote the log?"}]
+    abstention = "No log was kept."
+    text_rcc.config = dataclasses.replace(text_rcc.config, abstention=abstention)
+    ended = [*text_rcc.encode_text(abstention), text_rcc.tokenizer.eos_token_id]
+    limit = len(ended)  # the whole abstention fits; the random model's 6-token answer is likelier (gap < -1)
+    plain = text_rcc.generate(memory, question, max_new_tokens=limit)
+    with torch.no_grad():
+        state = text_rcc.prefill_prompt(memory, question)
+        assert abstention_gap(text_rcc, state, max_new_tokens=limit) is None  # greedy decoding does not abstain
+        weighed = abstention_gap(text_rcc, state, max_new_tokens=limit, weigh_answers=True)
+        expected = continuation_logprob(text_rcc, state, ended) - continuation_logprob(text_rcc, state, weighed.other)
+        shorter = abstention_gap(text_rcc, state, max_new_tokens=3, weigh_answers=True)  # 3 answer tokens scored
+    assert not weighed.abstains and weighed.gap == pytest.approx(expected, abs=1e-4) and weighed.gap < -1
+    assert text_rcc.tokenizer.decode(weighed.other, skip_special_tokens=True) == plain
+    for margin, tokens, answer in ((weighed.gap - 1, limit, abstention), (weighed.gap + 1, limit, plain),
+                                   (0.5, limit, plain), (shorter.gap - 1, 3, text_rcc.tokenizer.decode(ended[:3]))):
+        text_rcc.config = dataclasses.replace(text_rcc.config, abstention_margin=margin)
+        assert text_rcc.generate(memory, question, max_new_tokens=tokens) == answer
+        assert "".join(text_rcc.stream(memory, question, max_new_tokens=tokens)) == answer
