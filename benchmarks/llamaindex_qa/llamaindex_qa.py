@@ -9,7 +9,8 @@ Each question is asked of an index of its own document (generated ones of ~3K to
 2.5K-8.5K), built once per system and document:
 - rcc: `RCCMemoryIndex` over the RCC model (`--model`) with the reading engine (`rcc_model.reading`): the
   document's windows ranked by BM25 fused with MiniLM (`embed_model=`), `--expand-tokens` tokens of the best read
-  as text (default the model's own), `read_slots` slots of their neighbourhood read compressed;
+  as text (default the model's own), `--read-slots` slots of their neighbourhood read compressed (default the
+  model's `read_slots`);
 - minilm-top2, minilm-top4: `VectorStoreIndex`, 256-token chunks (the base model's tokens, 32 overlapping),
   MiniLM embeddings, the top 2 or 4 chunks pasted into LlamaIndex's QA prompt;
 - bm25-top2, bm25-top4: the same chunks ranked by Okapi BM25 (`rcc_model.ranking.bm25`);
@@ -75,7 +76,7 @@ DECLINE = PromptTemplate(TEXT_QA.template.replace(  # "-decline": told how to sa
 CHUNK_TOKENS, CHUNK_OVERLAP = 256, 32
 DEFAULT_OUT = Path(__file__).with_name("llamaindex_qa")
 MARGINS = (0.5, 0.0, -0.5, -1.0, -2.0, -3.0, -4.0)  # abstention margins the report gives rcc's accuracy at
-OTHER_WEIGHTS = "; a system named rcc-...: rcc with other weights, run under --label (README.md)"
+OTHER_WEIGHTS = "; a system named rcc-...: rcc with other weights or settings, run under --label (README.md)"
 Answer = Callable[[str], dict]  # question -> {"answer", "ttft_s", "slots", "prompt_tokens", "read_text"}
 
 
@@ -110,12 +111,14 @@ def streamed(pieces: Iterator, began: float, text_of: Callable[[object], str]) -
 class Bench:
     """The models every system shares, and how each system is built over one document."""
 
-    def __init__(self, model: str, max_tokens: int, expand_tokens: int | None):
+    def __init__(self, model: str, max_tokens: int, expand_tokens: int | None = None, read_slots: int | None = None,
+                 read_alignments: int | None = None):
         self.rcc = RCCModel.from_pretrained(model)
         self.llm = RCCLLM(model=RCCModel.from_base(self.rcc.config.base), max_tokens=max_tokens,
                           compress_threshold=10**9)
         self.embed = MiniLM()
-        self.max_tokens, self.expand_tokens = max_tokens, expand_tokens
+        self.max_tokens, self.expand_tokens, self.read_slots = max_tokens, expand_tokens, read_slots
+        self.read_alignments = read_alignments
         self._cache = tempfile.TemporaryDirectory(prefix="rcc-memory-cache-")  # rcc's windows: cold at the start
         self.cache = Path(self._cache.name)
         self.splitter = SentenceSplitter(chunk_size=CHUNK_TOKENS, chunk_overlap=CHUNK_OVERLAP,
@@ -152,9 +155,11 @@ class Bench:
             return (lambda q: self.from_text(text, q)), {"build_s": 0.0, "bytes": len(text.encode())}
         if system == "rcc":
             index = RCCMemoryIndex.from_documents([document], model=self.rcc, embed_model=self.embed,
-                                                  expand_tokens=self.expand_tokens, cache_dir=self.cache)
+                                                  expand_tokens=self.expand_tokens, memory_budget=self.read_slots,
+                                                  cache_dir=self.cache)
             built = time.perf_counter() - began
-            engine = index.as_query_engine(streaming=True, max_tokens=self.max_tokens)
+            engine = index.as_query_engine(streaming=True, max_tokens=self.max_tokens,
+                                           read_alignments=self.read_alignments)
             return (lambda q: self.from_memory(index, engine, q)), {
                 "build_s": built, "bytes": folder_bytes(index.persist(scratch / "rcc"))}
         nodes = self.splitter.get_nodes_from_documents([document])
@@ -429,6 +434,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="questions per kind (a smoke run); default all")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--expand-tokens", type=int, help="rcc: tokens read as text (default the model's own)")
+    parser.add_argument("--read-slots", type=int, help="rcc: slots read compressed (default the model's own)")
+    parser.add_argument("--read-alignments", type=int, help="rcc: slot alignments read (default the model's own)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rcc" / "llamaindex_qa",
                         help="where a man page missing here is unpacked from its Debian package")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -458,7 +465,7 @@ def main() -> None:
         config = RCCConfig.load(resolve_checkpoint(args.model))
         log = read_log(log)
     else:
-        bench = Bench(args.model, args.max_tokens, args.expand_tokens)
+        bench = Bench(args.model, args.max_tokens, args.expand_tokens, args.read_slots, args.read_alignments)
         config = bench.rcc.config
         log = run(bench, docs, rows, args.systems, log, args.label)
     reported = [args.label] if args.label else args.systems  # the names the log holds the systems under
@@ -467,6 +474,8 @@ def main() -> None:
                         "--systems", *args.systems, f"--max-tokens {args.max_tokens}"]
                        + ([f"--limit {args.limit}"] if args.limit is not None else [])
                        + ([f"--expand-tokens {args.expand_tokens}"] if args.expand_tokens is not None else [])
+                       + ([f"--read-slots {args.read_slots}"] if args.read_slots is not None else [])
+                       + ([f"--read-alignments {args.read_alignments}"] if args.read_alignments is not None else [])
                        + ([f"--label {args.label}"] if args.label else [])
                        + ([f"--seed {args.seed} --docs {args.docs}"] if args.seed is not None else [])
                        + ([f"--out {args.out}"] if args.out != DEFAULT_OUT else []))
@@ -474,9 +483,12 @@ def main() -> None:
     title = ("SMOKE RUN (a few questions per kind, not a result): " if args.limit is not None else "") + \
         (f"VALIDATION SET (generated documents, seed {args.seed}): " if args.seed is not None else "") + \
         "LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text"
+    slots = config.read_slots if args.read_slots is None else args.read_slots
+    alignments = args.read_alignments or config.read_alignments
+    alignments = alignments if slots <= (config.read_slots or slots) else 1  # as `_runtime` reads
     body = [f"{len(rows)} questions ({kinds}) over {len({r['doc'] for r in rows})} documents; "
             f"every answer by `{config.base}`, greedy, {args.max_tokens} tokens at most; rcc reads "
-            f"{config.read_slots} slots at {config.read_alignments} alignments and "
+            f"{slots} slots at {alignments} alignment{'s' if alignments > 1 else ''} and "
             f"{config.expand_tokens if args.expand_tokens is None else args.expand_tokens} tokens as "
             f"text{OTHER_WEIGHTS if any(name.startswith('rcc-') for name in results) else ''}.",
             "", *verdict(results), *tables(results, rows), "", *margin_table(log, rows, reported),
