@@ -35,6 +35,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from rcc_model.adapters import adapters_active
+from rcc_model.bases import cpu_has_fast_bf16
 
 ARCHITECTURES = frozenset({"llama", "mistral", "qwen2"})
 """Model types whose decoder layers run `norm -> attention (q, k, v, rotary, o) -> residual -> norm -> gated MLP
@@ -56,7 +57,8 @@ class _Linears:
     wrapped by peft's LoRA: their outputs side by side, each as the stock module computes it (the base product
     plus, where adapters are on, `B(A(x)) * scaling` with x in A's dtype).
 
-    Where every weight is bfloat16 on the CPU (and LoRA scalings are powers of two), the group runs as one
+    Where every weight is bfloat16 on a CPU that multiplies bfloat16 in hardware (oneDNN prepacks only there; an
+    AVX2-only CPU refuses) and LoRA scalings are powers of two, the group runs as one
     prepacked product for the base weights and the A's side by side, and with LoRA one more for the B's
     block-diagonal, each B times its scaling: bitwise the same outputs (checked on a probe when built; otherwise
     the layers run one by one, as the stock modules do)."""
@@ -69,7 +71,7 @@ class _Linears:
         self.fused = None
         tensors = [w for w, _ in self.weights] + [t for lora in self.loras if lora for t in lora[:2]]
         if (all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors)
-                and all(b is None for _, b in self.weights) and torch.backends.mkldnn.is_available()
+                and all(b is None for _, b in self.weights) and cpu_has_fast_bf16()
                 and all(math.frexp(lora[2])[0] == 0.5 for lora in self.loras if lora)):
             self.fused = self._fuse()
             probe = torch.randn(2, 1, bases[0].in_features, dtype=torch.bfloat16)
