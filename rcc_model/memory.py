@@ -92,6 +92,11 @@ class CompressedMemory:
         return len(self.window_tokens)
 
     @property
+    def alignments(self) -> int:
+        """Slot alignments an answer reads this memory at: one, as stored (`MemoryViews` holds more)."""
+        return 1
+
+    @property
     def nbytes(self) -> int:
         return self.states.numel() * self.states.element_size()
 
@@ -421,6 +426,11 @@ class MemoryViews:
     def num_slots(self) -> int:
         """Slots of the memory as stored (the other views hold as many, plus one per window read)."""
         return self.views[0].num_slots
+
+    @property
+    def alignments(self) -> int:
+        """Slot alignments an answer reads: one per view."""
+        return len(self.views)
 
     @property
     def token_count(self) -> int:

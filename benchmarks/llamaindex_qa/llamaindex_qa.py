@@ -200,6 +200,7 @@ class Bench:
         chat = index.reading_of([s.node for s in response.source_nodes]).prompt(
             [{"role": "user", "content": question}])
         return {"answer": answer, "ttft_s": ttft, "slots": response.metadata["memory_slots"],
+                "alignments": response.metadata["memory_alignments"],
                 "prompt_tokens": sum(self.count(m["content"]) for m in chat),
                 "read_text": "\n\n".join(s.node.get_content() for s in response.source_nodes),
                 "expanded_windows": sum(r["read"] == "expanded" for r in response.metadata["reading"]),
@@ -259,6 +260,14 @@ def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str]
 def read_log(log: Path) -> list[dict]:
     """The records of a log, in order; none where it does not exist yet."""
     return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def alignments_read(log: list[dict], system: str) -> str:
+    """" at N alignments": the slot alignments `system`'s answers read, as their records say (the response's
+    `memory_alignments`); empty where no record says."""
+    counts = sorted({r["alignments"] for r in log if r["type"] == "answer" and r["system"] == system
+                     and "alignments" in r})
+    return f" at {' or '.join(map(str, counts))} alignment{'s' if counts[-1] > 1 else ''}" if counts else ""
 
 
 def record_key(record: dict) -> tuple[str, str, str]:
@@ -484,11 +493,9 @@ def main() -> None:
         (f"VALIDATION SET (generated documents, seed {args.seed}): " if args.seed is not None else "") + \
         "LlamaIndex QA: RCCMemoryIndex vs chunked retrieval vs full text"
     slots = config.read_slots if args.read_slots is None else args.read_slots
-    alignments = args.read_alignments or config.read_alignments
-    alignments = alignments if slots <= (config.read_slots or slots) else 1  # as `_runtime` reads
     body = [f"{len(rows)} questions ({kinds}) over {len({r['doc'] for r in rows})} documents; "
             f"every answer by `{config.base}`, greedy, {args.max_tokens} tokens at most; rcc reads "
-            f"{slots} slots at {alignments} alignment{'s' if alignments > 1 else ''} and "
+            f"{slots} slots{alignments_read(log, args.label or 'rcc')} and "
             f"{config.expand_tokens if args.expand_tokens is None else args.expand_tokens} tokens as "
             f"text{OTHER_WEIGHTS if any(name.startswith('rcc-') for name in results) else ''}.",
             "", *verdict(results), *tables(results, rows), "", *margin_table(log, rows, reported),

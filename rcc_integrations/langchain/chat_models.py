@@ -205,6 +205,7 @@ class RCCChatModel(BaseChatModel):
                  "input_token_details": {"cache_read": read, "cache_creation": created}}
         metadata = {"model_name": self.model_name, "model_provider": "rcc",
                     "compression_rate": engine.model.config.check_rate(self.rate), "memory_slots": memory.num_slots,
+                    "memory_alignments": memory.alignments,
                     "memory_tokens": memory.token_count, "memory_windows_read": reading.windows_read,
                     "memory_windows": reading.windows_held, "reading": reading.metadata(),
                     "finish_reason": info.finish_reason}

@@ -186,6 +186,7 @@ class RCCLLM(FunctionCallingLLM):
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
                  "memory_tokens_compressed": created, "memory_slots": memory.num_slots,
+                 "memory_alignments": memory.alignments,
                  "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held,
                  "reading": reading.metadata()}
         yield ChatResponse(message=_assistant(text, calls), delta="",

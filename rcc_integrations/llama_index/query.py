@@ -78,7 +78,8 @@ class RCCQueryEngine(BaseQueryEngine):
         reading = [{"node_id": s.node.parent_node.node_id if s.node.parent_node else s.node.node_id,
                     "window": s.node.metadata.get(WINDOW_KEY), "score": s.score,
                     "read": s.node.metadata.get(READ_KEY, "compressed")} for s in sources]
-        metadata = {"memory_slots": memory.num_slots, "memory_tokens": memory.token_count, "reading": reading}
+        metadata = {"memory_slots": memory.num_slots, "memory_alignments": memory.alignments,
+                    "memory_tokens": memory.token_count, "reading": reading}
         if info is not None:
             metadata |= {"output_tokens": info.output_tokens, "finish_reason": info.finish_reason}
         return metadata

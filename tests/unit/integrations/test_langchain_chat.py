@@ -339,8 +339,9 @@ def test_the_windows_read_are_decoded_at_the_models_slot_alignments(text_rcc, mo
     reading = read_within(question, [text_rcc.compress(report)], [text_rcc.window_texts(report)], slots)
     assert seen == [reading.texts] and len(reading.texts) == 1 and "harbour" in reading.texts[0]
     assert meta["memory_slots"] == slots  # the stored memory read; its other alignment is decoded beside it
-    llm.invoke(question, memory=text_rcc.compress(report, keep_text=False))  # without its text: one alignment
-    assert len(seen) == 1
+    assert meta["memory_alignments"] == 2
+    bare = llm.invoke(question, memory=text_rcc.compress(report, keep_text=False))  # without its text: one alignment
+    assert len(seen) == 1 and bare.response_metadata["memory_alignments"] == 1
     stored = MemoryWithText(text_rcc.compress(report), text_rcc.window_texts(report))
     llm.invoke(question, memory=stored)  # with its text: ranked and realigned like the document itself
     assert seen[1] == reading.texts

@@ -167,13 +167,14 @@ def test_query_and_chat_engines_decode_the_windows_they_read_at_the_models_slot_
     response = index.as_query_engine(max_tokens=4, memory_budget=slots).query("Who keeps the lighthouse?")
     (source,) = response.source_nodes
     assert seen == [([source.node.get_content()], None)] and "lighthouse" in seen[0][0][0]
-    assert response.metadata["memory_slots"] == slots
+    assert response.metadata["memory_slots"] == slots and response.metadata["memory_alignments"] == 2
     chat = index.as_chat_engine(max_tokens=4, memory_budget=slots).chat("Who keeps the lighthouse?")
     assert [s.node.get_content() for s in chat.source_nodes] == seen[0][0] and seen[1] == seen[0]
     assert chat.metadata["usage"]["memory_slots"] == slots  # the stored windows; the other alignment beside them
-    index.as_query_engine(max_tokens=4, memory_budget=slots, read_alignments=1).query("Who keeps the lighthouse?")
+    assert chat.metadata["usage"]["memory_alignments"] == 2
+    one = index.as_query_engine(max_tokens=4, memory_budget=slots, read_alignments=1).query("Who keeps the lighthouse?")
     index.as_chat_engine(max_tokens=4, memory_budget=slots, read_alignments=1).chat("Who keeps the lighthouse?")
-    assert len(seen) == 2  # one alignment asked for: the stored memory alone
+    assert len(seen) == 2 and one.metadata["memory_alignments"] == 1  # one asked for: the stored memory alone
 
 
 def test_an_index_at_a_rate_with_weights_of_its_own_reads_and_reloads_with_them(rate_weights_checkpoint, tmp_path):
