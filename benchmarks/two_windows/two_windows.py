@@ -62,41 +62,31 @@ def layouts(ranked: list[int]) -> dict[str, list[int]]:
             "best three": ranked[:3]}
 
 
-def finding(model: RCCModel, embed: MiniLM, docs: dict[str, str], rows: list[dict]) -> dict[str, dict[str, list]]:
-    """Per layout and kind, [questions whose read windows hold the answer, questions]."""
-    found: dict[str, dict[str, list]] = {}
-    for doc, text in docs.items():
-        texts = model.window_texts(text)
-        for row in (r for r in rows if r["doc"] == doc and r["kind"] in ANSWERABLE):
-            scores, _ = rank_windows(row["question"], texts, lambda batch: embed.get_text_embedding_batch(list(batch)))
-            ranked = sorted(range(len(texts)), key=lambda j: (-scores[j], j))
-            for layout, read in layouts(ranked).items():
-                cell = found.setdefault(layout, {}).setdefault(row["kind"], [0, 0])
-                cell[0] += is_correct("\n\n".join(texts[j] for j in sorted(read)), row)
-                cell[1] += 1
-    return found
+def finding(index: RCCMemoryIndex, rows: list[dict], found: dict[str, dict[str, list]]) -> None:
+    """Add to `found` (per layout and kind, [questions whose read windows hold the answer, questions]) the
+    answerable `rows` about `index`'s one document, its windows ranked with the index's own ranking inputs."""
+    (node_id,) = index.node_ids
+    texts = index.window_texts(node_id)
+    for row in (r for r in rows if r["kind"] in ANSWERABLE):
+        scores, _ = rank_windows(row["question"], texts, index.embedder())
+        ranked = sorted(range(len(texts)), key=lambda j: (-scores[j], j))
+        for layout, read in layouts(ranked).items():
+            cell = found.setdefault(layout, {}).setdefault(row["kind"], [0, 0])
+            cell[0] += is_correct("\n\n".join(texts[j] for j in sorted(read)), row)
+            cell[1] += 1
 
 
-def part_by_part(model: RCCModel, embed: MiniLM, docs: dict[str, str], rows: list[dict], log: Path) -> list[dict]:
-    """Every two-part question asked as its parts (`parts_of`); one record each, appended to `log`."""
-    records, cache = [], tempfile.mkdtemp(prefix="rcc-memory-cache-")
-    with log.open("w") as out:
-        for doc, text in docs.items():
-            asked = [r for r in rows if r["doc"] == doc and len(parts_of(r["question"])) > 1]
-            if not asked:
-                continue
-            index = RCCMemoryIndex.from_documents([Document(text=text, id_=doc)], model=model, embed_model=embed,
-                                                  cache_dir=cache)
-            engine = index.as_query_engine(max_tokens=32, read_alignments=1)
-            for row in asked:
-                parts = parts_of(row["question"])
-                answers = [str(engine.query(part)) for part in parts]
-                record = {"id": row["id"], "kind": row["kind"], "source": row["source"], "parts": parts,
-                          "answers": answers, "correct": is_correct("; ".join(answers), row),
-                          "parts_correct": [is_correct(a, {**row, "answers": [g]})
-                                            for a, g in zip(answers, row["answers"])]}
-                records.append(record)
-                print(json.dumps(record), file=out, flush=True)
+def part_by_part(index: RCCMemoryIndex, rows: list[dict]) -> list[dict]:
+    """The two-part `rows` about `index`'s document asked as their parts (`parts_of`); a record each."""
+    engine = index.as_query_engine(max_tokens=32, read_alignments=1)
+    records = []
+    for row in (r for r in rows if len(parts_of(r["question"])) > 1):
+        parts = parts_of(row["question"])
+        answers = [str(engine.query(part)) for part in parts]
+        records.append({"id": row["id"], "kind": row["kind"], "source": row["source"], "parts": parts,
+                        "answers": answers, "correct": is_correct("; ".join(answers), row),
+                        "parts_correct": [is_correct(a, {**row, "answers": [g]})
+                                          for a, g in zip(answers, row["answers"])]})
     return records
 
 
@@ -111,8 +101,17 @@ def main() -> None:
     torch.set_grad_enabled(False)
     docs, rows = load(args.cache) if args.seed is None else generated(args.docs, args.seed)
     model, embed = RCCModel.from_pretrained(args.model), MiniLM()
-    found = finding(model, embed, docs, rows)
-    records = part_by_part(model, embed, docs, rows, args.out.with_suffix(".jsonl"))
+    found: dict[str, dict[str, list]] = {}
+    records, cache = [], tempfile.mkdtemp(prefix="rcc-memory-cache-")
+    with args.out.with_suffix(".jsonl").open("w") as log:
+        for doc, text in docs.items():  # one index per document: its windows embedded once for every question
+            index = RCCMemoryIndex.from_documents([Document(text=text, id_=doc)], model=model, embed_model=embed,
+                                                  cache_dir=cache)
+            about = [r for r in rows if r["doc"] == doc]
+            finding(index, about, found)
+            for record in part_by_part(index, about):
+                records.append(record)
+                print(json.dumps(record), file=log, flush=True)
     asked = [r for r in rows if r["kind"] == "two_fact"]
     command = " ".join(["python benchmarks/two_windows/two_windows.py"]
                        + ([f"--model {args.model}"] if args.model != "reading" else [])
