@@ -23,6 +23,7 @@ from typing import Any
 
 from rcc_integrations._conversation import DecoderInput, answering_from_result, with_tools
 from rcc_model import (
+    PART_SEPARATOR,
     CompressedMemory,
     GenerationInfo,
     MemoryFileError,
@@ -35,11 +36,13 @@ from rcc_model import (
     aligned_views,
     generate_tool_call,
     prefers_tool_call,
+    question_parts,
     rate_folders,
     read_within,
     resolve_checkpoint,
     text_only,
     with_context,
+    with_question,
 )
 
 Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]  # texts -> vectors: what rcc_model ranks with
@@ -49,6 +52,10 @@ READ_ALIGNMENTS_HELP = ("slot alignments at which the windows an answer reads ar
                         "(rcc_model.aligned_views): more of them copy codes more exactly, each costs one more "
                         "decoder row and one more encoder pass over the text read. None = the model's read_alignments "
                         "(4 for the packaged default; 1 answers soonest)")
+
+SPLIT_QUESTIONS_HELP = ("answer a question about memory that asks several things (\"What is X, and who is Y?\") "
+                        "part by part, each part reading the windows that best match it, the answers one per line "
+                        "(rcc_model.question_parts); False asks it whole")
 
 TOOL_CALL_MARGIN_HELP = ('with tools bound and the choice left to the model, call a tool on a user turn when "{" '
                          "scores within this many nats of the decoder's favourite token; after a tool result, "
@@ -65,6 +72,38 @@ class ToolCall:
     name: str
     arguments: Any
     id: str
+
+
+@dataclass
+class Part:
+    """One question the decoder answers with a reading of its own: the question asked, or one part of a question
+    that asks several things (`rcc_model.question_parts`), which the decoder answers one at a time."""
+
+    question: str
+    conversation: DecoderInput  # asking `question`; its turn holds the windows read as text
+    reading: Reading
+    memory: CompressedMemory | MemoryViews  # what the decoder reads: the reading's memory at its alignments
+
+
+def reading_metadata(parts: Sequence[Part]) -> dict[str, Any]:
+    """What an answer read, as response metadata: the memory slots (one alignment's), alignments, tokens and
+    windows read, of how many held, and which (`Reading.metadata`). For a question answered part by part the
+    decoder's costs are summed over its parts, each window read is listed with its `part` (an index into
+    `question_parts`, the questions answered)."""
+    first = parts[0]
+    metadata = {"memory_slots": sum(p.memory.num_slots for p in parts), "memory_alignments": first.memory.alignments,
+                "memory_tokens": sum(p.memory.token_count for p in parts),
+                "memory_windows_read": sum(p.reading.windows_read for p in parts),
+                "memory_windows": first.reading.windows_held, "reading": first.reading.metadata()}
+    if len(parts) > 1:
+        readings = [p.reading.metadata() for p in parts]
+        metadata["reading"] = {
+            "ranking": readings[0]["ranking"],
+            "windows": [{**w, "part": k} for k, r in enumerate(readings) for w in r["windows"]],
+            "expanded_tokens": sum(r["expanded_tokens"] for r in readings),
+            "compressed_slots": sum(r["compressed_slots"] for r in readings)}
+        metadata["question_parts"] = [p.question for p in parts]
+    return metadata
 
 
 class ModelLock:
@@ -261,10 +300,30 @@ class Engine:
         conversation.chat = result[0].prompt(conversation.chat)
         return result
 
-    def chat_tokens(self, chat: list[dict[str, str]], reading: Reading) -> int:
-        """Tokens of the plain-text chat, less the memory it holds as text (`reading.context`: counted with the
-        memory given, not twice)."""
-        return sum(self.count_tokens(m["content"]) for m in chat) - self.count_tokens(reading.context)
+    def read(self, conversation: DecoderInput, store: Any = None, rate: int | None = None, budget: int | None = None,
+             alignments: int | None = None, expand_tokens: int | None = None, embed: Embed | None = None,
+             split: bool = True) -> tuple[list[Part], int, int]:
+        """What the decoder reads for the conversation's question (`prepare`, then `views`), once per part of a
+        question that asks several things where `split` (`rcc_model.question_parts`; a question about attached
+        memory, in plain text), with how many memory tokens were read from existing memory and how many were
+        compressed now (the memory given, counted once)."""
+        question = conversation.last_user_text()
+        asked = question_parts(question) if split and conversation.pieces and conversation.question is None \
+            and conversation.chat and conversation.chat[-1]["role"] == "user" else [question]
+        conversations = [conversation] if len(asked) == 1 else [
+            DecoderInput(list(conversation.pieces), with_question(conversation.chat, q)) for q in asked]
+        parts, counts = [], []
+        for q, part in zip(asked, conversations):
+            reading, read, created = self.prepare(part, store, rate, budget, alignments, expand_tokens, embed)
+            counts.append((read, created))
+            parts.append(Part(q, part, reading, self.views(reading.memory, reading.texts, alignments)))
+        return parts, *counts[0]
+
+    def chat_tokens(self, parts: Sequence[Part]) -> int:
+        """Tokens of the plain-text chats the parts were answered from, less the memory they hold as text
+        (`Reading.context`: counted with the memory given, not twice)."""
+        return sum(sum(self.count_tokens(m["content"]) for m in p.conversation.chat)
+                   - self.count_tokens(p.reading.context) for p in parts)
 
     def expand_budget(self, expand_tokens: int | None = None) -> int:
         """The most tokens of memory an answer reads as text: `expand_tokens`, else the model's own
@@ -285,6 +344,17 @@ class Engine:
         info.output_tokens, info.finish_reason = self.count_tokens(text), "stop"
         if text:
             yield text
+
+    def answer_parts(self, parts: Sequence[Part], info: GenerationInfo, **sampling) -> Iterator[str]:
+        """`answer` to each part, the answers joined by `rcc_model.PART_SEPARATOR`; `info` holds their sums (and
+        each part's, `GenerationInfo.parts`)."""
+        infos = [info] if len(parts) == 1 else [GenerationInfo() for _ in parts]
+        for k, (part, part_info) in enumerate(zip(parts, infos)):
+            if k:
+                yield PART_SEPARATOR
+            yield from self.answer(part.memory, part.conversation, part_info, **sampling)
+        if len(parts) > 1:
+            info.gather(infos)
 
     def tool_call_or_text(self, memory: CompressedMemory | MemoryViews, chat: list[dict], tools: list[dict],
                           choice: str | None, after_tool_result: bool, margin: float, info: GenerationInfo,

@@ -31,6 +31,7 @@ _EXPORTS = {
     "DecodeState": "rcc_model.decoding",
     "SamplingParams": "rcc_model.decoding",
     "GenerationInfo": "rcc_model.generation",
+    "PART_SEPARATOR": "rcc_model.generation",
     # how reconstruction decodes each window
     "ANCHORED_GREEDY": "rcc_model.beam_search",
     "GREEDY": "rcc_model.beam_search",
@@ -44,6 +45,8 @@ _EXPORTS = {
     "ReadingPolicy": "rcc_model.reading",
     "WindowChoice": "rcc_model.reading",
     "with_context": "rcc_model.prompts",
+    "question_parts": "rcc_model.prompts",
+    "with_question": "rcc_model.prompts",
     "reconstruct_windows": "rcc_model.reconstruction",
     "reconstruction_prompt": "rcc_model.reconstruction",
     # structured output and tool calls
@@ -83,6 +86,7 @@ if TYPE_CHECKING:
     from rcc_model.config import RCCConfig as RCCConfig
     from rcc_model.decoding import DecodeState as DecodeState
     from rcc_model.decoding import SamplingParams as SamplingParams
+    from rcc_model.generation import PART_SEPARATOR as PART_SEPARATOR
     from rcc_model.generation import GenerationInfo as GenerationInfo
     from rcc_model.json_schema import UnsupportedSchemaError as UnsupportedSchemaError
     from rcc_model.memory import CompressedMemory as CompressedMemory
@@ -91,7 +95,9 @@ if TYPE_CHECKING:
     from rcc_model.memory import MemoryViews as MemoryViews
     from rcc_model.memory_cache import MemoryCache as MemoryCache
     from rcc_model.modeling import RCCModel as RCCModel
+    from rcc_model.prompts import question_parts as question_parts
     from rcc_model.prompts import with_context as with_context
+    from rcc_model.prompts import with_question as with_question
     from rcc_model.reading import MemoryWithText as MemoryWithText
     from rcc_model.reading import Reading as Reading
     from rcc_model.reading import ReadingPolicy as ReadingPolicy

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,7 +22,15 @@ from rcc_model.decoding import (
     prefill_views,
 )
 from rcc_model.memory import CompressedMemory, MemoryMismatchError, MemoryViews
-from rcc_model.prompts import Prompt, instruction_frame, prompt_ids, question_of, token_ids
+from rcc_model.prompts import (
+    Prompt,
+    instruction_frame,
+    prompt_ids,
+    question_of,
+    question_parts,
+    token_ids,
+    with_question,
+)
 from rcc_model.reading import Reading, ReadingPolicy, reading_for
 from rcc_model.reconstruction import reconstruct_windows, reconstruction_prompt
 from rcc_model.text_stream import TextStream
@@ -32,15 +40,27 @@ from rcc_model.text_stream import TextStream
 class GenerationInfo:
     """Filled in by `stream(..., info=...)`: why generation ended ("stop": EOS or a stop string;
     "length": the token limit), how many tokens it read and wrote, and which windows of the memory it read
-    (`reading`, None where it read the memory as given)."""
+    (`reading`, None where it read the memory as given). A question answered part by part (`question_parts`)
+    has one info per part in `parts`, and here their sums and the last part's finish reason."""
 
     finish_reason: str = ""
     prompt_tokens: int = 0
     memory_slots: int = 0
     output_tokens: int = 0
     reading: Reading | None = None
+    parts: list[GenerationInfo] = field(default_factory=list)
+
+    def gather(self, parts: Sequence[GenerationInfo]) -> None:
+        """Hold `parts`, the infos of the parts of one answer, and their sums."""
+        self.parts = list(parts)
+        self.finish_reason = parts[-1].finish_reason
+        self.prompt_tokens = sum(p.prompt_tokens for p in parts)
+        self.memory_slots = sum(p.memory_slots for p in parts)
+        self.output_tokens = sum(p.output_tokens for p in parts)
+        self.reading = None
 
 
+PART_SEPARATOR = "\n"  # between the answers to the parts of a question (`question_parts`)
 READ = ReadingPolicy()  # the model's own reading: its expand_tokens and read_slots, BM25 ranking
 
 
@@ -169,9 +189,38 @@ class GenerationMixin:
         A question (a string, or messages ending in a user turn) asked of a memory as compressed reads it as
         `reading` says (`rcc_model.reading_for`: the best windows as text before the question, their
         neighbourhood as slots, within the model's budgets); `reading=None` reads the memory as given.
+        A question that asks several things (`question_parts`) is answered part by part, each part with its
+        own reading, the answers joined by `PART_SEPARATOR` (`ReadingPolicy.split_questions`).
         A greedy answer is the model's abstention only where it outscores the best other answer by the
         model's `abstention_margin` (`weigh_abstention`)."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        prompts = self._question_parts(prompt, reading)
+        if len(prompts) == 1:
+            yield from self._stream_one(memory, prompt, params, stop, info, reading)
+            return
+        infos = [GenerationInfo() for _ in prompts]
+        for k, (part, part_info) in enumerate(zip(prompts, infos)):
+            if k:
+                yield PART_SEPARATOR
+            yield from self._stream_one(memory, part, params, stop, part_info, reading)
+        if info is not None:
+            info.gather(infos)
+
+    @staticmethod
+    def _question_parts(prompt: Prompt, policy: ReadingPolicy | None) -> list[Prompt]:
+        """The prompt once per part of its question (`question_parts`), where `policy` splits questions;
+        else `[prompt]`."""
+        if policy is None or not policy.split_questions:
+            return [prompt]
+        try:
+            parts = question_parts(question_of(prompt))
+        except (ValueError, TypeError):  # token ids, or no question
+            return [prompt]
+        return [with_question(prompt, part) for part in parts] if len(parts) > 1 else [prompt]
+
+    def _stream_one(self, memory: MemoryInput, prompt: Prompt, params: SamplingParams, stop: Sequence[str],
+                    info: GenerationInfo | None, reading: ReadingPolicy | None) -> Iterator[str]:
+        """`stream` of a prompt asked whole."""
         memory, prompt, chosen = self._read(memory, prompt, reading)
         ids = prompt_ids(self.tokenizer, prompt)
         with torch.no_grad():
@@ -192,24 +241,19 @@ class GenerationMixin:
         without weighing the abstention or selecting; one answer weighs it and reads its memory (`reading`) as
         `stream` does.
         """
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
         if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)):
-            memory, prompt, _ = self._read(memory, prompt, reading)
-            state, written = weigh_abstention(self, self._start(memory, prompt_ids(self.tokenizer, prompt), params),
-                                              params)
-            rows = 1
-        else:
-            memories = list(memory)
-            prompts = [None] * len(memories) if prompt is None else list(prompt)
-            if len(prompts) != len(memories):
-                raise ValueError(f"pass one prompt per memory: {len(memories)} memories, {len(prompts)} prompts")
-            state = prefill(self, memories, [prompt_ids(self.tokenizer, p) for p in prompts],
-                            params.max_new_tokens)
-            rows, written = len(memories), []
-        texts = [""] * rows
-        for row, piece in self._text_rows(state, params, stop, written=written):
+            return "".join(self.stream(memory, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                       top_p=top_p, seed=seed, stop=stop, reading=reading))
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed)
+        memories = list(memory)
+        prompts = [None] * len(memories) if prompt is None else list(prompt)
+        if len(prompts) != len(memories):
+            raise ValueError(f"pass one prompt per memory: {len(memories)} memories, {len(prompts)} prompts")
+        state = prefill(self, memories, [prompt_ids(self.tokenizer, p) for p in prompts], params.max_new_tokens)
+        texts = [""] * len(memories)
+        for row, piece in self._text_rows(state, params, stop):
             texts[row] += piece
-        return texts[0] if isinstance(memory, (CompressedMemory, MemoryViews, DecodeState)) else texts
+        return texts
 
     @torch.no_grad()
     def generate_json(self, memory: MemoryInput, prompt: Prompt, schema: dict, *,

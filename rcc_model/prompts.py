@@ -3,6 +3,7 @@ instruction-reconstruction header."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -33,6 +34,34 @@ def question_of(prompt: str | Sequence[dict]) -> str:
     if prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") == "user":
         return prompt[-1]["content"]
     raise ValueError("a question is a string or chat messages ending in a user turn")
+
+
+# Where a question asks a second thing: ", and" before a question word ("What is X, and who is Y?").
+_NEXT_PART = re.compile(r",\s+and\s+(?=(?:what|who|whom|whose|which|when|where|why|how|within|on what|in which|"
+                        r"to which|at what|for how)\b)", re.IGNORECASE)
+
+
+def question_parts(question: str) -> list[str]:
+    """The questions a many-part question asks, in order ("What is X, and who is Y?" -> ["What is X?",
+    "Who is Y?"]); `[question]` where it asks one thing, or spans lines (a text with its question).
+
+    The decoder answers one part of a two-part question, and the windows best for the whole are seldom those
+    of each part, so each part is read and answered on its own (`RCCModel.stream`, the integrations): measured
+    in benchmarks/two_windows."""
+    if "\n" in question.strip():
+        return [question]
+    pieces = [p.strip() for p in _NEXT_PART.split(question.strip())]
+    if len(pieces) == 1 or not all(pieces):
+        return [question]
+    return [(p[0].upper() + p[1:]).rstrip(" ?") + "?" for p in pieces]
+
+
+def with_question(prompt: str | Sequence[dict], question: str) -> str | list[dict]:
+    """`prompt` asking `question` instead: a string replaced, or chat messages' last user turn."""
+    question_of(prompt)  # refuses a prompt that asks nothing
+    if isinstance(prompt, str):
+        return question
+    return [*prompt[:-1], {**prompt[-1], "content": question}]
 
 
 def text_then_question(text: str, question: str) -> str:

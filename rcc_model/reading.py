@@ -147,11 +147,14 @@ class Reading:
 class ReadingPolicy:
     """How a question reads a memory (`reading_for`): up to `expand_tokens` tokens of the best-ranked windows
     as text, up to `read_slots` slots of compressed windows, ranked by BM25, fused with `embed`'s ranking where
-    given (`rcc_model.ranking`). None = the model's own setting (`RCCConfig.expand_tokens`, `read_slots`)."""
+    given (`rcc_model.ranking`). None = the model's own setting (`RCCConfig.expand_tokens`, `read_slots`).
+    `split_questions`: a question that asks several things (`prompts.question_parts`) is read and answered
+    part by part (`RCCModel.stream`)."""
 
     expand_tokens: int | None = None
     read_slots: int | None = None
     embed: Embed | None = None
+    split_questions: bool = True
 
     def __post_init__(self) -> None:
         for name in ("expand_tokens", "read_slots"):

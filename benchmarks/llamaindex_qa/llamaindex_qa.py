@@ -57,7 +57,7 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from llama_index.core.storage.docstore import SimpleDocumentStore
 
 from rcc_integrations.llama_index import RCCLLM, RCCMemoryIndex
-from rcc_model import RCCConfig, RCCModel, generation
+from rcc_model import PART_SEPARATOR, RCCConfig, RCCModel, generation
 from rcc_model.abstention import abstention_gap, greedy_answer_stands
 from rcc_model.checkpoint import resolve_checkpoint
 from rcc_model.ranking import bm25
@@ -195,16 +195,22 @@ class Bench:
         began = time.perf_counter()
         response = engine.query(question)
         answer, ttft, _ = streamed(response.response_gen, began, str)
-        recording = self.weighed[0].pop("scoring_s")  # not part of answering: taken off the times
+        recording = sum(w.pop("scoring_s") for w in self.weighed)  # not part of answering: taken off the times
         seconds, ttft = time.perf_counter() - began - recording, ttft and ttft - recording
-        chat = index.reading_of([s.node for s in response.source_nodes]).prompt(
-            [{"role": "user", "content": question}])
+        parts = response.metadata.get("question_parts") or [question]  # answered part by part, or whole
+        reads = response.metadata["reading"]
+        nodes = [[index.docstore.get_node(r["node_id"]) if r["window"] is None else
+                  index.window_node(r["node_id"], r["window"], r["read"]) for r in reads if r.get("part", 0) == k]
+                 for k in range(len(parts))]
+        chats = [index.reading_of(read).prompt([{"role": "user", "content": part}]) for read, part in zip(nodes, parts)]
+        weighed = [w or None for w in self.weighed]
         return {"answer": answer, "ttft_s": ttft, "slots": response.metadata["memory_slots"],
                 "alignments": response.metadata["memory_alignments"],
-                "prompt_tokens": sum(self.count(m["content"]) for m in chat),
+                "prompt_tokens": sum(self.count(m["content"]) for chat in chats for m in chat),
                 "read_text": "\n\n".join(s.node.get_content() for s in response.source_nodes),
-                "expanded_windows": sum(r["read"] == "expanded" for r in response.metadata["reading"]),
-                "weighed": self.weighed[0] or None, "seconds": seconds}
+                "expanded_windows": sum(r["read"] == "expanded" for r in reads),
+                **({"parts": parts} if len(parts) > 1 else {}),
+                "weighed": weighed if len(parts) > 1 else weighed[0], "seconds": seconds}
 
 
 def chosen(rows: list[dict], limit: int | None) -> list[dict]:
@@ -372,8 +378,13 @@ def tables(results: dict, rows: list[dict]) -> list[str]:
 
 def at_margin(record: dict, margin: float | None) -> str:
     """What rcc would have answered with `abstention_margin` = margin (None: plain greedy), by
-    `weigh_abstention`'s own rule applied to the scores its record holds."""
+    `weigh_abstention`'s own rule applied to the scores its record holds; a question answered part by part,
+    each part's answer by its own scores, joined as the query engine joins them."""
     weighed = record.get("weighed")
+    if isinstance(weighed, list):
+        answers = record["answer"].split(PART_SEPARATOR)
+        answers = answers if len(answers) == len(weighed) else [record["answer"]] * len(weighed)
+        return PART_SEPARATOR.join(at_margin({"answer": a, "weighed": w}, margin) for a, w in zip(answers, weighed))
     if weighed is None:  # nothing weighed: the answer is greedy decoding's at every margin
         return record["answer"]
     abstention, abstains, other = weighed["abstention"], weighed["abstains"], weighed["other"]
@@ -393,7 +404,7 @@ def margin_table(log: list[dict], rows: list[dict], systems: list[str]) -> list[
                    and "weighed" in r]
         if not answers:
             continue
-        own = next(r["weighed"]["margin"] for r in answers if r["weighed"])
+        own = next(r["weighed"]["margin"] for r in answers if isinstance(r["weighed"], dict))
         same = sum(at_margin(r, own).strip() == r["answer"].strip() for r in answers)
         lines += [f"{system} at other abstention margins (from the scores each answer records; at the model's own, "
                   f"{own}, the rule gives the logged answer for {same} of {len(answers)}):", "",

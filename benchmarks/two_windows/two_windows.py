@@ -9,10 +9,11 @@ read, and what the `reading` weights answer when a two-part question is asked pa
    reading ranks them (BM25 fused with MiniLM); the layouts spend `reading`'s budget (one window as text, 64
    slots: one more window) on the best window's better-ranked neighbour (what `read_within` reads), on the
    next-ranked window, or read three.
-2. Answering part by part: a question that asks two things ("What is X, and who is Y?", split before ", and"
-   and a question word) is asked as its two parts, each through `RCCMemoryIndex` with its own reading (one slot
-   alignment, the model's margin), and the two answers are joined; correct when the joined answer holds every
-   answer group, as llamaindex_qa scores the whole question.
+2. Answering part by part: a question that asks two things ("What is X, and who is Y?", split by
+   `rcc_model.question_parts`, as the query engine now splits it itself) is asked as its two parts, each
+   through `RCCMemoryIndex` with its own reading (one slot alignment, the model's margin), and the two answers
+   are joined; correct when the joined answer holds every answer group, as llamaindex_qa scores the whole
+   question.
 
 Writes `--out`.{jsonl,md,json}: each part's answer, and the tables.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -37,21 +37,11 @@ from question_set import generated, load  # noqa: E402
 from scoring import is_correct  # noqa: E402
 
 from rcc_integrations.llama_index import RCCMemoryIndex  # noqa: E402
-from rcc_model import RCCModel  # noqa: E402
+from rcc_model import RCCModel, question_parts  # noqa: E402
 from rcc_model.ranking import rank_windows  # noqa: E402
 
-PARTS = re.compile(r",\s+and\s+(?=(?:what|who|which|when|where|how|within|on what|in which|to which)\b)", re.I)
 ANSWERABLE = ("exact", "paraphrased", "two_fact")
 DEFAULT_OUT = Path(__file__).with_name("two_windows")
-
-
-def parts_of(question: str) -> list[str]:
-    """The two questions a two-part question asks; [question] where it asks one."""
-    pieces = PARTS.split(question, maxsplit=1)
-    if len(pieces) == 1:
-        return pieces
-    first, second = pieces
-    return [first.rstrip(" ?") + "?", second[0].upper() + second[1:]]
 
 
 def layouts(ranked: list[int]) -> dict[str, list[int]]:
@@ -80,8 +70,8 @@ def part_by_part(index: RCCMemoryIndex, rows: list[dict]) -> list[dict]:
     """The two-part `rows` about `index`'s document asked as their parts (`parts_of`); a record each."""
     engine = index.as_query_engine(max_tokens=32, read_alignments=1)
     records = []
-    for row in (r for r in rows if len(parts_of(r["question"])) > 1):
-        parts = parts_of(row["question"])
+    for row in (r for r in rows if len(question_parts(r["question"])) > 1):
+        parts = question_parts(row["question"])
         answers = [str(engine.query(part)) for part in parts]
         records.append({"id": row["id"], "kind": row["kind"], "source": row["source"], "parts": parts,
                         "answers": answers, "correct": is_correct("; ".join(answers), row),

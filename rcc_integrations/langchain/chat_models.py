@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from rcc_integrations._conversation import tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
+    SPLIT_QUESTIONS_HELP,
     TOOL_CALL_MARGIN_HELP,
     CachedEmbedding,
     Engine,
@@ -26,6 +27,7 @@ from rcc_integrations._runtime import (
     engine_for,
     iterate_in_thread,
     pop_sampling,
+    reading_metadata,
 )
 from rcc_integrations.langchain.messages import memory_key, split_messages
 from rcc_model import GenerationInfo, RCCModel, SchemaDecoder
@@ -83,6 +85,7 @@ class RCCChatModel(BaseChatModel):
         default=None, description="LangChain Embeddings that rank the windows of attached texts together with "
         "BM25 (reciprocal-rank fusion), so a question worded unlike the text still finds it; None = BM25 alone")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
+    split_questions: bool = Field(default=True, description=SPLIT_QUESTIONS_HELP)
     memory: Any = Field(
         default=None, description="what every call reads as memory (Documents, strings, CompressedMemory, "
         "MemoryWithText, .rccmem paths), unless a call passes its own memory=; a field, not bind(memory=...), "
@@ -179,18 +182,19 @@ class RCCChatModel(BaseChatModel):
         decoder_input = split_messages(messages, engine.count_tokens, self.compress_threshold,
                                        self.instruction_reconstruction, attached, room)
         info = GenerationInfo()
-        reading, read, created = engine.prepare(decoder_input, self.memory_store, self.rate, budget,
-                                                self.read_alignments, expand_tokens, self._embedder())
-        chat = decoder_input.chat  # the question's turn now holds the windows read as text
-        memory = engine.views(reading.memory, reading.texts, self.read_alignments)
+        calls_tools = decoder_input.question is None and bool(tools) and choice != "none"
+        parts, read, created = engine.read(decoder_input, self.memory_store, self.rate, budget, self.read_alignments,
+                                           expand_tokens, self._embedder(),
+                                           split=self.split_questions and not calls_tools)
         pieces: Iterator[str | ToolCall]
-        if decoder_input.question is None and tools and choice != "none":
-            pieces = engine.tool_call_or_text(memory, chat, tools, choice,
+        if calls_tools:
+            (part,) = parts
+            pieces = engine.tool_call_or_text(part.memory, part.conversation.chat, tools, choice,
                                               isinstance(messages[-1], ToolMessage), self.tool_call_margin, info,
                                               sampling)
-            chat = with_tools(chat, tools)  # counted with the tools described
+            part.conversation.chat = with_tools(part.conversation.chat, tools)  # counted with the tools described
         else:
-            pieces = engine.answer(memory, decoder_input, info, **sampling)
+            pieces = engine.answer_parts(parts, info, **sampling)
         for piece in pieces:
             if isinstance(piece, ToolCall):
                 chunk = {"name": piece.name, "args": json.dumps(piece.arguments), "id": piece.id, "index": 0,
@@ -198,16 +202,12 @@ class RCCChatModel(BaseChatModel):
                 yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[chunk]))
             else:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        plain = engine.chat_tokens(chat, reading)
-        input_tokens = plain + read + created  # all memory given, also windows left unread (see metadata)
+        input_tokens = engine.chat_tokens(parts) + read + created  # all memory given, also windows left unread
         usage = {"input_tokens": input_tokens, "output_tokens": info.output_tokens,
                  "total_tokens": input_tokens + info.output_tokens,
                  "input_token_details": {"cache_read": read, "cache_creation": created}}
         metadata = {"model_name": self.model_name, "model_provider": "rcc",
-                    "compression_rate": engine.model.config.check_rate(self.rate), "memory_slots": memory.num_slots,
-                    "memory_alignments": memory.alignments,
-                    "memory_tokens": memory.token_count, "memory_windows_read": reading.windows_read,
-                    "memory_windows": reading.windows_held, "reading": reading.metadata(),
+                    "compression_rate": engine.model.config.check_rate(self.rate), **reading_metadata(parts),
                     "finish_reason": info.finish_reason}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage,
                                                          response_metadata=metadata, chunk_position="last"))

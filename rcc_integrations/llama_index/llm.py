@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from rcc_integrations._conversation import answering_from_result, plan, tools_prompt, with_tools
 from rcc_integrations._runtime import (
     READ_ALIGNMENTS_HELP,
+    SPLIT_QUESTIONS_HELP,
     TOOL_CALL_MARGIN_HELP,
     Engine,
     ModelLock,
@@ -34,6 +35,7 @@ from rcc_integrations._runtime import (
     engine_for,
     iterate_in_thread,
     pop_sampling,
+    reading_metadata,
 )
 from rcc_integrations.llama_index.react import as_tool_calls, react_brief, react_step, react_tools
 from rcc_model import (
@@ -89,6 +91,7 @@ class RCCLLM(FunctionCallingLLM):
         default=None, ge=0, description="the most tokens of the long texts' best-matching windows read as plain "
         "text before the question (the rest is read as slots). None = the model's expand_tokens; 0 = slots only")
     read_alignments: int | None = Field(default=None, ge=1, description=READ_ALIGNMENTS_HELP)
+    split_questions: bool = Field(default=True, description=SPLIT_QUESTIONS_HELP)
     memory: Any = Field(default=None, description="what every call reads as memory (strings, CompressedMemory, "
                         "MemoryWithText), unless a call passes its own memory=: how an agent's LLM (FunctionAgent, "
                         "which passes no memory=) reads documents")
@@ -158,22 +161,25 @@ class RCCLLM(FunctionCallingLLM):
             conversation = plan(turns, engine.count_tokens, self.compress_threshold,
                                 self.instruction_reconstruction, pieces,
                                 engine.prompt_room(sampling["max_new_tokens"], budget, expand_tokens, described))
-        reading, read, created = engine.prepare(conversation, rate=self.rate, budget=budget,
-                                                alignments=self.read_alignments, expand_tokens=expand_tokens)
-        memory = engine.views(reading.memory, reading.texts, self.read_alignments)
+        calls_functions = bool(functions) and choice != "none" and conversation.question is None
+        parts, read, created = engine.read(conversation, rate=self.rate, budget=budget, alignments=self.read_alignments,
+                                           expand_tokens=expand_tokens,
+                                           split=self.split_questions and schema is None and not tools
+                                           and not calls_functions)
         info = GenerationInfo()
+        part = parts[0]
         if schema is not None:
-            stream = self._json(engine, memory, conversation.chat, schema, info, sampling)
+            stream = self._json(engine, part.memory, part.conversation.chat, schema, info, sampling)
         elif tools:
             asked = [text for role, text in turns[1:] if role == "user" and not text.startswith("Observation:")]
-            stream = self._react(engine, memory, conversation.chat, tools, turns[-1][1].startswith("Observation:"),
-                                 asked[-1] if asked else None, info, sampling)
-        elif functions and choice != "none" and conversation.question is None:
-            stream = engine.tool_call_or_text(memory, conversation.chat, functions, choice, turns[-1][0] == "tool",
-                                              self.tool_call_margin, info, sampling)
-            conversation.chat = with_tools(conversation.chat, functions)  # counted below with the tools described
+            stream = self._react(engine, part.memory, part.conversation.chat, tools,
+                                 turns[-1][1].startswith("Observation:"), asked[-1] if asked else None, info, sampling)
+        elif calls_functions:
+            stream = engine.tool_call_or_text(part.memory, part.conversation.chat, functions, choice,
+                                              turns[-1][0] == "tool", self.tool_call_margin, info, sampling)
+            part.conversation.chat = with_tools(part.conversation.chat, functions)  # counted with the tools described
         else:
-            stream = engine.answer(memory, conversation, info, **sampling)
+            stream = engine.answer_parts(parts, info, **sampling)
         text, calls = "", []
         for piece in stream:
             if isinstance(piece, ToolCall):
@@ -182,13 +188,12 @@ class RCCLLM(FunctionCallingLLM):
             text += piece
             yield ChatResponse(message=_assistant(text, calls), delta=piece)
         # every memory token given counts as prompt (read from cache or compressed now), read in full or not
-        prompt_tokens = read + created + engine.chat_tokens(conversation.chat, reading)
+        prompt_tokens = read + created + engine.chat_tokens(parts)
+        reading = reading_metadata(parts)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": info.output_tokens,
                  "total_tokens": prompt_tokens + info.output_tokens, "memory_tokens_read_from_cache": read,
-                 "memory_tokens_compressed": created, "memory_slots": memory.num_slots,
-                 "memory_alignments": memory.alignments,
-                 "memory_windows_read": reading.windows_read, "memory_windows": reading.windows_held,
-                 "reading": reading.metadata()}
+                 "memory_tokens_compressed": created,
+                 **{k: v for k, v in reading.items() if k != "memory_tokens"}}
         yield ChatResponse(message=_assistant(text, calls), delta="",
                            raw={"usage": usage, "finish_reason": info.finish_reason or "stop"})
 

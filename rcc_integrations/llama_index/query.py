@@ -10,9 +10,10 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.response.schema import AsyncStreamingResponse, Response, StreamingResponse
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from rcc_integrations._runtime import iterate_in_thread
+from rcc_integrations._conversation import DecoderInput
+from rcc_integrations._runtime import Part, iterate_in_thread, reading_metadata
 from rcc_integrations.llama_index.index import READ_KEY, WINDOW_KEY
-from rcc_model import CompressedMemory, GenerationInfo, MemoryViews, read_within
+from rcc_model import GenerationInfo, question_parts, read_within
 
 
 class RCCMemoryRetriever(BaseRetriever):
@@ -48,58 +49,79 @@ class RCCMemoryRetriever(BaseRetriever):
 
 class RCCQueryEngine(BaseQueryEngine):
     """Answers a question from the memory of the retrieved documents, with the windows retrieved to be read as
-    text before the question; `source_nodes` names them, and `metadata["reading"]` says how each was read."""
+    text before the question; `source_nodes` names them, and `metadata["reading"]` says how each was read.
+
+    A question that asks several things ("What is X, and who is Y?", `rcc_model.question_parts`) is retrieved for
+    and answered part by part, the answers one per line; `metadata["question_parts"]` lists the parts and each
+    read window's `part` says which one read it (`split_questions=False` asks it whole)."""
 
     def __init__(self, index, streaming: bool = False, max_tokens: int = 256, memory_budget: int | None = None,
-                 read_alignments: int | None = None, expand_tokens: int | None = None, **sampling: Any):
+                 read_alignments: int | None = None, expand_tokens: int | None = None, split_questions: bool = True,
+                 **sampling: Any):
         super().__init__(callback_manager=index._callback_manager)
         self.index = index
         self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens,
                                             expand_tokens=expand_tokens)
         self.streaming = streaming
         self.read_alignments = read_alignments
+        self.split_questions = split_questions
         self.sampling = {"max_new_tokens": max_tokens, **sampling}
 
     def _get_prompt_modules(self) -> dict[str, Any]:
         return {}
 
-    def _prepare(self, query_bundle: QueryBundle
-                 ) -> tuple[list[NodeWithScore], CompressedMemory | MemoryViews, list[dict[str, str]]]:
-        sources = self.retriever.retrieve(query_bundle)
-        reading = self.index.reading_of([s.node for s in sources])
-        memory = self.index.engine.views(reading.memory, reading.texts, self.read_alignments)
-        return sources, memory, reading.prompt([{"role": "user", "content": query_bundle.query_str}])
+    def _prepare(self, query_bundle: QueryBundle) -> tuple[list[Part], list[list[NodeWithScore]]]:
+        """What each part of the question reads (one part where it asks one thing), and the nodes it read."""
+        question = query_bundle.query_str
+        asked = question_parts(question) if self.split_questions else [question]
+        parts, sources = [], []
+        for part in asked:
+            nodes = self.retriever.retrieve(QueryBundle(part) if len(asked) > 1 else query_bundle)
+            reading = self.index.reading_of([n.node for n in nodes])
+            memory = self.index.engine.views(reading.memory, reading.texts, self.read_alignments)
+            chat = reading.prompt([{"role": "user", "content": part}])
+            parts.append(Part(part, DecoderInput(chat=chat), reading, memory))
+            sources.append(nodes)
+        return parts, sources
 
-    def _pieces(self, chat: list[dict[str, str]], memory: CompressedMemory | MemoryViews, info: GenerationInfo):
-        return self.index.engine.stream(memory, chat, info=info, **self.sampling)
+    def _pieces(self, parts: list[Part], info: GenerationInfo):
+        return self.index.engine.answer_parts(parts, info, **self.sampling)
 
-    def _metadata(self, sources: list[NodeWithScore], memory: CompressedMemory | MemoryViews,
-                  info: GenerationInfo | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _response(parts: list[Part], sources: list[list[NodeWithScore]], info: GenerationInfo | None = None
+                  ) -> tuple[list[NodeWithScore], dict[str, Any]]:
+        """The source nodes (each once, as its first part read it) and the metadata of an answer."""
+        split = len(parts) > 1
         reading = [{"node_id": s.node.parent_node.node_id if s.node.parent_node else s.node.node_id,
                     "window": s.node.metadata.get(WINDOW_KEY), "score": s.score,
-                    "read": s.node.metadata.get(READ_KEY, "compressed")} for s in sources]
-        metadata = {"memory_slots": memory.num_slots, "memory_alignments": memory.alignments,
-                    "memory_tokens": memory.token_count, "reading": reading}
+                    "read": s.node.metadata.get(READ_KEY, "compressed"), **({"part": k} if split else {})}
+                   for k, nodes in enumerate(sources) for s in nodes]
+        read = reading_metadata(parts)
+        metadata = {key: read[key] for key in ("memory_slots", "memory_alignments", "memory_tokens")}
+        metadata["reading"] = reading
+        if split:
+            metadata["question_parts"] = read["question_parts"]
         if info is not None:
             metadata |= {"output_tokens": info.output_tokens, "finish_reason": info.finish_reason}
-        return metadata
+        unique: dict[str, NodeWithScore] = {}
+        for s in (s for nodes in sources for s in nodes):
+            unique.setdefault(s.node.node_id, s)
+        return list(unique.values()), metadata
 
     def _query(self, query_bundle: QueryBundle) -> Response | StreamingResponse:
-        sources, memory, chat = self._prepare(query_bundle)
+        parts, sources = self._prepare(query_bundle)
         info = GenerationInfo()
-        pieces = self._pieces(chat, memory, info)
+        pieces = self._pieces(parts, info)
         if self.streaming:
-            return StreamingResponse(response_gen=pieces, source_nodes=sources,
-                                     metadata=self._metadata(sources, memory))
+            return StreamingResponse(pieces, *self._response(parts, sources))
         text = "".join(pieces)
-        return Response(response=text, source_nodes=sources, metadata=self._metadata(sources, memory, info))
+        return Response(text, *self._response(parts, sources, info))
 
     async def _aquery(self, query_bundle: QueryBundle) -> Response | AsyncStreamingResponse:
-        sources, memory, chat = self._prepare(query_bundle)
+        parts, sources = self._prepare(query_bundle)
         info = GenerationInfo()
-        pieces = iterate_in_thread(lambda: self._pieces(chat, memory, info), lambda: self.index.engine.lock)
+        pieces = iterate_in_thread(lambda: self._pieces(parts, info), lambda: self.index.engine.lock)
         if self.streaming:
-            return AsyncStreamingResponse(response_gen=pieces, source_nodes=sources,
-                                          metadata=self._metadata(sources, memory))
+            return AsyncStreamingResponse(pieces, *self._response(parts, sources))
         text = "".join([piece async for piece in pieces])
-        return Response(response=text, source_nodes=sources, metadata=self._metadata(sources, memory, info))
+        return Response(text, *self._response(parts, sources, info))

@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rcc_model import reconstruction_prompt
+    from rcc_model import GenerationInfo, ReadingPolicy, reconstruction_prompt
     from rcc_model.cli.options import load_model_for, reconstruction_options
 
     _check(args)
@@ -55,18 +55,21 @@ def run(args: argparse.Namespace) -> int:
     if args.question is None:
         print(model.ask(memory, None, **sampling))
         return 0
-    budget = args.read_slots or model.config.read_slots
-    prompt = [{"role": "user", "content": args.question}]
+    prompt, info = [{"role": "user", "content": args.question}], GenerationInfo()
     if reconstructed is not None:
+        budget = args.read_slots or model.config.read_slots
         prompt, reading = reconstruction_prompt(model, memory, prompt, budget, **reconstructed, progress=True)
         print(f"reading the reconstruction of {reading.windows_read} of {reading.windows_held} windows",
               file=sys.stderr)
         memory = model.empty_memory()
+        pieces = model.stream(memory, prompt, reading=None, info=info, **sampling)
     else:
-        memory, prompt = _read(model, memory, prompt, budget, args.expand_tokens)
-    for piece in model.stream(memory, prompt, reading=None, **sampling):
+        pieces = model.stream(memory, prompt, reading=ReadingPolicy(args.expand_tokens, args.read_slots), info=info,
+                              **sampling)
+    for piece in pieces:
         print(piece, end="", flush=True)
     print()
+    _say_what_was_read(info)  # the reconstruction's reading was said before the answer
     return 0
 
 
@@ -99,17 +102,17 @@ def load_memory(path: Path):
     return CompressedMemory.load(readable_file(path, "memory file"))
 
 
-def _read(model, memory, prompt: list[dict], budget: int | None, expand_tokens: int | None):
-    """What the question reads and the prompt it reads it with (`rcc_model.reading_for`), saying so where that
+def _say_what_was_read(info) -> None:
+    """Which windows the answer read (of each part of a question answered part by part), on stderr, where that
     is not the whole memory."""
     import sys
 
-    from rcc_model import reading_for
-
-    expand = model.config.expand_tokens if expand_tokens is None else expand_tokens
-    read, reading = reading_for(model, memory, prompt[-1]["content"], budget or None, expand_tokens=expand)
-    if reading.selected or reading.windows_expanded:
-        print(f"reading {reading.windows_read} of {reading.windows_held} windows ({reading.windows_expanded} as "
-              f"text, {reading.windows_read - reading.windows_expanded} as slots), those that best match the question",
+    parts = info.parts or [info]
+    for k, part in enumerate(parts):
+        reading = part.reading
+        if reading is None or not (reading.selected or reading.windows_expanded):
+            continue
+        which = f"part {k + 1} of the question: " if len(parts) > 1 else ""
+        print(f"{which}read {reading.windows_read} of {reading.windows_held} windows ({reading.windows_expanded} "
+              f"as text, {reading.windows_read - reading.windows_expanded} as slots), those that best match it",
               file=sys.stderr)
-    return read, reading.prompt(prompt)

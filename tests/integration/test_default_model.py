@@ -128,7 +128,7 @@ def test_cli_ask_reads_a_long_memory_that_keeps_its_text_where_the_question_matc
     assert json.loads(rcc("info", str(tmp_path / "doc.rccmem"), "--json").stdout)["window_texts"] == "kept"
     answer = rcc("ask", str(tmp_path / "doc.rccmem"), "What is the pass key?", "--max-new-tokens", "12",
                  "--device", "cpu")
-    assert answer.returncode == 0 and "reading 1 of 8 windows" in answer.stderr, answer.stderr
+    assert answer.returncode == 0 and "read 1 of 8 windows" in answer.stderr, answer.stderr
     assert "27182" in answer.stdout
 
 

@@ -32,3 +32,15 @@ def test_reading_declines_when_no_window_holds_the_answer(reading_model):
                                           model=reading_model)
     answer = str(index.as_query_engine(max_tokens=12).query("What is the door code of the lighthouse?"))
     assert answer.startswith(reading_model.config.abstention)
+
+
+def test_reading_answers_both_parts_of_a_two_part_question_from_two_windows(reading_model):
+    keeper = "The keeper of the lighthouse is Amara Quist."
+    text = chronicle(sentences=160, seed=3, facts=[FACT, keeper])  # a third and two thirds of the way in
+    index = RCCMemoryIndex.from_documents([Document(text=text, id_="chronicle")], model=reading_model)
+    response = index.as_query_engine(max_tokens=12, read_alignments=1).query(
+        "What is the access code of the archive, and who is the keeper of the lighthouse?")
+    code, name = str(response).split("\n")
+    assert "7316482" in code and "Amara Quist" in name
+    expanded = {r["part"]: r["window"] for r in response.metadata["reading"] if r["read"] == "expanded"}
+    assert expanded[0] != expanded[1]  # each part read the window of its own fact as text

@@ -83,23 +83,38 @@ def test_eval_reads_a_rate_with_weights_of_its_own_and_takes_no_abbreviations(ra
 def test_ask_reads_the_windows_that_match_when_the_memory_keeps_its_text(text_rcc, capsys):
     import dataclasses
 
-    from rcc_model.cli.ask import _read
+    from rcc_model import GenerationInfo, ReadingPolicy
+    from rcc_model.cli.ask import _say_what_was_read
+
+    def read(memory, question, policy):
+        info = GenerationInfo()
+        list(text_rcc.stream(memory, question, max_new_tokens=1, reading=policy, info=info))
+        _say_what_was_read(info)
+        return info
 
     text_rcc.config = dataclasses.replace(text_rcc.config, read_slots=8, read_alignments=2)  # one 32-token window
     filler = "Real text does not repeat itself like filler does. " * 6
     report = filler[:60] + "The door of the depot is painted teal. " + filler * 2
     kept = text_rcc.compress(report)  # keeps its text by default
     question = [{"role": "user", "content": "What colour is the door of the depot?"}]
-    read, prompt = _read(text_rcc, kept, question, 8, None)  # the model's expand_tokens: 0, slots only
-    assert len(read.views) == 2 and read.views[0].num_slots == 8 and prompt == question
-    assert "door of the depot is painted teal" in read.views[0].window_texts[0]
-    assert "reading 1 of 5 windows (0 as text, 1 as slots)" in capsys.readouterr().err
-    read, prompt = _read(text_rcc, kept, question, 8, 32)  # the best window as text, a neighbour as slots
-    assert "door of the depot is painted teal" in prompt[0]["content"] and read.views[0].num_slots <= 8
-    assert "teal" not in read.views[0].window_texts[0] and "(1 as text, 1 as slots)" in capsys.readouterr().err
+    info = read(kept, question, ReadingPolicy(read_slots=8))  # the model's expand_tokens: 0, slots only
+    assert info.reading.memory.num_slots == 8 and "door of the depot is painted teal" in info.reading.texts[0]
+    assert "read 1 of 5 windows (0 as text, 1 as slots)" in capsys.readouterr().err
+    info = read(kept, question, ReadingPolicy(expand_tokens=32, read_slots=8))  # the best as text, a neighbour
+    assert "door of the depot is painted teal" in info.reading.context and info.reading.memory.num_slots <= 8
+    assert "(1 as text, 1 as slots)" in capsys.readouterr().err
+    two = [{"role": "user", "content": "What colour is the door of the depot, and what does real text not do?"}]
+    info = read(kept, two, ReadingPolicy(read_slots=8))  # a reading of its own for each part
+    assert [p.reading.memory.num_slots for p in info.parts] == [8, 8] and info.reading is None
+    assert info.memory_slots == sum(p.memory_slots for p in info.parts)
+    said = capsys.readouterr().err
+    assert "part 1 of the question: read 1 of 5 windows" in said and "part 2 of the question: read" in said
+    info = read(kept, two, ReadingPolicy(read_slots=8, split_questions=False))
+    assert not info.parts and "part" not in capsys.readouterr().err
     bare = text_rcc.compress(report, keep_text=False)
     with pytest.warns(UserWarning, match="keep_text"):
-        assert _read(text_rcc, bare, question, 8, None) == (bare, question)  # no text: read whole
+        info = read(bare, question, ReadingPolicy(read_slots=8))  # no text: read whole
+    assert info.memory_slots == bare.num_slots and not info.reading.selected and "read" not in capsys.readouterr().err
 
 
 def test_data_build_refuses_a_bad_wording_before_it_writes_anything(tmp_path, capsys):

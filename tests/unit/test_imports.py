@@ -12,12 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 RCC_MODEL_ALL = [
     "ANCHORED_GREEDY", "CompressedMemory", "Cursor", "DecodeState", "GREEDY", "GenerationInfo", "MemoryCache",
-    "MemoryFileError", "MemoryMismatchError", "MemoryStore", "MemoryViews", "MemoryWithText", "RCCConfig",
-    "RCCModel", "Reading", "ReadingPolicy", "SamplingParams", "SchemaDecoder", "Search", "UnsupportedSchemaError",
-    "WindowChoice", "aligned_views", "atomic_folder",
+    "MemoryFileError", "MemoryMismatchError", "MemoryStore", "MemoryViews", "MemoryWithText", "PART_SEPARATOR",
+    "RCCConfig", "RCCModel", "Reading", "ReadingPolicy", "SamplingParams", "SchemaDecoder", "Search",
+    "UnsupportedSchemaError", "WindowChoice", "aligned_views", "atomic_folder",
     "chronicle", "confined", "describe", "generate_json", "generate_tool_call", "load_tokenizer_only",
-    "passkey_document", "prefers_tool_call", "rate_folders", "read_within", "reading_for", "reconstruct_windows",
-    "reconstruction_prompt", "recover", "resolve_checkpoint", "text_only", "with_context", "__version__",
+    "passkey_document", "prefers_tool_call", "question_parts", "rate_folders", "read_within", "reading_for",
+    "reconstruct_windows", "reconstruction_prompt", "recover", "resolve_checkpoint", "text_only", "with_context",
+    "with_question", "__version__",
 ]
 
 

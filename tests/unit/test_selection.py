@@ -5,7 +5,15 @@ import dataclasses
 
 import pytest
 
-from rcc_model import CompressedMemory, GenerationInfo, ReadingPolicy, read_within, reading_for
+from rcc_model import (
+    PART_SEPARATOR,
+    CompressedMemory,
+    GenerationInfo,
+    ReadingPolicy,
+    question_parts,
+    read_within,
+    reading_for,
+)
 from rcc_model.prompts import with_context
 from rcc_model.ranking import bm25, rank_windows, reciprocal_rank_fusion
 
@@ -184,3 +192,32 @@ def test_slots_only_with_an_embedding_read_the_fused_best_then_its_neighbours(te
     assert reading.windows == [[1, 2, 3]] and reading.expanded == [[]]  # the ferry, then its neighbours
     lexical = read_within(PARAPHRASE, [memory], [memory.window_texts], budget=slots[3])
     assert lexical.windows == [[3]]  # BM25 alone: the bakery by the quay
+
+
+def test_a_question_that_asks_two_things_is_split_before_and_and_a_question_word():
+    assert question_parts("What is the code of the tower, and who keeps the mill?") == [
+        "What is the code of the tower?", "Who keeps the mill?"]
+    assert question_parts("who keeps it, and when did it open, and how tall is it") == [
+        "Who keeps it?", "When did it open?", "How tall is it?"]
+    for whole in ("Who keeps the mill?", "Is it red, and blue?", "Where and when did it open?",
+                  "Read this report.\nWhat is the code, and who keeps it?"):  # one thing; a text with its question
+        assert question_parts(whole) == [whole]
+
+
+def test_a_two_part_question_is_answered_part_by_part_each_with_its_own_reading(text_rcc):
+    memory = window_memory(text_rcc)
+    text_rcc.config = dataclasses.replace(text_rcc.config, read_slots=memory.windows()[5].num_slots,
+                                          expand_tokens=max(memory.window_tokens))
+    question = "Who is the lighthouse keeper, and when does the ferry to the island depart?"
+    parts = question_parts(question)
+    info = GenerationInfo()
+    answer = "".join(text_rcc.stream(memory, [{"role": "user", "content": question}], max_new_tokens=3, info=info))
+    best = [p.reading.choices[0] for p in info.parts]  # the keeper's window, then the ferry's
+    assert [(c.window, c.read) for c in best] == [(4, "expanded"), (2, "expanded")]
+    assert answer == PART_SEPARATOR.join(text_rcc.ask(memory, p, max_new_tokens=3) for p in parts)
+    assert text_rcc.ask(memory, question, max_new_tokens=3) == answer
+    assert info.output_tokens == sum(p.output_tokens for p in info.parts) and info.reading is None
+    whole = GenerationInfo()  # asked whole: one reading, for the whole question
+    list(text_rcc.stream(memory, question, max_new_tokens=1, info=whole,
+                         reading=ReadingPolicy(split_questions=False)))
+    assert not whole.parts and whole.reading is not None

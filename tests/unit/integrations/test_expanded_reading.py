@@ -10,6 +10,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from rcc_integrations.langchain import ChatRCC
 from rcc_integrations.llama_index import RCCMemoryIndex
+from rcc_model import PART_SEPARATOR, question_parts
 from tests.unit.test_selection import PARAPHRASE, SENTENCES, fake_embed
 
 REPORT = ("The ferry timetable is pinned by the door. " * 6 + "The lighthouse keeper is Amara Quist. "
@@ -177,3 +178,52 @@ def test_rcc_llm_reads_attached_texts_through_the_engine_per_object_and_per_call
     assert reading["windows"][0]["read"] == "expanded" and 0 < reading["expanded_tokens"] <= 40
     reading = llm.chat(question, memory=[REPORT], expand_tokens=0).raw["usage"]["reading"]
     assert reading["expanded_tokens"] == 0 and {w["read"] for w in reading["windows"]} == {"compressed"}
+
+
+TWO_PARTS = "Who is the lighthouse keeper, and when does the ferry to the island depart?"
+
+
+def test_chat_rcc_and_rcc_llm_answer_a_two_part_question_part_by_part_as_the_model_does(text_rcc):
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from rcc_integrations.llama_index import RCCLLM
+
+    tokens = max(len(text_rcc.encode_text(s)) for s in SENTENCES)
+    documents = [Document(page_content=s) for s in SENTENCES]  # one window each
+    llm = ChatRCC(model=text_rcc, max_tokens=3, memory_budget=8, expand_tokens=tokens)
+    message = llm.invoke(TWO_PARTS, memory=documents)
+    meta = message.response_metadata
+    assert meta["question_parts"] == question_parts(TWO_PARTS)
+    best = [next(w for w in meta["reading"]["windows"] if w["part"] == k) for k in (0, 1)]
+    assert [(w["memory"], w["read"]) for w in best] == [(4, "expanded"), (2, "expanded")]  # keeper; ferry
+    answers = [llm.invoke(q, memory=documents) for q in meta["question_parts"]]
+    assert message.content == PART_SEPARATOR.join(a.content for a in answers)
+    assert meta["memory_slots"] == sum(a.response_metadata["memory_slots"] for a in answers)
+    given = sum(text_rcc.compress(s).token_count for s in SENTENCES)  # the memory given, counted once
+    assert sum(message.usage_metadata["input_token_details"].values()) == given
+    whole = llm.model_copy(update={"split_questions": False}).invoke(TWO_PARTS, memory=documents)
+    assert "question_parts" not in whole.response_metadata
+    assert all("part" not in w for w in whole.response_metadata["reading"]["windows"])
+    rcc_llm = RCCLLM(model=text_rcc, max_tokens=3, memory_budget=8, expand_tokens=tokens)
+    response = rcc_llm.chat([ChatMessage(role="user", content=TWO_PARTS)], memory=SENTENCES)
+    assert response.message.content == message.content  # one engine, one reading
+    assert response.raw["usage"]["question_parts"] == meta["question_parts"]
+
+
+def test_the_query_engine_retrieves_for_and_answers_each_part_of_a_two_part_question(text_rcc, sentences_index):
+    tokens = max(len(text_rcc.encode_text(s)) for s in SENTENCES)
+    engine = sentences_index.as_query_engine(max_tokens=3, memory_budget=6, expand_tokens=tokens)
+    response = engine.query(TWO_PARTS)
+    parts = response.metadata["question_parts"]
+    assert parts == question_parts(TWO_PARTS)
+    best = [next(r for r in response.metadata["reading"] if r["part"] == k) for k in (0, 1)]
+    assert [(r["node_id"], r["read"]) for r in best] == [("s4:memory", "expanded"), ("s2:memory", "expanded")]
+    ids = [s.node.node_id for s in response.source_nodes]
+    assert len(ids) == len(set(ids)) and {"s4:memory#window-0", "s2:memory#window-0"} <= set(ids)
+    assert str(response) == PART_SEPARATOR.join(str(engine.query(p)) for p in parts)
+    streamed = sentences_index.as_query_engine(max_tokens=3, memory_budget=6, expand_tokens=tokens,
+                                               streaming=True).query(TWO_PARTS)
+    assert "".join(streamed.response_gen) == str(response)
+    whole = sentences_index.as_query_engine(max_tokens=3, memory_budget=6, expand_tokens=tokens,
+                                            split_questions=False).query(TWO_PARTS)
+    assert "question_parts" not in whole.metadata and all("part" not in r for r in whole.metadata["reading"])
