@@ -30,15 +30,20 @@ class TestChatRCCIntegration(ChatRCCCapabilities, ChatModelIntegrationTests):
     def chat_model_params(self) -> dict:
         return {"model": "default", "max_tokens": 48}  # the defaults a user gets, with shorter answers
 
+    def _usage_model(self) -> ChatRCC:
+        """The model the cache-usage tests answer with: they read the usage, not the answer, so a short one from
+        the stored memory alone (one slot alignment)."""
+        return ChatRCC(**{**self.chat_model_params, "max_tokens": 8, "read_alignments": 1})
+
     def invoke_with_cache_creation_input(self, *, stream: bool = False) -> AIMessage:
         """A document compressed for the first time: its tokens are reported as cache_creation."""
-        document = Document(page_content=chronicle(sentences=40, seed=100 + stream))
-        return _invoke(ChatRCC(**self.chat_model_params), document, stream)
+        document = Document(page_content=chronicle(sentences=12, seed=100 + stream))
+        return _invoke(self._usage_model(), document, stream)
 
     def invoke_with_cache_read_input(self, *, stream: bool = False) -> AIMessage:
         """The same document a second time: read from the memory cache, reported as cache_read."""
-        document = Document(page_content=chronicle(sentences=40, seed=200 + stream))
-        llm = ChatRCC(**self.chat_model_params)
+        document = Document(page_content=chronicle(sentences=12, seed=200 + stream))
+        llm = self._usage_model()
         _invoke(llm, document, stream=False)
         message = _invoke(llm, document, stream)
         assert message.usage_metadata["input_token_details"]["cache_read"] > 0
