@@ -18,7 +18,8 @@ from rcc_model import CompressedMemory, MemoryWithText
 class RCCChatEngine(BaseChatEngine):
     """Chat with the documents of an index: every turn answers from the memory of the documents the
     retriever selects (`source_nodes`), the windows it selects to be read as text in the turn's message (not
-    kept in the history), with the conversation so far in the chat template."""
+    kept in the history), with the conversation so far in the chat template. A turn is asked whole, even one that
+    asks two things (the query engine answers those part by part)."""
 
     def __init__(self, index, max_tokens: int = 256, memory_budget: int | None = None,
                  system_prompt: str | None = None, read_alignments: int | None = None,
@@ -26,8 +27,9 @@ class RCCChatEngine(BaseChatEngine):
         self.index = index
         self.retriever = RCCMemoryRetriever(index, memory_budget=memory_budget, answer_tokens=max_tokens,
                                             expand_tokens=expand_tokens)
-        self.llm = RCCLLM(model=index.engine.model, rate=index.rate, max_tokens=max_tokens,  # reads what it is given
-                          memory_budget=memory_budget, read_alignments=read_alignments, expand_tokens=0)
+        # reads what it is given, the turn asked whole: its windows were retrieved for the whole turn
+        self.llm = RCCLLM(model=index.engine.model, rate=index.rate, max_tokens=max_tokens, memory_budget=memory_budget,
+                          read_alignments=read_alignments, expand_tokens=0, split_questions=False)
         self.prefix = [ChatMessage(role=MessageRole.SYSTEM, content=system_prompt)] if system_prompt else []
         self._memory = ChatMemoryBuffer.from_defaults(token_limit=10**9,
                                                       tokenizer_fn=index.engine.model.encode_text)
