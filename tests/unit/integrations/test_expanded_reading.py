@@ -1,6 +1,8 @@
 """The integrations read through rcc_model's one engine: the best windows as text before the question, their
 neighbourhood as slots, ranked with the user's embedding model where one is configured; the choice visible."""
 
+import asyncio
+
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -224,6 +226,7 @@ def test_the_query_engine_retrieves_for_and_answers_each_part_of_a_two_part_ques
     streamed = sentences_index.as_query_engine(max_tokens=3, memory_budget=6, expand_tokens=tokens,
                                                streaming=True).query(TWO_PARTS)
     assert "".join(streamed.response_gen) == str(response)
+    assert str(asyncio.run(engine.aquery(TWO_PARTS))) == str(response)
     whole = sentences_index.as_query_engine(max_tokens=3, memory_budget=6, expand_tokens=tokens,
                                             split_questions=False).query(TWO_PARTS)
     assert "question_parts" not in whole.metadata and all("part" not in r for r in whole.metadata["reading"])
