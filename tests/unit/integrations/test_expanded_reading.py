@@ -230,3 +230,29 @@ def test_the_query_engine_retrieves_for_and_answers_each_part_of_a_two_part_ques
     whole = sentences_index.as_query_engine(max_tokens=3, memory_budget=6, expand_tokens=tokens,
                                             split_questions=False).query(TWO_PARTS)
     assert "question_parts" not in whole.metadata and all("part" not in r for r in whole.metadata["reading"])
+
+
+def test_the_chat_engine_retrieves_for_and_answers_each_part_of_a_two_part_turn(text_rcc, sentences_index):
+    tokens = max(len(text_rcc.encode_text(s)) for s in SENTENCES)
+
+    def engine(**kwargs):
+        return sentences_index.as_chat_engine(max_tokens=3, memory_budget=6, expand_tokens=tokens, **kwargs)
+
+    chat = engine()
+    answer = chat.chat(TWO_PARTS)
+    parts = answer.metadata["question_parts"]
+    assert parts == question_parts(TWO_PARTS) and len(answer.metadata["parts"]) == 2
+    ids = {s.node.node_id for s in answer.source_nodes}
+    assert {"s4:memory#window-0", "s2:memory#window-0"} <= ids and len(ids) == len(answer.source_nodes)
+    assert answer.response == PART_SEPARATOR.join(engine().chat(p).response for p in parts)
+    assert [m.content for m in chat.chat_history] == [TWO_PARTS, answer.response]
+    streamed = engine().stream_chat(TWO_PARTS)
+    assert "".join(streamed.response_gen) == answer.response
+
+    async def asynchronously():
+        stream = await engine().astream_chat(TWO_PARTS)
+        return (await engine().achat(TWO_PARTS)).response, "".join([p async for p in stream.async_response_gen()])
+
+    assert asyncio.run(asynchronously()) == (answer.response, answer.response)
+    whole = engine(split_questions=False).chat(TWO_PARTS)
+    assert "question_parts" not in whole.metadata and "memory_slots" in whole.metadata["usage"]
