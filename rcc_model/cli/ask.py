@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         memory = model.empty_memory()
         pieces = model.stream(memory, prompt, reading=None, info=info, **sampling)
     else:
-        pieces = model.stream(memory, prompt, reading=ReadingPolicy(args.expand_tokens, args.read_slots), info=info,
-                              **sampling)
+        policy = ReadingPolicy(expand_tokens=args.expand_tokens, read_slots=args.read_slots)
+        pieces = model.stream(memory, prompt, reading=policy, info=info, **sampling)
     for piece in pieces:
         print(piece, end="", flush=True)
     print()
