@@ -23,7 +23,6 @@ from typing import Any
 
 from rcc_integrations._conversation import DecoderInput, answering_from_result, with_tools
 from rcc_model import (
-    PART_SEPARATOR,
     CompressedMemory,
     GenerationInfo,
     MemoryFileError,
@@ -34,6 +33,7 @@ from rcc_model import (
     Reading,
     SamplingParams,
     aligned_views,
+    answer_in_parts,
     generate_tool_call,
     prefers_tool_call,
     question_parts,
@@ -348,13 +348,8 @@ class Engine:
     def answer_parts(self, parts: Sequence[Part], info: GenerationInfo, **sampling) -> Iterator[str]:
         """`answer` to each part, the answers joined by `rcc_model.PART_SEPARATOR`; `info` holds their sums (and
         each part's, `GenerationInfo.parts`)."""
-        infos = [info] if len(parts) == 1 else [GenerationInfo() for _ in parts]
-        for k, (part, part_info) in enumerate(zip(parts, infos)):
-            if k:
-                yield PART_SEPARATOR
-            yield from self.answer(part.memory, part.conversation, part_info, **sampling)
-        if len(parts) > 1:
-            info.gather(infos)
+        yield from answer_in_parts(parts, lambda part, part_info: self.answer(
+            part.memory, part.conversation, part_info, **sampling), info)
 
     def tool_call_or_text(self, memory: CompressedMemory | MemoryViews, chat: list[dict], tools: list[dict],
                           choice: str | None, after_tool_result: bool, margin: float, info: GenerationInfo,

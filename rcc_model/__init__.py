@@ -32,6 +32,7 @@ _EXPORTS = {
     "SamplingParams": "rcc_model.decoding",
     "GenerationInfo": "rcc_model.generation",
     "PART_SEPARATOR": "rcc_model.generation",
+    "answer_in_parts": "rcc_model.generation",
     # how reconstruction decodes each window
     "ANCHORED_GREEDY": "rcc_model.beam_search",
     "GREEDY": "rcc_model.beam_search",
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
     from rcc_model.decoding import SamplingParams as SamplingParams
     from rcc_model.generation import PART_SEPARATOR as PART_SEPARATOR
     from rcc_model.generation import GenerationInfo as GenerationInfo
+    from rcc_model.generation import answer_in_parts as answer_in_parts
     from rcc_model.json_schema import UnsupportedSchemaError as UnsupportedSchemaError
     from rcc_model.memory import CompressedMemory as CompressedMemory
     from rcc_model.memory import MemoryFileError as MemoryFileError

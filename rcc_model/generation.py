@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -60,7 +61,25 @@ class GenerationInfo:
         self.reading = None
 
 
+T = TypeVar("T")  # a part of a question, as a caller holds it
 PART_SEPARATOR = "\n"  # between the answers to the parts of a question (`question_parts`)
+
+
+def answer_in_parts(parts: Sequence[T], answer: Callable[[T, GenerationInfo | None], Iterator[str]],
+                    info: GenerationInfo | None = None) -> Iterator[str]:
+    """`answer(part, part_info)` of each part streamed in turn, joined by `PART_SEPARATOR`; `info`, if given,
+    then holds the parts' infos and their sums (`GenerationInfo.gather`). One part is answered into `info`
+    itself."""
+    if len(parts) == 1:
+        yield from answer(parts[0], info)
+        return
+    infos = [GenerationInfo() for _ in parts]
+    for k, (part, part_info) in enumerate(zip(parts, infos)):
+        if k:
+            yield PART_SEPARATOR
+        yield from answer(part, part_info)
+    if info is not None:
+        info.gather(infos)
 READ = ReadingPolicy()  # the model's own reading: its expand_tokens and read_slots, BM25 ranking
 
 
@@ -194,17 +213,8 @@ class GenerationMixin:
         A greedy answer is the model's abstention only where it outscores the best other answer by the
         model's `abstention_margin` (`weigh_abstention`)."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed)
-        prompts = self._question_parts(prompt, reading)
-        if len(prompts) == 1:
-            yield from self._stream_one(memory, prompt, params, stop, info, reading)
-            return
-        infos = [GenerationInfo() for _ in prompts]
-        for k, (part, part_info) in enumerate(zip(prompts, infos)):
-            if k:
-                yield PART_SEPARATOR
-            yield from self._stream_one(memory, part, params, stop, part_info, reading)
-        if info is not None:
-            info.gather(infos)
+        yield from answer_in_parts(self._question_parts(prompt, reading), lambda part, part_info: self._stream_one(
+            memory, part, params, stop, part_info, reading), info)
 
     @staticmethod
     def _question_parts(prompt: Prompt, policy: ReadingPolicy | None) -> list[Prompt]:

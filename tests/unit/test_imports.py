@@ -14,7 +14,7 @@ RCC_MODEL_ALL = [
     "ANCHORED_GREEDY", "CompressedMemory", "Cursor", "DecodeState", "GREEDY", "GenerationInfo", "MemoryCache",
     "MemoryFileError", "MemoryMismatchError", "MemoryStore", "MemoryViews", "MemoryWithText", "PART_SEPARATOR",
     "RCCConfig", "RCCModel", "Reading", "ReadingPolicy", "SamplingParams", "SchemaDecoder", "Search",
-    "UnsupportedSchemaError", "WindowChoice", "aligned_views", "atomic_folder",
+    "UnsupportedSchemaError", "WindowChoice", "aligned_views", "answer_in_parts", "atomic_folder",
     "chronicle", "confined", "describe", "generate_json", "generate_tool_call", "load_tokenizer_only",
     "passkey_document", "prefers_tool_call", "question_parts", "rate_folders", "read_within", "reading_for",
     "reconstruct_windows", "reconstruction_prompt", "recover", "resolve_checkpoint", "text_only", "with_context",
