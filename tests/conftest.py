@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,14 @@ def randomize_bridges(model: RCCModel, seed: int = 0, std: float = 0.05) -> RCCM
         for p in model.bridges.parameters():
             p.add_(torch.randn_like(p) * std)
     return model
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist the workers share the CPU: one torch thread each, and in the processes they start, since
+    two processes with a thread per core each slow each other several times over."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -134,14 +134,18 @@ def test_cli_ask_reads_a_long_memory_that_keeps_its_text_where_the_question_matc
 
 def test_cli_ask_answers_from_the_reconstruction_of_a_memory_without_its_text(tmp_path):
     text = tmp_path / "doc.txt"
-    text.write_text(passkey_document(48213, sentences=40)[0])  # 3 windows, the pass key whole in the second
+    # 2 windows (256 and 156 tokens), the pass key whole in the second, the shorter: each window decoded costs
+    # a tenth of a second per token on a 2-core CPU. (With less text around the key, the untouched base that
+    # answers from the reconstruction misreads it: "The pass key is a type of coin".)
+    key = "The pass key is 48213. Remember it. 48213 is the pass key."
+    text.write_text(f"{chronicle(sentences=18)} {key} {chronicle(sentences=6, seed=1)}")
     done = rcc("compress", str(text), "-o", str(tmp_path / "doc.rccmem"), "--device", "cpu")
     assert done.returncode == 0, done.stderr
     # ranked on a cheap anchored-greedy pass, only the window read decoded with the checked search, at 2 beams
-    # (the model's 8 take 3 minutes on a 2-core CPU without bf16 instructions)
+    # (the model's 8 take minutes on a 2-core CPU without bf16 instructions)
     answer = rcc("ask", str(tmp_path / "doc.rccmem"), "What is the pass key?", "--from-reconstruction",
                  "--rank", "anchored-greedy", "--beams", "2", "--max-new-tokens", "12", "--device", "cpu")
-    assert answer.returncode == 0 and "reading the reconstruction of 1 of 3 windows" in answer.stderr, answer.stderr
+    assert answer.returncode == 0 and "reading the reconstruction of 1 of 2 windows" in answer.stderr, answer.stderr
     assert "48213" in answer.stdout
 
 
