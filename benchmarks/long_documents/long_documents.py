@@ -54,10 +54,14 @@ def main() -> None:
     parser.add_argument("--index-draws", type=int, default=4)
     parser.add_argument("--alignments", type=int, nargs="+",
                         help="read_alignments values to measure, in turn (default: the model's own)")
+    parser.add_argument("--abstention-margin", type=float,
+                        help="answer with this abstention_margin (default: the model's own)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("long_documents"))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model = RCCModel.from_pretrained(args.model, rate=args.rate)
+    if args.abstention_margin is not None:
+        model.config = dataclasses.replace(model.config, abstention_margin=args.abstention_margin)
     alignments = args.alignments or [model.config.read_alignments]
     results = {}
     for count_aligned in alignments:
@@ -72,7 +76,7 @@ def main() -> None:
                 print(name, count_aligned, seed, [(r["expected"], r["answer"][:30]) for r in rows], flush=True)
             results[f"{name}, {count_aligned} alignment{'s' * (count_aligned > 1)}"] = draws
     table = [f"Model: `{args.model}` at r = {model.config.rate} (read_slots {model.config.read_slots}, "
-             f"split {model.config.split}; "
+             f"split {model.config.split}, abstention_margin {model.config.abstention_margin}; "
              "alignments: `read_alignments`, the slot alignments of the windows read that are decoded together).",
              "", "| scenario | draws passed (all three facts) | facts answered |", "|---|---:|---:|"]
     for name, draws in results.items():
@@ -82,6 +86,7 @@ def main() -> None:
                + (f" --rate {args.rate}" if args.rate else "")
                + f" --chat-draws {args.chat_draws} --index-draws {args.index_draws}"
                + (f" --alignments {' '.join(map(str, args.alignments))}" if args.alignments else "")
+               + (f" --abstention-margin {args.abstention_margin:g}" if args.abstention_margin is not None else "")
                + (f" --out {args.out}" if args.out != Path(__file__).with_name("long_documents") else ""))
     write_report(args.out, "Facts in documents longer than the decoder's positions, over many draws", command,
                  table, {"results": results})
