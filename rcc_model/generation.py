@@ -80,6 +80,8 @@ def answer_in_parts(parts: Sequence[T], answer: Callable[[T, GenerationInfo | No
         yield from answer(part, part_info)
     if info is not None:
         info.gather(infos)
+
+
 READ = ReadingPolicy()  # the model's own reading: its expand_tokens and read_slots, BM25 ranking
 
 
