@@ -226,6 +226,17 @@ def chosen(rows: list[dict], limit: int | None) -> list[dict]:
     return picked
 
 
+def shard(text: str) -> tuple[int, int]:
+    """`--shard K/N` as (K, N), 0 <= K < N."""
+    try:
+        k, n = map(int, text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"K/N needs 0 <= K < N, got {text}")
+    return k, n
+
+
 def run(bench: Bench, docs: dict[str, str], rows: list[dict], systems: list[str], log: Path,
         label: str | None = None) -> list[dict]:
     """Every (system, question) not yet in `log`, appended to it as answered, the system named `label` where
@@ -459,6 +470,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rcc" / "llamaindex_qa",
                         help="where a man page missing here is unpacked from its Debian package")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--shard", type=shard, help="K/N: answer the questions of every N-th document from the "
+                        "K-th (0-based), so that N processes, each into its own --out, split a run; --join their logs")
     parser.add_argument("--join", type=Path, nargs="+", default=[],
                         help="the .jsonl logs of runs of other systems, copied into --out's log before it runs")
     parser.add_argument("--seed", type=int, help="ask instead about generated documents of this seed alone: a "
@@ -487,7 +500,10 @@ def main() -> None:
     else:
         bench = Bench(args.model, args.max_tokens, args.expand_tokens, args.read_slots, args.read_alignments)
         config = bench.rcc.config
-        log = run(bench, docs, rows, args.systems, log, args.label)
+        order = list(dict.fromkeys(row["doc"] for row in rows))
+        asked = rows if args.shard is None else \
+            [row for row in rows if order.index(row["doc"]) % args.shard[1] == args.shard[0]]
+        log = run(bench, docs, asked, args.systems, log, args.label)
     reported = [args.label] if args.label else args.systems  # the names the log holds the systems under
     results = summary(log, rows, reported)
     command = " ".join(["python benchmarks/llamaindex_qa/llamaindex_qa.py", f"--model {args.model}",
@@ -498,6 +514,7 @@ def main() -> None:
                        + ([f"--read-alignments {args.read_alignments}"] if args.read_alignments is not None else [])
                        + ([f"--label {args.label}"] if args.label else [])
                        + ([f"--seed {args.seed} --docs {args.docs}"] if args.seed is not None else [])
+                       + ([f"--shard {args.shard[0]}/{args.shard[1]}"] if args.shard else [])
                        + ([f"--out {args.out}"] if args.out != DEFAULT_OUT else []))
     kinds = ", ".join(f"{sum(r['kind'] == k for r in rows)} {k}" for k in KINDS)
     title = ("SMOKE RUN (a few questions per kind, not a result): " if args.limit is not None else "") + \
