@@ -24,10 +24,14 @@ def chronicle(sentences: int = 120, seed: int = 0, facts: Sequence[str] = ()) ->
     return " ".join(lines)
 
 
+def passkey_fact(passkey: int | str) -> str:
+    """The pass key as the passkey test states it, twice."""
+    return f"The pass key is {passkey}. Remember it. {passkey} is the pass key."
+
+
 def passkey_document(passkey: int, sentences: int = 120, seed: int = 0) -> tuple[str, str]:
     """A chronicle with a pass key in its middle; returns (document, question)."""
-    fact = f"The pass key is {passkey}. Remember it. {passkey} is the pass key."
-    return chronicle(sentences, seed, [fact]), "What is the pass key?"
+    return chronicle(sentences, seed, [passkey_fact(passkey)]), "What is the pass key?"
 
 
 def access_codes(count: int, seed: int) -> list[tuple[str, str, str]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from rcc_model import RCCModel
 from rcc_model.data.build import load_tokens
 from rcc_model.decoding import continuation_logprob
-from rcc_model.evaluation.protocols import _read, first_integer, needle_case
+from rcc_model.evaluation.protocols import first_integer, needle_case, read_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
 from _report import machine, write_report
@@ -56,7 +56,7 @@ def main() -> None:
         for depth in args.depths:
             for _ in range(args.trials):
                 context, asked, code, _ = needle_case(model, haystack, rng, length, depth)
-                memory, prompt, _ = _read(model, context, asked, args.read_slots)
+                memory, prompt, _ = read_context(model, context, asked, args.read_slots)
                 written = first_integer(model.generate(memory, prompt, max_new_tokens=12)) or ""
                 state = model.prefill_prompt(memory, prompt)
                 scores = {o: continuation_logprob(model, state, model.encode_text(o))

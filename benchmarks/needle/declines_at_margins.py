@@ -23,7 +23,7 @@ import torch
 
 from rcc_model import RCCModel
 from rcc_model.data.build import load_tokens
-from rcc_model.evaluation.protocols import _read, first_integer, needle_case
+from rcc_model.evaluation.protocols import first_integer, needle_case, read_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "_common"))
 from _report import write_report
@@ -53,7 +53,7 @@ def main() -> None:
             row = {"length": cell["length"], "depth": cell["depth"], "expected": expected,
                    "logged": answer["output"], "at": {}}
             if answer["output"].strip() == abstention:
-                memory, prompt, _ = _read(model, context, asked, logged["read_slots"])
+                memory, prompt, _ = read_context(model, context, asked, logged["read_slots"])
                 for margin in args.margins:
                     model.config = dataclasses.replace(shipped, abstention_margin=margin)
                     row["at"][str(margin)] = model.generate(memory, prompt, max_new_tokens=logged["answer_tokens"],

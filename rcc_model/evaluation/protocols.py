@@ -22,6 +22,7 @@ from rcc_model.modeling import RCCModel
 from rcc_model.prompts import Prompt, question_of, text_then_question
 from rcc_model.reading import reading_for
 from rcc_model.reconstruction import reconstruct_windows, reconstruction_prompt
+from rcc_model.samples import passkey_fact
 from rcc_model.training.batch import collate
 from rcc_model.training.objectives import Example
 
@@ -104,8 +105,8 @@ def teacher_forced_loss(model: RCCModel, contexts: list[list[int]], targets: lis
     return float(np.mean(losses))
 
 
-def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, reconstructed: dict | None = None
-          ) -> tuple[CompressedMemory | MemoryViews, Prompt, list]:
+def read_context(model: RCCModel, context: list[int], prompt, read_slots: int | None,
+                 reconstructed: dict | None = None) -> tuple[CompressedMemory | MemoryViews, Prompt, list]:
     """What the decoder reads to answer `prompt` about `context`, the prompt it answers, and the windows read:
     the memory of `context`, whole (`read_slots` None) or the part that the question reads within `read_slots`
     slots, read as the integrations read it (`rcc_model.reading_for`). With `reconstructed`
@@ -123,7 +124,7 @@ def _read(model: RCCModel, context: list[int], prompt, read_slots: int | None, r
 
 
 def _reading(model: RCCModel, read_slots: int | None, reconstructed: dict | None = None) -> dict:
-    """How `_read` read the memories, for a result: the budget, the alignments it read them at, and whether
+    """How `read_context` read the memories, for a result: the budget, the alignments it read them at, and whether
     it read their reconstruction (with the search that wrote it)."""
     if reconstructed is None:
         return {"read_slots": read_slots, "read_alignments": model.config.read_alignments if read_slots else 1,
@@ -153,10 +154,10 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
     """Run `build(rng, length, depth) -> (context ids, prompt, answer, the answer's token span)` over a grid:
     per cell, exact accuracy, the share of the code's digits recalled in place (partial credit shows progress
     before exact recall does), and every answer given, with the windows read and those holding the code.
-    With `read_slots`, the decoder reads only that much of each memory (`_read`): the protocol as the
+    With `read_slots`, the decoder reads only that much of each memory (`read_context`): the protocol as the
     integrations run it, retrieval included, and `found` is the share of readings that took a window holding
     the code, which tells a miss in finding it from a miss in reading it. With `reconstructed`, it reads
-    the memory's reconstruction (`_read`), and the answer may be 32 tokens long instead of 12: the base model
+    the memory's reconstruction (`read_context`), and the answer may be 32 tokens long instead of 12: the base model
     writes the code in a sentence ("The secret code of the archive is 60494" is 15 tokens). With `base`, the
     same base model also answers with the whole context in its window where it fits (`full_text`, None where
     it does not; 32 tokens): the ceiling a compressed reading is measured against, in the same run.
@@ -170,7 +171,7 @@ def _grid(model: RCCModel, build, lengths: Sequence[int], depths: Sequence[float
             answers = []
             for _ in range(trials):
                 context, asked, answer, span = build(rng, length, depth)
-                memory, prompt, read = _read(model, context, asked, read_slots, reconstructed)
+                memory, prompt, read = read_context(model, context, asked, read_slots, reconstructed)
                 output = model.generate(memory, prompt, max_new_tokens=answer_tokens, reading=None)
                 answers.append({"expected": answer, "output": output, "windows_read": read,
                                 "windows_holding": _windows_holding(model, context, span)})
@@ -212,7 +213,7 @@ def passkey(model: RCCModel, lengths: Sequence[int], depths: Sequence[float], tr
 
     def build(rng: random.Random, length: int, depth: float):
         key = str(rng.randint(10000, 99999))
-        needle = model.encode_text(f" The pass key is {key}. Remember it. {key} is the pass key. ")
+        needle = model.encode_text(f" {passkey_fact(key)} ")
         body = (filler * (length // len(filler) + 1))[: max(0, length - len(intro) - len(needle))]
         cut = int(len(body) * depth)
         start = len(intro) + cut
@@ -279,10 +280,10 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
                        progress: bool = False) -> dict:
     """Token F1 and ROUGE-L from memory (question in plain text), and, with `base`, the same base model
     reading the full text. With `read_slots`, the decoder reads only that much of each memory, as the
-    integrations do (`_read`). With `compressed_question`, the paper's instruction reconstruction: the
+    integrations do (`read_context`). With `compressed_question`, the paper's instruction reconstruction: the
     question is compressed after the context (`context + "\n\n" + question`) and the decoder recalls it
     from memory before answering (`RCCModel.ask(memory, None)`); the whole memory is read. With
-    `reconstructed`, the decoder answers from the memory's reconstructed text (`_read`). `progress` shows a
+    `reconstructed`, the decoder answers from the memory's reconstructed text (`read_context`). `progress` shows a
     bar over the questions on stderr."""
     if compressed_question and (read_slots is not None or reconstructed is not None):
         raise ValueError("a compressed question is read from the whole memory's slots: drop `read_slots` and "
@@ -291,13 +292,13 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
     for example in tqdm(examples, desc="questions", unit="question", disable=not progress):
         if compressed_question:
             context = model.encode_text(f"{example.context}\n\n{example.question}")
-            memory, _, read = _read(model, context, example.question, None)
+            memory, _, read = read_context(model, context, example.question, None)
             try:
                 answer = model.ask(memory, None, max_new_tokens=max_new_tokens)
             except QuestionNotRecalled:  # scored as no answer: one row does not end the run
                 answer = ""
         else:
-            memory, prompt, read = _read(model, model.encode_text(example.context),
+            memory, prompt, read = read_context(model, model.encode_text(example.context),
                                          [{"role": "user", "content": example.question}], read_slots, reconstructed)
             answer = model.generate(memory, prompt, max_new_tokens=max_new_tokens, reading=None)
         row = {"question": example.question, "reference": example.answer, "rcc": answer,

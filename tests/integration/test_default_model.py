@@ -10,7 +10,7 @@ import pytest
 from rcc_model import CompressedMemory, RCCModel
 from rcc_model.checkpoint import resolve_checkpoint
 from rcc_model.evaluation.protocols import teacher_forced_loss
-from rcc_model.samples import chronicle, passkey_document
+from rcc_model.samples import chronicle, passkey_document, passkey_fact
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,7 @@ def test_cli_ask_answers_from_the_reconstruction_of_a_memory_without_its_text(tm
     # 2 windows (256 and 156 tokens), the pass key whole in the second, the shorter: each window decoded costs
     # a tenth of a second per token on a 2-core CPU. (With less text around the key, the untouched base that
     # answers from the reconstruction misreads it: "The pass key is a type of coin".)
-    key = "The pass key is 48213. Remember it. 48213 is the pass key."
-    text.write_text(f"{chronicle(sentences=18)} {key} {chronicle(sentences=6, seed=1)}")
+    text.write_text(f"{chronicle(sentences=18)} {passkey_fact(48213)} {chronicle(sentences=6, seed=1)}")
     done = rcc("compress", str(text), "-o", str(tmp_path / "doc.rccmem"), "--device", "cpu")
     assert done.returncode == 0, done.stderr
     # ranked on a cheap anchored-greedy pass, only the window read decoded with the checked search, at 2 beams

@@ -45,7 +45,7 @@ def test_needle_can_read_only_the_window_that_matches_the_question(text_rcc, smo
     filler = text_rcc.encode_text(" Real text does not repeat itself like filler does." * 12)[:96]  # 3 windows
     context = filler + text_rcc.encode_text(" The secret code of the archive is 48213. ") + filler
     question = [{"role": "user", "content": "What is the secret code of the archive?"}]
-    memory, _, (window,) = protocols._read(text_rcc, context, question, read_slots=8)  # one 32-token window
+    memory, _, (window,) = protocols.read_context(text_rcc, context, question, read_slots=8)  # one 32-token window
     assert memory.num_slots == 8
     assert "48213" in smollm2_tokenizer.decode(text_rcc._windows_of(context)[window])
     holding = protocols._windows_holding(text_rcc, context, (len(filler), len(context) - len(filler)))
