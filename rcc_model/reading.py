@@ -27,6 +27,7 @@ import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 from rcc_model.memory import CompressedMemory, MemoryViews
 from rcc_model.prompts import Prompt, with_context
@@ -55,7 +56,8 @@ class MemoryWithText:
 @dataclass(frozen=True)
 class WindowChoice:
     """One window a question reads: window `window` of memory `memory`, its ranking `score` (None where nothing
-    was ranked), and how it is read: "expanded" (its text, as plain prompt tokens) or "compressed" (its slots)."""
+    was ranked), and how it is read: "expanded" (its text, as plain prompt tokens) or "compressed" (its slots). A
+    window that is all a reading expands and nothing else is read as slots is read both ways, and listed twice."""
 
     memory: int
     window: int
@@ -106,8 +108,8 @@ class Reading:
 
     @property
     def windows_read(self) -> int:
-        """Windows read, compressed or expanded."""
-        return sum(map(len, self.windows)) + self.windows_expanded
+        """Windows read, compressed or expanded (a window read both ways, once)."""
+        return sum(len(set(js) | set(shown)) for js, shown in zip_longest(self.windows, self.expanded, fillvalue=[]))
 
     @property
     def windows_expanded(self) -> int:
@@ -241,7 +243,16 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
             break
         near(hits, distance)
     opened = set(expanded)
-    picked = [sorted(j for i2, j in chosen - opened if i2 == i) if text is not None else list(range(counts[i]))
+    slotted = chosen - opened
+    if not slotted and all(text is not None for text in texts):
+        # Never text alone: the decoder was taught to read text beside slots (`mixed_reading`); given text alone
+        # (a document short enough to be expanded whole) it answers as its untouched base does, at length and
+        # often wrongly. So the expanded windows are read as slots too, best first, within the budget.
+        for i, j in expanded:
+            if windows[i][j].num_slots <= left:
+                slotted.add((i, j))
+                left -= windows[i][j].num_slots
+    picked = [sorted(j for i2, j in slotted if i2 == i) if text is not None else list(range(counts[i]))
               for i, text in enumerate(texts)]
     shown = [sorted(j for i2, j in opened if i2 == i) for i in range(len(memories))]
     parts = [windows[i][j] for i, js in enumerate(picked) for j in js]

@@ -408,16 +408,18 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
             self._window_texts[key] = self._engine.model.window_texts(self.docstore.get_node(node_id).get_content())
         return self._window_texts[key]
 
-    def window_node(self, node_id: str, window: int, read: str = "compressed") -> TextNode:
+    def window_node(self, node_id: str, window: int, read: str = "compressed", twin: bool = False) -> TextNode:
         """A node holding one encoder window of a document: its text, the document's metadata with the window
         and how a question reads it (`read`: "expanded", as text, or "compressed", as slots), the document as
-        parent (and its source document, so `ref_doc_id` names it)."""
+        parent (and its source document, so `ref_doc_id` names it). `twin`: the compressed node of a window also
+        read as text (`rcc_model.WindowChoice`), under an id of its own, as retrievers keep one node per id."""
         document = self.docstore.get_node(node_id)
         relationships = {NodeRelationship.PARENT: document.as_related_node_info()}
         if document.source_node is not None:
             relationships[NodeRelationship.SOURCE] = document.source_node
         ours = [WINDOW_KEY, READ_KEY]
-        return TextNode(id_=f"{node_id}#window-{window}", text=self.window_texts(node_id)[window],
+        suffix = "-slots" if twin else ""
+        return TextNode(id_=f"{node_id}#window-{window}{suffix}", text=self.window_texts(node_id)[window],
                         metadata={**document.metadata, WINDOW_KEY: window, READ_KEY: read},
                         excluded_llm_metadata_keys=[*document.excluded_llm_metadata_keys, *ours],
                         excluded_embed_metadata_keys=[*document.excluded_embed_metadata_keys, *ours],
@@ -464,8 +466,7 @@ class RCCMemoryIndex(BaseIndex[RCCMemoryStruct]):
                 continue
             outline, texts = self.outline_of(node_id), self.window_texts(node_id)
             shown = [] if node_id in whole else sorted(expanded.get(node_id, ()))  # a document read whole stays whole
-            read = range(outline.num_windows) if node_id in whole else sorted(compressed.get(node_id, set()) -
-                                                                                set(shown))
+            read = range(outline.num_windows) if node_id in whole else sorted(compressed.get(node_id, set()))
             parts += [self.memory_of(node_id)] if node_id in whole else self.windows_of(node_id, read)
             reading.windows.append(list(read))
             reading.scores.append([])

@@ -43,7 +43,10 @@ class RCCMemoryRetriever(BaseRetriever):
             return [NodeWithScore(node=node, score=1.0) for node in self.index.docstore.get_nodes(ids)]
         reading = read_within(query_bundle.query_str, memories, [self.index.window_texts(i) for i in ids],
                               self.budget, expand_tokens=self.expand_tokens, embed=self.index.embedder())
-        return [NodeWithScore(node=self.index.window_node(ids[c.memory], c.window, c.read), score=c.score)
+        shown = {(c.memory, c.window) for c in reading.choices if c.read == "expanded"}
+        return [NodeWithScore(node=self.index.window_node(ids[c.memory], c.window, c.read,
+                                                          c.read == "compressed" and (c.memory, c.window) in shown),
+                              score=c.score)
                 for c in sorted(reading.choices, key=lambda c: (c.read != "expanded", -(c.score or 0.0)))]
 
 

@@ -107,6 +107,18 @@ def test_expanded_text_is_in_document_order_and_joins_consecutive_windows(text_r
     assert read_within("q", [memory], [memory.window_texts], 0, expand_tokens=1).expanded == [[]]  # none fits
 
 
+def test_a_window_expanded_with_nothing_else_to_read_as_slots_is_read_as_slots_too(text_rcc):
+    memory = text_rcc.compress(SENTENCES[4])  # one window: expanded, it leaves no neighbour
+    slots = memory.num_slots
+    reading = read_within("Who is the lighthouse keeper?", [memory], [memory.window_texts], budget=slots,
+                          expand_tokens=memory.window_tokens[0])
+    assert reading.expanded == [[0]] and reading.windows == [[0]] and reading.memory.num_slots == slots
+    assert reading.windows_read == 1 and [c.read for c in reading.choices] == ["expanded", "compressed"]
+    unslotted = read_within("Who is the lighthouse keeper?", [memory], [memory.window_texts], budget=slots - 1,
+                            expand_tokens=memory.window_tokens[0])
+    assert unslotted.expanded == [[0]] and unslotted.windows == [[]]  # the slot budget still bounds it
+
+
 def test_expand_budget_zero_is_todays_reading(text_rcc):
     memory = window_memory(text_rcc)
     slots = memory.windows()[4].num_slots

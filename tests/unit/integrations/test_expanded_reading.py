@@ -108,6 +108,15 @@ def test_the_index_retrieves_expanded_windows_first_and_its_query_engine_reads_t
     assert chat.chat_history[0].content == "Who is the lighthouse keeper?"  # the text read is not kept
 
 
+def test_the_index_reads_a_document_it_expands_whole_as_slots_too(text_rcc):
+    index = RCCMemoryIndex.from_documents([LlamaDocument(text=SENTENCES[4], id_="keeper")], model=text_rcc,
+                                          expand_tokens=64)
+    nodes = index.as_retriever().retrieve("Who is the lighthouse keeper?")
+    assert [n.node.metadata["rcc_read"] for n in nodes] == ["expanded", "compressed"]
+    reading = index.reading_of([n.node for n in nodes])
+    assert "Amara Quist" in reading.context and reading.memory.num_slots == index.outline_of("keeper:memory").num_slots
+
+
 def test_the_index_ranks_with_its_embed_model_or_the_one_in_settings(text_rcc, sentences_index, monkeypatch):
     tokens = max(len(text_rcc.encode_text(s)) for s in SENTENCES)
     first = sentences_index.as_retriever(memory_budget=0, expand_tokens=tokens).retrieve(PARAPHRASE)[0]
