@@ -57,7 +57,7 @@ class MemoryWithText:
 class WindowChoice:
     """One window a question reads: window `window` of memory `memory`, its ranking `score` (None where nothing
     was ranked), and how it is read: "expanded" (its text, as plain prompt tokens) or "compressed" (its slots). A
-    window that is all a reading expands and nothing else is read as slots is read both ways, and listed twice."""
+    window expanded where nothing else is read as slots is read both ways (`read_within`), so listed twice."""
 
     memory: int
     window: int
@@ -175,7 +175,9 @@ def read_within(question: str, memories: Sequence[CompressedMemory], texts: Sequ
     The windows with text are ranked against the question (`rank_windows`: BM25, fused with `embed`'s ranking
     where given). With `expand_tokens`, the best windows are expanded, best first, while their tokens fit; the
     slot budget then goes to the windows next to them (so a sentence cut by a window boundary is read on both
-    sides), then to the next-ranked windows, then to farther neighbours; a window is read once.
+    sides), then to the next-ranked windows, then to farther neighbours; a window is read once, except where
+    nothing is left to read as slots (a document expanded whole): then the expanded windows are read as slots
+    too, within the budget, as the decoder was taught to read text beside slots, never text alone.
 
     Without expansion (`expand_tokens` 0, or no window fits it), all of the memory is read while it fits;
     otherwise the windows scoring at least `relevance` x the best BM25 score (with `embed`, the best window

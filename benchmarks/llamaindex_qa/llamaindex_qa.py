@@ -500,9 +500,9 @@ def main() -> None:
     else:
         bench = Bench(args.model, args.max_tokens, args.expand_tokens, args.read_slots, args.read_alignments)
         config = bench.rcc.config
-        order = list(dict.fromkeys(row["doc"] for row in rows))
+        position = {doc: k for k, doc in enumerate(dict.fromkeys(row["doc"] for row in rows))}
         asked = rows if args.shard is None else \
-            [row for row in rows if order.index(row["doc"]) % args.shard[1] == args.shard[0]]
+            [row for row in rows if position[row["doc"]] % args.shard[1] == args.shard[0]]
         log = run(bench, docs, asked, args.systems, log, args.label)
     reported = [args.label] if args.label else args.systems  # the names the log holds the systems under
     results = summary(log, rows, reported)

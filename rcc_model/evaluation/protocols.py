@@ -299,7 +299,8 @@ def question_answering(model: RCCModel, examples: Sequence[QAExample], base=None
                 answer = ""
         else:
             memory, prompt, read = read_context(model, model.encode_text(example.context),
-                                         [{"role": "user", "content": example.question}], read_slots, reconstructed)
+                                                [{"role": "user", "content": example.question}], read_slots,
+                                                reconstructed)
             answer = model.generate(memory, prompt, max_new_tokens=max_new_tokens, reading=None)
         row = {"question": example.question, "reference": example.answer, "rcc": answer,
                "rcc_f1": metrics.token_f1(answer, example.answer),
