@@ -42,6 +42,10 @@ def add_parser(sub) -> None:
     p.add_argument("--qa-codes", type=float, default=None, metavar="SHARE",
                    help="make this share of generated facts codes, the kind the needle asks for (default: one in "
                    "four, what the shipped weights trained on)")
+    p.add_argument("--qa-like-facts", type=float, default=0.0, metavar="SHARE",
+                   help="in this share of fact questions' documents, also state the asked kind of fact about another "
+                   "subject, so that a model learns to tell like facts apart and to decline where only the other's "
+                   "is there (default: %(default)s, what the shipped weights trained on)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     writable_folder(args.out)
     wording = Wording(phrasing=args.qa_phrasing, values=args.qa_values, instructions=args.qa_instructions,
-                      subjects=args.qa_subjects, codes=args.qa_codes)  # checked before anything is downloaded
+                      subjects=args.qa_subjects, codes=args.qa_codes,
+                      like_facts=args.qa_like_facts)  # checked before anything is downloaded
     base = RCCConfig.load(resolve_checkpoint(args.model)).base
     tokenizer = bases.load_tokenizer(bases.resolve_base(base))
     manifest = build(args.out, tokenizer, heldout_share=args.heldout_share, seed=args.seed,

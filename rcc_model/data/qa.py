@@ -104,13 +104,17 @@ class Wording:
     instruction ("Give only the number."); `subjects` "open" generates places and code names, and asks
     unanswerable questions about places the document describes; `codes` is the share of facts that are codes
     (None: a quarter, drawn as the sets built before it were): the needle asks for a code, and at r = 8 its
-    misses are digits out of order."""
+    misses are digits out of order; `like_facts` is the share of fact questions whose document also states the
+    asked kind of fact, worded alike, about another subject ("the gate code of the river mill" beside "the gate
+    code of the old depot"): a model that answers a question with whatever like value it reads learns to tell
+    them apart, and to decline where only the other subject's is there."""
 
     phrasing: str = "fixed"
     values: str = "fixed"
     instructions: float = 0.0
     subjects: str = "fixed"
     codes: float | None = None
+    like_facts: float = 0.0
 
     def __post_init__(self) -> None:
         if self.phrasing not in PHRASINGS:
@@ -123,6 +127,8 @@ class Wording:
             raise ValueError(f"`subjects` must be one of {SUBJECTS}, got {self.subjects!r}")
         if self.codes is not None and not 0.0 <= self.codes < 1.0:  # 1 would leave no other kind to ask instead
             raise ValueError(f"`codes` is a share of facts, at least 0 and below 1; got {self.codes!r}")
+        if not 0.0 <= self.like_facts <= 1.0:
+            raise ValueError(f"`like_facts` is a share, between 0 and 1; got {self.like_facts!r}")
 
 
 SHIPPED_WORDING = Wording()
@@ -155,6 +161,7 @@ class _Fact:
     answer: str
     place: str
     kind: int  # 0 codes, 1 keepers, 2 years, 3 colours
+    template: str  # the sentence with {place} and {value} left to fill: a like fact about another subject
 
     @property
     def subject(self) -> str:
@@ -169,25 +176,32 @@ def open_place(rng: random.Random) -> str:
     return building if rng.random() < 0.2 else f"{rng.choice(_PLACE_WORDS)} {building}"
 
 
+def _place(rng: random.Random, wording: Wording) -> str:
+    return rng.choice(_PLACES) if wording.subjects == "fixed" else open_place(rng)
+
+
+def _value(rng: random.Random, wording: Wording, kind: int) -> str:
+    if kind == 0:
+        digits = 5 if wording.phrasing == "fixed" else rng.randint(4, 7)
+        return str(rng.randint(10 ** (digits - 1), 10**digits - 1))
+    if kind == 1:
+        return rng.choice(_NAMES) if wording.values == "fixed" else generated_name(rng)
+    if kind == 2:
+        return str(rng.randint(1700, 2020))
+    return rng.choice(_COLOURS)
+
+
 def _fact(rng: random.Random, wording: Wording, place: str | None = None) -> _Fact:
     """A fact about `place` (drawn when None), worded as `wording` says."""
     if place is None:
-        place = rng.choice(_PLACES) if wording.subjects == "fixed" else open_place(rng)
+        place = _place(rng, wording)
     if wording.codes is None:
         kind = rng.randrange(4)
     elif rng.random() < wording.codes:
         kind = 0
     else:
         kind = rng.randrange(1, 4)
-    if kind == 0:
-        digits = 5 if wording.phrasing == "fixed" else rng.randint(4, 7)
-        value = str(rng.randint(10 ** (digits - 1), 10**digits - 1))
-    elif kind == 1:
-        value = rng.choice(_NAMES) if wording.values == "fixed" else generated_name(rng)
-    elif kind == 2:
-        value = str(rng.randint(1700, 2020))
-    else:
-        value = rng.choice(_COLOURS)
+    value = _value(rng, wording, kind)
     if kind == 0 and wording.subjects == "open":
         code = rng.choice(_CODE_NAMES)
         sentence, question = (t.replace("{code}", code) for t in rng.choice(_CODE_TEMPLATES))
@@ -196,7 +210,18 @@ def _fact(rng: random.Random, wording: Wording, place: str | None = None) -> _Fa
     question = question.format(place=place)
     if wording.instructions and rng.random() < wording.instructions:  # no draw at 0: earlier sets stay as built
         question = f"{question} {rng.choice(_INSTRUCTIONS[kind] + _ANY_INSTRUCTIONS)}"
-    return _Fact(sentence.format(place=place, value=value), question, value, place, kind)
+    return _Fact(sentence.format(place=place, value=value), question, value, place, kind, sentence)
+
+
+def _like_fact(rng: random.Random, wording: Wording, fact: _Fact, taken: set[str]) -> _Fact:
+    """`fact`'s kind, worded as it is, about a subject not in `taken`, with another value."""
+    place = _place(rng, wording)
+    while place.split()[-1] in taken:
+        place = _place(rng, wording)
+    value = _value(rng, wording, fact.kind)
+    while value == fact.answer:
+        value = _value(rng, wording, fact.kind)
+    return _Fact(fact.template.format(place=place, value=value), "", value, place, fact.kind, fact.template)
 
 
 def _insert(text: str, sentence: str, depth: float) -> str:
@@ -224,6 +249,8 @@ def fact_example(text: str, rng: random.Random, facts: int = 1, answerable: bool
         chosen.insert(0, asked)
     asked = chosen[0]
     hidden = chosen if answerable else chosen[1:]
+    if wording.like_facts and rng.random() < wording.like_facts:  # no draw at 0: earlier sets stay as built
+        hidden = [*hidden, _like_fact(rng, wording, asked, {fact.subject for fact in chosen})]
     for fact in hidden:
         text = _insert(text, fact.sentence, rng.uniform(0.05, 0.95))
     kind = "fact" if facts == 1 else "multi-fact"

@@ -140,6 +140,31 @@ def test_open_subjects_ask_about_described_places_and_name_codes_many_ways_but_n
         qa.Wording(subjects="other")
 
 
+def test_like_facts_state_the_asked_kind_about_another_subject_and_leave_other_sets_unchanged():
+    synsets = [Synset(f"w{i}", "noun", f"gloss {i}", ()) for i in range(30)]
+    open_wording = {"values": "open", "subjects": "open", "phrasing": "varied", "codes": 0.6}
+    plain = qa.generate([TEXT], synsets, 400, seed=6, wording=qa.Wording(**open_wording))
+    assert qa.generate([TEXT], synsets, 400, seed=6, wording=qa.Wording(**open_wording, like_facts=0.0)) == plain
+    liked = qa.generate([TEXT], synsets, 1000, seed=6, wording=qa.Wording(**open_wording, like_facts=1.0))
+    questions = [e for e in liked if e.kind != "definition"]
+    assert all(e.answer in e.context for e in questions if e.kind != "not-in-document")
+    # A code question's document names that code for another place too (and for the asked one where
+    # answerable), so the question's place, not the kind of code, tells which value answers.
+    paired = 0
+    for e in questions:
+        asked = re.match(r"What is the (.+?) (?:of|for|at) the ([a-z ]+)\?", e.question)
+        if not asked:
+            continue
+        naming = [s for s in re.split(r"(?<=\.) ", e.context) if f"the {asked[1]} ".lower() in s.lower()]
+        about_asked = [s for s in naming if f"the {asked[2]}" in s]
+        assert len(naming) - len(about_asked) >= 1
+        assert bool(about_asked) == (e.kind != "not-in-document")
+        paired += 1
+    assert paired > 100
+    with pytest.raises(ValueError, match="like_facts"):
+        qa.Wording(like_facts=1.5)
+
+
 def test_definition_questions_ask_about_a_word_on_the_page():
     synsets = [Synset(f"word{i}", "noun", f"meaning number {i}", ()) for i in range(50)]
     example = qa.definition_example(synsets, random.Random(0))
