@@ -165,9 +165,13 @@ class _Fact:
 
     @property
     def subject(self) -> str:
-        """Facts in one document never share it, so that each question has one answer: the building, as "the
-        archive" and "the north archive" would read as one."""
-        return self.place.split()[-1]
+        return _subject(self.place)
+
+
+def _subject(place: str) -> str:
+    """Facts in one document never share it, so that each question has one answer: the building, as "the
+    archive" and "the north archive" would read as one."""
+    return place.split()[-1]
 
 
 def open_place(rng: random.Random) -> str:
@@ -216,7 +220,7 @@ def _fact(rng: random.Random, wording: Wording, place: str | None = None) -> _Fa
 def _like_fact(rng: random.Random, wording: Wording, fact: _Fact, taken: set[str]) -> _Fact:
     """`fact`'s kind, worded as it is, about a subject not in `taken`, with another value."""
     place = _place(rng, wording)
-    while place.split()[-1] in taken:
+    while _subject(place) in taken:
         place = _place(rng, wording)
     value = _value(rng, wording, fact.kind)
     while value == fact.answer:
